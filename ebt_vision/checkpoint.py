@@ -1,0 +1,91 @@
+"""Checkpoints: weights as safetensors with the resolved config inside, training state beside, written atomically.
+
+A training run keeps ``<run>/checkpoints/step_XXXXXXX/{model.safetensors, config.yaml, train_state.pt}`` and a
+``latest`` file naming the newest complete one. Each checkpoint is written to a temporary folder and renamed into
+place, then ``latest`` is replaced atomically, so a run killed at any moment (even kill -9) leaves either the old
+or the new checkpoint, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import ExperimentConfig, dump_yaml, from_dict, to_dict
+
+WEIGHTS = "model.safetensors"
+STATE = "train_state.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+def save_weights(module: nn.Module, cfg: ExperimentConfig, path: str | Path, extra: dict[str, Any] | None = None):
+    """Write ``module``'s state dict and the config (in the safetensors metadata) atomically to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    metadata = {"config": json.dumps(to_dict(cfg)), "extra": json.dumps(extra or {})}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ExperimentConfig, dict[str, Any]]:
+    """-> (state dict, config, extra metadata) from a file written by ``save_weights``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({error})") from None
+    if "config" not in metadata:
+        raise CheckpointError(f"{path} has no config in its metadata; was it written by ebt-vision?")
+    return tensors, from_dict(json.loads(metadata["config"])), json.loads(metadata.get("extra", "{}"))
+
+
+def save_training_checkpoint(run_dir: Path, step: int, module: nn.Module, cfg: ExperimentConfig, state: dict, keep: int):
+    """Write checkpoint ``step`` (weights, config, optimiser/scheduler/RNG state) and point ``latest`` at it."""
+    folder = Path(run_dir) / "checkpoints"
+    final = folder / f"step_{step:07d}"
+    tmp = folder / f".tmp_step_{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(module, cfg, tmp / WEIGHTS, extra={"step": step})
+    (tmp / "config.yaml").write_text(dump_yaml(cfg))
+    torch.save(state, tmp / STATE)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    pointer = folder / "latest.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, folder / "latest")
+    for old in sorted(folder.glob("step_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / pointer.read_text().strip()
+    return folder if (folder / WEIGHTS).is_file() and (folder / STATE).is_file() else None
+
+
+def load_training_checkpoint(folder: Path, module: nn.Module) -> dict:
+    """Load weights into ``module`` and return the saved training state."""
+    tensors, _, _ = read_weights(folder / WEIGHTS)
+    module.load_state_dict(tensors)
+    return torch.load(folder / STATE, weights_only=False)

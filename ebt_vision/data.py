@@ -1,0 +1,218 @@
+"""Photos for denoising: the packaged sets, a fixed held-out test set, a folder loader, random training crops.
+
+Pixels are float tensors in [-1, 1], shape (C, H, W). Everything here works offline: the packaged photos ship inside
+installed packages (scikit-image, PyWavelets, scikit-learn) and the Debian package ``opencv-doc``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from .config import DataConfig
+from .noise import add_diffusion_noise, add_gaussian_noise
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+# Real photos among opencv-doc's samples; logos, charts, chessboards, text, renders and paintings are left out.
+OPENCV_PHOTOS = (
+    "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "box_in_scene.png", "building.jpg",
+    "butterfly.jpg", "ela_original.jpg", "fruits.jpg", "graf1.png", "home.jpg", "leuvenA.jpg", "messi5.jpg",
+    "orange.jpg", "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg", "basketball1.png", "left.jpg",
+)  # fmt: skip
+# The held-out test set: 8 lossless photos that never enter training (5 colour, 3 grey shown as 3 channels).
+HELD_OUT = (
+    "skimage:astronaut", "skimage:coffee", "skimage:chelsea", "skimage:immunohistochemistry",
+    "skimage:motorcycle_left", "skimage:camera", "skimage:moon", "pywt:ascent",
+)  # fmt: skip
+# Training photos from the Python packages. Near-duplicates of held-out photos are excluded on purpose:
+# skimage's cat() is chelsea(), and motorcycle_right is the stereo twin of motorcycle_left.
+PACKAGE_TRAIN = (
+    "skimage:rocket", "skimage:hubble_deep_field", "skimage:coins", "skimage:brick", "skimage:grass",
+    "skimage:gravel", "skimage:clock", "pywt:aero", "sklearn:china", "sklearn:flower",
+)  # fmt: skip
+
+
+class DataUnavailable(RuntimeError):
+    """A packaged photo source is not installed."""
+
+
+def to_tensor(array: np.ndarray) -> Tensor:
+    """(H, W) or (H, W, C) uint8 -> (3, H, W) float in [-1, 1]; grey is repeated, alpha dropped."""
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected 8-bit pixels, got {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {array.shape}")
+    tensor = torch.from_numpy(np.array(array[:, :, :3], copy=True)).permute(2, 0, 1).float()
+    return tensor / 127.5 - 1.0
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8, clamped."""
+    return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def load_image(path: str | Path, max_side: int | None = None) -> Tensor:
+    """Read one image file -> (3, H, W) in [-1, 1]; a clear error for missing, corrupt or unsupported files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path} as an image ({error}); supported: {', '.join(IMAGE_SUFFIXES)}") from None
+    if max_side and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return to_tensor(np.asarray(image))
+
+
+def downscale(image: Tensor, factor: float) -> Tensor:
+    """Antialiased resize of a (3, H, W) image by ``factor`` (< 1 to suppress JPEG artefacts)."""
+    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[2] * factor)))
+    return torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
+
+
+def _packaged_loader(name: str) -> Callable[[], np.ndarray]:
+    source, key = name.split(":")
+    if source == "skimage":
+        import skimage.data
+
+        if key in ("motorcycle_left", "motorcycle_right"):
+            return lambda: skimage.data.stereo_motorcycle()[0 if key.endswith("left") else 1]
+        return getattr(skimage.data, key)
+    if source == "pywt":
+        import pywt.data
+
+        return getattr(pywt.data, key)
+    if source == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        return lambda: load_sample_image(f"{key}.jpg")
+    raise KeyError(f"unknown packaged photo {name!r}")
+
+
+def load_packaged(name: str) -> Tensor:
+    """A named photo (``"skimage:astronaut"``) -> (3, H, W). JPEG sources are downscaled by 2 against artefacts."""
+    try:
+        image = to_tensor(np.asarray(_packaged_loader(name)()))
+    except ImportError as error:
+        raise DataUnavailable(f"{name}: its package is not installed ({error})") from None
+    return downscale(image, 0.5) if name.startswith("sklearn:") or name.endswith(("rocket", "hubble_deep_field")) else image
+
+
+@dataclass(frozen=True)
+class Photo:
+    name: str
+    image: Tensor  # (3, H, W) in [-1, 1]
+
+
+def held_out_photos(max_side: int | None = None) -> list[Photo]:
+    """The fixed held-out test set, optionally downscaled so the longest side is at most ``max_side``."""
+    photos = []
+    for name in HELD_OUT:
+        image = load_packaged(name)
+        if max_side and max(image.shape[1:]) > max_side:
+            image = downscale(image, max_side / max(image.shape[1:]))
+        photos.append(Photo(name, image))
+    return photos
+
+
+def packaged_training_photos() -> list[Photo]:
+    """Training photos: the Python packages' photos plus opencv-doc's when that Debian package is installed."""
+    photos = [Photo(name, load_packaged(name)) for name in PACKAGE_TRAIN]
+    if OPENCV_DATA.is_dir():
+        # JPEG sources: halve them so compression artefacts shrink below the noise we add.
+        photos += [
+            Photo(f"opencv:{n}", downscale(load_image(OPENCV_DATA / n), 0.5 if n.endswith(".jpg") else 1.0))
+            for n in OPENCV_PHOTOS
+            if (OPENCV_DATA / n).is_file()
+        ]
+    else:
+        warnings.warn(
+            f"{OPENCV_DATA} not found: training on the Python packages' photos only. "
+            "Install the Debian package opencv-doc (scripts/install-system-deps.sh) for ~20 more photos.",
+            stacklevel=2,
+        )
+    return photos
+
+
+def folder_photos(root: str | Path) -> list[Photo]:
+    """Every image under ``root`` (recursively), for training on your own photos. Corrupt files are errors."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"photo folder not found: {root}")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
+    return [Photo(str(p.relative_to(root)), load_image(p)) for p in paths]
+
+
+def training_photos(cfg: DataConfig) -> list[Photo]:
+    photos = packaged_training_photos() if cfg.source == "packaged" else folder_photos(cfg.source)
+    small = [p.name for p in photos if min(p.image.shape[1:]) < cfg.crop_size]
+    if small:
+        raise ValueError(f"photos smaller than the {cfg.crop_size}px crop: {small[:5]}")
+    return photos
+
+
+class CropSampler:
+    """Endless batches of random crops (flips and 90-degree turns) with fresh noise: yields (noisy, clean, sigma).
+
+    Photos are drawn in proportion to their area so every pixel is equally likely. ``state_dict`` saves the random
+    stream so a resumed run continues with the same batches.
+    """
+
+    def __init__(self, photos: list[Photo], cfg: DataConfig, seed: int = 0) -> None:
+        if not photos:
+            raise ValueError("no training photos")
+        self.images = [p.image for p in photos]
+        self.cfg = cfg
+        areas = torch.tensor([float(im.shape[1] * im.shape[2]) for im in self.images])
+        self.weights = areas / areas.sum()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def _crop(self) -> Tensor:
+        g, size = self.generator, self.cfg.crop_size
+        image = self.images[int(torch.multinomial(self.weights, 1, generator=g))]
+        top = int(torch.randint(image.shape[1] - size + 1, (1,), generator=g))
+        left = int(torch.randint(image.shape[2] - size + 1, (1,), generator=g))
+        crop = image[:, top : top + size, left : left + size]
+        if torch.rand((), generator=g) < 0.5:
+            crop = crop.flip(2)
+        return torch.rot90(crop, int(torch.randint(4, (1,), generator=g)), dims=(1, 2))
+
+    def noise_levels(self, count: int) -> Tensor:
+        """(count,) noise levels drawn uniformly from the configured range (sigma on 0-255, or diffusion level)."""
+        low, high = (
+            (self.cfg.sigma_min, self.cfg.sigma_max)
+            if self.cfg.noise == "gaussian"
+            else (self.cfg.level_min, self.cfg.level_max)
+        )
+        return low + (high - low) * torch.rand(count, generator=self.generator)
+
+    def sample(self) -> tuple[Tensor, Tensor, Tensor]:
+        clean = torch.stack([self._crop() for _ in range(self.cfg.batch_size)])
+        levels = self.noise_levels(clean.shape[0])
+        add = add_gaussian_noise if self.cfg.noise == "gaussian" else add_diffusion_noise
+        return add(clean, levels, self.generator), clean, levels
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        while True:
+            yield self.sample()

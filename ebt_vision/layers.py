@@ -1,0 +1,133 @@
+"""Transformer building blocks shared by the energy models and the plain baseline."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ATTENTION_BACKENDS = ("auto", "math", "fused")
+
+
+def patchify(images: Tensor, patch_size: int) -> Tensor:
+    """(B, C, H, W) -> (B, H/p * W/p, C * p * p); H and W must be multiples of p."""
+    batch, channels, height, width = images.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch_size}")
+    grid_h, grid_w = height // patch_size, width // patch_size
+    x = images.reshape(batch, channels, grid_h, patch_size, grid_w, patch_size)
+    x = x.permute(0, 2, 4, 1, 3, 5)  # (B, gh, gw, C, p, p)
+    return x.reshape(batch, grid_h * grid_w, channels * patch_size * patch_size)
+
+
+def unpatchify(tokens: Tensor, patch_size: int, height: int, width: int) -> Tensor:
+    """(B, N, C * p * p) -> (B, C, H, W), the inverse of ``patchify``."""
+    batch, _, dim = tokens.shape
+    channels = dim // (patch_size * patch_size)
+    grid_h, grid_w = height // patch_size, width // patch_size
+    x = tokens.reshape(batch, grid_h, grid_w, channels, patch_size, patch_size)
+    x = x.permute(0, 3, 1, 4, 2, 5)  # (B, C, gh, p, gw, p)
+    return x.reshape(batch, channels, height, width)
+
+
+def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, device=None, dtype=None) -> Tensor:
+    """Fixed 2-D sin-cos positions for any grid: -> (gh * gw, dim). Half the channels encode rows, half columns."""
+    if dim % 4:
+        raise ValueError(f"width {dim} must be divisible by 4 for 2-D sin-cos positions")
+    quarter = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
+    rows = torch.arange(grid_h, device=device, dtype=torch.float32)[:, None] * omega  # (gh, D/4)
+    cols = torch.arange(grid_w, device=device, dtype=torch.float32)[:, None] * omega  # (gw, D/4)
+    row_emb = torch.cat([rows.sin(), rows.cos()], dim=1)[:, None, :].expand(grid_h, grid_w, 2 * quarter)
+    col_emb = torch.cat([cols.sin(), cols.cos()], dim=1)[None, :, :].expand(grid_h, grid_w, 2 * quarter)
+    return torch.cat([row_emb, col_emb], dim=-1).reshape(grid_h * grid_w, dim).to(dtype or torch.float32)
+
+
+def math_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """(B, h, N, d) x3 -> (B, h, N, d) in plain ops, so it has a double backward (fused kernels do not)."""
+    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+    return scores.softmax(dim=-1) @ v
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with an explicit backend.
+
+    ``math`` works under a second-order graph (training through the descent); ``fused`` uses
+    ``scaled_dot_product_attention`` (flash / memory-efficient kernels), fine when no graph through the gradient is
+    needed. ``auto`` picks math in training mode and fused in eval mode.
+    """
+
+    def __init__(self, dim: int, heads: int, backend: str = "auto") -> None:
+        super().__init__()
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
+        self.heads = heads
+        self.backend = backend
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, N, D) -> (B, N, D); ``mask`` (N, N) bool, True = may attend (e.g. causal)."""
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, dim // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, N, d)
+        backend = self.backend
+        if backend == "auto":
+            backend = "math" if self.training else "fused"
+        if backend == "fused":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif mask is None:
+            out = math_attention(q, k, v)
+        else:
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            out = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """(B, N, D), (B, D), (B, D) -> (B, N, D)."""
+    return x * (1 + scale[:, None, :]) + shift[:, None, :]
+
+
+class Mlp(nn.Sequential):
+    def __init__(self, dim: int, ratio: float) -> None:
+        hidden = int(dim * ratio)
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+
+
+class Block(nn.Module):
+    """DiT-style transformer block with adaLN-Zero: the condition (B, D) sets shift, scale and gate per branch."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, attention: str = "auto") -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads, attention)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_ratio)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, N, D), (B, D) -> (B, N, D)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=-1)
+        x = x + gate1[:, None, :] * self.attn(modulate(self.norm1(x), shift1, scale1), mask)
+        return x + gate2[:, None, :] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+def init_linear_layers(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every Linear (as DiT does), before zero-init overrides."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def param_count_str(count: int) -> str:
+    return f"{count / 1e6:.2f}M" if count >= 1e5 else f"{count / 1e3:.1f}K"
+

@@ -1,0 +1,80 @@
+"""Objectives compose an energy model, the descent and a loss; the training loop knows nothing EBT-specific."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ExperimentConfig, OptimConfig
+from .descent import StepSize, minimize_energy
+from .energy_image import ImageEBT
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor
+    metrics: dict[str, Tensor]  # detached scalars for logging; "energy_abs_max" is watched for divergence
+
+
+def reconstruction_loss(prediction: Tensor, target: Tensor, kind: str) -> Tensor:
+    if kind == "mse":
+        return F.mse_loss(prediction, target)
+    return F.smooth_l1_loss(prediction, target, beta=1.0)
+
+
+def weight_decay_groups(module: nn.Module, optim: OptimConfig, skip: set[int] = frozenset()) -> list[dict]:
+    """Decay matrices only; biases, norms, embeddings-as-vectors and ``skip`` parameters get none."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if not param.requires_grad or id(param) in skip:
+            continue
+        (decay if param.dim() >= 2 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class DenoisingObjective(nn.Module):
+    """Image denoising: descend from the noisy image; loss against the clean image, averaged over all steps."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = ImageEBT(cfg.model)
+        self.step_size = StepSize(cfg.descent.step_size, cfg.descent.learn_step_size)
+
+    def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> StepOutput:
+        noisy, clean, _ = batch
+        trajectory = minimize_energy(
+            self.model,
+            noisy,
+            noisy,
+            self.cfg.descent,
+            self.step_size(),
+            create_graph=self.training,
+            randomize=self.training,
+        )
+        losses = [reconstruction_loss(c.float(), clean, self.cfg.train.loss) for c in trajectory.candidates[1:]]
+        loss = torch.stack(losses).mean()
+        metrics = {
+            "loss": loss.detach(),
+            "loss_last": losses[-1].detach(),
+            "mse_last": F.mse_loss(trajectory.final.detach().float(), clean),
+            "energy_mean": trajectory.energies.mean(),
+            "energy_abs_max": trajectory.energies.abs().max(),
+            "grad_norm_mean": trajectory.grad_norms.mean(),
+            "step_size": self.step_size().detach(),
+        }
+        return StepOutput(loss, metrics)
+
+    def param_groups(self, optim: OptimConfig) -> list[dict]:
+        """AdamW groups; the log step size learns at its own rate without weight decay."""
+        groups = weight_decay_groups(self, optim, skip={id(self.step_size.log_value)})
+        if self.step_size.log_value.requires_grad:
+            lr = optim.lr * self.cfg.descent.step_size_lr_multiplier
+            groups.append({"params": [self.step_size.log_value], "weight_decay": 0.0, "lr": lr})
+        return groups

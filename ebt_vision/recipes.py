@@ -1,0 +1,18 @@
+"""Ready-made wiring of data, objective and loop: what ``ebt-vision train`` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ExperimentConfig
+from .data import CropSampler, training_photos
+from .objectives import DenoisingObjective
+from .train import TrainResult, seed_everything, train
+
+
+def train_denoiser(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train an image EBT denoiser on ``cfg.data.source`` (packaged photos by default; never the held-out set)."""
+    seed_everything(cfg.train.seed)
+    objective = DenoisingObjective(cfg)
+    sampler = CropSampler(training_photos(cfg.data), cfg.data, seed=cfg.train.seed)
+    return train(objective, iter(sampler), cfg, run_dir, resume=resume, sampler_state=sampler, progress=progress)

@@ -1,0 +1,86 @@
+"""Energy of a photo of any size from a model trained on small crops.
+
+The image EBT runs at any multiple of its patch size, but a model trained on 32-pixel crops has never seen the
+positions and attention spans of a 512-pixel grid. ``TiledEnergy`` keeps every forward pass at the training size:
+the photo is reflect-padded and cut into half-overlapping tiles, and its energy is the sum of the tile energies
+divided by how many tiles cover each pixel (the same count everywhere). The padding is context only (detached), so
+every pixel's gradient is the average of the gradients of the tiles that cover it: the step size keeps the scale
+it was trained at. The descent core is unchanged; it just receives this energy function.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from .energy_image import ImageEBT, check_image_pair
+
+
+class TiledEnergy:
+    """``(B, C, H, W), (B, C, H, W) -> (B,)``; ``patch_energy_map`` gives (B, H/p, W/p)."""
+
+    def __init__(self, model: ImageEBT, tile: int, chunk: int = 512) -> None:
+        p = model.cfg.patch_size
+        if tile % (2 * p):
+            raise ValueError(f"tile {tile} must be a multiple of twice the patch size ({2 * p})")
+        self.model, self.tile, self.chunk = model, tile, chunk
+
+    def _layout(self, size: int) -> tuple[int, int, int, int]:
+        """One dimension: (tile, stride, pad_before, pad_after). Dimensions no larger than a tile are not cut."""
+        if size <= self.tile:
+            return size, size, 0, 0
+        stride = self.tile // 2
+        pad_after = stride + (-(size + 2 * stride) % stride)
+        return self.tile, stride, stride, pad_after
+
+    def _tiles(self, context: Tensor, candidate: Tensor):
+        """Cut both images into tiles: -> (B * n, C, th, tw) x2, grid (nh, nw), layouts, coverage."""
+        check_image_pair(context, candidate, self.model.cfg.channels, self.model.cfg.patch_size)
+        (th, sh, top, bottom), (tw, sw, left, right) = self._layout(context.shape[2]), self._layout(context.shape[3])
+        pad = (left, right, top, bottom)
+        padded_context = F.pad(context, pad, mode="reflect") if any(pad) else context
+        padded = F.pad(candidate, pad, mode="reflect") if any(pad) else candidate
+        if any(pad):  # the padding is context: only the real pixels are descended
+            interior = torch.zeros_like(padded, dtype=torch.bool)
+            interior[..., top : top + candidate.shape[2], left : left + candidate.shape[3]] = True
+            padded = torch.where(interior, padded, padded.detach())
+
+        def cut(x: Tensor) -> Tensor:
+            x = x.unfold(2, th, sh).unfold(3, tw, sw)  # (B, C, nh, nw, th, tw)
+            return x.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], th, tw)
+
+        grid = ((padded.shape[2] - th) // sh + 1, (padded.shape[3] - tw) // sw + 1)
+        coverage = (th // sh) * (tw // sw)
+        return cut(padded_context), cut(padded), grid, (th, sh, top), (tw, sw, left), coverage
+
+    def _tile_patch_energies(self, context_tiles: Tensor, candidate_tiles: Tensor) -> Tensor:
+        """(n, C, th, tw) x2 -> (n, th/p, tw/p), in chunks; recomputed in backward to bound memory on big photos."""
+        chunks = []
+        for start in range(0, context_tiles.shape[0], self.chunk):
+            args = (context_tiles[start : start + self.chunk], candidate_tiles[start : start + self.chunk])
+            if torch.is_grad_enabled() and context_tiles.shape[0] > self.chunk:
+                chunks.append(checkpoint(self.model.patch_energies, *args, use_reentrant=False))
+            else:
+                chunks.append(self.model.patch_energies(*args))
+        return torch.cat(chunks)
+
+    def __call__(self, context: Tensor, candidate: Tensor) -> Tensor:
+        context_tiles, candidate_tiles, _, _, _, coverage = self._tiles(context, candidate)
+        energies = self._tile_patch_energies(context_tiles, candidate_tiles)
+        return energies.reshape(context.shape[0], -1).sum(dim=1) / coverage
+
+    def patch_energy_map(self, context: Tensor, candidate: Tensor) -> Tensor:
+        """(B, C, H, W) x2 -> (B, H/p, W/p): each patch's energy averaged over the tiles that cover it."""
+        p = self.model.cfg.patch_size
+        context_tiles, candidate_tiles, (nh, nw), (th, sh, top), (tw, sw, left), _ = self._tiles(context, candidate)
+        energies = self._tile_patch_energies(context_tiles, candidate_tiles)  # (B * nh * nw, th/p, tw/p)
+        batch = context.shape[0]
+        columns = energies.reshape(batch, nh * nw, -1).transpose(1, 2)  # (B, th/p * tw/p, nh * nw)
+        out_size = ((nh - 1) * sh // p + th // p, (nw - 1) * sw // p + tw // p)
+        kernel, stride = (th // p, tw // p), (sh // p, sw // p)
+        summed = F.fold(columns, out_size, kernel, stride=stride)
+        counts = F.fold(torch.ones_like(columns), out_size, kernel, stride=stride)
+        grid = (summed / counts)[:, 0]  # (B, Hp/p, Wp/p)
+        return grid[:, top // p : top // p + context.shape[2] // p, left // p : left // p + context.shape[3] // p]

@@ -1,0 +1,226 @@
+"""One plain PyTorch training loop for every objective.
+
+An objective is an ``nn.Module`` whose ``forward(batch)`` returns a ``StepOutput`` and whose ``param_groups(optim)``
+lists AdamW groups. The loop adds the rest: warmup + cosine learning rate, gradient clipping, bf16 autocast on CUDA,
+seeding, a progress bar, ``metrics.csv`` and ``loss.png``, atomic checkpoints and ``resume``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint, save_weights
+from .config import ExperimentConfig, OptimConfig, dump_yaml
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the energy went non-finite or exploded; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    seconds: float  # training wall-clock, summed over resumed segments
+    final_metrics: dict[str, float]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, total: int, optim: OptimConfig) -> float:
+    """Linear warmup to 1, then cosine down to ``min_lr_ratio`` at ``total``."""
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    progress = min(1.0, (step - optim.warmup_steps) / max(1, total - optim.warmup_steps))
+    return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(objective: nn.Module, cfg: ExperimentConfig, device: torch.device):
+    optim = cfg.optim
+    groups = objective.param_groups(optim)
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train.steps, optim))
+    return optimizer, scheduler
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class MetricsLog:
+    """``metrics.csv`` (one row per logged step) and a ``loss.png`` curve; resuming drops rows past the resume step."""
+
+    def __init__(self, run_dir: Path, resume_step: int) -> None:
+        self.path = run_dir / "metrics.csv"
+        self.rows: list[dict[str, float]] = []
+        if resume_step > 0 and self.path.is_file():
+            with self.path.open() as handle:
+                self.rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(handle)]
+            self.rows = [r for r in self.rows if r["step"] <= resume_step]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        if not self.rows:
+            self.path.write_text("")
+            return
+        with self.path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def append(self, row: dict[str, float]) -> None:
+        header_changed = not self.rows or list(row) != list(self.rows[0])
+        self.rows.append(row)
+        if header_changed:
+            self._rewrite()
+            return
+        with self.path.open("a", newline="") as handle:
+            csv.DictWriter(handle, fieldnames=list(row)).writerow(row)
+
+    def plot(self) -> Path | None:
+        if not self.rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [r["step"] for r in self.rows]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(steps, [r["loss"] for r in self.rows], label="loss (mean over descent steps)")
+        if "loss_last" in self.rows[0]:
+            ax.plot(steps, [r["loss_last"] for r in self.rows], label="loss after the last step", alpha=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        out = self.path.with_name("loss.png")
+        fig.savefig(out, dpi=120)
+        plt.close(fig)
+        return out
+
+
+def _check_finite(step: int, loss: torch.Tensor, metrics: dict[str, torch.Tensor], cfg: ExperimentConfig) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"non-finite loss ({loss.item()}) at step {step}; the last good checkpoint is kept. "
+            "Lower optim.lr or descent.step_size, or raise optim.warmup_steps."
+        )
+    energy = metrics.get("energy_abs_max")
+    if energy is not None and not (torch.isfinite(energy) and energy <= cfg.train.max_abs_energy):
+        raise TrainingDiverged(
+            f"energy exploded (|E| = {energy.item():.3g} > train.max_abs_energy = {cfg.train.max_abs_energy:.3g}) "
+            f"at step {step}; the last good checkpoint is kept. Lower optim.lr or descent.step_size."
+        )
+
+
+def train(
+    objective: nn.Module,
+    batches: Iterator,
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    sampler_state: object | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``objective`` on ``batches`` for ``cfg.train.steps`` steps, writing everything under ``run_dir``.
+
+    ``sampler_state``: an object with ``state_dict``/``load_state_dict`` (the data stream) saved with checkpoints.
+    With ``resume``, training continues from ``run_dir``'s latest checkpoint (or starts fresh if there is none).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    objective.to(device).train()
+    optimizer, scheduler = build_optimizer(objective, cfg, device)
+    step, seconds = 0, 0.0
+    found = latest_checkpoint(run_dir) if resume else None
+    if found is not None:
+        state = load_training_checkpoint(found, objective)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, seconds = state["step"], state["seconds"]
+        _restore_rng(state["rng"])
+        if sampler_state is not None:
+            sampler_state.load_state_dict(state["sampler"])
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    log = MetricsLog(run_dir, step)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
+
+    def checkpoint() -> None:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "seconds": seconds,
+            "rng": _rng_state(),
+            "sampler": sampler_state.state_dict() if sampler_state is not None else None,
+        }
+        save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)
+
+    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"train {cfg.name}", disable=not progress, unit="step")
+    metrics: dict[str, float] = {}
+    while step < cfg.train.steps:
+        started = time.perf_counter()
+        batch = [t.to(device, non_blocking=True) for t in next(batches)]
+        with autocast:
+            out = objective(batch)
+        _check_finite(step, out.loss, out.metrics, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        seconds += time.perf_counter() - started
+        bar.update(1)
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            metrics = {k: float(v) for k, v in out.metrics.items()}
+            row = {"step": step, **metrics, "param_grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
+            log.append({**row, "seconds": round(seconds, 2)})
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+            checkpoint()
+            log.plot()
+    bar.close()
+    save_weights(objective, cfg, run_dir / "model.safetensors", extra={"step": step, "train_seconds": seconds})
+    log.plot()
+    return TrainResult(run_dir, step, seconds, metrics)
