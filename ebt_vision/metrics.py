@@ -24,5 +24,7 @@ def ssim(prediction: Tensor, target: Tensor, window: int = 11) -> Tensor:
     """(B, C, H, W), (B, C, H, W) in [-1, 1] -> (B,) mean SSIM (Gaussian window 11, sigma 1.5) on 0-255 pixels."""
     if prediction.shape != target.shape:
         raise ValueError(f"shape mismatch: {tuple(prediction.shape)} vs {tuple(target.shape)}")
+    if min(prediction.shape[2:]) < window:
+        raise ValueError(f"SSIM needs images of at least {window}x{window} pixels, got {tuple(prediction.shape[2:])}")
     ssim_map = kornia.metrics.ssim(_to_255(prediction) / 255.0, _to_255(target) / 255.0, window, padding="valid")
     return ssim_map.flatten(1).mean(dim=1)

@@ -198,6 +198,7 @@ def train(
 
     bar = tqdm(total=cfg.train.steps, initial=step, desc=f"train {cfg.name}", disable=not progress, unit="step")
     metrics: dict[str, float] = {}
+    last_plot = time.perf_counter()
     while step < cfg.train.steps:
         started = time.perf_counter()
         batch = [t.to(device, non_blocking=True) for t in next(batches)]
@@ -219,7 +220,9 @@ def train(
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             checkpoint()
-            log.plot()
+            if time.perf_counter() - last_plot > 60:  # matplotlib is slow: refresh the curve at most once a minute
+                log.plot()
+                last_plot = time.perf_counter()
     bar.close()
     save_weights(objective, cfg, run_dir / "model.safetensors", extra={"step": step, "train_seconds": seconds})
     log.plot()

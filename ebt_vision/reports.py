@@ -1,0 +1,73 @@
+"""Reports under ``reports/``: NAME.md for people, NAME.json for programs, NAME*.png plots (see shared/REPORTS.md)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def describe_machine() -> str:
+    cores = os.cpu_count() or 0
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cores}-core {platform.machine()} CPU, {gpu}, torch {torch.__version__}"
+
+
+def describe_device(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return "cpu"
+
+
+def make_meta(device: torch.device | str, seed: int, data: str, budget: str, command: str | None = None) -> dict:
+    """The ``meta`` block every report carries."""
+    return {
+        "command": command or shlex.join(["ebt-vision" if sys.argv[0].endswith("ebt-vision") else "python"] + sys.argv[1:]),
+        "machine": describe_machine(),
+        "device": describe_device(device),
+        "date": datetime.date.today().isoformat(),
+        "git_commit": git_commit(),
+        "seed": seed,
+        "data": data,
+        "budget": budget,
+    }
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def meta_markdown(meta: dict) -> str:
+    return "\n".join(f"- **{key}**: {'`' + value + '`' if key == 'command' else value}" for key, value in meta.items())
+
+
+def write_report(out_dir: str | Path, stem: str, meta: dict, rows: list[dict], body: str, **extra: Any) -> Path:
+    """Write ``stem.json`` ({meta, rows, ...extra}) and ``stem.md`` (title, meta, body). Returns the .md path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows, **extra}, indent=1) + "\n")
+    md = out_dir / f"{stem}.md"
+    md.write_text(f"# {stem}\n\n{meta_markdown(meta)}\n\n{body}\n")
+    return md

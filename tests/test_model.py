@@ -1,0 +1,158 @@
+"""The image EBT: shapes, attention backends, gradients through the descent, learning."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ebt_vision.config import ModelConfig
+from ebt_vision.descent import minimize_energy
+from ebt_vision.energy_image import ImageEBT
+from ebt_vision.layers import patchify, unpatchify
+from ebt_vision.objectives import DenoisingObjective
+from ebt_vision.tiling import TiledEnergy
+from ebt_vision.train import build_optimizer
+
+
+def random_model(cfg: ModelConfig) -> ImageEBT:
+    """Zero-initialised heads and gates make an untrained energy constant; perturb them for gradient tests."""
+    model = ImageEBT(cfg)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+def test_patchify_round_trip():
+    images = torch.randn(2, 3, 8, 12)
+    tokens = patchify(images, 4)
+    assert tokens.shape == (2, 6, 48)
+    torch.testing.assert_close(unpatchify(tokens, 4, 8, 12), images)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (8, 24), (36, 20)])
+def test_any_multiple_of_the_patch_size(size):
+    model = ImageEBT(ModelConfig(width=16, depth=1, heads=2)).eval()
+    x = torch.randn(2, 3, *size)
+    assert model(x, x).shape == (2,)
+    assert model.patch_energies(x, x).shape == (2, size[0] // 4, size[1] // 4)
+    assert model.features(x).shape == (2, 16)
+
+
+@pytest.mark.parametrize(
+    "context, candidate, message",
+    [
+        (torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 8), "differ"),
+        (torch.randn(3, 16, 16), torch.randn(3, 16, 16), r"\(B, C, H, W\)"),
+        (torch.randn(1, 1, 16, 16), torch.randn(1, 1, 16, 16), "3-channel"),
+        (torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2), "smaller than one"),
+        (torch.randn(1, 3, 18, 16), torch.randn(1, 3, 18, 16), "multiple of the patch"),
+    ],
+)
+def test_bad_shapes_give_clear_errors(context, candidate, message):
+    model = ImageEBT(ModelConfig(width=16, depth=1, heads=2))
+    with pytest.raises(ValueError, match=message):
+        model(context, candidate)
+
+
+def test_fused_and_math_attention_agree():
+    math_model = random_model(ModelConfig(width=32, depth=2, heads=4, attention="math"))
+    fused_model = ImageEBT(ModelConfig(width=32, depth=2, heads=4, attention="fused"))
+    fused_model.load_state_dict(math_model.state_dict())
+    context = torch.randn(2, 3, 16, 16)
+    results = []
+    for model in (math_model, fused_model):
+        candidate = context.clone().requires_grad_(True)
+        energy = model(context, candidate)
+        (grad,) = torch.autograd.grad(energy.sum(), candidate)
+        results.append((energy, grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_auto_attention_uses_math_in_training_and_second_order_works():
+    model = random_model(ModelConfig(width=16, depth=1, heads=2)).double().train()
+    context = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    clean = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    weight = model.blocks[0].mlp[0].weight
+
+    def loss():
+        from ebt_vision.config import DescentConfig
+
+        cfg = DescentConfig(num_steps=2, detach_between_steps=False)
+        traj = minimize_energy(model, context, context, cfg, 0.5, create_graph=True)
+        return ((traj.final - clean) ** 2).sum()
+
+    (grad,) = torch.autograd.grad(loss(), weight)
+    eps = 1e-6
+    with torch.no_grad():
+        weight[0, 0] += eps
+        up = loss()
+        weight[0, 0] -= 2 * eps
+        down = loss()
+        weight[0, 0] += eps
+    assert grad[0, 0].item() == pytest.approx(((up - down) / (2 * eps)).item(), rel=1e-5, abs=1e-9)
+
+
+def fixed_batch(cfg, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    clean = torch.rand(cfg.data.batch_size, 3, cfg.data.crop_size, cfg.data.crop_size, generator=generator) * 2 - 1
+    clean = torch.nn.functional.avg_pool2d(clean, 3, 1, 1)  # some spatial structure to learn from
+    noisy = clean + 0.3 * torch.randn(clean.shape, generator=generator)
+    return noisy, clean, torch.full((clean.shape[0],), 38.0)
+
+
+def test_every_parameter_receives_a_gradient(tiny_cfg):
+    """Zero-initialised head and gates pass no gradient at step 0; after a few updates every parameter must."""
+    objective = DenoisingObjective(tiny_cfg)
+    optimizer, _ = build_optimizer(objective, tiny_cfg, torch.device("cpu"))
+    batch = fixed_batch(tiny_cfg)
+    for _ in range(3):
+        optimizer.zero_grad()
+        objective(batch).loss.backward()
+        optimizer.step()
+    missing = [n for n, p in objective.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_tiny_model_overfits_one_batch(tiny_cfg):
+    cfg = replace(tiny_cfg, model=replace(tiny_cfg.model, width=32), optim=replace(tiny_cfg.optim, lr=1e-2))
+    objective = DenoisingObjective(cfg)
+    optimizer, _ = build_optimizer(objective, cfg, torch.device("cpu"))
+    batch = fixed_batch(cfg)
+    first = objective(batch).metrics["mse_last"].item()
+    for _ in range(100):
+        optimizer.zero_grad()
+        objective(batch).loss.backward()
+        optimizer.step()
+    last = objective(batch).metrics["mse_last"].item()
+    assert last < 0.25 * first, (first, last)
+
+
+def test_tiled_energy_matches_the_model_on_one_tile_and_maps_every_patch():
+    model = random_model(ModelConfig(width=16, depth=1, heads=2)).eval()
+    tiled = TiledEnergy(model, tile=16)
+    x, y = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(tiled(x, y), model(x, y))
+    torch.testing.assert_close(tiled.patch_energy_map(x, y), model.patch_energies(x, y))
+    big = torch.randn(1, 3, 40, 28, requires_grad=True)
+    energy = tiled(big.detach(), big)
+    (grad,) = torch.autograd.grad(energy.sum(), big)
+    assert grad.shape == big.shape and torch.isfinite(grad).all() and (grad != 0).all()
+    assert tiled.patch_energy_map(big, big).shape == (1, 10, 7)
+    with pytest.raises(ValueError, match="multiple of twice"):
+        TiledEnergy(model, tile=12)
+
+
+def test_tiled_gradient_has_the_scale_of_one_tile():
+    """Coverage normalisation: for a translation-invariant energy the per-pixel gradient equals one tile's."""
+    model = random_model(ModelConfig(width=16, depth=1, heads=2)).eval()
+    tiled = TiledEnergy(model, tile=16)
+    constant = torch.zeros(1, 3, 48, 48)
+    candidate = torch.full((1, 3, 48, 48), 0.5, requires_grad=True)
+    (grad,) = torch.autograd.grad(tiled(constant, candidate).sum(), candidate)
+    single = torch.full((1, 3, 16, 16), 0.5, requires_grad=True)
+    (one,) = torch.autograd.grad(model(torch.zeros(1, 3, 16, 16), single).sum(), single)
+    assert grad.abs().mean().item() == pytest.approx(one.abs().mean().item(), rel=0.5)

@@ -1,0 +1,144 @@
+"""The training loop: checkpoints, resume after kill -9, divergence, the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+
+from ebt_vision.checkpoint import CheckpointError, latest_checkpoint, save_weights
+from ebt_vision.config import load_config
+from ebt_vision.inference import denoise, load_denoiser
+from ebt_vision.objectives import DenoisingObjective, StepOutput
+from ebt_vision.recipes import train_denoiser
+from ebt_vision.train import TrainingDiverged, train
+
+from .conftest import TINY
+
+skimage = pytest.importorskip("skimage", reason="scikit-image (a dependency) ships the photos")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_run_config(tmp_path) -> Path:
+    """A YAML config training on a folder of two real photos."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skimage.data.coffee()[::4, ::4]).save(photos / "coffee.png")
+    Image.fromarray(skimage.data.rocket()[::4, ::4]).save(photos / "rocket.png")
+    values = {**TINY, "data": {**TINY["data"], "source": str(photos)}}
+    values["train"] = {**TINY["train"], "steps": 60, "checkpoint_every": 5}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, tiny_cfg):
+    objective = DenoisingObjective(tiny_cfg).eval()
+    with torch.no_grad():
+        objective.model.head.weight.normal_()
+    save_weights(objective, tiny_cfg, tmp_path / "m.safetensors")
+    loaded = load_denoiser(tmp_path / "m.safetensors")
+    assert loaded.cfg == tiny_cfg
+    noisy = torch.randn(1, 3, 32, 48)
+    expected, _ = denoise(objective, noisy, num_steps=2)
+    got, _ = denoise(loaded, noisy, num_steps=2)
+    assert torch.equal(expected.final, got.final) and torch.equal(expected.energies, got.energies)
+
+
+def test_unreadable_checkpoints_give_clear_errors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"definitely not safetensors")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_denoiser(bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_denoiser(tmp_path / "missing.safetensors")
+
+
+def test_killed_run_resumes_like_an_uninterrupted_one(tmp_path, tiny_run_config):
+    cfg = load_config(tiny_run_config)
+    reference = train_denoiser(cfg, tmp_path / "reference", progress=False)
+
+    killed_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "ebt_vision", "train", "--config", str(tiny_run_config)]
+    process = subprocess.Popen([*command, "--out", str(killed_dir), "--quiet"], cwd=REPO)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = latest_checkpoint(killed_dir)
+        if found is not None and found.name >= "step_0000010":
+            break
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    stopped_at = latest_checkpoint(killed_dir)
+    assert stopped_at is not None and not (killed_dir / "model.safetensors").exists(), "was not killed mid-run"
+
+    resumed = train_denoiser(cfg, killed_dir, resume=True, progress=False)
+    assert resumed.step == reference.step == 60
+    want, got = load_file(tmp_path / "reference" / "model.safetensors"), load_file(killed_dir / "model.safetensors")
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=name)
+    rows = (killed_dir / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 61 and rows[-1].split(",")[0] == "60"
+    assert (killed_dir / "loss.png").stat().st_size > 0
+
+
+class Exploding(nn.Module):
+    """A stand-in objective that diverges on its fifth step: the loop must stop and keep step 4."""
+
+    def __init__(self, failure: str) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(2))
+        self.failure, self.calls = failure, 0
+
+    def forward(self, batch) -> StepOutput:
+        self.calls += 1
+        loss = (self.weight**2).sum()
+        energy = torch.tensor(1.0)
+        if self.calls == 5:
+            loss = loss * float("nan") if self.failure == "loss" else loss
+            energy = torch.tensor(1e12)
+        return StepOutput(loss, {"loss": loss.detach(), "energy_abs_max": energy})
+
+    def param_groups(self, optim):
+        return [{"params": [self.weight]}]
+
+
+@pytest.mark.parametrize("failure, message", [("loss", "non-finite loss"), ("energy", "energy exploded")])
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, tiny_cfg, failure, message):
+    batches = iter(lambda: [torch.zeros(1)], None)
+    with pytest.raises(TrainingDiverged, match=message):
+        train(Exploding(failure), batches, tiny_cfg, tmp_path, progress=False)
+    last = latest_checkpoint(tmp_path)
+    assert last is not None and last.name == "step_0000004"
+    assert torch.isfinite(load_file(last / "model.safetensors")["weight"]).all()
+
+
+def test_cli_train_and_eval_end_to_end(tmp_path, tiny_run_config):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    train_cmd = [sys.executable, "-m", "ebt_vision", "train", "--config", str(tiny_run_config), "--out", str(run)]
+    done = subprocess.run([*train_cmd, "--set", "train.steps=3", "--quiet"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (run / "model.safetensors").is_file() and (run / "config.yaml").is_file()
+    eval_cmd = [sys.executable, "-m", "ebt_vision", "eval", "--checkpoint", str(run / "model.safetensors")]
+    eval_cmd += ["--max-side", "48", "--limit", "2", "--sigmas", "25", "80", "--steps", "2", "--out", str(tmp_path / "rep")]
+    done = subprocess.run(eval_cmd, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "| sigma | split | NOISY | CBM3D | EBT 1 step | EBT 2 steps |" in done.stdout
+    for suffix in (".md", ".json", ".png"):
+        assert (tmp_path / "rep" / f"denoise_eval{suffix}").stat().st_size > 0
+    bad = subprocess.run(
+        [*train_cmd, "--set", "optim.lr=fast"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and "optim.lr: expected a number" in bad.stderr
