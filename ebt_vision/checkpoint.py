@@ -56,7 +56,9 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ExperimentC
     return tensors, from_dict(json.loads(metadata["config"])), json.loads(metadata.get("extra", "{}"))
 
 
-def save_training_checkpoint(run_dir: Path, step: int, module: nn.Module, cfg: ExperimentConfig, state: dict, keep: int):
+def save_training_checkpoint(
+    run_dir: Path, step: int, module: nn.Module, cfg: ExperimentConfig, state: dict, keep: int
+):
     """Write checkpoint ``step`` (weights, config, optimiser/scheduler/RNG state) and point ``latest`` at it."""
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"step_{step:07d}"

@@ -153,7 +153,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         item_types = typing.get_args(annotation)
         if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
             raise ConfigError(f"{where}: expected a list of {len(item_types)} values, got {value!r}")
-        return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, item_types)))
+        return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, item_types, strict=True)))
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{where}: union types are not supported in configs")
     if annotation is bool:

@@ -108,7 +108,11 @@ def load_packaged(name: str) -> Tensor:
         image = to_tensor(np.asarray(_packaged_loader(name)()))
     except ImportError as error:
         raise DataUnavailable(f"{name}: its package is not installed ({error})") from None
-    return downscale(image, 0.5) if name.startswith("sklearn:") or name.endswith(("rocket", "hubble_deep_field")) else image
+    return (
+        downscale(image, 0.5)
+        if name.startswith("sklearn:") or name.endswith(("rocket", "hubble_deep_field"))
+        else image
+    )
 
 
 @dataclass(frozen=True)

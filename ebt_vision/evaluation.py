@@ -27,6 +27,11 @@ def noisy_copy(clean: torch.Tensor, sigma: float, seed: int, index: int) -> torc
     return add_gaussian_noise(clean[None], float(sigma), generator)[0]
 
 
+def _scored(base: dict, method: str, estimate: torch.Tensor, clean: torch.Tensor, **extra) -> dict:
+    p, s = psnr(estimate[None], clean[None]), ssim(estimate[None], clean[None])
+    return {**base, "method": method, **extra, "psnr": float(p), "ssim": float(s)}
+
+
 def evaluate_denoiser(
     objective: DenoisingObjective,
     photos: list[Photo],
@@ -49,22 +54,20 @@ def evaluate_denoiser(
         clean = crop_to_patches(photo.image[None], patch)[0]
         noisy = noisy_copy(clean, sigma, seed, index)
         base = {"image": photo.name, "sigma": sigma, "split": "id" if sigma <= train_max else "ood"}
-
-        def score(method: str, estimate: torch.Tensor, **extra) -> None:
-            p, s = psnr(estimate[None], clean[None]), ssim(estimate[None], clean[None])
-            rows.append({**base, "method": method, **extra, "psnr": float(p), "ssim": float(s)})
-
-        score("noisy", noisy, steps=0, forward_passes=0, backward_passes=0)
+        rows.append(_scored(base, "noisy", noisy, clean, steps=0, forward_passes=0, backward_passes=0))
         if with_bm3d:
             started = time.perf_counter()
             estimate = cbm3d_denoise(noisy, sigma)
-            score("cbm3d", estimate, steps=0, forward_passes=0, backward_passes=0, seconds=time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            rows.append(_scored(base, "cbm3d", estimate, clean, steps=0, forward_passes=0, backward_passes=0,
+                                seconds=seconds))  # fmt: skip
         started = time.perf_counter()
         trajectory, _ = denoise(objective, noisy[None], num_steps=num_steps, final_energy=False)
         seconds = time.perf_counter() - started
         for k, candidate in enumerate(trajectory.candidates[1:], start=1):
             timing = {"seconds": seconds} if k == num_steps else {}  # measured for the whole K-step run only
-            score("ebt", candidate[0].cpu(), steps=k, forward_passes=k, backward_passes=k, **timing)
+            passes = {"steps": k, "forward_passes": k, "backward_passes": k}
+            rows.append(_scored(base, "ebt", candidate[0].cpu(), clean, **passes, **timing))
     return rows
 
 
@@ -117,7 +120,7 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
 
     sigmas = sorted({r["sigma"] for r in averaged})
     fig, axes = plt.subplots(1, len(sigmas), figsize=(3.2 * len(sigmas), 3.2), squeeze=False)
-    for ax, sigma in zip(axes[0], sigmas):
+    for ax, sigma in zip(axes[0], sigmas, strict=True):
         ebt = sorted((r for r in averaged if r["method"] == "ebt" and r["sigma"] == sigma), key=lambda r: r["steps"])
         ax.plot([r["steps"] for r in ebt], [r["psnr"] for r in ebt], "o-", label="EBT")
         for method, style in (("noisy", ":"), ("cbm3d", "--")):

@@ -130,4 +130,3 @@ def count_parameters(module: nn.Module) -> int:
 
 def param_count_str(count: int) -> str:
     return f"{count / 1e6:.2f}M" if count >= 1e5 else f"{count / 1e3:.1f}K"
-

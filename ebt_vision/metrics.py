@@ -17,7 +17,7 @@ def psnr(prediction: Tensor, target: Tensor) -> Tensor:
     if prediction.shape != target.shape:
         raise ValueError(f"shape mismatch: {tuple(prediction.shape)} vs {tuple(target.shape)}")
     pred, ref = _to_255(prediction), _to_255(target)
-    return torch.stack([kornia.metrics.psnr(p, r, max_val=255.0) for p, r in zip(pred, ref)])
+    return torch.stack([kornia.metrics.psnr(p, r, max_val=255.0) for p, r in zip(pred, ref, strict=True)])
 
 
 def ssim(prediction: Tensor, target: Tensor, window: int = 11) -> Tensor:

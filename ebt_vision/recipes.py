@@ -10,7 +10,9 @@ from .objectives import DenoisingObjective
 from .train import TrainResult, seed_everything, train
 
 
-def train_denoiser(cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+def train_denoiser(
+    cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True
+) -> TrainResult:
     """Train an image EBT denoiser on ``cfg.data.source`` (packaged photos by default; never the held-out set)."""
     seed_everything(cfg.train.seed)
     objective = DenoisingObjective(cfg)

@@ -39,7 +39,8 @@ def describe_device(device: torch.device | str) -> str:
 def make_meta(device: torch.device | str, seed: int, data: str, budget: str, command: str | None = None) -> dict:
     """The ``meta`` block every report carries."""
     return {
-        "command": command or shlex.join(["ebt-vision" if sys.argv[0].endswith("ebt-vision") else "python"] + sys.argv[1:]),
+        "command": command
+        or shlex.join(["ebt-vision" if sys.argv[0].endswith("ebt-vision") else "python"] + sys.argv[1:]),
         "machine": describe_machine(),
         "device": describe_device(device),
         "date": datetime.date.today().isoformat(),

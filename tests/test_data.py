@@ -112,7 +112,7 @@ def test_crop_sampler_is_reproducible_and_resumable():
     expected = first.sample()
     second = data.CropSampler(photos, cfg, seed=99)
     second.load_state_dict(state)
-    for a, b in zip(second.sample(), expected):
+    for a, b in zip(second.sample(), expected, strict=True):
         assert torch.equal(a, b)
     noisy, clean, sigma = expected
     assert noisy.shape == clean.shape == (4, 3, 16, 16) and sigma.shape == (4,)

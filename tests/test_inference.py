@@ -49,7 +49,7 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     assert {r["split"] for r in rows if r["sigma"] == 75} == {"ood"}
     cbm3d = [r for r in rows if r["method"] == "cbm3d"]
     noisy = [r for r in rows if r["method"] == "noisy"]
-    assert all(c["psnr"] > n["psnr"] + 3 for c, n in zip(cbm3d, noisy))  # CBM3D really denoises
+    assert all(c["psnr"] > n["psnr"] + 3 for c, n in zip(cbm3d, noisy, strict=True))  # CBM3D really denoises
     averaged = average_rows(rows)
     assert len(averaged) == 2 * 4 and all(r["images"] == 2 for r in averaged)
     md = write_denoise_report(rows, make_meta("cpu", 0, "test", "none", command="pytest"), tmp_path)

@@ -132,13 +132,23 @@ def test_cli_train_and_eval_end_to_end(tmp_path, tiny_run_config):
     assert done.returncode == 0, done.stderr
     assert (run / "model.safetensors").is_file() and (run / "config.yaml").is_file()
     eval_cmd = [sys.executable, "-m", "ebt_vision", "eval", "--checkpoint", str(run / "model.safetensors")]
-    eval_cmd += ["--max-side", "48", "--limit", "2", "--sigmas", "25", "80", "--steps", "2", "--out", str(tmp_path / "rep")]
+    eval_cmd += [
+        "--max-side",
+        "48",
+        "--limit",
+        "2",
+        "--sigmas",
+        "25",
+        "80",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "rep"),
+    ]
     done = subprocess.run(eval_cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "| sigma | split | NOISY | CBM3D | EBT 1 step | EBT 2 steps |" in done.stdout
     for suffix in (".md", ".json", ".png"):
         assert (tmp_path / "rep" / f"denoise_eval{suffix}").stat().st_size > 0
-    bad = subprocess.run(
-        [*train_cmd, "--set", "optim.lr=fast"], capture_output=True, text=True, env=env
-    )
+    bad = subprocess.run([*train_cmd, "--set", "optim.lr=fast"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "optim.lr: expected a number" in bad.stderr

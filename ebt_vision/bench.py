@@ -1,0 +1,145 @@
+"""Train-step time and peak memory: the image EBT (K descent steps) against a plain transformer of the same size.
+
+Each configuration runs in a fresh process, so the CPU peak-memory figure (growth of the maximum resident set
+during the timed steps) belongs to that configuration alone; on CUDA it is ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import resource
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from .config import ExperimentConfig, from_dict
+from .layers import count_parameters
+from .reports import markdown_table
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    method: str  # "transformer" or "ebt"
+    descent_steps: int  # 0 for the transformer
+    preset: str
+    image_size: int
+    batch: int
+    device: str
+    bf16: bool
+    warmup: int = 2
+    repeats: int = 5
+
+
+def _config(case: BenchCase) -> ExperimentConfig:
+    steps = max(1, case.descent_steps)
+    return from_dict(
+        {
+            "preset": case.preset,
+            "descent": {"num_steps": steps, "min_steps": steps},
+            "data": {"crop_size": case.image_size, "batch_size": case.batch},
+        }
+    )
+
+
+def _max_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def run_case(case: BenchCase) -> dict:
+    """Time ``repeats`` training steps after ``warmup``; returns one report row."""
+    from .baselines import PlainDenoisingObjective
+    from .objectives import DenoisingObjective
+    from .train import build_optimizer
+
+    torch.manual_seed(0)
+    device = torch.device(case.device)
+    cfg = _config(case)
+    objective = (DenoisingObjective if case.method == "ebt" else PlainDenoisingObjective)(cfg).to(device).train()
+    optimizer, _ = build_optimizer(objective, cfg, device)
+    clean = torch.rand(case.batch, 3, case.image_size, case.image_size, device=device) * 2 - 1
+    batch = (clean + 0.2 * torch.randn_like(clean), clean, torch.full((case.batch,), 25.0, device=device))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and case.bf16)
+
+    def step() -> None:
+        with autocast:
+            loss = objective(batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    rss_before = _max_rss_gib()
+    for _ in range(case.warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    for _ in range(case.repeats):
+        step()
+    sync()
+    seconds = (time.perf_counter() - started) / case.repeats
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        peak = _max_rss_gib() - rss_before
+    return {
+        "method": case.method,
+        "steps": case.descent_steps,
+        "preset": case.preset,
+        "params": count_parameters(objective),
+        "image_size": case.image_size,
+        "batch": case.batch,
+        "device": case.device,
+        "ms_per_step": 1000 * seconds,
+        "peak_mem_gib": peak,
+        "images_per_s": case.batch / seconds,
+    }
+
+
+def run_isolated(case: BenchCase) -> dict:
+    """``run_case`` in a fresh spawned process (clean peak-memory counters, no state from earlier cases)."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(run_case, case).result()
+
+
+def bench_cases(presets, image_sizes, batches, descent_steps, devices, bf16=True, repeats=5) -> list[BenchCase]:
+    cases = []
+    for device in devices:
+        for preset in presets:
+            for size in image_sizes:
+                for batch in batches:
+                    base = BenchCase("transformer", 0, preset, size, batch, device, bf16, repeats=repeats)
+                    cases.append(base)
+                    cases += [replace(base, method="ebt", descent_steps=k) for k in descent_steps]
+    return cases
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Add each EBT row's time and memory relative to the plain transformer of the same setting."""
+    key = ("preset", "image_size", "batch", "device")
+    plain = {tuple(r[k] for k in key): r for r in rows if r["method"] == "transformer"}
+    for row in rows:
+        ref = plain.get(tuple(row[k] for k in key))
+        if ref is not None:
+            row["time_ratio"] = row["ms_per_step"] / ref["ms_per_step"]
+            row["mem_ratio"] = row["peak_mem_gib"] / ref["peak_mem_gib"] if ref["peak_mem_gib"] > 0 else float("nan")
+    return rows
+
+
+def bench_table(rows: list[dict]) -> str:
+    headers = ["device", "preset", "params", "image", "batch", "method", "descent steps", "ms/step", "x plain",
+               "peak GiB", "x plain mem", "images/s"]  # fmt: skip
+    body = [
+        [r["device"], r["preset"], f"{r['params'] / 1e6:.2f}M", r["image_size"], r["batch"], r["method"], r["steps"],
+         f"{r['ms_per_step']:.1f}", f"{r.get('time_ratio', 1.0):.2f}", f"{r['peak_mem_gib']:.3f}",
+         f"{r.get('mem_ratio', 1.0):.2f}", f"{r['images_per_s']:.1f}"]
+        for r in rows
+    ]  # fmt: skip
+    return markdown_table(headers, body)

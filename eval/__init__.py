@@ -1,0 +1,1 @@
+"""Thin scripts over the library: ``python -m eval.denoise_eval``, ``python -m eval.bench``."""
