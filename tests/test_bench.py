@@ -1,0 +1,55 @@
+"""The benchmark measures both models in one run; CUDA-only checks skip without a GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ebt_vision.bench import BenchCase, bench_table, run_isolated, with_ratios
+from ebt_vision.config import ModelConfig
+from ebt_vision.energy_image import ImageEBT
+from ebt_vision.layers import count_parameters
+
+
+def test_bench_rows_for_both_models():
+    cases = [
+        BenchCase(m, k, "EBT-T/4", 16, 2, "cpu", False, warmup=1, repeats=1)
+        for m, k in (("transformer", 0), ("ebt", 2))
+    ]
+    rows = with_ratios([run_isolated(case) for case in cases])
+    assert [r["method"] for r in rows] == ["transformer", "ebt"]
+    assert all(r["ms_per_step"] > 0 and r["images_per_s"] > 0 and r["peak_mem_gib"] >= 0 for r in rows)
+    assert abs(rows[0]["params"] - rows[1]["params"]) / rows[0]["params"] < 0.02  # same size
+    assert rows[0]["time_ratio"] == 1.0 and "| ebt | 2 |" in bench_table(rows)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+def test_fused_attention_on_cuda_matches_math():
+    math_model = ImageEBT(ModelConfig(width=64, depth=2, heads=4, attention="math")).cuda()
+    with torch.no_grad():
+        for param in math_model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    fused = ImageEBT(ModelConfig(width=64, depth=2, heads=4, attention="fused")).cuda()
+    fused.load_state_dict(math_model.state_dict())
+    context = torch.randn(4, 3, 32, 32, device="cuda")
+    grads = []
+    for model in (math_model, fused):
+        candidate = context.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(context, candidate).sum(), candidate)
+        grads.append(grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-4)
+
+
+@cuda
+def test_bf16_training_step_on_cuda(tiny_cfg):
+    from ebt_vision.objectives import DenoisingObjective
+
+    objective = DenoisingObjective(tiny_cfg).cuda().train()
+    clean = torch.rand(4, 3, 16, 16, device="cuda") * 2 - 1
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = objective((clean + 0.1 * torch.randn_like(clean), clean, None))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and count_parameters(objective) > 0
