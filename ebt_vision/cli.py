@@ -31,14 +31,16 @@ def _evaluate(checkpoint: str, args: argparse.Namespace, out_dir: Path, stem: st
     from .evaluation import evaluate_denoiser, write_denoise_report
     from .inference import load_denoiser
     from .reports import make_meta
+    from .train import resolve_device
 
-    objective = load_denoiser(checkpoint)
+    device = resolve_device(args.device)
+    objective = load_denoiser(checkpoint, device)
     photos = held_out_photos(args.max_side)[: args.limit]
     sizes = ", ".join(f"{p.image.shape[2]}x{p.image.shape[1]}" for p in photos)
     scale = f"downscaled to at most {args.max_side}px" if args.max_side else "full resolution"
     data = f"held-out set: {len(photos)} photos ({', '.join(p.name for p in photos)}), {scale} ({sizes})"
     rows = evaluate_denoiser(objective, photos, tuple(args.sigmas), args.steps, args.seed, not args.no_bm3d)
-    meta = make_meta("cpu", args.seed, data, budget)
+    meta = make_meta(device, args.seed, data, budget)
     return write_denoise_report(rows, meta, out_dir, stem)
 
 
@@ -99,6 +101,7 @@ def _add_eval_options(p: argparse.ArgumentParser, max_side: int | None, steps: i
     p.add_argument("--max-side", type=int, default=max_side, help="downscale held-out photos (default: full size)")
     p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D (slow on big photos)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out photos")
 
 

@@ -67,7 +67,7 @@ class ReplayBuffer:
         count = min(round(fraction * candidate.shape[0]), self.size)
         if count == 0 or self.storage is None:
             return candidate
-        index = torch.randint(self.size, (count,), generator=generator, device=self.storage.device)
+        index = torch.randint(self.size, (count,), generator=generator).to(self.storage.device)  # CPU generator
         replayed = self.storage[index].to(device=candidate.device, dtype=candidate.dtype)
         return torch.cat([replayed, candidate[count:]])
 

@@ -121,10 +121,16 @@ class MetricsLog:
         import matplotlib.pyplot as plt
 
         steps = [r["step"] for r in self.rows]
+        losses = [r["loss"] for r in self.rows]
+        smoothed, average = [], losses[0]
+        for value in losses:  # exponential moving average: batches differ in noise level, so raw values jump
+            average = 0.9 * average + 0.1 * value
+            smoothed.append(average)
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(steps, [r["loss"] for r in self.rows], label="loss (mean over descent steps)")
+        ax.plot(steps, losses, label="loss (mean over descent steps)", alpha=0.35)
+        ax.plot(steps, smoothed, label="same, moving average", color="C0")
         if "loss_last" in self.rows[0]:
-            ax.plot(steps, [r["loss_last"] for r in self.rows], label="loss after the last step", alpha=0.8)
+            ax.plot(steps, [r["loss_last"] for r in self.rows], label="loss after the last step", alpha=0.35)
         ax.set_yscale("log")
         ax.set_xlabel("training step")
         ax.set_ylabel("loss")
