@@ -1,4 +1,4 @@
-"""The ``ebt-vision`` command: ``train``, ``eval``, ``bench``, ``quickstart``. Also ``python -m ebt_vision ...``."""
+"""The ``ebt-vision`` command: train, eval, compare, ablate, demo, bench, quickstart (also ``python -m ebt_vision``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     run_dir = Path(args.out or f"runs/{cfg.name}")
     try:
-        result = train_denoiser(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+        result = train_denoiser(cfg, run_dir, resume=args.resume, progress=not args.quiet, model=args.model)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
@@ -56,18 +56,114 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quickstart(args: argparse.Namespace) -> int:
-    """The main job: train a small EBT on the packaged photos (CPU, minutes), evaluate it, print the table."""
-    from .config import load_config
-    from .recipes import train_denoiser
+def _compare(args: argparse.Namespace) -> int:
+    """Train (or load) the blind EBT, the sigma-conditioned EBT and the DiT on one budget, evaluate, report."""
+    from .compare import (
+        evaluate_gaussian,
+        evaluate_paper_protocol,
+        load_contenders,
+        train_contenders,
+        write_compare_report,
+    )
+    from .config import ConfigError, load_config
+    from .reports import make_meta
+    from .train import resolve_device
 
     cfg = load_config(args.config, args.set)
-    run_dir = Path(args.out)
-    result = train_denoiser(cfg, run_dir, resume=True, progress=not args.quiet)
-    budget = f"{result.step} steps of batch {cfg.data.batch_size}, {result.seconds / 60:.1f} min training on CPU"
-    report = _evaluate(str(run_dir / "model.safetensors"), args, run_dir, "denoise_eval", budget)
+    if cfg.data.noise != "gaussian":
+        raise ConfigError(
+            "compare trains on Gaussian noise (data.noise: gaussian); the diffusion-level protocol is "
+            "evaluated on those models as a second table"
+        )
+    runs = Path(args.runs or f"runs/{cfg.name}")
+    device = resolve_device(args.device if args.device != "auto" else cfg.train.device)
+    if args.load:
+        contenders = load_contenders(runs, device)
+    else:
+        cfg_device = cfg if args.device == "auto" else load_config(args.config, [*args.set, f"train.device={device}"])
+        contenders = train_contenders(cfg_device, runs, progress=not args.quiet)
+    dit_steps = tuple(args.dit_steps)
+    rows, costs = evaluate_gaussian(
+        contenders,
+        tuple(args.sigmas),
+        args.eval_size,
+        args.ebt_steps,
+        dit_steps,
+        args.best_of,
+        args.seed,
+        not args.no_bm3d,
+        args.limit,
+        progress=not args.quiet,
+    )
+    if not args.no_paper:
+        rows += evaluate_paper_protocol(
+            contenders, args.eval_size, ebt_steps=args.ebt_steps, dit_steps=dit_steps, seed=args.seed, limit=args.limit
+        )
+    first = contenders["ebt"]
+    count = len({r["image"] for r in rows})
+    data = (
+        f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, sigma U[{cfg.data.sigma_min:g}, "
+        f"{cfg.data.sigma_max:g}], one crop stream for all models; test: {count} held-out photos resized and "
+        f"centre-cropped to {args.eval_size}x{args.eval_size}, the same noise for every method"
+    )
+    budget = (
+        f"each model {first.steps} steps of batch {cfg.data.batch_size} ({first.steps * cfg.data.batch_size} crops); "
+        + ", ".join(f"{c.name} {c.seconds / 60:.1f} min" for c in contenders.values())
+    )
+    out = Path(args.out or runs)
+    report = write_compare_report(
+        rows, contenders, costs, make_meta(device, args.seed, data, budget), out, args.stem, args.best_of
+    )
+    text = report.read_text()
+    print(text[text.index("### Gaussian noise") :] if args.summary else text)
+    print(f"report: {report} (+ .json, .png)")
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    """Train blind-EBT variants of one config and the DiT reference on the same crops; PSNR per variant."""
+    from .ablation import VARIANTS, run_ablation, write_ablation_report
+    from .config import load_config
+    from .reports import make_meta
+
+    cfg = load_config(args.config, args.set)
+    names = args.variants or list(VARIANTS)
+    sigmas = tuple(args.sigmas)
+    result = run_ablation(
+        cfg, names, args.runs, sigmas, args.eval_size, seed=args.seed, limit=args.limit, progress=not args.quiet
+    )
+    data = (
+        f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, one crop stream for all; test: held-out "
+        f"photos resized/centre-cropped to {args.eval_size}px"
+    )
+    budget = f"each variant {cfg.train.steps} steps of batch {cfg.data.batch_size} ({cfg.model.width}-wide EBT)"
+    report = write_ablation_report(result, cfg, sigmas, make_meta("cpu", args.seed, data, budget), args.out, args.stem)
     print(report.read_text())
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from apps.demo import main as demo_main
+
+    return demo_main(args.demo_args)
+
+
+def _add_compare_options(p: argparse.ArgumentParser, config: str, eval_size: int, dit_steps: list[int]) -> None:
+    p.add_argument("--config", default=config, help="one config for all three models (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=100")
+    p.add_argument("--runs", help="run folder holding ebt/, ebt-cond/, dit/ (default runs/<name>)")
+    p.add_argument("--load", action="store_true", help="evaluate the finished runs in --runs without training")
+    p.add_argument("--eval-size", type=int, default=eval_size, help="held-out photos resized/cropped to this square")
+    p.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50, 75, 100], help="0-255 noise sigmas")
+    p.add_argument("--ebt-steps", type=int, default=8, help="EBT descent steps (PSNR after each)")
+    p.add_argument("--dit-steps", type=int, nargs="+", default=dit_steps, help="DDIM step counts; 0 = all")
+    p.add_argument("--best-of", type=int, default=4, help="N for the EBT's best-of-N")
+    p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D")
+    p.add_argument("--no-paper", action="store_true", help="skip the diffusion-level (paper protocol) table")
+    p.add_argument("--limit", type=int, default=None, help="only the first N held-out photos")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quiet", action="store_true")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -108,8 +204,9 @@ def _add_eval_options(p: argparse.ArgumentParser, max_side: int | None, steps: i
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ebt-vision", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train an image EBT denoiser")
+    p = sub.add_parser("train", help="train an image EBT denoiser (or the DiT baseline with --model dit)")
     p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--model", choices=["ebt", "dit"], default="ebt", help="dit: the diffusers DiT of the same size")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=100")
     p.add_argument("--out", help="run folder (default runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
@@ -123,13 +220,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stem", default="denoise_eval", help="report file name stem")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("quickstart", help="main job: train a small EBT on CPU (~10 min), evaluate, print the table")
-    p.add_argument("--config", default="configs/quickstart.yaml")
+    p = sub.add_parser("compare", help="EBT (blind, sigma-conditioned) vs diffusers DiT: same data and budget")
+    _add_compare_options(p, "configs/compare-cpu.yaml", 64, [1, 2, 5, 10, 25, 50, 100, 0])
+    p.add_argument("--out", default="reports", help="report folder")
+    p.add_argument("--stem", default="denoise_compare", help="report file name stem")
+    p.set_defaults(func=_compare, summary=False)
+
+    p = sub.add_parser("quickstart", help="main job: the EBT vs DiT comparison at small scale on CPU (~10 min)")
+    _add_compare_options(p, "configs/quickstart.yaml", 64, [1, 2, 5, 10, 25, 0])
+    p.add_argument("--out", default=None, help="report folder (default: the run folder)")
+    p.add_argument("--stem", default="denoise_compare")
+    p.set_defaults(func=_compare, summary=True)
+
+    p = sub.add_parser("ablate", help="blind-EBT variants (step size, steps, loss, Langevin) vs the DiT")
+    p.add_argument("--config", default="configs/quickstart.yaml", help="the base config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--variants", nargs="+", help="default: all (see ebt_vision/ablation.py)")
+    p.add_argument("--runs", default="runs/ablation")
+    p.add_argument("--eval-size", type=int, default=64)
+    p.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50, 75, 100])
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="reports")
+    p.add_argument("--stem", default="ablation")
     p.add_argument("--quiet", action="store_true")
-    _add_eval_options(p, max_side=128, steps=4)
-    p.set_defaults(func=_quickstart)
+    p.set_defaults(func=_ablate)
+
+    p = sub.add_parser("demo", help="the Gradio app: refinement steps and energy maps (apps/demo.py)", add_help=False)
+    p.add_argument("demo_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("bench", help="train-step time and memory: EBT (K descent steps) vs a plain transformer")
     p.add_argument("--presets", nargs="+", default=["EBT-S/4"])

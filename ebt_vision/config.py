@@ -31,6 +31,8 @@ class ModelConfig:
     channels: int = 3
     # "auto": math attention while training (a second-order graph through the descent needs it), fused otherwise.
     attention: str = "auto"
+    # Non-blind image EBT: condition every block on the noise sigma (adaLN), as a DiT is conditioned on its timestep.
+    sigma_conditioning: bool = False
 
 
 # Named sizes; a preset fills ModelConfig fields, explicit values in a config file win.
@@ -97,8 +99,20 @@ class TrainConfig:
     keep_checkpoints: int = 2
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     bf16: bool = True  # autocast to bfloat16 on CUDA only
-    loss: str = "smooth_l1"  # "smooth_l1" | "mse", averaged over all descent steps
+    loss: str = "smooth_l1"  # "smooth_l1" | "mse"
+    loss_on_steps: str = "all"  # "all": averaged over every descent step's candidate; "last": the final one only
     max_abs_energy: float = 1e6  # stop when any energy exceeds this: the landscape is exploding
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """The diffusers DiT baseline built from the same ModelConfig (depth, heads, patch) with a width chosen so its
+    parameter count matches the image EBT's (diffusers' blocks carry a timestep embedder each)."""
+
+    # "matched": train on timesteps up to the one matching the highest training noise (data.sigma_max or
+    # data.level_max), so both models see the same noise levels; "full": all 1000 (a standard diffusion model).
+    timesteps: str = "matched"
+    clip_sample: bool = True  # DDIM clips its x0 estimate to [-1, 1], as pixel-space diffusion usually does
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -139,7 +154,9 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(data.batch_size >= 1, "data.batch_size must be >= 1")
     _check(o.lr > 0 and o.grad_clip > 0, "optim.lr and optim.grad_clip must be > 0")
     _check(t.steps >= 1 and t.checkpoint_every >= 1 and t.log_every >= 1, "train step counts must be >= 1")
+    _check(cfg.dit.timesteps in ("matched", "full"), f"dit.timesteps must be matched|full, got {cfg.dit.timesteps!r}")
     _check(t.loss in ("smooth_l1", "mse"), f"train.loss must be smooth_l1|mse, got {t.loss!r}")
+    _check(t.loss_on_steps in ("all", "last"), f"train.loss_on_steps must be all|last, got {t.loss_on_steps!r}")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

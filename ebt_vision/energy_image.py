@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +28,20 @@ def check_image_pair(context: Tensor, candidate: Tensor, channels: int, patch_si
         raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {patch_size}; crop or pad it first")
 
 
+class SigmaEmbedding(nn.Module):
+    """(B,) noise sigma on 0-255 -> (B, D): sinusoidal features of the sigma, then an MLP (as DiT embeds timesteps)."""
+
+    def __init__(self, width: int, frequencies: int = 64) -> None:
+        super().__init__()
+        self.frequencies = frequencies
+        self.mlp = nn.Sequential(nn.Linear(2 * frequencies, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, sigma: Tensor) -> Tensor:
+        scales = torch.exp(-math.log(1000.0) * torch.arange(self.frequencies, device=sigma.device) / self.frequencies)
+        angles = sigma.float()[:, None] * 4.0 * scales[None]  # sigma 0-255 spans ~1000 "timesteps" of angle
+        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+
+
 class ImageEBT(nn.Module):
     """A transformer over patches of [context, candidate] whose head gives one energy per patch.
 
@@ -40,6 +56,8 @@ class ImageEBT(nn.Module):
         width, p = cfg.width, cfg.patch_size
         self.embed = nn.Linear(2 * cfg.channels * p * p, width)  # context and candidate pixels of one patch
         self.condition = nn.Parameter(torch.randn(width) * 0.02)  # the one learned adaLN condition
+        # Non-blind variant: the noise sigma (0-255) is embedded and added to the condition, as DiT adds its timestep.
+        self.sigma_embed = SigmaEmbedding(width) if cfg.sigma_conditioning else None
         self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.attention) for _ in range(cfg.depth))
         # No affine in the norm and no bias in the head: a candidate-independent shift of the energy gets no gradient.
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
@@ -50,29 +68,45 @@ class ImageEBT(nn.Module):
             nn.init.zeros_(block.ada[1].bias)
         nn.init.zeros_(self.head.weight)
 
-    def tokens(self, context: Tensor, candidate: Tensor, depth: int | None = None) -> Tensor:
+    def _condition(self, batch: int, sigma: Tensor | None, dtype: torch.dtype) -> Tensor:
+        cond = self.condition.to(dtype).expand(batch, -1)
+        if self.sigma_embed is None:
+            if sigma is not None:
+                raise ValueError("this model is blind (model.sigma_conditioning is off); do not pass sigma")
+            return cond
+        if sigma is None:
+            raise ValueError("this model is conditioned on the noise level: pass sigma (B,) on the 0-255 scale")
+        sigma = torch.as_tensor(sigma, device=cond.device, dtype=torch.float32).reshape(-1).expand(batch)
+        return cond + self.sigma_embed(sigma).to(dtype)
+
+    def tokens(
+        self, context: Tensor, candidate: Tensor, depth: int | None = None, sigma: Tensor | None = None
+    ) -> Tensor:
         """(B, C, H, W), (B, C, H, W) -> (B, N, D) after ``depth`` blocks (all by default)."""
         check_image_pair(context, candidate, self.cfg.channels, self.cfg.patch_size)
         p = self.cfg.patch_size
         grid_h, grid_w = context.shape[2] // p, context.shape[3] // p
         x = self.embed(torch.cat([patchify(context, p), patchify(candidate, p)], dim=-1))
         x = x + sincos_position_embedding(grid_h, grid_w, self.cfg.width, x.device, x.dtype)
-        cond = self.condition.to(x.dtype).expand(x.shape[0], -1)
+        cond = self._condition(x.shape[0], sigma, x.dtype)
         for block in self.blocks[:depth]:
             x = block(x, cond)
         return x
 
-    def patch_energies(self, context: Tensor, candidate: Tensor) -> Tensor:
-        """(B, C, H, W), (B, C, H, W) -> (B, H/p, W/p) energy per patch."""
+    def patch_energies(self, context: Tensor, candidate: Tensor, sigma: Tensor | None = None) -> Tensor:
+        """(B, C, H, W), (B, C, H, W) -> (B, H/p, W/p) energy per patch; ``sigma`` (B,) for conditioned models."""
         p = self.cfg.patch_size
-        energies = self.head(self.final_norm(self.tokens(context, candidate))).squeeze(-1)  # (B, N)
+        tokens = self.tokens(context, candidate, sigma=sigma)
+        energies = self.head(self.final_norm(tokens)).squeeze(-1)  # (B, N)
         return energies.reshape(context.shape[0], context.shape[2] // p, context.shape[3] // p)
 
-    def forward(self, context: Tensor, candidate: Tensor) -> Tensor:
+    def forward(self, context: Tensor, candidate: Tensor, sigma: Tensor | None = None) -> Tensor:
         """(B, C, H, W), (B, C, H, W) -> (B,): the sum of per-patch energies."""
-        return self.patch_energies(context, candidate).sum(dim=(1, 2))
+        return self.patch_energies(context, candidate, sigma).sum(dim=(1, 2))
 
-    def features(self, context: Tensor, candidate: Tensor | None = None, depth: int | None = None) -> Tensor:
+    def features(
+        self, context: Tensor, candidate: Tensor | None = None, depth: int | None = None, sigma: Tensor | None = None
+    ) -> Tensor:
         """(B, C, H, W) -> (B, D): mean-pooled tokens for linear probing; the candidate defaults to the context."""
-        tokens = self.tokens(context, context if candidate is None else candidate, depth)
+        tokens = self.tokens(context, context if candidate is None else candidate, depth, sigma)
         return tokens.mean(dim=1)

@@ -49,16 +49,25 @@ def denoise(
     num_steps: int | None = None,
     step_scale: float = 1.0,
     stop_when_energy_rises: bool | None = None,
-    langevin_noise: float | None = None,
+    langevin_noise: float = 0.0,
     final_energy: bool = True,
+    sigma: Tensor | float | None = None,
+    init: Tensor | None = None,
 ) -> tuple[Trajectory, TiledEnergy]:
     """(B, 3, H, W) noisy in [-1, 1] -> the descent trajectory from the noisy image (tiled at the training crop size).
 
     ``candidates[k]`` is the estimate after k steps; clamp to [-1, 1] before saving. ``step_scale`` multiplies the
-    learned step size. Returns the tiled energy too, for per-patch energy maps.
+    learned step size. ``langevin_noise`` adds noise after each step (off by default at inference, whatever the
+    training config used). ``sigma`` (0-255, per image or one for all) is required by sigma-conditioned models and
+    refused by blind ones. ``init`` starts the descent elsewhere than at the noisy image. Returns the tiled energy
+    too, for per-patch energy maps.
     """
     cfg = objective.cfg
     check_images(noisy, cfg.model.patch_size)
+    if init is not None and init.shape != noisy.shape:
+        raise ValueError(f"init {tuple(init.shape)} must have the noisy image's shape {tuple(noisy.shape)}")
+    if cfg.model.sigma_conditioning and sigma is None:
+        raise ValueError("this model is conditioned on the noise level: pass sigma (0-255)")
     steps = cfg.descent.num_steps if num_steps is None else num_steps
     if not 0 <= steps <= MAX_STEPS:
         raise ValueError(f"num_steps must be in [0, {MAX_STEPS}], got {steps}")
@@ -67,14 +76,20 @@ def denoise(
     descent = cfg.descent
     if stop_when_energy_rises is not None:
         descent = replace(descent, stop_when_energy_rises=stop_when_energy_rises)
-    energy = TiledEnergy(objective.model, cfg.data.crop_size)
+    if sigma is not None:
+        if not cfg.model.sigma_conditioning:
+            raise ValueError("this model is blind (not conditioned on sigma); call denoise without sigma")
+        sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1)
+        if sigma.numel() not in (1, noisy.shape[0]) or not torch.isfinite(sigma).all() or (sigma < 0).any():
+            raise ValueError(f"sigma must be one finite value >= 0 or one per image, got {sigma.tolist()}")
+    energy = TiledEnergy(objective.model, cfg.data.crop_size, sigma=sigma)
     device = next(objective.parameters()).device
     with torch.no_grad():
         step_size = objective.step_size() * step_scale
     trajectory = minimize_energy(
         energy,
         noisy.to(device),
-        noisy.to(device),
+        (noisy if init is None else init).to(device),
         descent,
         step_size,
         num_steps=steps,
@@ -82,3 +97,44 @@ def denoise(
         langevin_noise=langevin_noise,
     )
     return trajectory, energy
+
+
+def best_of_n(
+    objective: DenoisingObjective,
+    noisy: Tensor,
+    n: int,
+    num_steps: int | None = None,
+    start_noise: float = 10.0,
+    sigma: Tensor | float | None = None,
+    seed: int = 0,
+    step_scale: float = 1.0,
+) -> tuple[Tensor, Tensor, Trajectory]:
+    """Best-of-N: N descents per image, the first from the noisy image and N - 1 from it plus Gaussian noise of
+    ``start_noise`` (0-255 sigma); keep the one with the lowest final energy.
+
+    Returns (B, C, H, W) best estimates, (N, B) final energies, and the trajectory of all N x B descents (its
+    forward/backward pass counts are per run of the whole N x B batch, i.e. per image: N x that).
+    """
+    if not 1 <= n <= MAX_STEPS:
+        raise ValueError(f"best-of-N needs n in [1, {MAX_STEPS}], got {n}")
+    batch = noisy.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    starts = noisy.repeat(n, 1, 1, 1)
+    perturbation = torch.randn(starts.shape, generator=generator) * (start_noise * 2.0 / 255.0)
+    perturbation[:batch] = 0
+    sigmas = None
+    if sigma is not None:
+        sigmas = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(batch).repeat(n)
+    trajectory, _ = denoise(
+        objective,
+        starts,
+        num_steps,
+        step_scale,
+        final_energy=True,
+        sigma=sigmas,
+        init=starts + perturbation.to(starts),
+    )
+    energies = trajectory.energies[-1].reshape(n, batch)
+    best = energies.argmin(dim=0)  # (B,)
+    finals = trajectory.final.reshape(n, batch, *noisy.shape[1:])
+    return finals[best, torch.arange(batch)], energies, trajectory

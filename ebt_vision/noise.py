@@ -52,3 +52,11 @@ def diffusion_level_as_sigma(level: float) -> float:
     """The 0-255 sigma of Gaussian noise with the same signal-to-noise ratio as diffusion ``level``."""
     a = float(linear_alphas_cumprod()[level_to_timestep(level)])
     return 255.0 / 2.0 * math.sqrt((1 - a) / a)
+
+
+def noise_sigma(levels: Tensor, noise: str) -> Tensor:
+    """Per-sample noise levels of a batch -> their 0-255 sigma: Gaussian sigmas pass through; diffusion levels map to
+    the sigma with the same signal-to-noise ratio (what a sigma-conditioned model is told)."""
+    if noise == "gaussian":
+        return levels
+    return torch.tensor([diffusion_level_as_sigma(float(v)) if v > 0 else 0.0 for v in levels.reshape(-1)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from .config import ExperimentConfig, OptimConfig
 from .descent import StepSize, minimize_energy
 from .energy_image import ImageEBT
+from .noise import noise_sigma
 
 
 @dataclass
@@ -48,9 +50,13 @@ class DenoisingObjective(nn.Module):
         self.step_size = StepSize(cfg.descent.step_size, cfg.descent.learn_step_size)
 
     def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> StepOutput:
-        noisy, clean, _ = batch
+        noisy, clean, levels = batch
+        energy_fn = self.model
+        if self.cfg.model.sigma_conditioning:  # the non-blind variant is told each sample's noise sigma
+            sigma = noise_sigma(levels, self.cfg.data.noise).to(noisy.device)
+            energy_fn = partial(self.model, sigma=sigma)
         trajectory = minimize_energy(
-            self.model,
+            energy_fn,
             noisy,
             noisy,
             self.cfg.descent,
@@ -59,7 +65,7 @@ class DenoisingObjective(nn.Module):
             randomize=self.training,
         )
         losses = [reconstruction_loss(c.float(), clean, self.cfg.train.loss) for c in trajectory.candidates[1:]]
-        loss = torch.stack(losses).mean()
+        loss = losses[-1] if self.cfg.train.loss_on_steps == "last" else torch.stack(losses).mean()
         metrics = {
             "loss": loss.detach(),
             "loss_last": losses[-1].detach(),

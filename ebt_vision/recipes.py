@@ -11,10 +11,20 @@ from .train import TrainResult, seed_everything, train
 
 
 def train_denoiser(
-    cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True
+    cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, model: str = "ebt"
 ) -> TrainResult:
-    """Train an image EBT denoiser on ``cfg.data.source`` (packaged photos by default; never the held-out set)."""
+    """Train a denoiser on ``cfg.data.source`` (packaged photos by default; never the held-out set).
+
+    ``model``: "ebt" (the image EBT of ``cfg.model``) or "dit" (the diffusers DiT matched to it in size).
+    """
+    if model not in ("ebt", "dit"):
+        raise ValueError(f"model must be ebt or dit, got {model!r}")
     seed_everything(cfg.train.seed)
-    objective = DenoisingObjective(cfg)
+    if model == "dit":
+        from .dit import DiTObjective
+
+        objective = DiTObjective(cfg)
+    else:
+        objective = DenoisingObjective(cfg)
     sampler = CropSampler(training_photos(cfg.data), cfg.data, seed=cfg.train.seed)
     return train(objective, iter(sampler), cfg, run_dir, resume=resume, sampler_state=sampler, progress=progress)

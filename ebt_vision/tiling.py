@@ -10,6 +10,8 @@ it was trained at. The descent core is unchanged; it just receives this energy f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,27 +20,56 @@ from torch.utils.checkpoint import checkpoint
 from .energy_image import ImageEBT, check_image_pair
 
 
+def tile_layout(size: int, tile: int) -> tuple[int, int, int, int]:
+    """One dimension: (tile, stride, pad_before, pad_after). Dimensions no larger than a tile are not cut."""
+    if size <= tile:
+        return size, size, 0, 0
+    stride = tile // 2
+    pad_after = stride + (-(size + 2 * stride) % stride)
+    return tile, stride, stride, pad_after
+
+
+def tiled_map(fn: Callable[[Tensor], Tensor], images: Tensor, tile: int, chunk: int = 512) -> Tensor:
+    """Apply an image-to-image ``fn`` on half-overlapping tiles: (B, C, H, W) -> (B, C, H, W), overlaps averaged.
+
+    The same layout as ``TiledEnergy`` (reflect padding, stride tile/2), for predictors such as the DiT baseline, so
+    both model families see only training-sized inputs.
+    """
+    (th, sh, top, bottom), (tw, sw, left, right) = (
+        tile_layout(images.shape[2], tile),
+        tile_layout(images.shape[3], tile),
+    )
+    pad = (left, right, top, bottom)
+    padded = F.pad(images, pad, mode="reflect") if any(pad) else images
+    batch, channels = images.shape[:2]
+    tiles = padded.unfold(2, th, sh).unfold(3, tw, sw)  # (B, C, nh, nw, th, tw)
+    nh, nw = tiles.shape[2], tiles.shape[3]
+    tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, channels, th, tw)
+    outputs = torch.cat([fn(tiles[i : i + chunk]) for i in range(0, tiles.shape[0], chunk)])
+    columns = outputs.reshape(batch, nh * nw, channels * th * tw).transpose(1, 2)
+    size = padded.shape[2:]
+    summed = F.fold(columns, size, (th, tw), stride=(sh, sw))
+    counts = F.fold(torch.ones_like(columns[:1]), size, (th, tw), stride=(sh, sw))
+    return (summed / counts)[..., top : top + images.shape[2], left : left + images.shape[3]]
+
+
 class TiledEnergy:
     """``(B, C, H, W), (B, C, H, W) -> (B,)``; ``patch_energy_map`` gives (B, H/p, W/p)."""
 
-    def __init__(self, model: ImageEBT, tile: int, chunk: int = 512) -> None:
+    def __init__(self, model: ImageEBT, tile: int, chunk: int = 512, sigma: Tensor | None = None) -> None:
         p = model.cfg.patch_size
         if tile % (2 * p):
             raise ValueError(f"tile {tile} must be a multiple of twice the patch size ({2 * p})")
         self.model, self.tile, self.chunk = model, tile, chunk
-
-    def _layout(self, size: int) -> tuple[int, int, int, int]:
-        """One dimension: (tile, stride, pad_before, pad_after). Dimensions no larger than a tile are not cut."""
-        if size <= self.tile:
-            return size, size, 0, 0
-        stride = self.tile // 2
-        pad_after = stride + (-(size + 2 * stride) % stride)
-        return self.tile, stride, stride, pad_after
+        self.sigma = None if sigma is None else torch.as_tensor(sigma, dtype=torch.float32).reshape(-1)  # (B,)
 
     def _tiles(self, context: Tensor, candidate: Tensor):
         """Cut both images into tiles: -> (B * n, C, th, tw) x2, grid (nh, nw), layouts, coverage."""
         check_image_pair(context, candidate, self.model.cfg.channels, self.model.cfg.patch_size)
-        (th, sh, top, bottom), (tw, sw, left, right) = self._layout(context.shape[2]), self._layout(context.shape[3])
+        (th, sh, top, bottom), (tw, sw, left, right) = (
+            tile_layout(context.shape[2], self.tile),
+            tile_layout(context.shape[3], self.tile),
+        )
         pad = (left, right, top, bottom)
         padded_context = F.pad(context, pad, mode="reflect") if any(pad) else context
         padded = F.pad(candidate, pad, mode="reflect") if any(pad) else candidate
@@ -58,8 +89,13 @@ class TiledEnergy:
     def _tile_patch_energies(self, context_tiles: Tensor, candidate_tiles: Tensor) -> Tensor:
         """(n, C, th, tw) x2 -> (n, th/p, tw/p), in chunks; recomputed in backward to bound memory on big photos."""
         chunks = []
+        sigma = None
+        if self.sigma is not None:  # one sigma per image (or one for all) -> one per tile
+            per_image = context_tiles.shape[0] // self.sigma.numel()
+            sigma = self.sigma.to(context_tiles.device).repeat_interleave(per_image)
         for start in range(0, context_tiles.shape[0], self.chunk):
-            args = (context_tiles[start : start + self.chunk], candidate_tiles[start : start + self.chunk])
+            end = start + self.chunk
+            args = (context_tiles[start:end], candidate_tiles[start:end], None if sigma is None else sigma[start:end])
             if torch.is_grad_enabled() and context_tiles.shape[0] > self.chunk:
                 chunks.append(checkpoint(self.model.patch_energies, *args, use_reentrant=False))
             else:

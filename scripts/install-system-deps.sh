@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the project uses: opencv-doc ships ~20 real training photos (and the sample videos).
+# Debian packages the project uses: opencv-doc ships ~20 real training photos (and the sample videos);
+# chromium is the headless browser of the app's browser test.
 # Without root or apt-get this prints what to install and exits 0: the tests that need it skip with a reason.
 set -u
-packages=(opencv-doc)
+packages=(opencv-doc chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,1 @@
+"""Applications built on the ebt_vision library (the Gradio demo)."""

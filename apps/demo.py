@@ -1,0 +1,149 @@
+"""Gradio app: watch the image EBT think. ``ebt-vision demo`` or ``python -m apps.demo``.
+
+A thin layer over ``ebt_vision.visualize``: pick a held-out sample photo or upload one, choose the noise, the number
+of descent steps, the step-size scale and best-of-N, and see every refinement step with its per-patch energy map and
+gradient-magnitude map, energy and PSNR per step, and the DiT baseline on the same noisy input with its pass count.
+Everything runs offline from the shipped checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
+
+DEFAULT_EBT = "checkpoints/ebt-image-s.safetensors"
+DEFAULT_DIT = "checkpoints/dit-image-s.safetensors"
+DEFAULT_SAMPLE = "skimage:astronaut"
+SAMPLE_SIDE = 256  # sample photos are shown at 256 px: an interactive CPU denoise
+
+
+class ImageTab:
+    """The image tab's handler, independent of Gradio so tests can call it directly."""
+
+    def __init__(self, ebt_path: str | Path = DEFAULT_EBT, dit_path: str | Path | None = DEFAULT_DIT) -> None:
+        from ebt_vision.data import held_out_photos
+        from ebt_vision.dit import load_dit
+        from ebt_vision.inference import load_denoiser
+
+        self.objective = load_denoiser(ebt_path)
+        self.dit = load_dit(dit_path) if dit_path and Path(dit_path).is_file() else None
+        self.samples = {photo.name: photo.image for photo in held_out_photos(max_side=SAMPLE_SIDE)}
+
+    def run(
+        self,
+        sample: str | None,
+        upload: str | None,
+        sigma: float,
+        steps: int,
+        step_scale: float,
+        best_of: int,
+        dit_steps: int,
+        seed: int = 0,
+    ):
+        """-> (clean, noisy, step gallery, EBT result, DiT result, energy/PSNR figure, summary markdown)."""
+        from ebt_vision.data import to_uint8
+        from ebt_vision.visualize import (
+            InputError,
+            denoise_story,
+            load_upload,
+            prepare_image,
+            story_figure,
+            story_frames,
+            story_summary,
+        )
+
+        if upload:
+            image, notes = load_upload(upload)
+        elif sample in self.samples:
+            image, notes = prepare_image(self.samples[sample])
+        else:
+            raise InputError("pick a sample photo or upload one")
+        story = denoise_story(
+            self.objective,
+            image,
+            float(sigma),
+            int(steps),
+            float(step_scale),
+            int(best_of),
+            dit=self.dit,
+            dit_steps=None if int(dit_steps) == 0 else int(dit_steps),
+            seed=int(seed),
+        )
+        story.notes = notes + story.notes
+        dit = to_uint8(story.dit) if story.dit is not None else None
+        return (
+            to_uint8(story.clean) if story.clean is not None else None,
+            to_uint8(story.noisy),
+            story_frames(story),
+            to_uint8(story.final),
+            dit,
+            story_figure(story),
+            story_summary(story),
+        )
+
+
+def build_app(tab: ImageTab):
+    import gradio as gr
+
+    from ebt_vision.visualize import MAX_BEST_OF, MAX_STEPS, InputError
+
+    def handler(*args):
+        try:
+            return tab.run(*args)
+        except (InputError, ValueError) as error:  # a clear message in the UI, never a stack trace
+            raise gr.Error(str(error)) from None
+
+    with gr.Blocks(title="ebt-vision: watch the model think") as app:
+        gr.Markdown(
+            "# ebt-vision · watch the model think\n"
+            "An energy-based transformer denoises by **gradient descent on its energy**. Each step below shows the "
+            "candidate, its per-patch energy (bright = the model finds this patch implausible) and the gradient "
+            "magnitude that moves it. The DiT baseline denoises the same noisy image by DDIM from the timestep of the "
+            "estimated noise. Video and text tabs arrive with the video-prediction and text modules."
+        )
+        with gr.Tab("Image"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    sample = gr.Dropdown(list(tab.samples), value=DEFAULT_SAMPLE, label="Sample photo (held out)")
+                    upload = gr.File(label="…or upload a photo (≤ 20 MiB; downscaled to 384 px)", file_types=["image"])
+                    sigma = gr.Slider(0, 100, value=25, step=1, label="Noise sigma (0-255 scale)")
+                    steps = gr.Slider(1, MAX_STEPS, value=4, step=1, label="EBT descent steps")
+                    step_scale = gr.Slider(0.1, 4.0, value=1.0, step=0.1, label="Step-size scale")
+                    best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best-of-N (lowest energy wins)")
+                    dit_steps = gr.Slider(0, 100, value=10, step=1, label="DiT DDIM steps (0 = all)")
+                    seed = gr.Number(0, precision=0, label="Noise seed")
+                    run = gr.Button("Denoise", variant="primary", elem_id="denoise-button")
+                with gr.Column(scale=2):
+                    summary = gr.Markdown(elem_id="summary")
+                    with gr.Row():
+                        clean = gr.Image(label="Clean", type="numpy", interactive=False)
+                        noisy = gr.Image(label="Noisy", type="numpy", interactive=False)
+                        ebt = gr.Image(label="EBT result", type="numpy", interactive=False)
+                        dit = gr.Image(label="DiT result", type="numpy", interactive=False)
+                    plot = gr.Plot(label="Energy and PSNR per step")
+            gallery = gr.Gallery(label="Every step: candidate · energy map · |dE/dx|", columns=6, elem_id="steps")
+            run.click(
+                handler,
+                [sample, upload, sigma, steps, step_scale, best_of, dit_steps, seed],
+                [clean, noisy, gallery, ebt, dit, plot, summary],
+            )
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ebt-vision demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=DEFAULT_EBT, help="image EBT checkpoint")
+    parser.add_argument("--dit-checkpoint", default=DEFAULT_DIT, help="DiT baseline checkpoint ('' for none)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args(argv)
+    app = build_app(ImageTab(args.checkpoint, args.dit_checkpoint or None))
+    app.launch(server_name=args.host, server_port=args.port, show_error=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""Watching the model think: the refinement story of one denoise, as arrays a UI (or a notebook) can show.
+
+Everything the Gradio app displays is computed here and tested without a browser: input checks and downscaling,
+the candidate after every descent step, per-patch energy maps and gradient-magnitude maps per step, energy and PSNR
+per step, best-of-N, and the DiT result for the same noisy input with its forward-pass count.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .compare import estimate_noise_sigma
+from .data import load_image, to_uint8
+from .dit import DiTObjective, dit_denoise, sigma_to_timestep
+from .inference import best_of_n, check_images, crop_to_patches
+from .metrics import psnr
+from .noise import add_gaussian_noise
+from .objectives import DenoisingObjective
+from .tiling import TiledEnergy
+
+MAX_SIDE = 384  # larger uploads are downscaled (the UI says so): keeps a CPU denoise interactive
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding
+MAX_STEPS = 16
+MAX_BEST_OF = 8
+SIGMA_RANGE = (0.0, 100.0)
+
+
+class InputError(ValueError):
+    """Input the demo cannot take; the message is meant for the user as is."""
+
+
+def load_upload(path: str | Path, max_side: int = MAX_SIDE) -> tuple[Tensor, list[str]]:
+    """An uploaded file -> (3, H, W) in [-1, 1], downscaled and cropped to the patch grid, and notes for the user."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"the upload {path.name} did not arrive; please try again")
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise InputError(f"{path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES // 2**20} MiB")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as probe:
+            width, height = probe.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InputError(f"{path.name} is not an image this demo can read (PNG, JPEG, BMP, TIFF, WebP)") from None
+    if width * height > MAX_PIXELS:
+        raise InputError(f"{path.name} is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
+    try:
+        image = load_image(path)
+    except ValueError:
+        raise InputError(f"{path.name} is corrupt or not an image this demo can read") from None
+    return prepare_image(image, max_side)
+
+
+def prepare_image(image: Tensor, max_side: int = MAX_SIDE, patch: int = 4) -> tuple[Tensor, list[str]]:
+    """(3, H, W) in [-1, 1] -> downscaled so the longer side is at most ``max_side``, cropped to the patch grid."""
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise InputError(f"expected an RGB image, got shape {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise InputError("the image contains NaN or infinite values")
+    notes = []
+    _, h, w = image.shape
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        size = (max(patch, round(h * scale)), max(patch, round(w * scale)))
+        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0].clamp(-1, 1)
+        notes.append(f"downscaled from {w}x{h} to {size[1]}x{size[0]} (the demo's limit is {max_side} px)")
+    if min(image.shape[1:]) < 2 * patch:
+        raise InputError(f"the image is {image.shape[2]}x{image.shape[1]}; it needs at least {2 * patch} px per side")
+    cropped = crop_to_patches(image[None], patch)[0]
+    if cropped.shape != image.shape:
+        notes.append(f"cropped to {cropped.shape[2]}x{cropped.shape[1]} (a multiple of the {patch}px patch)")
+    return cropped, notes
+
+
+@dataclass
+class DenoiseStory:
+    """One denoise, step by step. Images are (3, H, W) in [-1, 1]; maps are (H, W) or (H/p, W/p)."""
+
+    noisy: Tensor
+    sigma: float
+    estimated_sigma: float
+    candidates: list[Tensor]  # after 0..K steps (0 = the start)
+    energies: list[float]  # the energy of each candidate
+    energy_maps: list[Tensor]  # per-patch energy of each candidate (H/p, W/p)
+    gradient_maps: list[Tensor]  # |dE/dpixel| of each candidate, summed over channels (H, W)
+    clean: Tensor | None = None
+    psnrs: list[float] | None = None
+    best_of: int = 1
+    forward_passes: int = 0
+    backward_passes: int = 0
+    seconds: float = 0.0
+    dit: Tensor | None = None
+    dit_forward_passes: int = 0
+    dit_psnr: float | None = None
+    dit_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> Tensor:
+        return self.candidates[-1]
+
+
+def _check_settings(sigma: float, steps: int, step_scale: float, best_of: int) -> None:
+    if not SIGMA_RANGE[0] <= sigma <= SIGMA_RANGE[1]:
+        raise InputError(f"noise sigma must be in [{SIGMA_RANGE[0]:g}, {SIGMA_RANGE[1]:g}], got {sigma:g}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise InputError(f"descent steps must be in [1, {MAX_STEPS}], got {steps}")
+    if not 0.1 <= step_scale <= 4.0:
+        raise InputError(f"step-size scale must be in [0.1, 4], got {step_scale:g}")
+    if not 1 <= best_of <= MAX_BEST_OF:
+        raise InputError(f"best-of-N must be in [1, {MAX_BEST_OF}], got {best_of}")
+
+
+def _maps(objective: DenoisingObjective, noisy: Tensor, candidate: Tensor) -> tuple[float, Tensor, Tensor]:
+    """Energy, per-patch energy map and gradient-magnitude map of one candidate: one forward + one backward."""
+    energy_fn = TiledEnergy(objective.model, objective.cfg.data.crop_size)
+    x = candidate[None].detach().requires_grad_(True)
+    with torch.enable_grad():
+        energy = energy_fn(noisy[None], x)
+        (grad,) = torch.autograd.grad(energy.sum(), x)
+    with torch.no_grad():
+        patch_map = energy_fn.patch_energy_map(noisy[None], candidate[None])[0]
+    return float(energy.detach()), patch_map.cpu(), grad[0].abs().sum(dim=0).cpu()
+
+
+def denoise_story(
+    objective: DenoisingObjective,
+    image: Tensor,
+    sigma: float = 25.0,
+    steps: int = 4,
+    step_scale: float = 1.0,
+    best_of: int = 1,
+    add_noise: bool = True,
+    dit: DiTObjective | None = None,
+    dit_steps: int | None = 10,
+    seed: int = 0,
+) -> DenoiseStory:
+    """Denoise ``image`` (3, H, W) with the blind EBT and record every step.
+
+    With ``add_noise`` the image is treated as clean and Gaussian noise of ``sigma`` is added (PSNR is then known);
+    otherwise it is taken as already noisy and ``sigma`` only sets the DiT when the estimate is unavailable. The DiT,
+    when given, denoises the same noisy image from the timestep of the sigma estimated from it (it is not told the
+    true sigma, like the blind EBT) with ``dit_steps`` DDIM steps (None: all).
+    """
+    _check_settings(sigma, steps, step_scale, best_of)
+    check_images(image[None], objective.cfg.model.patch_size)
+    clean = image if add_noise else None
+    generator = torch.Generator().manual_seed(seed)
+    noisy = add_gaussian_noise(image[None], sigma, generator)[0] if add_noise else image
+    estimated = float(estimate_noise_sigma(noisy[None])[0])
+    started = time.perf_counter()
+    best, energies, trajectory = best_of_n(objective, noisy[None], best_of, steps, step_scale=step_scale, seed=seed)
+    winner = int(energies[:, 0].argmin())
+    candidates = [c.reshape(best_of, *noisy.shape)[winner].cpu() for c in trajectory.candidates]
+    seconds = time.perf_counter() - started
+    records = [_maps(objective, noisy, c) for c in candidates]
+    story = DenoiseStory(
+        noisy=noisy,
+        sigma=sigma,
+        estimated_sigma=estimated,
+        candidates=candidates,
+        energies=[r[0] for r in records],
+        energy_maps=[r[1] for r in records],
+        gradient_maps=[r[2] for r in records],
+        clean=clean,
+        best_of=best_of,
+        forward_passes=best_of * trajectory.forward_passes,
+        backward_passes=best_of * trajectory.backward_passes,
+        seconds=seconds,
+    )
+    if clean is not None:
+        story.psnrs = [float(psnr(c[None], clean[None])[0]) for c in candidates]
+    if dit is not None:
+        started = time.perf_counter()
+        estimate, passes = dit_denoise(dit, noisy[None], estimated, dit_steps)
+        story.dit, story.dit_forward_passes = estimate[0].cpu(), passes[0]
+        story.dit_seconds = time.perf_counter() - started
+        if clean is not None:
+            story.dit_psnr = float(psnr(estimate.cpu(), clean[None])[0])
+    return story
+
+
+def colorize(values: Tensor, cmap: str = "magma", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """(h, w) -> (h, w, 3) uint8 through a matplotlib colour map; the range is the map's own unless given."""
+    import matplotlib
+
+    array = values.detach().float().cpu().numpy()
+    low = float(array.min()) if vmin is None else vmin
+    high = float(array.max()) if vmax is None else vmax
+    scaled = np.clip((array - low) / max(high - low, 1e-12), 0, 1)
+    return (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
+
+
+def overlay(image: Tensor, values: Tensor, alpha: float = 0.55, **range_kwargs) -> np.ndarray:
+    """A (3, H, W) image with a coloured (h, w) map blended on top (nearest-upsampled to H x W): (H, W, 3) uint8."""
+    heat = torch.from_numpy(colorize(values, **range_kwargs)).permute(2, 0, 1).float()[None]
+    heat = F.interpolate(heat, size=image.shape[1:], mode="nearest")[0].permute(1, 2, 0).numpy()
+    grey = to_uint8(image).astype(np.float32).mean(axis=2, keepdims=True)
+    return (alpha * heat + (1 - alpha) * grey).clip(0, 255).astype(np.uint8)
+
+
+def story_frames(story: DenoiseStory) -> list[tuple[np.ndarray, str]]:
+    """Per step: the candidate, its energy-map overlay and its gradient-map overlay (shared colour ranges)."""
+    e_low = min(float(m.min()) for m in story.energy_maps)
+    e_high = max(float(m.max()) for m in story.energy_maps)
+    g_high = max(float(m.max()) for m in story.gradient_maps)
+    frames = []
+    for k, candidate in enumerate(story.candidates):
+        label = "start (noisy)" if k == 0 else f"step {k}"
+        if story.psnrs:
+            label += f" · {story.psnrs[k]:.2f} dB"
+        frames.append((to_uint8(candidate), f"{label} · E={story.energies[k]:.1f}"))
+        frames.append((overlay(candidate, story.energy_maps[k], vmin=e_low, vmax=e_high), f"{label} · energy map"))
+        grad = overlay(candidate, story.gradient_maps[k], cmap="viridis", vmin=0.0, vmax=g_high)
+        frames.append((grad, f"{label} · |dE/dx|"))
+    return frames
+
+
+def story_figure(story: DenoiseStory):
+    """Energy (and PSNR when the clean image is known) per step, with the DiT's PSNR as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    steps = list(range(len(story.energies)))
+    ax.plot(steps, story.energies, "o-", color="C0", label="energy")
+    ax.set_xlabel("descent step")
+    ax.set_ylabel("energy", color="C0")
+    ax.grid(alpha=0.3)
+    if story.psnrs:
+        right = ax.twinx()
+        right.plot(steps, story.psnrs, "s-", color="C1", label="EBT PSNR")
+        if story.dit_psnr is not None:
+            right.axhline(story.dit_psnr, color="C2", linestyle="--", label=f"DiT ({story.dit_forward_passes} passes)")
+        right.set_ylabel("PSNR (dB)", color="C1")
+        right.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def story_summary(story: DenoiseStory) -> str:
+    """Markdown lines for the UI: what was run, what it cost, how good it is."""
+    h, w = story.noisy.shape[1:]
+    lines = [f"**{w}x{h}**, sigma {story.sigma:g} (estimated from the noisy image: {story.estimated_sigma:.1f})"]
+    ebt = f"**EBT**: {len(story.candidates) - 1} descent steps"
+    if story.best_of > 1:
+        ebt += f", best of {story.best_of} starts by lowest energy"
+    ebt += f"; {story.forward_passes} forward + {story.backward_passes} backward passes, {story.seconds:.2f} s"
+    if story.psnrs:
+        ebt += f"; PSNR {story.psnrs[0]:.2f} → {story.psnrs[-1]:.2f} dB"
+    lines.append(ebt)
+    if story.dit is not None:
+        start = sigma_to_timestep(story.estimated_sigma)
+        dit = f"**DiT**: DDIM from t={start}, {story.dit_forward_passes} forward passes, {story.dit_seconds:.2f} s"
+        if story.dit_psnr is not None:
+            dit += f"; PSNR {story.dit_psnr:.2f} dB"
+        lines.append(dit)
+    lines += [f"*{note}*" for note in story.notes]
+    return "\n\n".join(lines)

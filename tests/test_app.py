@@ -1,0 +1,111 @@
+"""The demo's library functions and the Gradio handler, without a browser (see test_app_browser.py for one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apps.demo import ImageTab, build_app
+from ebt_vision import visualize
+from ebt_vision.checkpoint import save_weights
+from ebt_vision.dit import DiTObjective
+from ebt_vision.objectives import DenoisingObjective
+from ebt_vision.visualize import InputError, denoise_story, load_upload, prepare_image, story_frames
+
+
+@pytest.fixture
+def objective(tiny_cfg):
+    objective = DenoisingObjective(tiny_cfg).eval()
+    torch.nn.init.normal_(objective.model.head.weight)  # a non-zero energy, so maps and gradients are not flat
+    return objective
+
+
+@pytest.fixture
+def checkpoints(tmp_path, tiny_cfg, objective):
+    ebt, dit = tmp_path / "ebt.safetensors", tmp_path / "dit.safetensors"
+    save_weights(objective, tiny_cfg, ebt)
+    save_weights(DiTObjective(tiny_cfg), tiny_cfg, dit)
+    return ebt, dit
+
+
+def test_story_has_every_step_with_maps_psnr_and_the_dit(tiny_cfg, objective):
+    image = torch.rand(3, 32, 48) * 2 - 1
+    dit = DiTObjective(tiny_cfg).eval()
+    story = denoise_story(objective, image, sigma=30, steps=3, best_of=2, dit=dit, dit_steps=4)
+    assert len(story.candidates) == 4 and len(story.energies) == 4 and len(story.psnrs) == 4
+    assert all(m.shape == (8, 12) for m in story.energy_maps)
+    assert all(m.shape == (32, 48) and (m >= 0).all() for m in story.gradient_maps)
+    assert story.forward_passes == 2 * 4 and story.backward_passes == 2 * 3  # best-of-2, 3 steps + final energy
+    assert story.dit.shape == image.shape and story.dit_forward_passes == 4 and story.dit_psnr is not None
+    frames = story_frames(story)
+    assert len(frames) == 3 * 4 and all(f.shape == (32, 48, 3) and f.dtype == np.uint8 for f, _ in frames)
+    assert "energy map" in frames[1][1] and "dB" in frames[3][1]
+    summary = visualize.story_summary(story)
+    assert "forward" in summary and "DiT" in summary
+    figure = visualize.story_figure(story)
+    assert len(figure.axes) == 2  # energy and PSNR axes
+
+
+def test_the_story_energy_is_the_descent_energy(objective):
+    """The per-step energy the UI plots is the energy the descent minimised (same tiled energy)."""
+    image = torch.rand(3, 32, 32) * 2 - 1
+    story = denoise_story(objective, image, sigma=20, steps=2)
+    from ebt_vision.inference import denoise
+
+    trajectory, _ = denoise(objective, story.noisy[None], 2)
+    assert np.allclose(story.energies, trajectory.energies[:, 0].tolist(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"sigma": 150}, "sigma"), ({"steps": 0}, "steps"), ({"best_of": 9}, "best-of"), ({"step_scale": 0}, "scale")],
+)
+def test_out_of_range_settings_give_clear_errors(objective, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        denoise_story(objective, torch.zeros(3, 32, 32), **kwargs)
+
+
+def test_uploads_are_checked_downscaled_and_cropped(tmp_path, monkeypatch):
+    big = tmp_path / "big.png"
+    Image.fromarray((np.random.default_rng(0).random((500, 803, 3)) * 255).astype(np.uint8)).save(big)
+    image, notes = load_upload(big)
+    assert max(image.shape[1:]) <= visualize.MAX_SIDE and image.shape[1] % 4 == 0 and image.shape[2] % 4 == 0
+    assert "downscaled from 803x500" in notes[0]
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    with pytest.raises(InputError, match="corrupt.png"):
+        load_upload(corrupt)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="not an image"):
+        load_upload(text)
+    monkeypatch.setattr(visualize, "MAX_UPLOAD_BYTES", 100)
+    with pytest.raises(InputError, match="limit"):
+        load_upload(big)
+    with pytest.raises(InputError, match="NaN"):
+        prepare_image(torch.full((3, 16, 16), float("nan")))
+    with pytest.raises(InputError, match="at least"):
+        prepare_image(torch.zeros(3, 4, 64))
+
+
+def test_image_tab_handler_outputs(checkpoints, tmp_path):
+    ebt, dit = checkpoints
+    tab = ImageTab(ebt, dit)
+    clean, noisy, gallery, result, dit_image, figure, summary = tab.run("skimage:coffee", None, 25, 2, 1.0, 1, 3)
+    assert clean.shape == noisy.shape == result.shape == dit_image.shape and clean.shape[2] == 3
+    assert max(clean.shape[:2]) <= 256 and len(gallery) == 3 * 3
+    assert "3 forward passes" in summary and figure is not None
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray((np.random.default_rng(1).random((40, 60, 3)) * 255).astype(np.uint8)).save(photo)
+    out = tab.run(None, str(photo), 10, 1, 1.0, 1, 0)
+    assert out[0].shape == (40, 60, 3)
+    with pytest.raises(InputError, match="pick a sample"):
+        tab.run(None, None, 25, 2, 1.0, 1, 3)
+    assert ImageTab(ebt, None).run("skimage:coffee", None, 25, 1, 1.0, 1, 3)[4] is None  # no DiT checkpoint
+
+
+def test_app_builds_offline(checkpoints):
+    app = build_app(ImageTab(*checkpoints))
+    assert type(app).__name__ == "Blocks"

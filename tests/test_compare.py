@@ -1,0 +1,179 @@
+"""The EBT vs DiT comparison: sigma conditioning, best-of-N, noise estimation, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from ebt_vision.compare import estimate_noise_sigma, eval_images
+from ebt_vision.energy_image import ImageEBT
+from ebt_vision.inference import best_of_n, denoise
+from ebt_vision.noise import add_gaussian_noise
+from ebt_vision.objectives import DenoisingObjective
+from ebt_vision.tiling import TiledEnergy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cond_cfg(tiny_cfg):
+    return replace(tiny_cfg, model=replace(tiny_cfg.model, sigma_conditioning=True))
+
+
+def test_sigma_conditioned_energy_depends_on_sigma_and_blind_models_refuse_it(tiny_cfg, cond_cfg):
+    model = ImageEBT(cond_cfg.model)
+    torch.nn.init.normal_(model.head.weight)  # zero-initialised heads give zero energy for every sigma
+    for block in model.blocks:
+        torch.nn.init.normal_(block.ada[1].weight, std=0.1)
+    x, y = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    e15, e50 = model(x, y, torch.tensor([15.0, 15.0])), model(x, y, torch.tensor([50.0, 50.0]))
+    assert not torch.allclose(e15, e50)
+    with pytest.raises(ValueError, match="pass sigma"):
+        model(x, y)
+    with pytest.raises(ValueError, match="blind"):
+        ImageEBT(tiny_cfg.model)(x, y, torch.tensor([15.0, 15.0]))
+
+
+def test_tiled_energy_passes_each_image_its_own_sigma(cond_cfg):
+    model = ImageEBT(cond_cfg.model)
+    torch.nn.init.normal_(model.head.weight)
+    for block in model.blocks:
+        torch.nn.init.normal_(block.ada[1].weight, std=0.1)
+    x, y = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
+    sigma = torch.tensor([10.0, 60.0])
+    tiled = TiledEnergy(model, 16, sigma=sigma)(x, y)  # one tile per image: must equal the model itself
+    assert torch.allclose(tiled, model(x, y, sigma), atol=1e-5)
+
+
+def test_conditioned_objective_trains_and_denoise_requires_sigma(cond_cfg):
+    objective = DenoisingObjective(cond_cfg)
+    clean = torch.rand(4, 3, 16, 16) * 2 - 1
+    out = objective((add_gaussian_noise(clean, torch.full((4,), 25.0)), clean, torch.full((4,), 25.0)))
+    out.loss.backward()
+    assert objective.model.sigma_embed.mlp[0].weight.grad is not None
+    objective.eval()
+    with pytest.raises(ValueError, match="sigma"):
+        denoise(objective, clean[:1])
+    with pytest.raises(ValueError, match="sigma"):
+        denoise(objective, clean[:2], sigma=torch.tensor([1.0, 2.0, 3.0]))
+    trajectory, _ = denoise(objective, clean[:2], 2, sigma=torch.tensor([10.0, 30.0]))
+    assert trajectory.final.shape == (2, 3, 16, 16)
+
+
+def test_best_of_n_keeps_the_lowest_energy_and_n1_is_plain_descent(tiny_cfg):
+    objective = DenoisingObjective(tiny_cfg).eval()
+    torch.nn.init.normal_(objective.model.head.weight)
+    noisy = torch.rand(3, 3, 16, 16) * 2 - 1
+    best, energies, trajectory = best_of_n(objective, noisy, 4, num_steps=2, start_noise=20.0)
+    assert energies.shape == (4, 3) and best.shape == noisy.shape
+    finals = trajectory.final.reshape(4, 3, 3, 16, 16)
+    for i in range(3):
+        assert torch.equal(best[i], finals[energies[:, i].argmin(), i])
+    single, _, _ = best_of_n(objective, noisy, 1, num_steps=2)
+    plain, _ = denoise(objective, noisy, 2)
+    assert torch.allclose(single, plain.final, atol=1e-6)
+    with pytest.raises(ValueError, match="best-of-N"):
+        best_of_n(objective, noisy, 0)
+
+
+def test_noise_estimate_is_close_on_real_photos():
+    _, clean = eval_images(64, limit=3)
+    noisy = add_gaussian_noise(clean, 25.0, torch.Generator().manual_seed(0))
+    estimated = estimate_noise_sigma(noisy)
+    assert estimated.shape == (3,) and ((estimated - 25.0).abs() < 5.0).all()
+
+
+def test_eval_images_are_square_held_out_crops():
+    names, images = eval_images(48, limit=2)
+    assert names == ["skimage:astronaut", "skimage:coffee"] and images.shape == (2, 3, 48, 48)
+    assert images.min() >= -1 and images.max() <= 1
+
+
+def test_compare_command_end_to_end_on_a_tiny_config(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "name: tiny\nmodel: {patch_size: 4, width: 16, depth: 1, heads: 2}\ndescent: {num_steps: 2, step_size: 5.0}\n"
+        "data: {crop_size: 16, batch_size: 4}\noptim: {lr: 1e-3, warmup_steps: 2}\n"
+        "train: {steps: 3, log_every: 1, checkpoint_every: 2}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    args = [
+        "--eval-size",
+        "32",
+        "--limit",
+        "2",
+        "--sigmas",
+        "25",
+        "75",
+        "--ebt-steps",
+        "3",
+        "--dit-steps",
+        "1",
+        "2",
+        "0",
+        "--best-of",
+        "2",
+        "--quiet",
+    ]
+    cmd = [sys.executable, "-m", "ebt_vision", "compare", "--config", str(config), "--runs", str(runs)]
+    done = subprocess.run([*cmd, "--out", str(out), *args], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    for name in ("ebt", "ebt-cond", "dit"):
+        assert (runs / name / "model.safetensors").is_file()
+    report = json.loads((out / "denoise_compare.json").read_text())
+    assert (out / "denoise_compare.png").stat().st_size > 10_000 and "Goal check" in (
+        out / "denoise_compare.md"
+    ).read_text()
+    rows = report["per_image"]
+    methods = {r["method"] for r in rows}
+    assert {"noisy", "cbm3d", "dit_ddim", "ebt", "ebt_stop", "ebt_cond", "ebt_cond_stop", "ebt_best_of_n"} <= methods
+    assert {r["noise"] for r in rows} == {"gaussian", "diffusion"}
+    assert {r["setting"] for r in rows} >= {"blind", "non-blind", "known level"}
+    all_steps = [r for r in rows if r["method"] == "dit_ddim" and r["steps"] == 0 and r["setting"] == "non-blind"]
+    assert {r["forward_passes"] for r in all_steps if r["sigma"] == 25} == {57}  # t = 56 -> 57 DDIM steps
+    ebt3 = [r for r in rows if r["method"] == "ebt" and r["steps"] == 3]
+    assert all(r["forward_passes"] == 3 and r["backward_passes"] == 3 for r in ebt3)
+    assert len(report["verdicts"]) == 4
+    # --load evaluates the finished runs without training again
+    again = subprocess.run(
+        [*cmd, "--load", "--out", str(tmp_path / "again"), "--no-paper", "--no-bm3d", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "train" not in again.stderr
+
+
+def test_ablation_variants_train_on_the_same_crops_and_report(tmp_path, tiny_cfg):
+    from ebt_vision.ablation import VARIANTS, run_ablation, variant_config, write_ablation_report
+    from ebt_vision.reports import make_meta
+
+    cfg = variant_config(tiny_cfg, "loss-last", VARIANTS["loss-last"][0])
+    assert cfg.train.loss_on_steps == "last" and cfg.name == "tiny-loss-last" and cfg.model == tiny_cfg.model
+    with pytest.raises(ValueError, match="unknown ablation variant"):
+        run_ablation(tiny_cfg, ["nope"], tmp_path)
+    result = run_ablation(
+        tiny_cfg,
+        ["base", "loss-last"],
+        tmp_path / "runs",
+        sigmas=(25.0,),
+        size=32,
+        max_steps=3,
+        dit_steps=(1, 2),
+        limit=1,
+        progress=False,
+    )
+    assert set(result.seconds) == {"base", "loss-last", "dit"}
+    ebt_rows = [r for r in result.rows if r["method"] == "ebt"]
+    assert len(ebt_rows) == 2 * 3 and all(r["psnr"] > 5 for r in ebt_rows)
+    report = write_ablation_report(result, tiny_cfg, (25.0,), make_meta("cpu", 0, "tiny", "tiny"), tmp_path / "out")
+    assert "loss-last" in report.read_text() and (tmp_path / "out" / "ablation.png").is_file()
