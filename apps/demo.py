@@ -110,10 +110,10 @@ def build_app(tab: ImageTab):
                     sample = gr.Dropdown(list(tab.samples), value=DEFAULT_SAMPLE, label="Sample photo (held out)")
                     upload = gr.File(label="…or upload a photo (≤ 20 MiB; downscaled to 384 px)", file_types=["image"])
                     sigma = gr.Slider(0, 100, value=25, step=1, label="Noise sigma (0-255 scale)")
-                    steps = gr.Slider(1, MAX_STEPS, value=4, step=1, label="EBT descent steps")
+                    steps = gr.Slider(1, MAX_STEPS, value=2, step=1, label="EBT descent steps (trained with 1-2)")
                     step_scale = gr.Slider(0.1, 4.0, value=1.0, step=0.1, label="Step-size scale")
                     best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best-of-N (lowest energy wins)")
-                    dit_steps = gr.Slider(0, 100, value=10, step=1, label="DiT DDIM steps (0 = all)")
+                    dit_steps = gr.Slider(0, 100, value=5, step=1, label="DiT DDIM steps (0 = all)")
                     seed = gr.Number(0, precision=0, label="Noise seed")
                     run = gr.Button("Denoise", variant="primary", elem_id="denoise-button")
                 with gr.Column(scale=2):

@@ -121,28 +121,34 @@ def _check_settings(sigma: float, steps: int, step_scale: float, best_of: int) -
         raise InputError(f"best-of-N must be in [1, {MAX_BEST_OF}], got {best_of}")
 
 
-def _maps(objective: DenoisingObjective, noisy: Tensor, candidate: Tensor) -> tuple[float, Tensor, Tensor]:
-    """Energy, per-patch energy map and gradient-magnitude map of one candidate: one forward + one backward."""
+def _maps(objective: DenoisingObjective, noisy: Tensor, candidates: list[Tensor], step: float):
+    """Per-patch energy maps and gradient-magnitude maps of the K + 1 candidates of one descent.
+
+    The gradient at candidate k < K is recovered from the step the descent took, ``(x_k - x_{k+1}) / step`` (no
+    Langevin noise in the demo), so only the last candidate needs a backward pass; the energy maps are one batched
+    forward pass without gradients.
+    """
     energy_fn = TiledEnergy(objective.model, objective.cfg.data.crop_size)
-    x = candidate[None].detach().requires_grad_(True)
-    with torch.enable_grad():
-        energy = energy_fn(noisy[None], x)
-        (grad,) = torch.autograd.grad(energy.sum(), x)
+    stack = torch.stack(candidates)
     with torch.no_grad():
-        patch_map = energy_fn.patch_energy_map(noisy[None], candidate[None])[0]
-    return float(energy.detach()), patch_map.cpu(), grad[0].abs().sum(dim=0).cpu()
+        patch_maps = energy_fn.patch_energy_map(noisy[None].expand_as(stack), stack)
+    last = candidates[-1][None].detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(energy_fn(noisy[None], last).sum(), last)
+    steps = [(a - b) / step for a, b in zip(candidates, candidates[1:], strict=False)] + [grad[0].cpu()]
+    return list(patch_maps.cpu()), [g.abs().sum(dim=0) for g in steps]
 
 
 def denoise_story(
     objective: DenoisingObjective,
     image: Tensor,
     sigma: float = 25.0,
-    steps: int = 4,
+    steps: int = 2,
     step_scale: float = 1.0,
     best_of: int = 1,
     add_noise: bool = True,
     dit: DiTObjective | None = None,
-    dit_steps: int | None = 10,
+    dit_steps: int | None = 5,
     seed: int = 0,
 ) -> DenoiseStory:
     """Denoise ``image`` (3, H, W) with the blind EBT and record every step.
@@ -159,19 +165,22 @@ def denoise_story(
     noisy = add_gaussian_noise(image[None], sigma, generator)[0] if add_noise else image
     estimated = float(estimate_noise_sigma(noisy[None])[0])
     started = time.perf_counter()
-    best, energies, trajectory = best_of_n(objective, noisy[None], best_of, steps, step_scale=step_scale, seed=seed)
-    winner = int(energies[:, 0].argmin())
+    best, final_energies, trajectory = best_of_n(
+        objective, noisy[None], best_of, steps, step_scale=step_scale, seed=seed
+    )
+    winner = int(final_energies[:, 0].argmin())
     candidates = [c.reshape(best_of, *noisy.shape)[winner].cpu() for c in trajectory.candidates]
     seconds = time.perf_counter() - started
-    records = [_maps(objective, noisy, c) for c in candidates]
+    energies = trajectory.energies[:, winner].tolist()  # (K + 1): the descent's own energies, final one included
+    energy_maps, gradient_maps = _maps(objective, noisy, candidates, float(objective.step_size().detach()) * step_scale)
     story = DenoiseStory(
         noisy=noisy,
         sigma=sigma,
         estimated_sigma=estimated,
         candidates=candidates,
-        energies=[r[0] for r in records],
-        energy_maps=[r[1] for r in records],
-        gradient_maps=[r[2] for r in records],
+        energies=energies,
+        energy_maps=energy_maps,
+        gradient_maps=gradient_maps,
         clean=clean,
         best_of=best_of,
         forward_passes=best_of * trajectory.forward_passes,

@@ -109,3 +109,14 @@ def test_image_tab_handler_outputs(checkpoints, tmp_path):
 def test_app_builds_offline(checkpoints):
     app = build_app(ImageTab(*checkpoints))
     assert type(app).__name__ == "Blocks"
+
+
+def test_gradient_maps_recovered_from_the_steps_match_autograd(objective):
+    from ebt_vision.tiling import TiledEnergy
+
+    story = denoise_story(objective, torch.rand(3, 32, 32) * 2 - 1, sigma=20, steps=2, step_scale=0.5)
+    energy = TiledEnergy(objective.model, objective.cfg.data.crop_size)
+    for k, candidate in enumerate(story.candidates):
+        x = candidate[None].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(story.noisy[None], x).sum(), x)
+        assert torch.allclose(story.gradient_maps[k], grad[0].abs().sum(dim=0), rtol=1e-3, atol=1e-5)
