@@ -555,6 +555,7 @@ def write_compare_report(
     plot = plot_psnr_vs_cost(averaged, out_dir / f"{stem}.png")
     trained_steps = contenders["ebt"].objective.cfg.descent.num_steps
     gaussian, verdicts = summary_tables(averaged, trained_steps, best_of)
+    max_steps = max(r["steps"] for r in averaged if r["method"] == "ebt")
     models = markdown_table(
         ["model", "parameters", "training steps", "wall-clock (s)"],
         [[c.name, f"{c.params / 1e6:.3f}M", c.steps, f"{c.seconds:.0f}"] for c in contenders.values()],
@@ -563,8 +564,9 @@ def write_compare_report(
         "Mean PSNR (dB) over the held-out photos. Each cell: PSNR (forward passes f / backward passes b, cost in "
         "DiT forward-pass equivalents by measured FLOPs). The blind EBT is never told sigma; in the blind setting DiT, "
         "CBM3D and EBT-cond get the sigma estimated from the noisy image (skimage `estimate_sigma`), in the non-blind "
-        "setting the true sigma. *DiT best* is its best DDIM step count, *EBT best step* the best of 1-8 descent "
-        "steps, *stop@8* 8 steps with energy-based stopping, *best-of-N* N descents from perturbed starts keeping "
+        f"setting the true sigma. *DiT best* is its best DDIM step count, *EBT best step* the best of 1-{max_steps} "
+        f"descent steps, *stop@{max_steps}* {max_steps} steps with energy-based stopping, *best-of-N* N descents from "
+        "perturbed starts (noisy image + Gaussian noise of sigma 10) keeping "
         f"the lowest energy.\n\n{models}\n\n"
         f"Pass costs on one {contenders['ebt'].objective.cfg.data.crop_size}px tile, in DiT forward passes: EBT "
         "forward "
