@@ -13,8 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .compare import estimate_noise_sigma, eval_images
-from .config import ExperimentConfig, from_dict, to_dict
-from .config import parse_override as _parse
+from .config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from .data import CropSampler, training_photos
 from .dit import DiTObjective, dit_denoise
 from .evaluation import noisy_copy
@@ -38,12 +37,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
 
 
 def variant_config(base: ExperimentConfig, name: str, overrides: list[str]) -> ExperimentConfig:
-    values = to_dict(base)
-    for text in overrides:
-        for section, entries in _parse(text).items():
-            values[section] = {**values.get(section, {}), **entries}
-    values["name"] = f"{base.name}-{name}"
-    return from_dict(values)
+    return from_dict(apply_overrides(to_dict(base), [*overrides, f"name={base.name}-{name}"]))
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,20 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ExperimentC
     if "config" not in metadata:
         raise CheckpointError(f"{path} has no config in its metadata; was it written by ebt-vision?")
     return tensors, from_dict(json.loads(metadata["config"])), json.loads(metadata.get("extra", "{}"))
+
+
+def load_trained(
+    path: str | Path, build: Callable[[ExperimentConfig], nn.Module], what: str, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A module built from the checkpoint's own config by ``build``, its weights loaded, in eval mode on ``device``;
+    and the checkpoint's extra metadata. ``what`` names the model in the error when the weights do not fit."""
+    tensors, cfg, extra = read_weights(path)
+    module = build(cfg)
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not fit {what}: {error}") from None
+    return module.to(device).eval(), extra
 
 
 def save_training_checkpoint(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, read_weights
+from .checkpoint import CheckpointError, load_trained
 from .classical import cbm3d_denoise
 from .config import ExperimentConfig
 from .data import CropSampler, held_out_photos, training_photos
@@ -88,13 +89,8 @@ def load_contenders(run_root: str | Path, device: str | torch.device = "cpu") ->
         path = Path(run_root) / name / "model.safetensors"
         if not path.exists():
             raise CheckpointError(f"{path} not found; train with `ebt-vision compare` first")
-        tensors, cfg, extra = read_weights(path)
-        objective = build_objective(name, cfg)
-        try:
-            objective.load_state_dict(tensors)
-        except RuntimeError as error:
-            raise CheckpointError(f"{path} does not fit the {name} model: {error}") from None
-        contenders[name] = Contender(name, objective.to(device).eval(), extra["step"], extra.get("train_seconds", 0))
+        objective, extra = load_trained(path, partial(build_objective, name), f"the {name} model", device)
+        contenders[name] = Contender(name, objective, extra["step"], extra.get("train_seconds", 0))
     return contenders
 
 

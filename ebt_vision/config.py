@@ -251,9 +251,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         values = loaded or {}
+    return from_dict(apply_overrides(values, overrides))
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Config values (as from YAML or ``to_dict``) with ``section.key=value`` overrides merged in."""
     for text in overrides:
         values = _deep_merge(values, parse_override(text))
-    return from_dict(values)
+    return values
 
 
 def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -188,12 +188,6 @@ def dit_denoise(
 
 def load_dit(path, device: str | torch.device = "cpu") -> DiTObjective:
     """A trained DiT baseline (``ebt-vision train --model dit``) in eval mode."""
-    from .checkpoint import CheckpointError, read_weights
+    from .checkpoint import load_trained
 
-    tensors, cfg, _ = read_weights(path)
-    objective = DiTObjective(cfg)
-    try:
-        objective.load_state_dict(tensors)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} does not fit a DiT baseline: {error}") from None
-    return objective.to(device).eval()
+    return load_trained(path, DiTObjective, "a DiT baseline", device)[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .checkpoint import CheckpointError, read_weights
+from .checkpoint import load_trained
 from .descent import Trajectory, minimize_energy
 from .objectives import DenoisingObjective
 from .tiling import TiledEnergy
@@ -18,13 +18,7 @@ MAX_STEPS = 64
 
 def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> DenoisingObjective:
     """A trained ``DenoisingObjective`` (image EBT + learned step size) in eval mode."""
-    tensors, cfg, _ = read_weights(path)
-    objective = DenoisingObjective(cfg)
-    try:
-        objective.load_state_dict(tensors)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} does not fit an image EBT denoiser: {error}") from None
-    return objective.to(device).eval()
+    return load_trained(path, DenoisingObjective, "an image EBT denoiser", device)[0]
 
 
 def check_images(images: Tensor, patch_size: int) -> None:
@@ -66,8 +60,6 @@ def denoise(
     check_images(noisy, cfg.model.patch_size)
     if init is not None and init.shape != noisy.shape:
         raise ValueError(f"init {tuple(init.shape)} must have the noisy image's shape {tuple(noisy.shape)}")
-    if cfg.model.sigma_conditioning and sigma is None:
-        raise ValueError("this model is conditioned on the noise level: pass sigma (0-255)")
     steps = cfg.descent.num_steps if num_steps is None else num_steps
     if not 0 <= steps <= MAX_STEPS:
         raise ValueError(f"num_steps must be in [0, {MAX_STEPS}], got {steps}")
@@ -76,9 +68,7 @@ def denoise(
     descent = cfg.descent
     if stop_when_energy_rises is not None:
         descent = replace(descent, stop_when_energy_rises=stop_when_energy_rises)
-    if sigma is not None:
-        if not cfg.model.sigma_conditioning:
-            raise ValueError("this model is blind (not conditioned on sigma); call denoise without sigma")
+    if sigma is not None:  # the model itself refuses sigma when blind and requires it when conditioned
         sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1)
         if sigma.numel() not in (1, noisy.shape[0]) or not torch.isfinite(sigma).all() or (sigma < 0).any():
             raise ValueError(f"sigma must be one finite value >= 0 or one per image, got {sigma.tolist()}")

@@ -29,6 +29,12 @@ def tile_layout(size: int, tile: int) -> tuple[int, int, int, int]:
     return tile, stride, stride, pad_after
 
 
+def cut_tiles(images: Tensor, th: int, sh: int, tw: int, sw: int) -> Tensor:
+    """(B, C, H, W) padded -> (B * nh * nw, C, th, tw): tiles of size th x tw at strides sh, sw, image-major."""
+    tiles = images.unfold(2, th, sh).unfold(3, tw, sw)  # (B, C, nh, nw, th, tw)
+    return tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, images.shape[1], th, tw)
+
+
 def tiled_map(fn: Callable[[Tensor], Tensor], images: Tensor, tile: int, chunk: int = 512) -> Tensor:
     """Apply an image-to-image ``fn`` on half-overlapping tiles: (B, C, H, W) -> (B, C, H, W), overlaps averaged.
 
@@ -42,9 +48,8 @@ def tiled_map(fn: Callable[[Tensor], Tensor], images: Tensor, tile: int, chunk: 
     pad = (left, right, top, bottom)
     padded = F.pad(images, pad, mode="reflect") if any(pad) else images
     batch, channels = images.shape[:2]
-    tiles = padded.unfold(2, th, sh).unfold(3, tw, sw)  # (B, C, nh, nw, th, tw)
-    nh, nw = tiles.shape[2], tiles.shape[3]
-    tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, channels, th, tw)
+    tiles = cut_tiles(padded, th, sh, tw, sw)
+    nh, nw = (padded.shape[2] - th) // sh + 1, (padded.shape[3] - tw) // sw + 1
     outputs = torch.cat([fn(tiles[i : i + chunk]) for i in range(0, tiles.shape[0], chunk)])
     columns = outputs.reshape(batch, nh * nw, channels * th * tw).transpose(1, 2)
     size = padded.shape[2:]
@@ -77,14 +82,10 @@ class TiledEnergy:
             interior = torch.zeros_like(padded, dtype=torch.bool)
             interior[..., top : top + candidate.shape[2], left : left + candidate.shape[3]] = True
             padded = torch.where(interior, padded, padded.detach())
-
-        def cut(x: Tensor) -> Tensor:
-            x = x.unfold(2, th, sh).unfold(3, tw, sw)  # (B, C, nh, nw, th, tw)
-            return x.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], th, tw)
-
         grid = ((padded.shape[2] - th) // sh + 1, (padded.shape[3] - tw) // sw + 1)
         coverage = (th // sh) * (tw // sw)
-        return cut(padded_context), cut(padded), grid, (th, sh, top), (tw, sw, left), coverage
+        tiles = cut_tiles(padded_context, th, sh, tw, sw), cut_tiles(padded, th, sh, tw, sw)
+        return *tiles, grid, (th, sh, top), (tw, sw, left), coverage
 
     def _tile_patch_energies(self, context_tiles: Tensor, candidate_tiles: Tensor) -> Tensor:
         """(n, C, th, tw) x2 -> (n, th/p, tw/p), in chunks; recomputed in backward to bound memory on big photos."""
