@@ -61,3 +61,7 @@ class PlainDenoisingObjective(nn.Module):
 
     def param_groups(self, optim: OptimConfig) -> list[dict]:
         return weight_decay_groups(self, optim)
+
+    def compile_for_training(self) -> None:
+        """``train.compile``: compile the network in place (its state-dict keys stay the same)."""
+        self.model.compile()

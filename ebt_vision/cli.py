@@ -8,18 +8,24 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .config import load_config
     from .recipes import train_denoiser
     from .train import TrainingDiverged
 
     cfg = load_config(args.config, args.set)
     run_dir = Path(args.out or f"runs/{cfg.name}")
+    ctx = distributed.init_from_environment(cfg.train.device)  # under torchrun: join the process group
     try:
         result = train_denoiser(cfg, run_dir, resume=args.resume, progress=not args.quiet, model=args.model)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    print(f"trained {result.step} steps in {result.seconds:.0f} s -> {run_dir / 'model.safetensors'}")
+    finally:
+        distributed.shutdown(ctx)
+    if ctx.is_main:
+        processes = f" on {ctx.world_size} processes" if ctx.enabled else ""
+        print(f"trained {result.step} steps{processes} in {result.seconds:.0f} s -> {run_dir / 'model.safetensors'}")
     return 0
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .ops import ATTENTION_BACKENDS
+
 
 class ConfigError(ValueError):
     """A configuration file or override that does not fit the schema."""
@@ -29,7 +31,8 @@ class ModelConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     channels: int = 3
-    # "auto": math attention while training (a second-order graph through the descent needs it), fused otherwise.
+    # "auto": efficient attention while training (fused forward, a backward that has its own backward, which the
+    # second-order graph through the descent needs), fused otherwise. "math": the plain-ops reference.
     attention: str = "auto"
     # Non-blind image EBT: condition every block on the noise sigma (adaLN), as a DiT is conditioned on its timestep.
     sigma_conditioning: bool = False
@@ -61,6 +64,9 @@ class DescentConfig:
     detach_between_steps: bool = True
     # Evaluation only: keep a sample's candidate when a step raises its energy, and stop descending that sample.
     stop_when_energy_rises: bool = False
+    # Training only: recompute each descent step's graph in the backward pass instead of keeping all K of them
+    # (activation checkpointing at the granularity where it pays: memory of one step, ~1/3 more compute).
+    checkpoint_steps: bool = False
     replay_buffer_size: int = 0
     replay_fraction: float = 0.5
 
@@ -99,6 +105,11 @@ class TrainConfig:
     keep_checkpoints: int = 2
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     bf16: bool = True  # autocast to bfloat16 on CUDA only
+    # torch.compile the objective's network (for the EBT: its energy-gradient function, second order included).
+    # The first steps pay the compilation (~30-60 s on a CPU); it pays off on long runs and on GPUs.
+    compile: bool = False
+    # Average gradients over this many micro-batches of data.batch_size before each optimiser step.
+    grad_accumulation: int = 1
     loss: str = "smooth_l1"  # "smooth_l1" | "mse"
     loss_on_steps: str = "all"  # "all": averaged over every descent step's candidate; "last": the final one only
     max_abs_energy: float = 1e6  # stop when any energy exceeds this: the landscape is exploding
@@ -140,7 +151,7 @@ def validate(cfg: ExperimentConfig) -> None:
     m, d, data, o, t = cfg.model, cfg.descent, cfg.data, cfg.optim, cfg.train
     _check(m.patch_size >= 1 and m.width >= 1 and m.depth >= 1, "model sizes must be positive")
     _check(m.width % m.heads == 0, f"model.width {m.width} must be divisible by model.heads {m.heads}")
-    _check(m.attention in ("auto", "math", "fused"), f"model.attention must be auto|math|fused, got {m.attention!r}")
+    _check(m.attention in ATTENTION_BACKENDS, f"model.attention must be one of {ATTENTION_BACKENDS}: {m.attention!r}")
     _check(d.num_steps >= 1, f"descent.num_steps must be >= 1, got {d.num_steps}")
     _check(1 <= d.min_steps <= d.num_steps, f"descent.min_steps must be in [1, num_steps], got {d.min_steps}")
     _check(d.step_size > 0, f"descent.step_size must be > 0, got {d.step_size}")
@@ -155,6 +166,11 @@ def validate(cfg: ExperimentConfig) -> None:
     _check(o.lr > 0 and o.grad_clip > 0, "optim.lr and optim.grad_clip must be > 0")
     _check(t.steps >= 1 and t.checkpoint_every >= 1 and t.log_every >= 1, "train step counts must be >= 1")
     _check(cfg.dit.timesteps in ("matched", "full"), f"dit.timesteps must be matched|full, got {cfg.dit.timesteps!r}")
+    _check(t.grad_accumulation >= 1, f"train.grad_accumulation must be >= 1, got {t.grad_accumulation}")
+    _check(
+        not (t.compile and d.checkpoint_steps),
+        "train.compile and descent.checkpoint_steps do not combine; the compiler rematerialises activations itself",
+    )
     _check(t.loss in ("smooth_l1", "mse"), f"train.loss must be smooth_l1|mse, got {t.loss!r}")
     _check(t.loss_on_steps in ("all", "last"), f"train.loss_on_steps must be all|last, got {t.loss_on_steps!r}")
 

@@ -174,10 +174,15 @@ class CropSampler:
     """Endless batches of random crops (flips and 90-degree turns) with fresh noise: yields (noisy, clean, sigma).
 
     Photos are drawn in proportion to their area so every pixel is equally likely. ``state_dict`` saves the random
-    stream so a resumed run continues with the same batches.
+    stream so a resumed run continues with the same batches. With ``shards`` > 1 (one per training process) every
+    process draws the same global batch of ``shards * batch_size`` and ``sample`` returns its slice ``shard``: the
+    processes together see exactly what one process with a ``shards`` times larger batch would.
     """
 
-    def __init__(self, photos: list[Photo], cfg: DataConfig, seed: int = 0) -> None:
+    def __init__(self, photos: list[Photo], cfg: DataConfig, seed: int = 0, shard: int = 0, shards: int = 1) -> None:
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+        self.shard, self.shards = shard, shards
         if not photos:
             raise ValueError("no training photos")
         self.images = [p.image for p in photos]
@@ -212,10 +217,13 @@ class CropSampler:
         return low + (high - low) * torch.rand(count, generator=self.generator)
 
     def sample(self) -> tuple[Tensor, Tensor, Tensor]:
-        clean = torch.stack([self._crop() for _ in range(self.cfg.batch_size)])
+        clean = torch.stack([self._crop() for _ in range(self.cfg.batch_size * self.shards)])
         levels = self.noise_levels(clean.shape[0])
         add = add_gaussian_noise if self.cfg.noise == "gaussian" else add_diffusion_noise
-        return add(clean, levels, self.generator), clean, levels
+        batch = (add(clean, levels, self.generator), clean, levels)
+        if self.shards == 1:
+            return batch
+        return tuple(t.chunk(self.shards)[self.shard] for t in batch)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         while True:

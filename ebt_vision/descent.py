@@ -10,13 +10,42 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .config import DescentConfig
 
 EnergyFn = Callable[[Tensor, Tensor], Tensor]
+GradientFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (context, candidate) -> (dE/dcandidate, E)
+
+
+def compiled_energy_gradient(model: nn.Module, **kwargs) -> GradientFn:
+    """``model``'s energy gradient, written with ``torch.func.grad_and_value`` and compiled with ``torch.compile``.
+
+    ``torch.compile`` cannot differentiate a graph that itself calls ``torch.autograd.grad`` ("does not support
+    double backward"), but it can compile the gradient *function*: AOTAutograd then traces its derivative, the
+    second-order graph training needs, and Inductor fuses both. The parameters go in explicitly (fetched at every
+    call), so the outer backward reaches the real ``nn.Parameter``s (and DDP's hooks on them). ``kwargs`` are fixed
+    keyword arguments of the model (e.g. ``sigma``) passed at call time instead: ``fn(context, x, sigma=...)``.
+    """
+
+    def energy_gradient(params: dict[str, Tensor], context: Tensor, x: Tensor, model_kwargs: dict):
+        def total(candidate: Tensor):
+            energy = torch.func.functional_call(model, params, (context, candidate), model_kwargs)
+            return energy.sum(), energy
+
+        grad, (_, energy) = torch.func.grad_and_value(total, has_aux=True)(x)
+        return grad, energy
+
+    compiled = torch.compile(energy_gradient, **kwargs)
+
+    def call(context: Tensor, x: Tensor, **model_kwargs) -> tuple[Tensor, Tensor]:
+        return compiled(dict(model.named_parameters()), context, x, model_kwargs)
+
+    return call
 
 
 class StepSize(nn.Module):
@@ -104,6 +133,31 @@ def _sample_schedule(cfg: DescentConfig, batch: int, num_steps: int, randomize: 
     return steps, torch.exp((2 * uniform - 1) * log_jitter)
 
 
+def _check_energy(energy: Tensor, batch: int) -> None:
+    if energy.shape != (batch,):
+        raise ValueError(f"energy_fn must return shape ({batch},), got {tuple(energy.shape)}")
+
+
+def _add_langevin_noise(x: Tensor, active: Tensor, scale: float) -> Tensor:
+    return x + _per_sample(active, x) * scale * torch.randn_like(x) if scale > 0 else x
+
+
+def _checkpointed_step(energy_fn: EnergyFn, batch: int, context: Tensor, x: Tensor, scale: Tensor):
+    """One descent step under reentrant activation checkpointing -> (next x, energy, gradient norm).
+
+    The checkpoint runs this twice: first with grad mode off (the forward pass: only the first-order gradient is
+    needed, no graph is kept), then with grad mode on during the backward pass, where the step is recomputed with
+    its second-order graph and differentiated at once.
+    """
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        evaluated = x if x.requires_grad else x.detach().requires_grad_(True)
+        energy = energy_fn(context, evaluated)
+        _check_energy(energy, batch)
+        (grad,) = torch.autograd.grad(energy.sum(), evaluated, create_graph=create_graph)
+    return x - scale * grad, energy.detach(), grad.detach().flatten(1).norm(dim=1)
+
+
 def minimize_energy(
     energy_fn: EnergyFn,
     context: Tensor,
@@ -118,6 +172,8 @@ def minimize_energy(
     langevin_noise: float | None = None,
     replay_buffer: ReplayBuffer | None = None,
     generator: torch.Generator | None = None,
+    checkpoint_steps: bool = False,
+    gradient_fn: GradientFn | None = None,
 ) -> Trajectory:
     """Descend ``energy_fn(context, .)`` from ``candidate``: (B, ...), (B, ...) -> Trajectory.
 
@@ -125,6 +181,11 @@ def minimize_energy(
     ``randomize`` draws per-sample step counts and step sizes from ``cfg`` (training only). With
     ``cfg.stop_when_energy_rises`` a step that raises a sample's energy is undone and that sample stops; this
     needs the energy after the last step, so it implies ``final_energy`` (one more forward pass).
+    ``checkpoint_steps`` (with ``create_graph``): keep only each step's input and recompute the step's graph during
+    the backward pass, so memory holds one step's second-order graph instead of all of them, for one more forward
+    and gradient per step. The loss must then be reduced with ``.backward()``, not ``torch.autograd.grad``.
+    ``gradient_fn(context, x) -> (dE/dx, E)``, when given, replaces ``energy_fn`` plus ``torch.autograd.grad`` for
+    the steps (e.g. ``compiled_energy_gradient``); ``energy_fn`` still gives energies that need no gradient.
     """
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
@@ -137,6 +198,9 @@ def minimize_energy(
     noise_scale = cfg.langevin_noise if langevin_noise is None else langevin_noise
     stop_on_rise = cfg.stop_when_energy_rises
     final_energy = final_energy or stop_on_rise
+    checkpoint_steps = checkpoint_steps and create_graph
+    if checkpoint_steps and (stop_on_rise or gradient_fn is not None):
+        raise ValueError("checkpoint_steps goes with neither stop_when_energy_rises nor a (compiled) gradient_fn")
     batch, device = candidate.shape[0], candidate.device
     steps_wanted, jitter = _sample_schedule(cfg, batch, num_steps, randomize, generator, device)
     if replay_buffer is not None:
@@ -151,11 +215,27 @@ def minimize_energy(
         for k in range(num_steps + int(final_energy)):
             if cfg.detach_between_steps or not create_graph or not x.requires_grad:
                 x = x.detach().requires_grad_(True)
+            if checkpoint_steps and k < num_steps:
+                active = (k < steps_wanted) & ~stopped
+                scale = _per_sample(active * jitter, x) * step_size
+                step = partial(_checkpointed_step, energy_fn, batch)
+                x, recorded, grad_norm = torch.utils.checkpoint.checkpoint(step, context, x, scale, use_reentrant=True)
+                forward_passes, backward_passes = forward_passes + 1, backward_passes + 1
+                energies.append(recorded.detach())
+                grad_norms.append(grad_norm.detach())
+                x = _add_langevin_noise(x, active, noise_scale)
+                steps_taken = steps_taken + active.long()
+                candidates.append(x)
+                continue
             evaluated = x
-            energy = energy_fn(context, evaluated)
+            if gradient_fn is not None and k < num_steps:
+                grad, energy = gradient_fn(context, evaluated)
+                if not create_graph:
+                    grad, energy = grad.detach(), energy.detach()
+            else:
+                grad, energy = None, energy_fn(context, evaluated)
             forward_passes += 1
-            if energy.shape != (batch,):
-                raise ValueError(f"energy_fn must return shape ({batch},), got {tuple(energy.shape)}")
+            _check_energy(energy, batch)
             recorded = energy.detach()
             if stop_on_rise and k > 0:
                 # Undo the last step where it raised the energy; those samples stay put from now on.
@@ -168,13 +248,13 @@ def minimize_energy(
             energies.append(recorded)
             if k == num_steps:
                 break
-            (grad,) = torch.autograd.grad(energy.sum(), evaluated, create_graph=create_graph)
+            if grad is None:
+                (grad,) = torch.autograd.grad(energy.sum(), evaluated, create_graph=create_graph)
             backward_passes += 1
             grad_norms.append(grad.detach().flatten(1).norm(dim=1))
             active = (k < steps_wanted) & ~stopped
             x = x - _per_sample(active * jitter, x) * step_size * grad
-            if noise_scale > 0:
-                x = x + _per_sample(active, x) * noise_scale * torch.randn_like(x)
+            x = _add_langevin_noise(x, active, noise_scale)
             steps_taken = steps_taken + active.long()
             candidates.append(x)
     if not create_graph:

@@ -128,6 +128,10 @@ class DiTObjective(nn.Module):
     def param_groups(self, optim: OptimConfig) -> list[dict]:
         return weight_decay_groups(self, optim)
 
+    def compile_for_training(self) -> None:
+        """``train.compile``: compile the network in place (its state-dict keys stay the same)."""
+        self.model.compile()
+
 
 def ddim_scheduler(start: int, steps: int | None = None, clip_sample: bool = True) -> DDIMScheduler:
     """A DDIM sampler with ``min(steps, start + 1)`` steps (all when None) from exactly ``start`` down to near 0.

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-ATTENTION_BACKENDS = ("auto", "math", "fused")
+from .ops import ATTENTION_BACKENDS, attention, gelu_tanh
 
 
 def patchify(images: Tensor, patch_size: int) -> Tensor:
@@ -43,18 +42,11 @@ def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, device=None, d
     return torch.cat([row_emb, col_emb], dim=-1).reshape(grid_h * grid_w, dim).to(dtype or torch.float32)
 
 
-def math_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """(B, h, N, d) x3 -> (B, h, N, d) in plain ops, so it has a double backward (fused kernels do not)."""
-    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
-    return scores.softmax(dim=-1) @ v
-
-
 class Attention(nn.Module):
-    """Multi-head self-attention with an explicit backend.
+    """Multi-head self-attention with an explicit backend (see ``ebt_vision.attention``).
 
-    ``math`` works under a second-order graph (training through the descent); ``fused`` uses
-    ``scaled_dot_product_attention`` (flash / memory-efficient kernels), fine when no graph through the gradient is
-    needed. ``auto`` picks math in training mode and fused in eval mode.
+    ``efficient`` and ``math`` work under a second-order graph (training through the descent); ``fused`` is
+    PyTorch's kernel without a double backward. ``auto`` picks efficient in training mode and fused in eval mode.
     """
 
     def __init__(self, dim: int, heads: int, backend: str = "auto") -> None:
@@ -71,16 +63,7 @@ class Attention(nn.Module):
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, dim // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, N, d)
-        backend = self.backend
-        if backend == "auto":
-            backend = "math" if self.training else "fused"
-        if backend == "fused":
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        elif mask is None:
-            out = math_attention(q, k, v)
-        else:
-            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
-            out = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+        out = attention(q, k, v, mask, self.backend, self.training)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
@@ -89,10 +72,17 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale[:, None, :]) + shift[:, None, :]
 
 
+class GeluTanh(nn.Module):
+    """``nn.GELU(approximate="tanh")`` with a cheap double backward (see ``ebt_vision.ops.gelu_tanh``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return gelu_tanh(x)
+
+
 class Mlp(nn.Sequential):
     def __init__(self, dim: int, ratio: float) -> None:
         hidden = int(dim * ratio)
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        super().__init__(nn.Linear(dim, hidden), GeluTanh(), nn.Linear(hidden, dim))
 
 
 class Block(nn.Module):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ExperimentConfig, OptimConfig
-from .descent import StepSize, minimize_energy
+from .descent import StepSize, compiled_energy_gradient, minimize_energy
 from .energy_image import ImageEBT
 from .noise import noise_sigma
 
@@ -48,13 +48,19 @@ class DenoisingObjective(nn.Module):
         self.cfg = cfg
         self.model = ImageEBT(cfg.model)
         self.step_size = StepSize(cfg.descent.step_size, cfg.descent.learn_step_size)
+        self.gradient_fn = None
+
+    def compile_for_training(self) -> None:
+        """Compile the energy's gradient function (``train.compile``); see ``compiled_energy_gradient``."""
+        self.gradient_fn = compiled_energy_gradient(self.model)
 
     def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> StepOutput:
         noisy, clean, levels = batch
-        energy_fn = self.model
+        energy_fn, gradient_fn = self.model, self.gradient_fn
         if self.cfg.model.sigma_conditioning:  # the non-blind variant is told each sample's noise sigma
             sigma = noise_sigma(levels, self.cfg.data.noise).to(noisy.device)
             energy_fn = partial(self.model, sigma=sigma)
+            gradient_fn = gradient_fn and partial(gradient_fn, sigma=sigma)
         trajectory = minimize_energy(
             energy_fn,
             noisy,
@@ -63,6 +69,8 @@ class DenoisingObjective(nn.Module):
             self.step_size(),
             create_graph=self.training,
             randomize=self.training,
+            checkpoint_steps=self.cfg.descent.checkpoint_steps,
+            gradient_fn=gradient_fn,
         )
         losses = [reconstruction_loss(c.float(), clean, self.cfg.train.loss) for c in trajectory.candidates[1:]]
         loss = losses[-1] if self.cfg.train.loss_on_steps == "last" else torch.stack(losses).mean()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import distributed
 from .config import ExperimentConfig
 from .data import CropSampler, training_photos
 from .objectives import DenoisingObjective
@@ -16,6 +17,7 @@ def train_denoiser(
     """Train a denoiser on ``cfg.data.source`` (packaged photos by default; never the held-out set).
 
     ``model``: "ebt" (the image EBT of ``cfg.model``) or "dit" (the diffusers DiT matched to it in size).
+    Under ``torchrun`` (after ``distributed.init_from_environment``) this is one process of a DDP run.
     """
     if model not in ("ebt", "dit"):
         raise ValueError(f"model must be ebt or dit, got {model!r}")
@@ -26,5 +28,6 @@ def train_denoiser(
         objective = DiTObjective(cfg)
     else:
         objective = DenoisingObjective(cfg)
-    sampler = CropSampler(training_photos(cfg.data), cfg.data, seed=cfg.train.seed)
+    ctx = distributed.current()  # under torchrun each process keeps its slice of every global batch
+    sampler = CropSampler(training_photos(cfg.data), cfg.data, cfg.train.seed, ctx.rank, ctx.world_size)
     return train(objective, iter(sampler), cfg, run_dir, resume=resume, sampler_state=sampler, progress=progress)

@@ -2,15 +2,18 @@
 
 An objective is an ``nn.Module`` whose ``forward(batch)`` returns a ``StepOutput`` and whose ``param_groups(optim)``
 lists AdamW groups. The loop adds the rest: warmup + cosine learning rate, gradient clipping, bf16 autocast on CUDA,
-seeding, a progress bar, ``metrics.csv`` and ``loss.png``, atomic checkpoints and ``resume``.
+fused AdamW, ``torch.compile``, gradient accumulation, DDP under ``torchrun``, seeding, a progress bar,
+``metrics.csv`` and ``loss.png``, atomic checkpoints and ``resume``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +23,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint, save_weights
 from .config import ExperimentConfig, OptimConfig, dump_yaml
+from .distributed import Distributed
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,9 +65,11 @@ def lr_factor(step: int, total: int, optim: OptimConfig) -> float:
 
 
 def build_optimizer(objective: nn.Module, cfg: ExperimentConfig, device: torch.device):
+    """AdamW over the objective's parameter groups (the fused kernel on CPU and CUDA) and the warmup+cosine schedule."""
     optim = cfg.optim
     groups = objective.param_groups(optim)
-    optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, fused=device.type == "cuda")
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.train.steps, optim))
     return optimizer, scheduler
 
@@ -74,7 +81,18 @@ def _rng_state() -> dict:
     return state
 
 
-def _restore_rng(state: dict) -> None:
+def _restore_rng(saved: dict | list[dict], ctx: Distributed, fallback_seed: int) -> None:
+    """This rank's saved random state (checkpoints hold one per rank; older ones a single dict)."""
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) != ctx.world_size:
+        warnings.warn(
+            f"the checkpoint was written by {len(states)} process(es), this run has {ctx.world_size}: weights, "
+            "optimiser and data stream resume exactly, the descent's random draws are re-seeded",
+            stacklevel=3,
+        )
+        seed_everything(fallback_seed + ctx.rank)
+        return
+    state = states[ctx.rank]
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -143,18 +161,39 @@ class MetricsLog:
         return out
 
 
-def _check_finite(step: int, loss: torch.Tensor, metrics: dict[str, torch.Tensor], cfg: ExperimentConfig) -> None:
+def _divergence(step: int, loss: torch.Tensor, energy: torch.Tensor | None, cfg: ExperimentConfig) -> str | None:
+    """Why training must stop at ``step`` (non-finite loss, exploding energy), or None."""
     if not torch.isfinite(loss):
-        raise TrainingDiverged(
+        return (
             f"non-finite loss ({loss.item()}) at step {step}; the last good checkpoint is kept. "
             "Lower optim.lr or descent.step_size, or raise optim.warmup_steps."
         )
-    energy = metrics.get("energy_abs_max")
     if energy is not None and not (torch.isfinite(energy) and energy <= cfg.train.max_abs_energy):
-        raise TrainingDiverged(
+        return (
             f"energy exploded (|E| = {energy.item():.3g} > train.max_abs_energy = {cfg.train.max_abs_energy:.3g}) "
             f"at step {step}; the last good checkpoint is kept. Lower optim.lr or descent.step_size."
         )
+    return None
+
+
+def _check_health(step: int, out, cfg: ExperimentConfig, ctx: Distributed) -> None:
+    """Raise TrainingDiverged on every rank when any rank diverged (so none is left waiting in a collective)."""
+    problem = _divergence(step, out.loss, out.metrics.get("energy_abs_max"), cfg)
+    if distributed.any_over_ranks(problem is not None, out.loss.device, ctx) and problem is None:
+        problem = f"another training process diverged at step {step} (see its message); the last checkpoint is kept"
+    if problem is not None:
+        raise TrainingDiverged(problem)
+
+
+def _wrap_ddp(objective: nn.Module, cfg: ExperimentConfig, device: torch.device, ctx: Distributed) -> nn.Module:
+    if not ctx.enabled:
+        return objective
+    return nn.parallel.DistributedDataParallel(
+        objective,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        # checkpointed descent steps use each parameter once per step: DDP must know the graph is the same each time
+        static_graph=cfg.descent.checkpoint_steps,
+    )
 
 
 def train(
@@ -170,12 +209,18 @@ def train(
 
     ``sampler_state``: an object with ``state_dict``/``load_state_dict`` (the data stream) saved with checkpoints.
     With ``resume``, training continues from ``run_dir``'s latest checkpoint (or starts fresh if there is none).
+    Under ``torchrun`` (see ``ebt_vision.distributed``) the objective is wrapped in DDP; ``batches`` must then yield
+    this rank's share, and only rank 0 writes files.
     """
+    ctx = distributed.current()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    seed_everything(cfg.train.seed + ctx.rank)  # ranks draw different descent randomness and diffusion noise
     objective.to(device).train()
+    if cfg.train.compile:
+        objective.compile_for_training()
     optimizer, scheduler = build_optimizer(objective, cfg, device)
     step, seconds = 0, 0.0
     found = latest_checkpoint(run_dir) if resume else None
@@ -184,35 +229,53 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, seconds = state["step"], state["seconds"]
-        _restore_rng(state["rng"])
+        _restore_rng(state["rng"], ctx, cfg.train.seed + step)
         if sampler_state is not None:
             sampler_state.load_state_dict(state["sampler"])
-    (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    log = MetricsLog(run_dir, step)
+    model = _wrap_ddp(objective, cfg, device, ctx)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        log = MetricsLog(run_dir, step)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
+    accumulation = cfg.train.grad_accumulation
 
     def checkpoint() -> None:
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "seconds": seconds,
-            "rng": _rng_state(),
-            "sampler": sampler_state.state_dict() if sampler_state is not None else None,
-        }
-        save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)
+        rng = distributed.gather_objects(_rng_state(), ctx)  # every rank's, so a resumed run draws the same numbers
+        if ctx.is_main:
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "seconds": seconds,
+                "rng": rng,
+                "sampler": sampler_state.state_dict() if sampler_state is not None else None,
+                "world_size": ctx.world_size,
+            }
+            save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)
+        distributed.barrier(ctx)
 
-    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"train {cfg.name}", disable=not progress, unit="step")
+    bar = tqdm(
+        total=cfg.train.steps, initial=step, desc=f"train {cfg.name}", disable=not (progress and ctx.is_main),
+        unit="step",
+    )  # fmt: skip
     metrics: dict[str, float] = {}
     last_plot = time.perf_counter()
     while step < cfg.train.steps:
         started = time.perf_counter()
-        batch = [t.to(device, non_blocking=True) for t in next(batches)]
-        with autocast:
-            out = objective(batch)
-        _check_finite(step, out.loss, out.metrics, cfg)
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        summed: dict[str, torch.Tensor] = {}
+        for micro in range(accumulation):
+            batch = [t.to(device, non_blocking=True) for t in next(batches)]
+            # DDP averages gradients over ranks on the last micro-batch's backward only
+            sync = model.no_sync() if ctx.enabled and micro < accumulation - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    out = model(batch)
+                _check_health(step, out, cfg, ctx)
+                (out.loss / accumulation).backward()
+            for key, value in out.metrics.items():
+                summed[key] = summed.get(key, 0.0) + value.detach() / accumulation
         grad_norm = nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -220,16 +283,20 @@ def train(
         seconds += time.perf_counter() - started
         bar.update(1)
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            metrics = {k: float(v) for k, v in out.metrics.items()}
-            row = {"step": step, **metrics, "param_grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
-            log.append({**row, "seconds": round(seconds, 2)})
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            metrics = {k: float(v) for k, v in distributed.mean_over_ranks(summed, ctx).items()}
+            if ctx.is_main:
+                row = {"step": step, **metrics, "param_grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
+                log.append({**row, "seconds": round(seconds, 2)})
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             checkpoint()
-            if time.perf_counter() - last_plot > 60:  # matplotlib is slow: refresh the curve at most once a minute
+            if ctx.is_main and time.perf_counter() - last_plot > 60:  # matplotlib is slow: at most once a minute
                 log.plot()
                 last_plot = time.perf_counter()
     bar.close()
-    save_weights(objective, cfg, run_dir / "model.safetensors", extra={"step": step, "train_seconds": seconds})
-    log.plot()
+    if ctx.is_main:
+        extra = {"step": step, "train_seconds": seconds, "world_size": ctx.world_size}
+        save_weights(objective, cfg, run_dir / "model.safetensors", extra=extra)
+        log.plot()
+    distributed.barrier(ctx)
     return TrainResult(run_dir, step, seconds, metrics)

@@ -72,7 +72,7 @@ def test_fused_and_math_attention_agree():
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
 
 
-def test_auto_attention_uses_math_in_training_and_second_order_works():
+def test_auto_attention_in_training_gives_correct_second_order_gradients():
     model = random_model(ModelConfig(width=16, depth=1, heads=2)).double().train()
     context = torch.randn(1, 3, 8, 8, dtype=torch.float64)
     clean = torch.randn(1, 3, 8, 8, dtype=torch.float64)

@@ -1,0 +1,151 @@
+"""DDP under torchrun: two CPU processes (gloo) in the real training loop, kill -9 and resume, gradient accumulation."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from ebt_vision.checkpoint import latest_checkpoint
+from ebt_vision.config import from_dict, load_config
+from ebt_vision.data import CropSampler, folder_photos
+from ebt_vision.objectives import DenoisingObjective
+from ebt_vision.recipes import train_denoiser
+from ebt_vision.train import seed_everything, train
+
+from .conftest import TINY
+
+skimage = pytest.importorskip("skimage", reason="scikit-image (a dependency) ships the photos")
+REPO = Path(__file__).resolve().parents[1]
+STEPS, PER_RANK_BATCH = 40, 4
+
+
+def _config(folder: Path, batch: int, name: str) -> Path:
+    photos = folder / "photos"
+    if not photos.exists():
+        photos.mkdir(parents=True)
+        Image.fromarray(skimage.data.coffee()[::4, ::4]).save(photos / "coffee.png")
+        Image.fromarray(skimage.data.astronaut()[::4, ::4]).save(photos / "astronaut.png")
+    values = {
+        **TINY,
+        "data": {**TINY["data"], "source": str(photos), "batch_size": batch},
+        "train": {**TINY["train"], "steps": STEPS, "checkpoint_every": 5, "device": "cpu"},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def _torchrun(config: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "ebt_vision", "train", "--config", str(config), "--out", str(out), "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def _losses(run: Path) -> dict[int, float]:
+    with (run / "metrics.csv").open() as handle:
+        return {int(float(r["step"])): float(r["loss"]) for r in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """An uninterrupted 2-process DDP run (batch 4 each) and a 1-process run with the global batch of 8."""
+    folder = tmp_path_factory.mktemp("ddp")
+    ddp_config = _config(folder, PER_RANK_BATCH, "ddp")
+    done = subprocess.run(_torchrun(ddp_config, folder / "ddp"), capture_output=True, text=True, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on 2 processes" in done.stdout
+    single = train_denoiser(load_config(_config(folder, 2 * PER_RANK_BATCH, "single")), folder / "one", progress=False)
+    return {"folder": folder, "config": ddp_config, "ddp": folder / "ddp", "single": single.run_dir}
+
+
+def test_two_processes_train_exactly_like_one_with_the_global_batch(runs):
+    ddp, single = _losses(runs["ddp"]), _losses(runs["single"])
+    assert sorted(ddp) == sorted(single) == list(range(1, STEPS + 1))
+    for step in ddp:
+        assert ddp[step] == pytest.approx(single[step], rel=1e-4), step
+    want, got = load_file(runs["single"] / "model.safetensors"), load_file(runs["ddp"] / "model.safetensors")
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5, msg=name)
+    # rank 0 alone wrote the files: one checkpoint folder per save, no second metrics writer
+    saved = sorted(p.name for p in (runs["ddp"] / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert saved == ["step_0000035", "step_0000040"]
+
+
+def test_killed_ddp_run_resumes_from_its_step_with_the_same_loss(runs):
+    killed = runs["folder"] / "killed"
+    process = subprocess.Popen(
+        _torchrun(runs["config"], killed), env=_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        found = latest_checkpoint(killed)
+        if found is not None and found.name >= "step_0000010":
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both workers, at once
+    process.wait()
+    stopped_at = latest_checkpoint(killed)
+    assert stopped_at is not None and not (killed / "model.safetensors").exists(), "was not killed mid-run"
+    resume_step = int(stopped_at.name.split("_")[1])
+
+    done = subprocess.run(_torchrun(runs["config"], killed, "--resume"), capture_output=True, text=True, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed, uninterrupted = _losses(killed), _losses(runs["ddp"])
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    assert resumed[resume_step + 1] == pytest.approx(uninterrupted[resume_step + 1], rel=1e-6)
+    for step in resumed:
+        assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-5), step
+    want, got = load_file(runs["ddp"] / "model.safetensors"), load_file(killed / "model.safetensors")
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+    """Two micro-batches of 4 accumulate to the gradient of the batch of 8 they split."""
+    results = []
+    for batch, accumulation in ((8, 1), (4, 2)):
+        cfg = from_dict({**TINY, "train": {**TINY["train"], "steps": 3, "grad_accumulation": accumulation}})
+        seed_everything(0)
+        objective = DenoisingObjective(cfg)
+        clean = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+        full = (noisy, clean, torch.full((8,), 25.0))
+
+        def batches(full=full, batch=batch):
+            while True:
+                for start in range(0, 8, batch):
+                    yield tuple(t[start : start + batch] for t in full)
+
+        result = train(objective, batches(), cfg, tmp_path / f"acc{accumulation}", progress=False)
+        results.append((result.final_metrics["loss"], load_file(tmp_path / f"acc{accumulation}" / "model.safetensors")))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for name, value in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_crop_sampler_shards_partition_the_global_batch(tmp_path):
+    cfg = from_dict({**TINY, "data": {**TINY["data"], "batch_size": 3}}).data
+    photo = folder_photos(_config(tmp_path, 3, "x").parent / "photos")
+    whole = CropSampler(photo, from_dict({**TINY, "data": {**TINY["data"], "batch_size": 6}}).data, seed=5).sample()
+    shards = [CropSampler(photo, cfg, seed=5, shard=r, shards=2).sample() for r in range(2)]
+    for i in range(3):
+        torch.testing.assert_close(torch.cat([s[i] for s in shards]), whole[i])
+    with pytest.raises(ValueError, match="shard"):
+        CropSampler(photo, cfg, shard=2, shards=2)

@@ -1,0 +1,117 @@
+"""The fast paths of training through the descent, each against its plain-ops reference, to second order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ebt_vision.config import from_dict
+from ebt_vision.objectives import DenoisingObjective
+from ebt_vision.ops import efficient_attention, gelu_tanh, math_attention
+
+from .conftest import TINY
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CAUSAL = torch.ones(6, 6, dtype=torch.bool).tril()
+
+
+@pytest.mark.parametrize("mask", [None, CAUSAL], ids=["bidirectional", "causal"])
+def test_efficient_attention_has_exact_first_and_second_derivatives(mask):
+    q, k, v = (torch.randn(2, 3, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+
+    def fn(q, k, v):
+        return efficient_attention(q, k, v, mask)
+
+    torch.testing.assert_close(fn(q, k, v), math_attention(q, k, v, mask))
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+    assert torch.autograd.gradgradcheck(fn, (q, k, v))
+
+
+def test_gelu_tanh_matches_pytorch_to_third_order():
+    x = torch.linspace(-6, 6, 301, dtype=torch.float64, requires_grad=True)
+    derivatives = []
+    for fn in (gelu_tanh, lambda t: F.gelu(t, approximate="tanh")):
+        y, found = fn(x), []
+        for _ in range(3):
+            (y,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+            found.append(y)
+        derivatives.append(found)
+    for ours, reference in zip(*derivatives, strict=True):
+        torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"))
+
+
+def _training_gradients(overrides: dict, dtype=torch.float64, compile_: bool = False) -> tuple[float, torch.Tensor]:
+    """Loss and all parameter gradients of one training step of a small EBT with randomised descent and noise."""
+    values = {
+        **TINY,
+        "model": {**TINY["model"], "width": 32, "depth": 2, "heads": 4, **overrides.get("model", {})},
+        "descent": {"num_steps": 3, "min_steps": 1, "step_size_jitter": 2.0, **overrides.get("descent", {})},
+    }
+    torch.manual_seed(0)
+    objective = DenoisingObjective(from_dict(values)).to(dtype).train()
+    with torch.no_grad():  # move off the zero-initialised heads so every path carries signal
+        for param in objective.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    if compile_:
+        objective.compile_for_training()
+    clean = torch.rand(3, 3, 16, 16, dtype=dtype) * 2 - 1
+    torch.manual_seed(1)
+    out = objective((clean + 0.1 * torch.randn_like(clean), clean, torch.full((3,), 25.0)))
+    out.loss.backward()
+    return out.loss.item(), torch.cat([p.grad.flatten() for p in objective.parameters() if p.grad is not None])
+
+
+def test_efficient_attention_trains_like_math_attention():
+    loss_math, grads_math = _training_gradients({"model": {"attention": "math"}})
+    loss_fast, grads_fast = _training_gradients({"model": {"attention": "efficient"}})
+    assert loss_fast == pytest.approx(loss_math, rel=1e-12)
+    torch.testing.assert_close(grads_fast, grads_math, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("detach", [True, False], ids=["detached-steps", "full-chain"])
+def test_checkpointed_descent_steps_give_the_same_gradients(detach):
+    common = {"detach_between_steps": detach, "langevin_noise": 0.01}
+    loss_kept, grads_kept = _training_gradients({"descent": common})
+    loss_ckpt, grads_ckpt = _training_gradients({"descent": {**common, "checkpoint_steps": True}})
+    assert loss_ckpt == loss_kept
+    torch.testing.assert_close(grads_ckpt, grads_kept, rtol=1e-10, atol=1e-13)
+
+
+def test_compiled_energy_gradient_trains_like_eager():
+    """torch.compile of the energy's gradient function: its compiled derivative is the second-order graph."""
+    loss_eager, grads_eager = _training_gradients({}, dtype=torch.float32)
+    loss_compiled, grads_compiled = _training_gradients({}, dtype=torch.float32, compile_=True)
+    assert loss_compiled == pytest.approx(loss_eager, rel=1e-5)
+    torch.testing.assert_close(grads_compiled, grads_eager, rtol=1e-3, atol=1e-6)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_efficient_attention_on_cuda_matches_math_to_second_order(dtype):
+    q, k, v = (torch.randn(4, 6, 256, 64, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3))
+    results = []
+    for fn in (math_attention, efficient_attention):
+        out = fn(q, k, v)
+        first = torch.autograd.grad((out * out).sum(), (q, k, v), create_graph=True)
+        second = torch.autograd.grad(sum((g * g).sum() for g in first), (q, k, v))
+        results.append((out, *first, *second))
+    tolerance = {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {"rtol": 1e-3, "atol": 1e-4}
+    for ours, reference in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(ours.float(), reference.float(), **tolerance)
+
+
+@cuda
+def test_efficient_attention_trains_like_math_attention_on_cuda():
+    grads = []
+    for attention in ("math", "efficient"):
+        values = {**TINY, "model": {**TINY["model"], "width": 64, "heads": 4, "attention": attention}}
+        torch.manual_seed(0)
+        objective = DenoisingObjective(from_dict(values)).cuda().train()
+        clean = torch.rand(8, 3, 16, 16, device="cuda") * 2 - 1
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = objective((clean + 0.1 * torch.randn_like(clean), clean, torch.full((8,), 25.0, device="cuda")))
+        out.loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in objective.parameters() if p.grad is not None]))
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
