@@ -24,7 +24,9 @@ class PlainDenoiser(nn.Module):
         width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
         self.embed = nn.Linear(pixels, width)
         self.condition = nn.Parameter(torch.randn(width) * 0.02)
-        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.attention) for _ in range(cfg.depth))
+        # one forward pass needs no double backward: PyTorch's fused attention kernels, forward and backward
+        attention = "fused" if cfg.attention == "auto" else cfg.attention
+        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, attention) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.head = nn.Linear(width, pixels)
         init_linear_layers(self)

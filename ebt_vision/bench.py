@@ -18,6 +18,16 @@ from .config import ExperimentConfig, from_dict
 from .layers import count_parameters
 from .reports import markdown_table
 
+EBT_VARIANTS = ("naive", "fast", "checkpoint", "compiled")
+TRANSFORMER_VARIANTS = ("eager", "compiled")
+VARIANT_NOTES = {
+    "naive": "PyTorch's own second-order formulas: math attention, nn.GELU",
+    "fast": "efficient attention and GELU with hand-written differentiable backwards (the default)",
+    "checkpoint": "fast + descent.checkpoint_steps (each step's graph recomputed in the backward pass)",
+    "compiled": "train.compile: the energy-gradient function (EBT) or the network (transformer) under torch.compile",
+    "eager": "PyTorch's fused attention kernels, no compilation",
+}
+
 
 @dataclass(frozen=True)
 class BenchCase:
@@ -28,6 +38,8 @@ class BenchCase:
     batch: int
     device: str
     bf16: bool
+    variant: str = "fast"  # EBT_VARIANTS for the EBT, TRANSFORMER_VARIANTS for the transformer
+    mode: str = "train"  # "train": one optimiser step; "infer": a prediction (K descent steps, no second order)
     warmup: int = 2
     repeats: int = 5
 
@@ -37,8 +49,9 @@ def _config(case: BenchCase) -> ExperimentConfig:
     return from_dict(
         {
             "preset": case.preset,
-            "descent": {"num_steps": steps, "min_steps": steps},
+            "descent": {"num_steps": steps, "min_steps": steps, "checkpoint_steps": case.variant == "checkpoint"},
             "data": {"crop_size": case.image_size, "batch_size": case.batch},
+            "train": {"compile": case.variant == "compiled"},
         }
     )
 
@@ -47,20 +60,35 @@ def _max_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def run_case(case: BenchCase) -> dict:
-    """Time ``repeats`` training steps after ``warmup``; returns one report row."""
+def _step_function(case: BenchCase, cfg: ExperimentConfig, device: torch.device):
+    """-> (objective, a no-argument function running one training step or one prediction)."""
     from .baselines import PlainDenoisingObjective
+    from .descent import minimize_energy
     from .objectives import DenoisingObjective
+    from .ops import use_reference_ops
     from .train import build_optimizer
 
-    torch.manual_seed(0)
-    device = torch.device(case.device)
-    cfg = _config(case)
-    objective = (DenoisingObjective if case.method == "ebt" else PlainDenoisingObjective)(cfg).to(device).train()
-    optimizer, _ = build_optimizer(objective, cfg, device)
+    use_reference_ops(case.variant == "naive")
+    objective = (DenoisingObjective if case.method == "ebt" else PlainDenoisingObjective)(cfg).to(device)
+    objective.train(case.mode == "train")
+    if cfg.train.compile:
+        objective.compile_for_training()
     clean = torch.rand(case.batch, 3, case.image_size, case.image_size, device=device) * 2 - 1
     batch = (clean + 0.2 * torch.randn_like(clean), clean, torch.full((case.batch,), 25.0, device=device))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and case.bf16)
+    if case.mode == "infer":
+
+        def predict() -> None:
+            with torch.no_grad(), autocast:
+                if case.method == "transformer":
+                    objective.model(batch[0])
+                else:
+                    energy_gradient = objective.gradient_fn
+                    minimize_energy(objective.model, batch[0], batch[0], cfg.descent, objective.step_size(),
+                                    gradient_fn=energy_gradient)  # fmt: skip
+
+        return objective, predict
+    optimizer, _ = build_optimizer(objective, cfg, device)
 
     def step() -> None:
         with autocast:
@@ -68,6 +96,16 @@ def run_case(case: BenchCase) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    return objective, step
+
+
+def run_case(case: BenchCase) -> dict:
+    """Time ``repeats`` training steps (or predictions) after ``warmup``; returns one report row."""
+    torch.manual_seed(0)
+    device = torch.device(case.device)
+    cfg = _config(case)
+    objective, step = _step_function(case, cfg, device)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -90,6 +128,8 @@ def run_case(case: BenchCase) -> dict:
         peak = _max_rss_gib() - rss_before
     return {
         "method": case.method,
+        "variant": case.variant,
+        "mode": case.mode,
         "steps": case.descent_steps,
         "preset": case.preset,
         "params": count_parameters(objective),
@@ -109,24 +149,39 @@ def run_isolated(case: BenchCase) -> dict:
         return pool.submit(run_case, case).result()
 
 
-def bench_cases(presets, image_sizes, batches, descent_steps, devices, bf16=True, repeats=5) -> list[BenchCase]:
+def bench_cases(
+    presets, image_sizes, batches, descent_steps, devices, bf16=True, repeats=5,
+    variants=("naive", "fast", "checkpoint"), modes=("train", "infer"), warmup=2,
+) -> list[BenchCase]:  # fmt: skip
+    """Every setting, each with the plain transformer first (eager, and compiled when "compiled" is asked for),
+    then the EBT variants for every K; inference rows (mode "infer") for the fast (and compiled) EBT only."""
     cases = []
     for device in devices:
         for preset in presets:
             for size in image_sizes:
                 for batch in batches:
-                    base = BenchCase("transformer", 0, preset, size, batch, device, bf16, repeats=repeats)
-                    cases.append(base)
-                    cases += [replace(base, method="ebt", descent_steps=k) for k in descent_steps]
+                    for mode in modes:
+                        base = BenchCase("transformer", 0, preset, size, batch, device, bf16, "eager", mode, warmup,
+                                         repeats)  # fmt: skip
+                        ebt_variants = [v for v in variants if mode == "train" or v in ("fast", "compiled")]
+                        cases.append(base)
+                        if "compiled" in variants:
+                            cases.append(replace(base, variant="compiled"))
+                        for variant in ebt_variants:
+                            cases += [
+                                replace(base, method="ebt", variant=variant, descent_steps=k) for k in descent_steps
+                            ]
     return cases
 
 
 def with_ratios(rows: list[dict]) -> list[dict]:
-    """Add each EBT row's time and memory relative to the plain transformer of the same setting."""
-    key = ("preset", "image_size", "batch", "device")
-    plain = {tuple(r[k] for k in key): r for r in rows if r["method"] == "transformer"}
+    """Add each row's time and memory relative to the plain transformer of the same setting and mode (the compiled
+    transformer for compiled rows, the eager one otherwise)."""
+    key = ("preset", "image_size", "batch", "device", "mode")
+    plain = {(*(r[k] for k in key), r["variant"]): r for r in rows if r["method"] == "transformer"}
     for row in rows:
-        ref = plain.get(tuple(row[k] for k in key))
+        reference_variant = "compiled" if row["variant"] == "compiled" else "eager"
+        ref = plain.get((*(row[k] for k in key), reference_variant))
         if ref is not None:
             row["time_ratio"] = row["ms_per_step"] / ref["ms_per_step"]
             row["mem_ratio"] = row["peak_mem_gib"] / ref["peak_mem_gib"] if ref["peak_mem_gib"] > 0 else float("nan")
@@ -134,12 +189,12 @@ def with_ratios(rows: list[dict]) -> list[dict]:
 
 
 def bench_table(rows: list[dict]) -> str:
-    headers = ["device", "preset", "params", "image", "batch", "method", "descent steps", "ms/step", "x plain",
-               "peak GiB", "x plain mem", "images/s"]  # fmt: skip
+    headers = ["device", "preset", "params", "image", "batch", "mode", "method", "variant", "K", "ms/step",
+               "x plain", "peak GiB", "x plain mem", "images/s"]  # fmt: skip
     body = [
-        [r["device"], r["preset"], f"{r['params'] / 1e6:.2f}M", r["image_size"], r["batch"], r["method"], r["steps"],
-         f"{r['ms_per_step']:.1f}", f"{r.get('time_ratio', 1.0):.2f}", f"{r['peak_mem_gib']:.3f}",
-         f"{r.get('mem_ratio', 1.0):.2f}", f"{r['images_per_s']:.1f}"]
+        [r["device"], r["preset"], f"{r['params'] / 1e6:.2f}M", r["image_size"], r["batch"], r["mode"], r["method"],
+         r["variant"], r["steps"], f"{r['ms_per_step']:.1f}", f"{r.get('time_ratio', float('nan')):.2f}",
+         f"{r['peak_mem_gib']:.3f}", f"{r.get('mem_ratio', float('nan')):.2f}", f"{r['images_per_s']:.1f}"]
         for r in rows
     ]  # fmt: skip
     return markdown_table(headers, body)

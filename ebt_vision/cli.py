@@ -179,20 +179,30 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .bench import bench_cases, bench_table, run_isolated, with_ratios
+    from .bench import VARIANT_NOTES, bench_cases, bench_table, run_isolated, with_ratios
     from .reports import make_meta, write_report
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    cases = bench_cases(args.presets, args.image_sizes, args.batches, args.descent_steps, devices, repeats=args.repeats)
+    cases = bench_cases(
+        args.presets, args.image_sizes, args.batches, args.descent_steps, devices, repeats=args.repeats,
+        variants=args.variants, modes=args.modes, warmup=args.warmup,
+    )  # fmt: skip
     rows = with_ratios([run_isolated(case) for case in tqdm(cases, desc="bench")])
     table = bench_table(rows)
     data = "random images (timing does not depend on content)"
-    budget = f"{args.repeats} timed training steps after 2 warm-up steps, AdamW, bf16 autocast on CUDA"
+    budget = (
+        f"{args.repeats} timed steps after {args.warmup} warm-up steps (compilation happens in the warm-up), "
+        "AdamW (fused), bf16 autocast on CUDA"
+    )
+    notes = "\n".join(f"- **{name}**: {VARIANT_NOTES[name]}" for name in VARIANT_NOTES)
     body = (
-        "Training-step time and peak memory. An EBT step runs K descent steps with a second-order graph "
-        "(math attention) and backpropagates through them; the plain transformer predicts the clean image in one "
-        "forward pass. CPU memory: growth of the process's peak resident set during the timed steps (each row in a "
-        "fresh process); CUDA memory: torch.cuda.max_memory_allocated.\n\n" + table
+        "Time and peak memory of one training step (mode train) or one prediction (mode infer). An EBT training "
+        "step runs K descent steps with a second-order graph and backpropagates through them; an EBT prediction runs "
+        "K descent steps with first-order gradients; the plain transformer of the same size predicts the clean image "
+        "in one forward pass. `x plain`: relative to the plain transformer of the same setting and mode (the "
+        "compiled one for compiled rows). CPU memory: growth of the process's peak resident set during the steps "
+        "(each row in a fresh process); CUDA memory: torch.cuda.max_memory_allocated.\n\nVariants:\n\n"
+        f"{notes}\n\n{table}"
     )
     write_report(args.out, args.stem, make_meta(",".join(devices), 0, data, budget), rows, body)
     print(table)
@@ -266,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--descent-steps", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--devices", nargs="+", help="default: cpu, and cuda when available")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
+    p.add_argument(
+        "--variants", nargs="+", default=["naive", "fast", "checkpoint"], choices=["naive", "fast", "checkpoint",
+        "compiled"], help="EBT training paths to time (compiled takes minutes to compile on a CPU)",
+    )  # fmt: skip
+    p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     p.add_argument("--out", default="reports")
     p.add_argument("--stem", default="bench")
     p.set_defaults(func=_bench)

@@ -43,6 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "EBT-T/4": dict(patch_size=4, width=64, depth=2, heads=2),
     "EBT-S/4": dict(patch_size=4, width=128, depth=4, heads=4),
     "EBT-M/4": dict(patch_size=4, width=192, depth=6, heads=6),
+    "EBT-R/2": dict(patch_size=2, width=384, depth=8, heads=6),  # 21M: the reference setting of the speed goals
     "EBT-B/2": dict(patch_size=2, width=384, depth=12, heads=6),
     "EBT-B/16": dict(patch_size=16, width=768, depth=12, heads=12),
 }

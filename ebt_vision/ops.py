@@ -25,6 +25,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ATTENTION_BACKENDS = ("auto", "math", "fused", "efficient")
+_reference_ops = False
+
+
+def use_reference_ops(enabled: bool = True) -> None:
+    """Process-wide switch to PyTorch's own second-order formulas: ``auto`` attention becomes ``math`` in training and
+    GELU uses ``F.gelu``. For the benchmark's naive baseline, and for ruling the fast paths out when debugging."""
+    global _reference_ops
+    _reference_ops = enabled
 
 
 def math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -86,11 +94,13 @@ ATTENTION_FUNCTIONS = {"math": math_attention, "fused": fused_attention, "effici
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, backend: str, training: bool) -> Tensor:
     """Dispatch on ``backend``; ``auto`` is ``efficient`` in training (a double backward is needed) and ``fused``
-    otherwise."""
+    otherwise, and ``math`` inside ``torch.compile``."""
+    if torch.compiler.is_compiling() and backend in ("auto", "efficient"):
+        # The compiler derives and fuses the double backward itself from plain ops (see gelu_tanh); the fused
+        # kernel would block it where the parameters require grad, even in eval mode.
+        backend = "math"
     if backend == "auto":
-        backend = "efficient" if training else "fused"
-    if backend == "efficient" and torch.compiler.is_compiling():
-        backend = "math"  # see gelu_tanh: the compiler derives and fuses the double backward itself
+        backend = ("math" if _reference_ops else "efficient") if training else "fused"
     return ATTENTION_FUNCTIONS[backend](q, k, v, mask)
 
 
@@ -99,9 +109,18 @@ _GELU_A = 0.044715
 
 
 def _gelu_tanh_second_derivative(x: Tensor) -> Tensor:
-    inner_grad = _GELU_C * (1 + 3 * _GELU_A * x * x)  # u' for u = C (x + A x^3)
-    t = torch.tanh(_GELU_C * (x + _GELU_A * x * x * x))
-    return (1 - t * t) * (inner_grad - x * t * inner_grad * inner_grad + 3 * _GELU_C * _GELU_A * x * x)
+    """gelu''(x) = (1 - t^2) (u' - x t u'^2 + 3 C A x^2), t = tanh(u), u = C (x + A x^3), u' = C (1 + 3 A x^2)."""
+    if torch.is_grad_enabled():  # a third derivative is wanted: plain ops autograd can follow
+        inner_grad = _GELU_C * (1 + 3 * _GELU_A * x * x)
+        t = torch.tanh(_GELU_C * (x + _GELU_A * x * x * x))
+        return (1 - t * t) * (inner_grad - x * t * inner_grad * inner_grad + 3 * _GELU_C * _GELU_A * x * x)
+    # the usual case, inside the outer backward: the same formula in place, four buffers instead of fifteen
+    x2 = x * x
+    t = torch.mul(x2, _GELU_A).add_(1).mul_(x).mul_(_GELU_C).tanh_()
+    inner_grad = torch.mul(x2, 3 * _GELU_A * _GELU_C).add_(_GELU_C)
+    inner = torch.mul(x, t).mul_(inner_grad).mul_(inner_grad).neg_().add_(inner_grad)
+    inner.add_(x2.mul_(3 * _GELU_C * _GELU_A))
+    return t.mul_(t).neg_().add_(1).mul_(inner)
 
 
 class _GeluTanhDerivative(torch.autograd.Function):
@@ -133,6 +152,8 @@ class _GeluTanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
+        if not torch.is_grad_enabled():  # a first-order backward: PyTorch's fused kernel
+            return torch.ops.aten.gelu_backward(grad, x, approximate="tanh")
         return grad * _GeluTanhDerivative.apply(x)
 
 
@@ -142,6 +163,6 @@ def gelu_tanh(x: Tensor) -> Tensor:
     Under ``torch.compile`` the plain op is used: Inductor fuses the double backward itself, and the compiled
     second derivative of a custom autograd.Function inside ``torch.func.grad`` came out wrong (torch 2.14, CPU).
     """
-    if torch.compiler.is_compiling():
+    if _reference_ops or torch.compiler.is_compiling():
         return F.gelu(x, approximate="tanh")
     return _GeluTanh.apply(x)

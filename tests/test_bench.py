@@ -5,22 +5,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ebt_vision.bench import BenchCase, bench_table, run_isolated, with_ratios
+from ebt_vision.bench import bench_cases, bench_table, run_isolated, with_ratios
 from ebt_vision.config import ModelConfig
 from ebt_vision.energy_image import ImageEBT
 from ebt_vision.layers import count_parameters
 
 
-def test_bench_rows_for_both_models():
-    cases = [
-        BenchCase(m, k, "EBT-T/4", 16, 2, "cpu", False, warmup=1, repeats=1)
-        for m, k in (("transformer", 0), ("ebt", 2))
-    ]
+def test_bench_variants_and_inference_rows():
+    cases = bench_cases(["EBT-T/4"], [16], [2], [2], ["cpu"], bf16=False, repeats=1, warmup=1,
+                        variants=("naive", "fast", "checkpoint"))  # fmt: skip
+    assert [(c.mode, c.method, c.variant) for c in cases] == [
+        ("train", "transformer", "eager"), ("train", "ebt", "naive"), ("train", "ebt", "fast"),
+        ("train", "ebt", "checkpoint"), ("infer", "transformer", "eager"), ("infer", "ebt", "fast"),
+    ]  # fmt: skip
     rows = with_ratios([run_isolated(case) for case in cases])
-    assert [r["method"] for r in rows] == ["transformer", "ebt"]
     assert all(r["ms_per_step"] > 0 and r["images_per_s"] > 0 and r["peak_mem_gib"] >= 0 for r in rows)
     assert abs(rows[0]["params"] - rows[1]["params"]) / rows[0]["params"] < 0.02  # same size
-    assert rows[0]["time_ratio"] == 1.0 and "| ebt | 2 |" in bench_table(rows)
+    assert [r["time_ratio"] == 1.0 for r in rows] == [True, False, False, False, True, False]
+    assert "| infer | ebt | fast | 2 |" in bench_table(rows)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ebt_vision.config import from_dict
 from ebt_vision.objectives import DenoisingObjective
-from ebt_vision.ops import efficient_attention, gelu_tanh, math_attention
+from ebt_vision.ops import efficient_attention, gelu_tanh, math_attention, use_reference_ops
 
 from .conftest import TINY
 
@@ -63,11 +63,18 @@ def _training_gradients(overrides: dict, dtype=torch.float64, compile_: bool = F
     return out.loss.item(), torch.cat([p.grad.flatten() for p in objective.parameters() if p.grad is not None])
 
 
-def test_efficient_attention_trains_like_math_attention():
-    loss_math, grads_math = _training_gradients({"model": {"attention": "math"}})
-    loss_fast, grads_fast = _training_gradients({"model": {"attention": "efficient"}})
-    assert loss_fast == pytest.approx(loss_math, rel=1e-12)
-    torch.testing.assert_close(grads_fast, grads_math, rtol=1e-9, atol=1e-12)
+@pytest.mark.parametrize("attention", ["efficient", "auto"])
+def test_fast_ops_train_like_pytorchs_own_formulas(attention):
+    """Efficient attention and the fast GELU (in-place second derivative in the outer backward) against math
+    attention and F.gelu, to the last digits of float64."""
+    try:
+        use_reference_ops(True)
+        loss_reference, grads_reference = _training_gradients({"model": {"attention": "math"}})
+    finally:
+        use_reference_ops(False)
+    loss_fast, grads_fast = _training_gradients({"model": {"attention": attention}})
+    assert loss_fast == pytest.approx(loss_reference, rel=1e-12)
+    torch.testing.assert_close(grads_fast, grads_reference, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("detach", [True, False], ids=["detached-steps", "full-chain"])
