@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from .config import ExperimentConfig, from_dict
 from .layers import count_parameters
@@ -54,6 +56,22 @@ def _config(case: BenchCase) -> ExperimentConfig:
             "train": {"compile": case.variant == "compiled"},
         }
     )
+
+
+class MatmulFlops(TorchDispatchMode):
+    """Counts the FLOPs of matrix products and attention kernels (PyTorch's flop formulas) in every pass, backward
+    and double backward included. (``FlopCounterMode`` itself cannot: its module hooks break ``autograd.grad``.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **(kwargs or {}), out_val=out)
+        return out
 
 
 def _max_rss_gib() -> float:
@@ -112,20 +130,27 @@ def run_case(case: BenchCase) -> dict:
             torch.cuda.synchronize(device)
 
     rss_before = _max_rss_gib()
-    for _ in range(case.warmup):
-        step()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    for _ in range(case.repeats):
-        step()
-    sync()
-    seconds = (time.perf_counter() - started) / case.repeats
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**30
-    else:
-        peak = _max_rss_gib() - rss_before
+    flops = seconds = peak = float("nan")
+    status = "ok"
+    try:
+        if case.variant != "compiled":  # compiled code runs below the dispatcher: its FLOPs are the eager ones
+            counter = MatmulFlops()
+            with counter:
+                step()
+            flops = float(counter.total)
+        for _ in range(case.warmup):
+            step()
+        sync()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        for _ in range(case.repeats):
+            step()
+        sync()
+        seconds = (time.perf_counter() - started) / case.repeats
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else _max_rss_gib() - rss_before
+    except torch.OutOfMemoryError:
+        status = "out of memory"
     return {
         "method": case.method,
         "variant": case.variant,
@@ -137,8 +162,10 @@ def run_case(case: BenchCase) -> dict:
         "batch": case.batch,
         "device": case.device,
         "ms_per_step": 1000 * seconds,
+        "gflop_per_step": flops / 1e9,
         "peak_mem_gib": peak,
         "images_per_s": case.batch / seconds,
+        "status": status,
     }
 
 
@@ -184,17 +211,24 @@ def with_ratios(rows: list[dict]) -> list[dict]:
         ref = plain.get((*(row[k] for k in key), reference_variant))
         if ref is not None:
             row["time_ratio"] = row["ms_per_step"] / ref["ms_per_step"]
+            row["flop_ratio"] = row["gflop_per_step"] / ref["gflop_per_step"]
             row["mem_ratio"] = row["peak_mem_gib"] / ref["peak_mem_gib"] if ref["peak_mem_gib"] > 0 else float("nan")
     return rows
 
 
 def bench_table(rows: list[dict]) -> str:
     headers = ["device", "preset", "params", "image", "batch", "mode", "method", "variant", "K", "ms/step",
-               "x plain", "peak GiB", "x plain mem", "images/s"]  # fmt: skip
+               "x plain", "x plain FLOPs", "peak GiB", "x plain mem", "images/s"]  # fmt: skip
+
+    def cell(row: dict, text: str) -> str:
+        return "OOM" if row.get("status") == "out of memory" else text
+
     body = [
         [r["device"], r["preset"], f"{r['params'] / 1e6:.2f}M", r["image_size"], r["batch"], r["mode"], r["method"],
-         r["variant"], r["steps"], f"{r['ms_per_step']:.1f}", f"{r.get('time_ratio', float('nan')):.2f}",
-         f"{r['peak_mem_gib']:.3f}", f"{r.get('mem_ratio', float('nan')):.2f}", f"{r['images_per_s']:.1f}"]
+         r["variant"], r["steps"], cell(r, f"{r['ms_per_step']:.1f}"),
+         cell(r, f"{r.get('time_ratio', float('nan')):.2f}"), f"{r.get('flop_ratio', float('nan')):.2f}",
+         cell(r, f"{r['peak_mem_gib']:.3f}"), cell(r, f"{r.get('mem_ratio', float('nan')):.2f}"),
+         cell(r, f"{r['images_per_s']:.1f}")]
         for r in rows
     ]  # fmt: skip
     return markdown_table(headers, body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -64,11 +65,23 @@ def meta_markdown(meta: dict) -> str:
     return "\n".join(f"- **{key}**: {'`' + value + '`' if key == 'command' else value}" for key, value in meta.items())
 
 
+def _strict_json(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no literal for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def write_report(out_dir: str | Path, stem: str, meta: dict, rows: list[dict], body: str, **extra: Any) -> Path:
     """Write ``stem.json`` ({meta, rows, ...extra}) and ``stem.md`` (title, meta, body). Returns the .md path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows, **extra}, indent=1) + "\n")
+    payload = _strict_json({"meta": meta, "rows": rows, **extra})
+    (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
     md = out_dir / f"{stem}.md"
     md.write_text(f"# {stem}\n\n{meta_markdown(meta)}\n\n{body}\n")
     return md
