@@ -232,3 +232,45 @@ def bench_table(rows: list[dict]) -> str:
         for r in rows
     ]  # fmt: skip
     return markdown_table(headers, body)
+
+
+def bench_plot(rows: list[dict], path) -> None:
+    """Training-step time and memory relative to the plain transformer, per variant and K, one row per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_rows = [r for r in rows if r["mode"] == "train" and r["method"] == "ebt"]
+    settings = sorted({(r["device"], r["preset"], r["image_size"], r["batch"]) for r in train_rows})
+    if not settings:
+        return
+    fig, axes = plt.subplots(len(settings), 2, figsize=(10, 3.4 * len(settings)), squeeze=False)
+    for (device, preset, size, batch), (ax_time, ax_mem) in zip(settings, axes, strict=True):
+        mine = [
+            r
+            for r in train_rows
+            if (r["device"], r["preset"], r["image_size"], r["batch"]) == (device, preset, size, batch)
+        ]
+        variants = [v for v in EBT_VARIANTS if any(r["variant"] == v for r in mine)]
+        steps = sorted({r["steps"] for r in mine})
+        width = 0.8 / max(1, len(steps))
+        for i, k in enumerate(steps):
+            for ax, key in ((ax_time, "time_ratio"), (ax_mem, "mem_ratio")):
+                values = [next((r.get(key, float("nan")) for r in mine if r["variant"] == v and r["steps"] == k),
+                               float("nan")) for v in variants]  # fmt: skip
+                ax.bar([j + (i - (len(steps) - 1) / 2) * width for j in range(len(variants))], values, width,
+                       label=f"K = {k} descent steps")  # fmt: skip
+        for ax, what, goal in ((ax_time, "step time", 3.0), (ax_mem, "peak memory", 2.0)):
+            label = "goal at K = 2: 3x time, 2x memory" if ax is ax_time else None
+            ax.axhline(goal, color="red", linestyle="--", linewidth=0.9, label=label)
+            ax.set_xticks(range(len(variants)), variants)
+            ax.set_ylabel(f"{what}, x plain transformer")
+            ax.set_title(f"{preset}, {size}px, batch {batch}, {device}", fontsize=9)
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 / len(settings)))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -179,7 +179,7 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .bench import VARIANT_NOTES, bench_cases, bench_table, run_isolated, with_ratios
+    from .bench import VARIANT_NOTES, bench_cases, bench_plot, bench_table, run_isolated, with_ratios
     from .reports import make_meta, write_report
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -204,7 +204,9 @@ def _bench(args: argparse.Namespace) -> int:
         "(each row in a fresh process); CUDA memory: torch.cuda.max_memory_allocated.\n\nVariants:\n\n"
         f"{notes}\n\n{table}"
     )
+    body += f"\n\n![time and memory relative to the plain transformer]({args.stem}.png)"
     write_report(args.out, args.stem, make_meta(",".join(devices), 0, data, budget), rows, body)
+    bench_plot(rows, Path(args.out) / f"{args.stem}.png")
     print(table)
     return 0
 
