@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import resource
+import statistics
 import time
 from dataclasses import dataclass, replace
 
@@ -143,11 +144,13 @@ def run_case(case: BenchCase) -> dict:
         sync()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        started = time.perf_counter()
-        for _ in range(case.repeats):
+        times = []
+        for _ in range(case.repeats):  # the median step: robust to a stray page-fault storm or a busy neighbour
+            started = time.perf_counter()
             step()
-        sync()
-        seconds = (time.perf_counter() - started) / case.repeats
+            sync()
+            times.append(time.perf_counter() - started)
+        seconds = statistics.median(times)
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else _max_rss_gib() - rss_before
     except torch.OutOfMemoryError:
         status = "out of memory"

@@ -191,7 +191,7 @@ def _bench(args: argparse.Namespace) -> int:
     table = bench_table(rows)
     data = "random images (timing does not depend on content)"
     budget = (
-        f"{args.repeats} timed steps after {args.warmup} warm-up steps (compilation happens in the warm-up), "
+        f"median of {args.repeats} timed steps after {args.warmup} warm-up steps (compilation happens in the warm-up), "
         "AdamW (fused), bf16 autocast on CUDA"
     )
     notes = "\n".join(f"- **{name}**: {VARIANT_NOTES[name]}" for name in VARIANT_NOTES)
