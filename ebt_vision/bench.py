@@ -262,8 +262,13 @@ def bench_plot(rows: list[dict], path) -> None:
             for ax, key in ((ax_time, "time_ratio"), (ax_mem, "mem_ratio")):
                 values = [next((r.get(key, float("nan")) for r in mine if r["variant"] == v and r["steps"] == k),
                                float("nan")) for v in variants]  # fmt: skip
-                ax.bar([j + (i - (len(steps) - 1) / 2) * width for j in range(len(variants))], values, width,
-                       label=f"K = {k} descent steps")  # fmt: skip
+                positions = [j + (i - (len(steps) - 1) / 2) * width for j in range(len(variants))]
+                ax.bar(positions, values, width, label=f"K = {k} descent steps")
+                if key == "time_ratio":  # the FLOP ratio: what the step would cost with zero overhead
+                    floor = [next((r.get("flop_ratio") for r in mine if r["variant"] == v and r["steps"] == k),
+                                  None) for v in variants]  # fmt: skip
+                    ax.scatter(positions, [f if f is not None else float("nan") for f in floor], marker="_", s=300,
+                               color="black", zorder=3, label="FLOP ratio" if i == 0 else None)  # fmt: skip
         for ax, what, goal in ((ax_time, "step time", 3.0), (ax_mem, "peak memory", 2.0)):
             label = "goal at K = 2: 3x time, 2x memory" if ax is ax_time else None
             ax.axhline(goal, color="red", linestyle="--", linewidth=0.9, label=label)

@@ -229,9 +229,9 @@ def minimize_energy(
                 continue
             evaluated = x
             if gradient_fn is not None and k < num_steps:
-                grad, energy = gradient_fn(context, evaluated)
-                if not create_graph:
-                    grad, energy = grad.detach(), energy.detach()
+                # grad mode off unless training: a compiled gradient function then compiles without a backward
+                with torch.set_grad_enabled(create_graph):
+                    grad, energy = gradient_fn(context, evaluated)
             else:
                 grad, energy = None, energy_fn(context, evaluated)
             forward_passes += 1
