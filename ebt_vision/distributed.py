@@ -73,6 +73,31 @@ def mean_over_ranks(values: dict[str, torch.Tensor], ctx: Distributed) -> dict[s
     return dict(zip(keys, stacked / ctx.world_size, strict=True))
 
 
+def average_gradients(module: torch.nn.Module, ctx: Distributed) -> None:
+    """All-reduce the mean of every trainable parameter's gradient in one flat buffer (missing gradients count as 0).
+
+    The manual alternative to DDP for graphs DDP gets wrong: with reentrant activation checkpointing each parameter's
+    gradient arrives once per checkpointed region, and DDP (static_graph or not) then reduces partial gradients
+    (measured: 45% error; ``tests/test_distributed.py`` checks this path against one process).
+    """
+    if not ctx.enabled:
+        return
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= ctx.world_size
+    for param, grad in zip(params, flat.split([g.numel() for g in grads]), strict=True):
+        param.grad = grad.view_as(param).clone()
+
+
+def broadcast_parameters(module: torch.nn.Module, ctx: Distributed) -> None:
+    """Rank 0's weights to every rank (what DDP does when it wraps a module)."""
+    if ctx.enabled:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
 def any_over_ranks(flag: bool, device: torch.device, ctx: Distributed) -> bool:
     """True on every rank when ``flag`` is True on any rank."""
     if not ctx.enabled:

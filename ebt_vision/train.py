@@ -186,14 +186,12 @@ def _check_health(step: int, out, cfg: ExperimentConfig, ctx: Distributed) -> No
 
 
 def _wrap_ddp(objective: nn.Module, cfg: ExperimentConfig, device: torch.device, ctx: Distributed) -> nn.Module:
-    if not ctx.enabled:
+    """DDP around the objective (one forward = the whole descent, one backward), except with checkpointed descent
+    steps, where DDP reduces partial gradients: those runs average gradients by hand after the backward pass."""
+    if not ctx.enabled or cfg.descent.checkpoint_steps:
+        distributed.broadcast_parameters(objective, ctx)
         return objective
-    return nn.parallel.DistributedDataParallel(
-        objective,
-        device_ids=[device.index] if device.type == "cuda" else None,
-        # checkpointed descent steps use each parameter once per step: DDP must know the graph is the same each time
-        static_graph=cfg.descent.checkpoint_steps,
-    )
+    return nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def train(
@@ -268,7 +266,8 @@ def train(
         for micro in range(accumulation):
             batch = [t.to(device, non_blocking=True) for t in next(batches)]
             # DDP averages gradients over ranks on the last micro-batch's backward only
-            sync = model.no_sync() if ctx.enabled and micro < accumulation - 1 else contextlib.nullcontext()
+            last = micro == accumulation - 1
+            sync = model.no_sync() if model is not objective and not last else contextlib.nullcontext()
             with sync:
                 with autocast:
                     out = model(batch)
@@ -276,6 +275,8 @@ def train(
                 (out.loss / accumulation).backward()
             for key, value in out.metrics.items():
                 summed[key] = summed.get(key, 0.0) + value.detach() / accumulation
+        if model is objective:
+            distributed.average_gradients(objective, ctx)  # a no-op in a single process
         grad_norm = nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         scheduler.step()
