@@ -123,21 +123,36 @@ def _gelu_tanh_second_derivative(x: Tensor) -> Tensor:
     return t.mul_(t).neg_().add_(1).mul_(inner)
 
 
-class _GeluTanhDerivative(torch.autograd.Function):
-    """gelu'(x) in one fused kernel; its own derivative gelu''(x) in plain ops (so third order works too)."""
+class _GeluTanhBackward(torch.autograd.Function):
+    """(grad, x) -> grad * gelu'(x) in PyTorch's one fused kernel, differentiable in both inputs: d/dgrad is this
+    same function again, d/dx is grad * gelu''(x) (in place unless a third derivative is wanted). Saves grad and x,
+    as PyTorch's own GELU double backward does."""
 
     @staticmethod
-    def forward(x: Tensor) -> Tensor:
-        return torch.ops.aten.gelu_backward(torch.ones_like(x), x, approximate="tanh")
+    def forward(grad: Tensor, x: Tensor) -> Tensor:
+        return torch.ops.aten.gelu_backward(grad, x, approximate="tanh")
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[0])
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * _gelu_tanh_second_derivative(x)
+    def backward(ctx, outer: Tensor):
+        grad, x = ctx.saved_tensors
+        d_grad = d_x = None
+        if ctx.needs_input_grad[0]:
+            d_grad = _gelu_tanh_backward(outer, x)
+        if ctx.needs_input_grad[1]:
+            second = _gelu_tanh_second_derivative(x)
+            d_x = outer * grad * second if torch.is_grad_enabled() else second.mul_(grad).mul_(outer)
+        return d_grad, d_x
+
+
+def _gelu_tanh_backward(grad: Tensor, x: Tensor) -> Tensor:
+    """grad * gelu'(x): the fused kernel, through the differentiable Function only when a graph is being recorded."""
+    if torch.is_grad_enabled():
+        return _GeluTanhBackward.apply(grad, x)
+    return torch.ops.aten.gelu_backward(grad, x, approximate="tanh")
 
 
 class _GeluTanh(torch.autograd.Function):
@@ -152,9 +167,7 @@ class _GeluTanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        if not torch.is_grad_enabled():  # a first-order backward: PyTorch's fused kernel
-            return torch.ops.aten.gelu_backward(grad, x, approximate="tanh")
-        return grad * _GeluTanhDerivative.apply(x)
+        return _gelu_tanh_backward(grad, x)
 
 
 def gelu_tanh(x: Tensor) -> Tensor:
