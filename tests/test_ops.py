@@ -94,31 +94,44 @@ def test_compiled_energy_gradient_trains_like_eager():
     torch.testing.assert_close(grads_compiled, grads_eager, rtol=1e-3, atol=1e-6)
 
 
+def _attention_and_derivatives(fn, q, k, v) -> list[torch.Tensor]:
+    """Output, first-order gradients of a loss, and second-order gradients of the first-order ones' norm."""
+    out = fn(q, k, v)
+    first = torch.autograd.grad((out.float() ** 2).sum(), (q, k, v), create_graph=True)
+    second = torch.autograd.grad(sum((g.float() ** 2).sum() for g in first), (q, k, v))
+    return [out, *first, *second]
+
+
 @cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_efficient_attention_on_cuda_matches_math_to_second_order(dtype):
-    q, k, v = (torch.randn(4, 6, 256, 64, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3))
-    results = []
-    for fn in (math_attention, efficient_attention):
-        out = fn(q, k, v)
-        first = torch.autograd.grad((out * out).sum(), (q, k, v), create_graph=True)
-        second = torch.autograd.grad(sum((g * g).sum() for g in first), (q, k, v))
-        results.append((out, *first, *second))
-    tolerance = {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {"rtol": 1e-3, "atol": 1e-4}
-    for ours, reference in zip(results[1], results[0], strict=True):
-        torch.testing.assert_close(ours.float(), reference.float(), **tolerance)
+def test_efficient_attention_on_cuda_is_as_accurate_as_math_to_second_order(dtype):
+    """Against a float64 reference from the same inputs: the fused-forward path must be no less accurate than math
+    attention in the same precision (flash kernels and bf16 both round differently, so equality is not the test)."""
+    torch.manual_seed(0)
+    inputs = [torch.randn(4, 6, 256, 64, device="cuda") for _ in range(3)]
+    reference = _attention_and_derivatives(math_attention, *(t.double().requires_grad_() for t in inputs))
+    errors = {}
+    for name, fn in (("math", math_attention), ("efficient", efficient_attention)):
+        found = _attention_and_derivatives(fn, *(t.to(dtype).requires_grad_() for t in inputs))
+        errors[name] = [((f.double() - r).norm() / r.norm()).item() for f, r in zip(found, reference, strict=True)]
+    for ours, theirs in zip(errors["efficient"], errors["math"], strict=True):
+        assert ours <= 2 * theirs + (1e-5 if dtype == torch.float32 else 1e-3), errors
 
 
 @cuda
-def test_efficient_attention_trains_like_math_attention_on_cuda():
+def test_efficient_attention_trains_like_math_attention_on_cuda_in_bf16():
     grads = []
     for attention in ("math", "efficient"):
         values = {**TINY, "model": {**TINY["model"], "width": 64, "heads": 4, "attention": attention}}
         torch.manual_seed(0)
         objective = DenoisingObjective(from_dict(values)).cuda().train()
+        with torch.no_grad():  # off the zero-initialised heads, so the descent moves
+            for param in objective.parameters():
+                param.add_(0.05 * torch.randn_like(param))
         clean = torch.rand(8, 3, 16, 16, device="cuda") * 2 - 1
         with torch.autocast("cuda", dtype=torch.bfloat16):
             out = objective((clean + 0.1 * torch.randn_like(clean), clean, torch.full((8,), 25.0, device="cuda")))
         out.loss.backward()
-        grads.append(torch.cat([p.grad.flatten() for p in objective.parameters() if p.grad is not None]))
-    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+        grads.append(torch.cat([p.grad.flatten() for p in objective.parameters() if p.grad is not None]).float())
+    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+    assert (grads[1] - grads[0]).norm() / grads[0].norm() < 0.1
