@@ -25,6 +25,13 @@ def test_bench_variants_and_inference_rows():
     assert "| infer | ebt | fast | 2 |" in bench_table(rows)
 
 
+def test_bench_table_marks_out_of_memory_rows():
+    row = {"device": "cuda", "preset": "EBT-R/2", "params": 21e6, "image_size": 32, "batch": 256, "mode": "train",
+           "method": "ebt", "variant": "naive", "steps": 2, "ms_per_step": float("nan"), "gflop_per_step": 900.0,
+           "peak_mem_gib": float("nan"), "images_per_s": float("nan"), "status": "out of memory"}  # fmt: skip
+    assert "| naive | 2 | OOM | OOM | nan | OOM | OOM | OOM |" in bench_table([row])
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,6 +129,15 @@ def test_ddp_with_checkpointed_descent_steps_trains_the_same(runs):
     assert sorted(got) == sorted(want)
     for step in want:
         assert got[step] == pytest.approx(want[step], rel=1e-4), step
+
+
+def test_resuming_with_another_number_of_processes_warns_and_continues(runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(runs["ddp"], run)
+    cfg = load_config(runs["config"], ["train.steps=42"])  # two more steps, in one process
+    with pytest.warns(UserWarning, match="written by 2 process"):
+        result = train_denoiser(cfg, run, resume=True, progress=False)
+    assert result.step == 42 and sorted(_losses(run))[-3:] == [40, 41, 42]
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path):
