@@ -22,7 +22,6 @@ from .layers import count_parameters
 from .reports import markdown_table
 
 EBT_VARIANTS = ("naive", "fast", "checkpoint", "compiled")
-TRANSFORMER_VARIANTS = ("eager", "compiled")
 VARIANT_NOTES = {
     "naive": "PyTorch's own second-order formulas: math attention, nn.GELU",
     "fast": "efficient attention and GELU with hand-written differentiable backwards (the default)",
@@ -41,7 +40,7 @@ class BenchCase:
     batch: int
     device: str
     bf16: bool
-    variant: str = "fast"  # EBT_VARIANTS for the EBT, TRANSFORMER_VARIANTS for the transformer
+    variant: str = "fast"  # EBT_VARIANTS for the EBT; "eager" or "compiled" for the transformer
     mode: str = "train"  # "train": one optimiser step; "infer": a prediction (K descent steps, no second order)
     warmup: int = 2
     repeats: int = 5
@@ -102,9 +101,8 @@ def _step_function(case: BenchCase, cfg: ExperimentConfig, device: torch.device)
                 if case.method == "transformer":
                     objective.model(batch[0])
                 else:
-                    energy_gradient = objective.gradient_fn
                     minimize_energy(objective.model, batch[0], batch[0], cfg.descent, objective.step_size(),
-                                    gradient_fn=energy_gradient)  # fmt: skip
+                                    gradient_fn=objective.gradient_fn)  # fmt: skip
 
         return objective, predict
     optimizer, _ = build_optimizer(objective, cfg, device)
@@ -237,6 +235,12 @@ def bench_table(rows: list[dict]) -> str:
     return markdown_table(headers, body)
 
 
+def _ratios(rows: dict[tuple[str, int], dict], variants: list[str], k: int, key: str) -> list[float]:
+    """``key`` of each variant's row with K = ``k`` (NaN where there is none)."""
+    found = [rows.get((v, k), {}).get(key) for v in variants]
+    return [float("nan") if value is None else value for value in found]
+
+
 def bench_plot(rows: list[dict], path) -> None:
     """Training-step time and memory relative to the plain transformer, per variant and K, one row per setting."""
     import matplotlib
@@ -250,25 +254,23 @@ def bench_plot(rows: list[dict], path) -> None:
         return
     fig, axes = plt.subplots(len(settings), 2, figsize=(10, 3.4 * len(settings)), squeeze=False)
     for (device, preset, size, batch), (ax_time, ax_mem) in zip(settings, axes, strict=True):
-        mine = [
-            r
+        mine = {
+            (r["variant"], r["steps"]): r
             for r in train_rows
             if (r["device"], r["preset"], r["image_size"], r["batch"]) == (device, preset, size, batch)
-        ]
-        variants = [v for v in EBT_VARIANTS if any(r["variant"] == v for r in mine)]
-        steps = sorted({r["steps"] for r in mine})
+        }
+        variants = [v for v in EBT_VARIANTS if any(variant == v for variant, _ in mine)]
+        steps = sorted({k for _, k in mine})
         width = 0.8 / max(1, len(steps))
+
         for i, k in enumerate(steps):
-            for ax, key in ((ax_time, "time_ratio"), (ax_mem, "mem_ratio")):
-                values = [next((r.get(key, float("nan")) for r in mine if r["variant"] == v and r["steps"] == k),
-                               float("nan")) for v in variants]  # fmt: skip
-                positions = [j + (i - (len(steps) - 1) / 2) * width for j in range(len(variants))]
-                ax.bar(positions, values, width, label=f"K = {k} descent steps")
-                if key == "time_ratio":  # the FLOP ratio: what the step would cost with zero overhead
-                    floor = [next((r.get("flop_ratio") for r in mine if r["variant"] == v and r["steps"] == k),
-                                  None) for v in variants]  # fmt: skip
-                    ax.scatter(positions, [f if f is not None else float("nan") for f in floor], marker="_", s=300,
-                               color="black", zorder=3, label="FLOP ratio" if i == 0 else None)  # fmt: skip
+            positions = [j + (i - (len(steps) - 1) / 2) * width for j in range(len(variants))]
+            ax_time.bar(positions, _ratios(mine, variants, k, "time_ratio"), width, label=f"K = {k} descent steps")
+            ax_mem.bar(positions, _ratios(mine, variants, k, "mem_ratio"), width, label=f"K = {k} descent steps")
+            # the FLOP ratio: what the step would cost with zero overhead
+            floor = _ratios(mine, variants, k, "flop_ratio")
+            ax_time.scatter(positions, floor, marker="_", s=300, color="black", zorder=3,
+                            label="FLOP ratio" if i == 0 else None)  # fmt: skip
         for ax, what, goal in ((ax_time, "step time", 3.0), (ax_mem, "peak memory", 2.0)):
             label = "goal at K = 2: 3x time, 2x memory" if ax is ax_time else None
             ax.axhline(goal, color="red", linestyle="--", linewidth=0.9, label=label)

@@ -221,8 +221,6 @@ class CropSampler:
         levels = self.noise_levels(clean.shape[0])
         add = add_gaussian_noise if self.cfg.noise == "gaussian" else add_diffusion_noise
         batch = (add(clean, levels, self.generator), clean, levels)
-        if self.shards == 1:
-            return batch
         return tuple(t.chunk(self.shards)[self.shard] for t in batch)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:

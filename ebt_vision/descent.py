@@ -22,14 +22,14 @@ EnergyFn = Callable[[Tensor, Tensor], Tensor]
 GradientFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (context, candidate) -> (dE/dcandidate, E)
 
 
-def compiled_energy_gradient(model: nn.Module, **kwargs) -> GradientFn:
+def compiled_energy_gradient(model: nn.Module) -> GradientFn:
     """``model``'s energy gradient, written with ``torch.func.grad_and_value`` and compiled with ``torch.compile``.
 
     ``torch.compile`` cannot differentiate a graph that itself calls ``torch.autograd.grad`` ("does not support
     double backward"), but it can compile the gradient *function*: AOTAutograd then traces its derivative, the
     second-order graph training needs, and Inductor fuses both. The parameters go in explicitly (fetched at every
-    call), so the outer backward reaches the real ``nn.Parameter``s (and DDP's hooks on them). ``kwargs`` are fixed
-    keyword arguments of the model (e.g. ``sigma``) passed at call time instead: ``fn(context, x, sigma=...)``.
+    call), so the outer backward reaches the real ``nn.Parameter``s (and DDP's hooks on them). Keyword arguments of
+    the model (e.g. ``sigma``) are passed at call time: ``fn(context, x, sigma=...)``.
     """
 
     def energy_gradient(params: dict[str, Tensor], context: Tensor, x: Tensor, model_kwargs: dict):
@@ -40,7 +40,7 @@ def compiled_energy_gradient(model: nn.Module, **kwargs) -> GradientFn:
         grad, (_, energy) = torch.func.grad_and_value(total, has_aux=True)(x)
         return grad, energy
 
-    compiled = torch.compile(energy_gradient, **kwargs)
+    compiled = torch.compile(energy_gradient)
 
     def call(context: Tensor, x: Tensor, **model_kwargs) -> tuple[Tensor, Tensor]:
         return compiled(dict(model.named_parameters()), context, x, model_kwargs)

@@ -43,7 +43,7 @@ def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, device=None, d
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with an explicit backend (see ``ebt_vision.attention``).
+    """Multi-head self-attention with an explicit backend (see ``ebt_vision.ops``).
 
     ``efficient`` and ``math`` work under a second-order graph (training through the descent); ``fused`` is
     PyTorch's kernel without a double backward. ``auto`` picks efficient in training mode and fused in eval mode.

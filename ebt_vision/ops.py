@@ -5,15 +5,13 @@ built-in second-order formulas are either missing (fused attention) or slow (GEL
 Each function here has a fused forward and a hand-written backward in plain, differentiable ops, so autograd can
 differentiate the backward again. ``tests/test_ops.py`` checks them against the plain-ops references to second order.
 
-Attention needs a double backward too. PyTorch's fused
-kernels (``scaled_dot_product_attention``: flash, memory-efficient, the CPU flash kernel) have none, so the naive
-choice is attention in plain ops (``math_attention``), which saves the full (N, N) attention matrix of every layer
-in every descent step.
-
-``efficient_attention`` runs the forward with the fused kernel and saves only q, k and v; its backward is written
-out in plain, differentiable tensor ops (recomputing the attention matrix once, as flash attention's backward
-does), so the backward itself has a backward. Forward: fused speed and no (N, N) activation kept; first-order
-gradients: one recompute; second order: autograd differentiates the hand-written backward.
+PyTorch's fused attention kernels (``scaled_dot_product_attention``: flash, memory-efficient, the CPU flash kernel)
+have no double backward, so the naive choice is attention in plain ops (``math_attention``), which saves the full
+(N, N) attention matrix of every layer in every descent step. ``efficient_attention`` runs the forward with the
+fused kernel and saves only q, k, v and the output; its backward is written out in plain, differentiable tensor ops
+(recomputing the attention matrix once, as flash attention's backward does), so the backward itself has a backward.
+Forward: fused speed and no (N, N) activation kept; first-order gradients: one recompute; second order: autograd
+differentiates the hand-written backward.
 """
 
 from __future__ import annotations
@@ -35,29 +33,30 @@ def use_reference_ops(enabled: bool = True) -> None:
     _reference_ops = enabled
 
 
+def _scores(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+    """q k^T / sqrt(d), -inf where ``mask`` (N, N) bool is False (True = may attend). Scales q (N d), not the
+    scores (N^2)."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+
+
 def math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-    """(B, h, N, d) x3 -> (B, h, N, d) in plain ops: the reference every other backend is tested against.
-    ``mask`` (N, N) bool, True = may attend."""
-    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(dim=-1).to(v.dtype) @ v
+    """(B, h, N, d) x3 -> (B, h, N, d) in plain ops: the reference every other backend is tested against."""
+    return _scores(q, k, mask).softmax(dim=-1).to(v.dtype) @ v
 
 
 def attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tensor, mask: Tensor | None):
     """dL/dq, dL/dk, dL/dv of softmax attention given its output ``out``, in ops autograd can differentiate again."""
-    q_scaled = q * (q.shape[-1] ** -0.5)
-    scores = q_scaled @ k.transpose(-2, -1)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+    scale = q.shape[-1] ** -0.5
+    scores = _scores(q, k, mask)
     # (B, h, N, N), recomputed; softmax in at least float32 (bf16 under autocast would lose the small weights)
     probs = scores.to(torch.promote_types(scores.dtype, torch.float32)).softmax(dim=-1).to(v.dtype)
     grad_v = probs.transpose(-2, -1) @ grad_out
     # softmax backward: dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) = rowsum(dO * O) costs N d, not N^2
     row = (grad_out * out).sum(dim=-1, keepdim=True)
     grad_scores = probs * (grad_out @ v.transpose(-2, -1) - row)
-    grad_q = (grad_scores @ k) * (q.shape[-1] ** -0.5)
-    grad_k = grad_scores.transpose(-2, -1) @ q_scaled
+    grad_q = (grad_scores @ k) * scale
+    grad_k = (grad_scores.transpose(-2, -1) @ q) * scale
     return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype)
 
 

@@ -248,7 +248,6 @@ def train(
                 "seconds": seconds,
                 "rng": rng,
                 "sampler": sampler_state.state_dict() if sampler_state is not None else None,
-                "world_size": ctx.world_size,
             }
             save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)
         distributed.barrier(ctx)
