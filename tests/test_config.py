@@ -46,6 +46,8 @@ def test_wrong_types_are_rejected(values, message):
         {"data": {"crop_size": 30}},
         {"data": {"sigma_min": 60, "sigma_max": 50}},
         {"model": {"attention": "flash"}},
+        {"train": {"grad_accumulation": 0}},
+        {"train": {"compile": True}, "descent": {"checkpoint_steps": True}},
     ],
 )
 def test_out_of_range_settings_are_rejected(values):

@@ -112,6 +112,13 @@ def test_energy_shape_is_checked():
         minimize_energy(lambda c, x: x.sum(), None, torch.ones(2, 3), DescentConfig(), 0.1)
 
 
+def test_checkpointed_steps_refuse_evaluation_only_options():
+    x = torch.randn(2, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="checkpoint_steps"):
+        minimize_energy(quadratic(1.0, x), x, x, DescentConfig(stop_when_energy_rises=True), 0.1,
+                        create_graph=True, checkpoint_steps=True)  # fmt: skip
+
+
 def test_replay_buffer_mixes_stored_candidates():
     buffer = ReplayBuffer(capacity=4)
     energy = quadratic(1.0, torch.zeros(4, 2))
