@@ -1,6 +1,6 @@
 """Gradio app: watch the image EBT think. ``ebt-vision demo`` or ``python -m apps.demo``.
 
-A thin layer over ``ebt_vision.visualize``: pick a held-out sample photo or upload one, choose the noise, the number
+A thin layer over ``ebt_vision.image.visualize``: pick a held-out sample photo or upload one, choose the noise, the number
 of descent steps, the step-size scale and best-of-N, and see every refinement step with its per-patch energy map and
 gradient-magnitude map, energy and PSNR per step, and the DiT baseline on the same noisy input with its pass count.
 Everything runs offline from the shipped checkpoints.
@@ -24,9 +24,9 @@ class ImageTab:
     """The image tab's handler, independent of Gradio so tests can call it directly."""
 
     def __init__(self, ebt_path: str | Path = DEFAULT_EBT, dit_path: str | Path | None = DEFAULT_DIT) -> None:
-        from ebt_vision.data import held_out_photos
-        from ebt_vision.dit import load_dit
-        from ebt_vision.inference import load_denoiser
+        from ebt_vision.image.data import held_out_photos
+        from ebt_vision.image.dit import load_dit
+        from ebt_vision.image.inference import load_denoiser
 
         self.objective = load_denoiser(ebt_path)
         self.dit = load_dit(dit_path) if dit_path and Path(dit_path).is_file() else None
@@ -44,8 +44,8 @@ class ImageTab:
         seed: int = 0,
     ):
         """-> (clean, noisy, step gallery, EBT result, DiT result, energy/PSNR figure, summary markdown)."""
-        from ebt_vision.data import to_uint8
-        from ebt_vision.visualize import (
+        from ebt_vision.image.data import to_uint8
+        from ebt_vision.image.visualize import (
             InputError,
             denoise_story,
             load_upload,
@@ -88,7 +88,7 @@ class ImageTab:
 def build_app(tab: ImageTab):
     import gradio as gr
 
-    from ebt_vision.visualize import MAX_BEST_OF, MAX_STEPS, InputError
+    from ebt_vision.image.visualize import MAX_BEST_OF, MAX_STEPS, InputError
 
     def handler(*args):
         try:

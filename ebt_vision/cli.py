@@ -8,10 +8,10 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .config import load_config
-    from .recipes import train_denoiser
-    from .train import TrainingDiverged
+    from .core import distributed
+    from .core.config import load_config
+    from .core.train import TrainingDiverged
+    from .experiments.training import train_denoiser
 
     cfg = load_config(args.config, args.set)
     run_dir = Path(args.out or f"runs/{cfg.name}")
@@ -33,27 +33,27 @@ DEFAULT_CHECKPOINT = "checkpoints/ebt-image-s.safetensors"
 
 
 def _evaluate(checkpoint: str, args: argparse.Namespace, out_dir: Path, stem: str, budget: str) -> Path:
-    from .data import held_out_photos
-    from .evaluation import evaluate_denoiser, write_denoise_report
-    from .inference import load_denoiser
-    from .reports import make_meta
-    from .train import resolve_device
+    from .core.reports import make_meta
+    from .core.train import resolve_device
+    from .experiments.evaluation import evaluate_denoiser, write_denoise_report
+    from .image.data import held_out_photos
+    from .image.inference import load_denoiser
 
     device = resolve_device(args.device)
     objective = load_denoiser(checkpoint, device)
-    photos = held_out_photos(args.max_side)[: args.limit]
+    photos = held_out_photos(args.max_side, args.split)[: args.limit]
     sizes = ", ".join(f"{p.image.shape[2]}x{p.image.shape[1]}" for p in photos)
     scale = f"downscaled to at most {args.max_side}px" if args.max_side else "full resolution"
-    data = f"held-out set: {len(photos)} photos ({', '.join(p.name for p in photos)}), {scale} ({sizes})"
+    data = f"held-out {args.split} split: {len(photos)} photos ({', '.join(p.name for p in photos)}), {scale} ({sizes})"
     rows = evaluate_denoiser(objective, photos, tuple(args.sigmas), args.steps, args.seed, not args.no_bm3d)
     meta = make_meta(device, args.seed, data, budget)
     return write_denoise_report(rows, meta, out_dir, stem)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .checkpoint import read_weights
+    from .core.checkpoint import read_metadata
 
-    _, cfg, extra = read_weights(args.checkpoint)
+    cfg, extra = read_metadata(args.checkpoint)
     budget = f"{cfg.name}: {extra.get('step', '?')} steps of batch {cfg.data.batch_size}, crops {cfg.data.crop_size}px"
     if "train_seconds" in extra:
         budget += f", {extra['train_seconds'] / 60:.1f} min training"
@@ -63,17 +63,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    """Train (or load) the blind EBT, the sigma-conditioned EBT and the DiT on one budget, evaluate, report."""
-    from .compare import (
-        evaluate_gaussian,
-        evaluate_paper_protocol,
-        load_contenders,
-        train_contenders,
-        write_compare_report,
-    )
-    from .config import ConfigError, load_config
-    from .reports import make_meta
-    from .train import resolve_device
+    """Train (or load) the blind EBT, the sigma-conditioned EBT and the DiTs on one budget, evaluate, report."""
+    from .core.config import ConfigError, load_config, with_overrides
+    from .core.reports import make_meta
+    from .core.train import resolve_device
+    from .experiments.compare.contenders import load_contenders, train_contenders
+    from .experiments.compare.costs import pass_costs
+    from .experiments.compare.protocols import evaluate_gaussian, evaluate_paper_protocol
+    from .experiments.compare.report import write_compare_report
 
     cfg = load_config(args.config, args.set)
     if cfg.data.noise != "gaussian":
@@ -86,40 +83,39 @@ def _compare(args: argparse.Namespace) -> int:
     if args.load:
         contenders = load_contenders(runs, device)
     else:
-        cfg_device = cfg if args.device == "auto" else load_config(args.config, [*args.set, f"train.device={device}"])
-        contenders = train_contenders(cfg_device, runs, progress=not args.quiet)
-    dit_steps = tuple(args.dit_steps)
-    rows, costs = evaluate_gaussian(
-        contenders,
-        tuple(args.sigmas),
-        args.eval_size,
-        args.ebt_steps,
-        dit_steps,
-        args.best_of,
-        args.seed,
-        not args.no_bm3d,
-        args.limit,
-        progress=not args.quiet,
-    )
-    if not args.no_paper:
-        rows += evaluate_paper_protocol(
-            contenders, args.eval_size, ebt_steps=args.ebt_steps, dit_steps=dit_steps, seed=args.seed, limit=args.limit
-        )
+        run_cfg = cfg if args.device == "auto" else with_overrides(cfg, [f"train.device={device}"])
+        contenders = train_contenders(run_cfg, runs, progress=not args.quiet)
+    costs = pass_costs(contenders["ebt"].objective, contenders["dit"].objective)
+    best_of = tuple(args.best_of)
+    rows = []
+    for split in ("validation", "test"):
+        rows += evaluate_gaussian(
+            contenders, costs, split, tuple(args.sigmas), args.eval_size, args.ebt_steps, tuple(args.dit_steps),
+            best_of, args.seed, with_bm3d=not args.no_bm3d and split == "test", limit=args.limit,
+            progress=not args.quiet,
+        )  # fmt: skip
+        if not args.no_paper:
+            rows += evaluate_paper_protocol(
+                contenders, costs, split, args.eval_size, ebt_steps=args.ebt_steps, dit_steps=tuple(args.dit_steps),
+                seed=args.seed, limit=args.limit,
+            )  # fmt: skip
     first = contenders["ebt"]
-    count = len({r["image"] for r in rows})
+    splits = ("validation", "test")
+    images = {split: len({r["image"] for r in rows if r["eval_split"] == split}) for split in splits}
     data = (
         f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, sigma U[{cfg.data.sigma_min:g}, "
-        f"{cfg.data.sigma_max:g}], one crop stream for all models; test: {count} held-out photos resized and "
-        f"centre-cropped to {args.eval_size}x{args.eval_size}, the same noise for every method"
+        f"{cfg.data.sigma_max:g}], one crop stream for all models; settings chosen on {images['validation']} "
+        f"validation photos, reported on {images['test']} test photos, resized and centre-cropped to "
+        f"{args.eval_size}x{args.eval_size}, the same noise for every method"
     )
     budget = (
-        f"each model {first.steps} steps of batch {cfg.data.batch_size} ({first.steps * cfg.data.batch_size} crops); "
+        f"step-matched: {first.steps} steps of batch {cfg.data.batch_size} ({first.steps * cfg.data.batch_size} crops) "
+        f"each; compute-matched DiT: {contenders['dit-compute'].steps} steps (the blind EBT's training FLOPs); "
         + ", ".join(f"{c.name} {c.seconds / 60:.1f} min" for c in contenders.values())
     )
     out = Path(args.out or runs)
-    report = write_compare_report(
-        rows, contenders, costs, make_meta(device, args.seed, data, budget), out, args.stem, args.best_of
-    )
+    meta = make_meta(device, args.seed, data, budget)
+    report = write_compare_report(rows, contenders, costs, meta, out, args.stem, max(best_of))
     text = report.read_text()
     print(text[text.index("| model |") :] if args.summary else text)
     print(f"report: {report} (+ .json, .png)")
@@ -128,9 +124,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace) -> int:
     """Train blind-EBT variants of one config and the DiT reference on the same crops; PSNR per variant."""
-    from .ablation import VARIANTS, run_ablation, write_ablation_report
-    from .config import load_config
-    from .reports import make_meta
+    from .core.config import load_config
+    from .core.reports import make_meta
+    from .core.train import resolve_device
+    from .experiments.ablation import VARIANTS, run_ablation, write_ablation_report
 
     cfg = load_config(args.config, args.set)
     names = args.variants or list(VARIANTS)
@@ -139,11 +136,12 @@ def _ablate(args: argparse.Namespace) -> int:
         cfg, names, args.runs, sigmas, args.eval_size, seed=args.seed, limit=args.limit, progress=not args.quiet
     )
     data = (
-        f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, one crop stream for all; test: held-out "
-        f"photos resized/centre-cropped to {args.eval_size}px"
+        f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, one crop stream for all; step counts chosen "
+        f"on the validation photos, reported on the test photos, resized/centre-cropped to {args.eval_size}px"
     )
     budget = f"each variant {cfg.train.steps} steps of batch {cfg.data.batch_size} ({cfg.model.width}-wide EBT)"
-    report = write_ablation_report(result, cfg, sigmas, make_meta("cpu", args.seed, data, budget), args.out, args.stem)
+    meta = make_meta(resolve_device(cfg.train.device), args.seed, data, budget)
+    report = write_ablation_report(result, cfg, sigmas, meta, args.out, args.stem)
     print(report.read_text())
     return 0
 
@@ -165,7 +163,7 @@ def _add_compare_options(
     p.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50, 75, 100], help="0-255 noise sigmas")
     p.add_argument("--ebt-steps", type=int, default=ebt_steps, help="EBT descent steps (PSNR after each)")
     p.add_argument("--dit-steps", type=int, nargs="+", default=dit_steps, help="DDIM step counts; 0 = all")
-    p.add_argument("--best-of", type=int, default=4, help="N for the EBT's best-of-N")
+    p.add_argument("--best-of", type=int, nargs="+", default=[2, 4], help="N values for the EBT's best-of-N")
     p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D")
     p.add_argument("--no-paper", action="store_true", help="skip the diffusion-level (paper protocol) table")
     p.add_argument("--limit", type=int, default=None, help="only the first N held-out photos")
@@ -177,17 +175,17 @@ def _add_compare_options(
 def _bench(args: argparse.Namespace) -> int:
     """Train-step time and peak memory, EBT vs plain transformer, in one run; writes reports/bench.{md,json}."""
     import torch
-    from tqdm.auto import tqdm
 
-    from .bench import VARIANT_NOTES, bench_cases, bench_plot, bench_table, run_isolated, with_ratios
-    from .reports import make_meta, write_report
+    from .core.progress import progress
+    from .core.reports import make_meta, write_report
+    from .experiments.bench import VARIANT_NOTES, bench_cases, bench_plot, bench_table, run_isolated, with_ratios
 
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     cases = bench_cases(
         args.presets, args.image_sizes, args.batches, args.descent_steps, devices, repeats=args.repeats,
         variants=args.variants, modes=args.modes, warmup=args.warmup,
     )  # fmt: skip
-    rows = with_ratios([run_isolated(case) for case in tqdm(cases, desc="bench")])
+    rows = with_ratios([run_isolated(case) for case in progress(cases, desc="bench")])
     table = bench_table(rows)
     data = "random images (timing does not depend on content)"
     budget = (
@@ -219,6 +217,7 @@ def _add_eval_options(p: argparse.ArgumentParser, max_side: int | None, steps: i
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out photos")
+    p.add_argument("--split", choices=["test", "validation"], default="test", help="held-out split to evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,12 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
+    """Run one command. User errors (bad config, bad input, missing files) print one line and exit 2; anything else
+    is a bug and keeps its traceback."""
+    from .core.errors import UserError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -3,7 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ebt_vision.config import ExperimentConfig, from_dict
+from ebt_vision.core.config import from_dict
+from ebt_vision.image.config import ImageConfig
+from ebt_vision.image.data import DenoisingBatch
+from ebt_vision.image.noise import NoiseLevel
 
 TINY = {
     "name": "tiny",
@@ -16,8 +19,21 @@ TINY = {
 
 
 @pytest.fixture
-def tiny_cfg() -> ExperimentConfig:
+def tiny_cfg() -> ImageConfig:
     return from_dict(TINY)
+
+
+def denoising_batch(noisy: torch.Tensor, clean: torch.Tensor, sigma: float = 25.0) -> DenoisingBatch:
+    """A denoising batch of given noisy and clean images, labelled with Gaussian ``sigma``."""
+    return DenoisingBatch(
+        noisy, clean, NoiseLevel("gaussian", torch.full((clean.shape[0],), sigma, device=clean.device))
+    )
+
+
+def noisy_batch(clean: torch.Tensor, sigma: float = 25.0) -> DenoisingBatch:
+    """A denoising batch of ``clean`` with Gaussian noise of ``sigma`` (0-255)."""
+    noise = NoiseLevel("gaussian", torch.full((clean.shape[0],), sigma, device=clean.device))
+    return DenoisingBatch(noise.add_to(clean), clean, noise)
 
 
 @pytest.fixture(autouse=True)

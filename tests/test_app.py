@@ -8,11 +8,12 @@ import torch
 from PIL import Image
 
 from apps.demo import ImageTab, build_app
-from ebt_vision import visualize
-from ebt_vision.checkpoint import save_weights
-from ebt_vision.dit import DiTObjective
-from ebt_vision.objectives import DenoisingObjective
-from ebt_vision.visualize import InputError, denoise_story, load_upload, prepare_image, story_frames
+from ebt_vision.core.checkpoint import save_weights
+from ebt_vision.core.errors import InputError
+from ebt_vision.image import visualize
+from ebt_vision.image.dit import DiTObjective
+from ebt_vision.image.objective import DenoisingObjective
+from ebt_vision.image.visualize import denoise_story, load_upload, prepare_image, story_frames
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_the_story_energy_is_the_descent_energy(objective):
     """The per-step energy the UI plots is the energy the descent minimised (same tiled energy)."""
     image = torch.rand(3, 32, 32) * 2 - 1
     story = denoise_story(objective, image, sigma=20, steps=2)
-    from ebt_vision.inference import denoise
+    from ebt_vision.image.inference import denoise
 
     trajectory, _ = denoise(objective, story.noisy[None], 2)
     assert np.allclose(story.energies, trajectory.energies[:, 0].tolist(), rtol=1e-4, atol=1e-4)
@@ -106,13 +107,16 @@ def test_image_tab_handler_outputs(checkpoints, tmp_path):
     assert ImageTab(ebt, None).run("skimage:coffee", None, 25, 1, 1.0, 1, 3)[4] is None  # no DiT checkpoint
 
 
-def test_app_builds_offline(checkpoints):
+def test_app_builds_offline_with_the_image_tab_wired(checkpoints):
     app = build_app(ImageTab(*checkpoints))
-    assert type(app).__name__ == "Blocks"
+    labels = {getattr(block, "label", None) for block in app.blocks.values()}
+    assert {"Sample photo (held out)", "EBT result", "DiT result", "Energy and PSNR per step"} <= labels
+    assert any(getattr(block, "elem_id", None) == "denoise-button" for block in app.blocks.values())
+    assert len(app.fns) >= 1  # the Denoise click is bound to the handler
 
 
 def test_gradient_maps_recovered_from_the_steps_match_autograd(objective):
-    from ebt_vision.tiling import TiledEnergy
+    from ebt_vision.image.tiling import TiledEnergy
 
     story = denoise_story(objective, torch.rand(3, 32, 32) * 2 - 1, sigma=20, steps=2, step_scale=0.5)
     energy = TiledEnergy(objective.model, objective.cfg.data.crop_size)

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from ebt_vision.compare import estimate_noise_sigma, eval_images
-from ebt_vision.energy_image import ImageEBT
-from ebt_vision.inference import best_of_n, denoise
-from ebt_vision.noise import add_gaussian_noise
-from ebt_vision.objectives import DenoisingObjective
-from ebt_vision.tiling import TiledEnergy
+from ebt_vision.experiments.compare.protocols import eval_images
+from ebt_vision.image.inference import best_of_n, denoise
+from ebt_vision.image.model import ImageEBT
+from ebt_vision.image.noise import add_gaussian_noise, estimate_noise_sigma
+from ebt_vision.image.objective import DenoisingObjective
+from ebt_vision.image.tiling import TiledEnergy
+
+from .conftest import noisy_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,9 +58,9 @@ def test_tiled_energy_passes_each_image_its_own_sigma(cond_cfg):
 def test_conditioned_objective_trains_and_denoise_requires_sigma(cond_cfg):
     objective = DenoisingObjective(cond_cfg)
     clean = torch.rand(4, 3, 16, 16) * 2 - 1
-    out = objective((add_gaussian_noise(clean, torch.full((4,), 25.0)), clean, torch.full((4,), 25.0)))
+    out = objective(noisy_batch(clean, 25.0))
     out.loss.backward()
-    assert objective.model.sigma_embed.mlp[0].weight.grad is not None
+    assert objective.model.sigma_embed.linear.weight.grad is not None
     objective.eval()
     with pytest.raises(ValueError, match="sigma"):
         denoise(objective, clean[:1])
@@ -84,78 +87,94 @@ def test_best_of_n_keeps_the_lowest_energy_and_n1_is_plain_descent(tiny_cfg):
 
 
 def test_noise_estimate_is_close_on_real_photos():
-    _, clean = eval_images(64, limit=3)
+    _, clean = eval_images("test", 64, limit=3)
     noisy = add_gaussian_noise(clean, 25.0, torch.Generator().manual_seed(0))
     estimated = estimate_noise_sigma(noisy)
     assert estimated.shape == (3,) and ((estimated - 25.0).abs() < 5.0).all()
 
 
 def test_eval_images_are_square_held_out_crops():
-    names, images = eval_images(48, limit=2)
+    names, images = eval_images("test", 48, limit=2)
     assert names == ["skimage:astronaut", "skimage:coffee"] and images.shape == (2, 3, 48, 48)
     assert images.min() >= -1 and images.max() <= 1
+    validation, _ = eval_images("validation", 48)
+    assert validation and not set(validation) & set(eval_images("test", 48)[0])
+
+
+def test_selection_chooses_on_validation_and_reports_test():
+    """Validation prefers 2 steps, the test split would prefer 1: the report must quote 2 steps' test PSNR."""
+    from ebt_vision.experiments.compare.selection import average, choose
+
+    def row(split, steps, psnr, image="a"):
+        return {"eval_split": split, "noise": "gaussian", "sigma": 25, "setting": "blind", "split": "id",
+                "method": "ebt", "steps": steps, "image": image, "psnr": psnr, "ssim": 0.5, "forward_passes": steps,
+                "backward_passes": steps, "dit_forward_equivalents": 2.0 * steps}  # fmt: skip
+
+    rows = [row("validation", 1, 20.0), row("validation", 2, 22.0), row("test", 1, 30.0), row("test", 2, 25.0)]
+    rows += [row("validation", 2, 24.0, image="b")]  # averaged with image a: 23.0
+    chosen = choose(average(rows))
+    (picked,) = chosen.values()
+    assert picked["steps"] == 2 and picked["psnr"] == 25.0 and picked["validation_psnr"] == 23.0
+    assert picked["chosen"] == "ebt@2"
+    cheap = choose(average(rows), {"ebt"}, within=lambda r: r["dit_forward_equivalents"] <= 2.0)
+    assert next(iter(cheap.values()))["steps"] == 1
+
+
+TINY_YAML = (
+    "name: tiny\nmodel: {patch_size: 4, width: 16, depth: 1, heads: 2}\ndescent: {num_steps: 2, step_size: 5.0}\n"
+    "data: {crop_size: 16, batch_size: 4}\noptim: {lr: 1e-3, warmup_steps: 2}\n"
+    "train: {steps: 3, log_every: 1, checkpoint_every: 2}\n"
+)
+COMPARE_ARGS = ["--eval-size", "32", "--limit", "2", "--sigmas", "25", "75", "--ebt-steps", "3",
+                "--dit-steps", "1", "2", "0", "--best-of", "2", "--quiet"]  # fmt: skip
 
 
 def test_compare_command_end_to_end_on_a_tiny_config(tmp_path):
     config = tmp_path / "tiny.yaml"
-    config.write_text(
-        "name: tiny\nmodel: {patch_size: 4, width: 16, depth: 1, heads: 2}\ndescent: {num_steps: 2, step_size: 5.0}\n"
-        "data: {crop_size: 16, batch_size: 4}\noptim: {lr: 1e-3, warmup_steps: 2}\n"
-        "train: {steps: 3, log_every: 1, checkpoint_every: 2}\n"
-    )
+    config.write_text(TINY_YAML)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs, out = tmp_path / "runs", tmp_path / "out"
-    args = [
-        "--eval-size",
-        "32",
-        "--limit",
-        "2",
-        "--sigmas",
-        "25",
-        "75",
-        "--ebt-steps",
-        "3",
-        "--dit-steps",
-        "1",
-        "2",
-        "0",
-        "--best-of",
-        "2",
-        "--quiet",
-    ]
     cmd = [sys.executable, "-m", "ebt_vision", "compare", "--config", str(config), "--runs", str(runs)]
-    done = subprocess.run([*cmd, "--out", str(out), *args], capture_output=True, text=True, env=env)
+    done = subprocess.run([*cmd, "--out", str(out), *COMPARE_ARGS], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    for name in ("ebt", "ebt-cond", "dit"):
+    for name in ("ebt", "ebt-cond", "dit", "dit-compute"):
         assert (runs / name / "model.safetensors").is_file()
+    compute_steps = yaml.safe_load((runs / "dit-compute" / "config.yaml").read_text())["train"]["steps"]
+    assert compute_steps > 3  # the DiT step is cheaper than the EBT's: more steps for the same FLOPs
     report = json.loads((out / "denoise_compare.json").read_text())
-    assert (out / "denoise_compare.png").stat().st_size > 10_000 and "Goal check" in (
-        out / "denoise_compare.md"
-    ).read_text()
+    text = (out / "denoise_compare.md").read_text()
+    assert (out / "denoise_compare.png").stat().st_size > 10_000 and "Goal check" in text and "compute-matched" in text
     rows = report["per_image"]
     methods = {r["method"] for r in rows}
-    assert {"noisy", "cbm3d", "dit_ddim", "ebt", "ebt_stop", "ebt_cond", "ebt_cond_stop", "ebt_best_of_n"} <= methods
+    assert {"noisy", "cbm3d", "dit_ddim", "dit_compute_ddim", "ebt", "ebt_stop", "ebt_cond", "ebt_cond_stop",
+            "ebt_best_of_n"} <= methods  # fmt: skip
+    assert {r["eval_split"] for r in rows} == {"validation", "test"}
+    assert not {r["image"] for r in rows if r["eval_split"] == "validation"} & {
+        r["image"] for r in rows if r["eval_split"] == "test"
+    }
     assert {r["noise"] for r in rows} == {"gaussian", "diffusion"}
     assert {r["setting"] for r in rows} >= {"blind", "non-blind", "known level"}
     all_steps = [r for r in rows if r["method"] == "dit_ddim" and r["steps"] == 0 and r["setting"] == "non-blind"]
     assert {r["forward_passes"] for r in all_steps if r["sigma"] == 25} == {57}  # t = 56 -> 57 DDIM steps
     ebt3 = [r for r in rows if r["method"] == "ebt" and r["steps"] == 3]
     assert all(r["forward_passes"] == 3 and r["backward_passes"] == 3 for r in ebt3)
-    assert len(report["verdicts"]) == 4
-    # --load evaluates the finished runs without training again
-    again = subprocess.run(
-        [*cmd, "--load", "--out", str(tmp_path / "again"), "--no-paper", "--no-bm3d", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    assert len(report["verdicts"]) == 4 and all(c["eval_split"] == "test" for c in report["chosen"])
+    # --load evaluates the finished runs without training them again
+    weights = runs / "ebt" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = subprocess.run([*cmd, "--load", "--out", str(tmp_path / "again"), "--no-paper", "--no-bm3d", *COMPARE_ARGS],
+                           capture_output=True, text=True, env=env)  # fmt: skip
     assert again.returncode == 0, again.stderr
-    assert "train" not in again.stderr
+    assert weights.stat().st_mtime_ns == before and (tmp_path / "again" / "denoise_compare.md").is_file()
+    # a changed setting never silently reuses the runs trained with the old one
+    changed = subprocess.run([*cmd, "--set", "optim.lr=0.5", "--out", str(tmp_path / "x"), *COMPARE_ARGS],
+                             capture_output=True, text=True, env=env)  # fmt: skip
+    assert changed.returncode == 2 and "optim.lr" in changed.stderr and str(runs / "ebt") in changed.stderr
 
 
 def test_ablation_variants_train_on_the_same_crops_and_report(tmp_path, tiny_cfg):
-    from ebt_vision.ablation import VARIANTS, run_ablation, variant_config, write_ablation_report
-    from ebt_vision.reports import make_meta
+    from ebt_vision.core.reports import make_meta
+    from ebt_vision.experiments.ablation import VARIANTS, run_ablation, variant_config, write_ablation_report
 
     cfg = variant_config(tiny_cfg, "loss-last", VARIANTS["loss-last"][0])
     assert cfg.train.loss_on_steps == "last" and cfg.name == "tiny-loss-last" and cfg.model == tiny_cfg.model
@@ -174,6 +193,7 @@ def test_ablation_variants_train_on_the_same_crops_and_report(tmp_path, tiny_cfg
     )
     assert set(result.seconds) == {"base", "loss-last", "dit"}
     ebt_rows = [r for r in result.rows if r["method"] == "ebt"]
-    assert len(ebt_rows) == 2 * 3 and all(r["psnr"] > 5 for r in ebt_rows)
+    assert len(ebt_rows) == 2 * 2 * 3 and all(r["psnr"] > 5 for r in ebt_rows)  # splits x variants x steps
+    assert {r["eval_split"] for r in result.rows} == {"validation", "test"}
     report = write_ablation_report(result, tiny_cfg, (25.0,), make_meta("cpu", 0, "tiny", "tiny"), tmp_path / "out")
     assert "loss-last" in report.read_text() and (tmp_path / "out" / "ablation.png").is_file()

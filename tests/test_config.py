@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from ebt_vision.config import PRESETS, ConfigError, dump_yaml, from_dict, load_config
+from ebt_vision.core.config import ConfigError, dump_yaml, from_dict, load_config
+from ebt_vision.image.config import PRESETS
 
 
 def test_scientific_notation_is_read_as_float(tmp_path):

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ebt_vision import data
-from ebt_vision.config import DataConfig
-from ebt_vision.metrics import psnr, ssim
-from ebt_vision.noise import add_diffusion_noise, add_gaussian_noise, level_to_timestep, linear_alphas_cumprod
+from ebt_vision.core.errors import InputError
+from ebt_vision.core.metrics import psnr, ssim
+from ebt_vision.image import data
+from ebt_vision.image.config import DataConfig
+from ebt_vision.image.noise import NoiseLevel, add_gaussian_noise, alphas_cumprod, level_to_timestep
 
 skimage = pytest.importorskip("skimage", reason="scikit-image (a dependency) ships the held-out photos")
 
@@ -38,24 +39,26 @@ def test_gaussian_noise_has_the_requested_pixel_sigma():
 
 
 def test_diffusion_levels_follow_the_paper_protocol():
-    alphas = linear_alphas_cumprod()
+    alphas = alphas_cumprod()
     assert level_to_timestep(0.1) == 99 and level_to_timestep(0.2) == 199
     assert math.sqrt(alphas[99]) == pytest.approx(0.947, abs=1e-3)
     assert math.sqrt(1 - alphas[99]) == pytest.approx(0.321, abs=1e-3)
     assert math.sqrt(alphas[199]) == pytest.approx(0.812, abs=1e-3)
     clean = torch.ones(2, 3, 64, 64)
-    noisy = add_diffusion_noise(clean, torch.tensor([0.1, 0.2]), torch.Generator().manual_seed(0))
+    noisy = NoiseLevel("diffusion", torch.tensor([0.1, 0.2])).add_to(clean, torch.Generator().manual_seed(0))
     assert noisy[0].mean().item() == pytest.approx(0.947, abs=0.02)
     assert noisy[1].std().item() == pytest.approx(0.584, abs=0.02)
     with pytest.raises(ValueError):
         level_to_timestep(1.5)
 
 
-def test_held_out_set_is_fixed_and_never_trained_on():
-    held_out = data.held_out_photos()
-    assert len(held_out) >= 8
+def test_held_out_splits_are_fixed_disjoint_and_never_trained_on():
+    test, validation = data.held_out_photos(split="test"), data.held_out_photos(split="validation")
+    assert [p.name for p in test] == list(data.TEST_PHOTOS) and len(validation) >= 1
+    held_out = test + validation
     training = data.packaged_training_photos()
-    assert not {p.name for p in held_out} & {p.name for p in training}
+    names = [p.name for p in held_out]
+    assert len(set(names)) == len(names) and not set(names) & {p.name for p in training}
 
     def fingerprint(image):  # 16x16 thumbnail: catches the same photo under another name or a near-duplicate
         return torch.nn.functional.interpolate(image[None], size=(16, 16), mode="area")[0]
@@ -89,7 +92,7 @@ def test_folder_loader_reads_images_and_rejects_corrupt_files(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
     with pytest.raises(ValueError, match="broken.png"):
         data.folder_photos(tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="not found"):
         data.folder_photos(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
@@ -112,8 +115,9 @@ def test_crop_sampler_is_reproducible_and_resumable():
     expected = first.sample()
     second = data.CropSampler(photos, cfg, seed=99)
     second.load_state_dict(state)
-    for a, b in zip(second.sample(), expected, strict=True):
-        assert torch.equal(a, b)
-    noisy, clean, sigma = expected
-    assert noisy.shape == clean.shape == (4, 3, 16, 16) and sigma.shape == (4,)
-    assert (sigma >= 0).all() and (sigma <= 55).all()
+    again = second.sample()
+    assert torch.equal(again.noisy, expected.noisy) and torch.equal(again.clean, expected.clean)
+    assert torch.equal(again.noise.value, expected.noise.value)
+    sigma = expected.noise.sigma
+    assert expected.noisy.shape == expected.clean.shape == (4, 3, 16, 16) and sigma.shape == (4,)
+    assert (sigma >= 0).all() and (sigma <= 55).all() and expected.noise.kind == "gaussian"

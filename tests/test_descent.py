@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ebt_vision.config import DescentConfig
-from ebt_vision.descent import ReplayBuffer, StepSize, minimize_energy
+from ebt_vision.core.descent import ReplayBuffer, StepSize, TrainingDescent, lowest_energy, minimize_energy
 
 
 def quadratic(curvature: float, target: torch.Tensor):
@@ -16,10 +15,19 @@ def quadratic(curvature: float, target: torch.Tensor):
     return energy
 
 
+def per_row_quadratic(curvatures: torch.Tensor):
+    """Candidate (B, N, D); E = a_n/2 |x_n|^2 per position n -> (B, N)."""
+
+    def energy(context, candidate):
+        return 0.5 * curvatures[None, :] * (candidate**2).sum(-1)
+
+    return energy
+
+
 def test_quadratic_descent_matches_closed_form():
     target, start = torch.randn(3, 5), torch.randn(3, 5)
     a, s, k = 2.0, 0.3, 4
-    traj = minimize_energy(quadratic(a, target), None, start, DescentConfig(num_steps=k), s, final_energy=True)
+    traj = minimize_energy(quadratic(a, target), None, start, s, k, final_energy=True)
     for step, candidate in enumerate(traj.candidates):
         expected = target + (1 - s * a) ** step * (start - target)
         torch.testing.assert_close(candidate, expected)
@@ -38,8 +46,8 @@ def test_second_order_gradient_matches_finite_differences():
         def energy(ctx, x):  # a non-quadratic energy whose gradient depends on theta nonlinearly
             return (theta[0] * torch.cos(x - ctx) + theta[1] * x**3 / 3 + 0.5 * x**2).sum(1)
 
-        def loss_of(cfg, start=start, steps=2):
-            traj = minimize_energy(energy, context, start, cfg, 0.1, create_graph=True, num_steps=steps)
+        def loss_of(training, start=start, steps=2):
+            traj = minimize_energy(energy, context, start, 0.1, steps, training=training)
             return ((traj.final - clean) ** 2).sum()
 
         def finite_difference(loss_fn):
@@ -54,35 +62,46 @@ def test_second_order_gradient_matches_finite_differences():
                 numeric[i] = (up - down) / (2 * eps)
             return numeric
 
-        full = DescentConfig(num_steps=2, detach_between_steps=False)
+        full = TrainingDescent(min_steps=2, detach_between_steps=False)
         (grad,) = torch.autograd.grad(loss_of(full), theta)
         torch.testing.assert_close(grad, finite_difference(lambda: loss_of(full)), rtol=1e-5, atol=1e-7)
 
         # Detached steps: the gradient sees only the last step, taken from a fixed (detached) x1.
-        truncated = DescentConfig(num_steps=2, detach_between_steps=True)
+        truncated = TrainingDescent(min_steps=2, detach_between_steps=True)
         (grad,) = torch.autograd.grad(loss_of(truncated), theta)
         with torch.no_grad():
-            x1 = minimize_energy(energy, context, start, truncated, 0.1, num_steps=1).final
+            x1 = minimize_energy(energy, context, start, 0.1, 1).final
         numeric = finite_difference(lambda: loss_of(truncated, start=x1, steps=1))
         torch.testing.assert_close(grad, numeric, rtol=1e-5, atol=1e-7)
+
+        # Checkpointed steps recompute each step's graph in the backward pass: the same gradient.
+        (expected,) = torch.autograd.grad(loss_of(full), theta)
+        loss_of(TrainingDescent(min_steps=2, detach_between_steps=False, checkpoint_steps=True)).backward()
+        torch.testing.assert_close(theta.grad, expected, rtol=1e-10, atol=1e-12)
     finally:
         torch.set_default_dtype(torch.float32)
 
 
+def test_evaluation_descent_keeps_no_graph():
+    weight = torch.tensor(2.0, requires_grad=True)
+    traj = minimize_energy(lambda c, x: weight * (x**2).sum(1), None, torch.ones(2, 3), 0.1, 2)
+    assert not traj.final.requires_grad
+
+
 def test_inference_mode_raises_a_clear_error():
     with torch.inference_mode(), pytest.raises(RuntimeError, match="no_grad"):
-        minimize_energy(quadratic(1.0, torch.zeros(1, 2)), None, torch.ones(1, 2), DescentConfig(), 0.1)
+        minimize_energy(quadratic(1.0, torch.zeros(1, 2)), None, torch.ones(1, 2), 0.1, 2)
 
 
 def test_works_under_no_grad():
     with torch.no_grad():
-        traj = minimize_energy(quadratic(1.0, torch.zeros(1, 2)), None, torch.ones(1, 2), DescentConfig(), 0.5)
+        traj = minimize_energy(quadratic(1.0, torch.zeros(1, 2)), None, torch.ones(1, 2), 0.5, 2)
     torch.testing.assert_close(traj.final, torch.full((1, 2), 0.25))
 
 
 def test_randomised_schedule_stays_in_range():
-    cfg = DescentConfig(num_steps=4, min_steps=2, step_size_jitter=2.0)
-    traj = minimize_energy(quadratic(1.0, torch.zeros(64, 2)), None, torch.ones(64, 2), cfg, 0.1, randomize=True)
+    training = TrainingDescent(min_steps=2, step_size_jitter=2.0)
+    traj = minimize_energy(quadratic(1.0, torch.zeros(64, 2)), None, torch.ones(64, 2), 0.1, 4, training=training)
     assert traj.steps_taken.min() >= 2 and traj.steps_taken.max() <= 4
     assert len(set(traj.steps_taken.tolist())) > 1
     # per-sample step sizes differ: after one step the samples moved by different amounts
@@ -92,43 +111,82 @@ def test_randomised_schedule_stays_in_range():
 
 def test_stop_when_energy_rises_never_increases_energy():
     """A step size of 2.5/a overshoots a quadratic (|1 - s a| > 1): every step would raise the energy."""
-    cfg = DescentConfig(num_steps=5, stop_when_energy_rises=True)
-    traj = minimize_energy(quadratic(1.0, torch.zeros(4, 3)), None, torch.randn(4, 3), cfg, 2.5)
+    traj = minimize_energy(quadratic(1.0, torch.zeros(4, 3)), None, torch.randn(4, 3), 2.5, 5,
+                           stop_when_energy_rises=True)  # fmt: skip
     assert torch.all(traj.energies[1:] <= traj.energies[:-1])
     torch.testing.assert_close(traj.final, traj.candidates[0])
     assert traj.steps_taken.sum() == 0
 
 
+def test_per_position_energies_stop_each_position_on_its_own():
+    """Positions with curvature 1 converge under step 0.5; with curvature 5 the step overshoots (|1 - 2.5| > 1) and
+    their energy rises: those positions alone are undone and stop, in every sample of the batch."""
+    curvatures = torch.tensor([1.0, 5.0, 1.0])
+    start = torch.randn(2, 3, 4)
+    traj = minimize_energy(per_row_quadratic(curvatures), None, start, 0.5, 4, stop_when_energy_rises=True)
+    assert traj.position_energies.shape == (5, 2, 3) and traj.energies.shape == (5, 2)
+    assert traj.steps_taken.tolist() == [[4, 0, 4], [4, 0, 4]]
+    torch.testing.assert_close(traj.final[:, 1], start[:, 1])  # the overshooting position never moved
+    torch.testing.assert_close(traj.final[:, [0, 2]], start[:, [0, 2]] * 0.5**4)
+    assert torch.all(traj.position_energies[1:] <= traj.position_energies[:-1])
+
+
+def test_per_position_energies_must_line_up_with_the_candidate():
+    with pytest.raises(ValueError, match="expand_positions"):
+        minimize_energy(lambda c, x: (x**2).sum(1), None, torch.ones(2, 3, 4), 0.1, 1)  # energies (2, 4)
+    with pytest.raises(ValueError, match="shape"):
+        minimize_energy(lambda c, x: x.sum(), None, torch.ones(2, 3), 0.1, 1)
+
+
+def test_projection_is_applied_after_every_step():
+    """Descending toward 3 with a clamp at 1: every candidate after the start stays within [-1, 1]."""
+    traj = minimize_energy(quadratic(1.0, torch.full((2, 3), 3.0)), None, torch.zeros(2, 3), 0.9, 3,
+                           project=lambda x: x.clamp(-1, 1))  # fmt: skip
+    assert all(c.abs().max() <= 1 for c in traj.candidates[1:])
+    torch.testing.assert_close(traj.final, torch.ones(2, 3))
+
+
+def test_lowest_energy_picks_per_sample_and_per_position():
+    finals = torch.arange(2 * 2 * 3, dtype=torch.float32).reshape(2, 2, 3)  # (N=2, B=2, positions 3)
+    per_sample = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # sample 0 prefers candidate 1, sample 1 candidate 0
+    torch.testing.assert_close(lowest_energy(finals, per_sample), torch.stack([finals[1, 0], finals[0, 1]]))
+    per_position = torch.tensor([[[0.0, 1.0, 0.0]] * 2, [[1.0, 0.0, 1.0]] * 2])  # position 1 prefers candidate 1
+    chosen = lowest_energy(finals, per_position)
+    torch.testing.assert_close(chosen[:, [0, 2]], finals[0][:, [0, 2]])
+    torch.testing.assert_close(chosen[:, 1], finals[1][:, 1])
+
+
 def test_langevin_noise_perturbs_only_when_asked():
     energy, start = quadratic(1.0, torch.zeros(2, 3)), torch.ones(2, 3)
-    quiet = minimize_energy(energy, None, start, DescentConfig(num_steps=1), 0.5)
-    noisy = minimize_energy(energy, None, start, DescentConfig(num_steps=1, langevin_noise=0.1), 0.5)
+    quiet = minimize_energy(energy, None, start, 0.5, 1)
+    noisy = minimize_energy(energy, None, start, 0.5, 1, langevin_noise=0.1)
     assert torch.equal(quiet.final, torch.full((2, 3), 0.5))
     assert not torch.equal(noisy.final, quiet.final)
 
 
-def test_energy_shape_is_checked():
-    with pytest.raises(ValueError, match="shape"):
-        minimize_energy(lambda c, x: x.sum(), None, torch.ones(2, 3), DescentConfig(), 0.1)
-
-
-def test_checkpointed_steps_refuse_evaluation_only_options():
-    x = torch.randn(2, 3, requires_grad=True)
-    with pytest.raises(ValueError, match="checkpoint_steps"):
-        minimize_energy(quadratic(1.0, x), x, x, DescentConfig(stop_when_energy_rises=True), 0.1,
-                        create_graph=True, checkpoint_steps=True)  # fmt: skip
-
-
-def test_replay_buffer_mixes_stored_candidates():
+def test_replay_buffer_replays_whole_rows():
+    """Each replayed candidate comes back with its own context and target, never another sample's."""
     buffer = ReplayBuffer(capacity=4)
-    energy = quadratic(1.0, torch.zeros(4, 2))
-    minimize_energy(energy, None, torch.full((4, 2), 7.0), DescentConfig(num_steps=1), 0.5, replay_buffer=buffer)
+    context = torch.arange(4.0)[:, None].expand(4, 3)
+    buffer.push(context=context, candidate=context * 10, target=context * 100)
     assert len(buffer) == 4
-    cfg = DescentConfig(num_steps=1, replay_fraction=0.5)
-    traj = minimize_energy(energy, None, torch.full((4, 2), 100.0), cfg, 0.5, replay_buffer=buffer)
-    assert torch.all(traj.candidates[0][:2] == 3.5) and torch.all(traj.candidates[0][2:] == 100.0)
+    fresh = {
+        "context": torch.full((6, 3), -1.0),
+        "candidate": torch.full((6, 3), -2.0),
+        "target": torch.full((6, 3), -3.0),
+    }
+    mixed = buffer.mix(0.5, torch.Generator().manual_seed(0), **fresh)
+    replayed = mixed["context"][:3, 0]
+    assert set(replayed.tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    torch.testing.assert_close(mixed["candidate"][:3], mixed["context"][:3] * 10)
+    torch.testing.assert_close(mixed["target"][:3], mixed["context"][:3] * 100)
+    assert torch.all(mixed["candidate"][3:] == -2.0)
+    buffer.push(context=torch.full((2, 3), 9.0), candidate=torch.zeros(2, 3), target=torch.zeros(2, 3))
+    assert len(buffer) == 4 and (buffer.storage["context"][:, 0] == 9.0).sum() == 2  # the oldest were overwritten
     with pytest.raises(ValueError, match="holds"):
-        buffer.push(torch.zeros(1, 3))
+        buffer.push(context=torch.zeros(1, 5), candidate=torch.zeros(1, 3), target=torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="fields"):
+        buffer.push(context=torch.zeros(1, 3), candidate=torch.zeros(1, 3))
 
 
 def test_step_size_is_positive_and_learnable():

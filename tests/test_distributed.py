@@ -17,14 +17,14 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from ebt_vision.checkpoint import latest_checkpoint
-from ebt_vision.config import from_dict, load_config
-from ebt_vision.data import CropSampler, folder_photos
-from ebt_vision.objectives import DenoisingObjective
-from ebt_vision.recipes import train_denoiser
-from ebt_vision.train import seed_everything, train
+from ebt_vision.core.checkpoint import latest_checkpoint
+from ebt_vision.core.config import from_dict, load_config
+from ebt_vision.core.train import seed_everything, train
+from ebt_vision.experiments.training import train_denoiser
+from ebt_vision.image.data import CropSampler, folder_photos
+from ebt_vision.image.objective import DenoisingObjective
 
-from .conftest import TINY
+from .conftest import TINY, denoising_batch
 
 skimage = pytest.importorskip("skimage", reason="scikit-image (a dependency) ships the photos")
 REPO = Path(__file__).resolve().parents[1]
@@ -149,12 +149,11 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
         objective = DenoisingObjective(cfg)
         clean = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
         noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
-        full = (noisy, clean, torch.full((8,), 25.0))
 
-        def batches(full=full, batch=batch):
+        def batches(noisy=noisy, clean=clean, batch=batch):
             while True:
                 for start in range(0, 8, batch):
-                    yield tuple(t[start : start + batch] for t in full)
+                    yield denoising_batch(noisy[start : start + batch], clean[start : start + batch])
 
         result = train(objective, batches(), cfg, tmp_path / f"acc{accumulation}", progress=False)
         results.append((result.final_metrics["loss"], load_file(tmp_path / f"acc{accumulation}" / "model.safetensors")))
@@ -168,7 +167,8 @@ def test_crop_sampler_shards_partition_the_global_batch(tmp_path):
     photo = folder_photos(_config(tmp_path, 3, "x").parent / "photos")
     whole = CropSampler(photo, from_dict({**TINY, "data": {**TINY["data"], "batch_size": 6}}).data, seed=5).sample()
     shards = [CropSampler(photo, cfg, seed=5, shard=r, shards=2).sample() for r in range(2)]
-    for i in range(3):
-        torch.testing.assert_close(torch.cat([s[i] for s in shards]), whole[i])
+    for field in ("noisy", "clean"):
+        torch.testing.assert_close(torch.cat([getattr(s, field) for s in shards]), getattr(whole, field))
+    torch.testing.assert_close(torch.cat([s.noise.value for s in shards]), whole.noise.value)
     with pytest.raises(ValueError, match="shard"):
         CropSampler(photo, cfg, shard=2, shards=2)

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from ebt_vision.data import held_out_photos
-from ebt_vision.evaluation import average_rows, evaluate_denoiser, write_denoise_report
-from ebt_vision.inference import denoise
-from ebt_vision.objectives import DenoisingObjective
-from ebt_vision.reports import make_meta
+from ebt_vision.core.reports import make_meta
+from ebt_vision.experiments.evaluation import average_rows, evaluate_denoiser, write_denoise_report
+from ebt_vision.image.data import held_out_photos
+from ebt_vision.image.inference import denoise
+from ebt_vision.image.objective import DenoisingObjective
 
 
 @pytest.fixture
@@ -56,3 +56,21 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     report = json.loads((tmp_path / "denoise_eval.json").read_text())
     assert set(report) == {"meta", "rows", "per_image"} and report["meta"]["command"] == "pytest"
     assert "| 75 | ood |" in md.read_text() and (tmp_path / "denoise_eval.png").stat().st_size > 0
+
+
+def test_diffusion_trained_models_get_their_own_input_and_split_labels(tiny_cfg):
+    """Level 0.1 (t 99) has the signal-to-noise ratio of sigma ~43: sigma 25 is in distribution, 50 is not; the model
+    sees the noisy photo scaled to the diffusion convention, sqrt(a) (x0 + u eps) with a = 1 / (1 + u^2)."""
+    from dataclasses import replace
+
+    from ebt_vision.image.noise import as_model_input, level_to_sigma, training_sigma_max
+
+    cfg = replace(tiny_cfg, data=replace(tiny_cfg.data, noise="diffusion", level_min=0.0, level_max=0.1))
+    assert training_sigma_max(cfg.data) == pytest.approx(level_to_sigma(0.1)) and 42 < level_to_sigma(0.1) < 44
+    rows = evaluate_denoiser(DenoisingObjective(cfg).eval(), held_out_photos(max_side=32)[:1], (25, 50), 1,
+                             with_bm3d=False, progress=False)  # fmt: skip
+    assert {r["sigma"]: r["split"] for r in rows} == {25: "id", 50: "ood"}
+    noisy = torch.randn(1, 3, 8, 8)
+    unit = 50 * 2 / 255
+    torch.testing.assert_close(as_model_input(noisy, 50.0, "diffusion"), noisy / (1 + unit**2) ** 0.5)
+    assert torch.equal(as_model_input(noisy, 50.0, "gaussian"), noisy)

@@ -7,13 +7,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ebt_vision.config import ModelConfig
-from ebt_vision.descent import minimize_energy
-from ebt_vision.energy_image import ImageEBT
-from ebt_vision.layers import patchify, unpatchify
-from ebt_vision.objectives import DenoisingObjective
-from ebt_vision.tiling import TiledEnergy
-from ebt_vision.train import build_optimizer
+from ebt_vision.core.descent import TrainingDescent, minimize_energy
+from ebt_vision.core.layers import patchify, unpatchify
+from ebt_vision.core.train import build_optimizer
+from ebt_vision.image.config import ModelConfig
+from ebt_vision.image.data import DenoisingBatch
+from ebt_vision.image.model import ImageEBT
+from ebt_vision.image.noise import NoiseLevel
+from ebt_vision.image.objective import DenoisingObjective
+from ebt_vision.image.tiling import TiledEnergy
 
 
 def random_model(cfg: ModelConfig) -> ImageEBT:
@@ -79,10 +81,8 @@ def test_auto_attention_in_training_gives_correct_second_order_gradients():
     weight = model.blocks[0].mlp[0].weight
 
     def loss():
-        from ebt_vision.config import DescentConfig
-
-        cfg = DescentConfig(num_steps=2, detach_between_steps=False)
-        traj = minimize_energy(model, context, context, cfg, 0.5, create_graph=True)
+        training = TrainingDescent(min_steps=2, detach_between_steps=False)
+        traj = minimize_energy(model, context, context, 0.5, 2, training=training)
         return ((traj.final - clean) ** 2).sum()
 
     (grad,) = torch.autograd.grad(loss(), weight)
@@ -100,8 +100,8 @@ def fixed_batch(cfg, seed=0):
     generator = torch.Generator().manual_seed(seed)
     clean = torch.rand(cfg.data.batch_size, 3, cfg.data.crop_size, cfg.data.crop_size, generator=generator) * 2 - 1
     clean = torch.nn.functional.avg_pool2d(clean, 3, 1, 1)  # some spatial structure to learn from
-    noisy = clean + 0.3 * torch.randn(clean.shape, generator=generator)
-    return noisy, clean, torch.full((clean.shape[0],), 38.0)
+    noise = NoiseLevel("gaussian", torch.full((clean.shape[0],), 38.0))
+    return DenoisingBatch(noise.add_to(clean, generator), clean, noise)
 
 
 def test_every_parameter_receives_a_gradient(tiny_cfg):
@@ -146,13 +146,46 @@ def test_tiled_energy_matches_the_model_on_one_tile_and_maps_every_patch():
         TiledEnergy(model, tile=12)
 
 
-def test_tiled_gradient_has_the_scale_of_one_tile():
-    """Coverage normalisation: for a translation-invariant energy the per-pixel gradient equals one tile's."""
+def test_tiled_gradient_is_the_average_of_the_covering_tiles_gradients():
+    """Every pixel's gradient is the mean of the gradients of the tiles that cover it (padding is context only), so
+    the step size keeps the scale it was trained at on single tiles. Checked against tiles cut by hand."""
     model = random_model(ModelConfig(width=16, depth=1, heads=2)).eval()
     tiled = TiledEnergy(model, tile=16)
-    constant = torch.zeros(1, 3, 48, 48)
-    candidate = torch.full((1, 3, 48, 48), 0.5, requires_grad=True)
-    (grad,) = torch.autograd.grad(tiled(constant, candidate).sum(), candidate)
-    single = torch.full((1, 3, 16, 16), 0.5, requires_grad=True)
-    (one,) = torch.autograd.grad(model(torch.zeros(1, 3, 16, 16), single).sum(), single)
-    assert grad.abs().mean().item() == pytest.approx(one.abs().mean().item(), rel=0.5)
+    context, candidate = torch.randn(1, 3, 24, 40), torch.randn(1, 3, 24, 40, requires_grad=True)
+    (grad,) = torch.autograd.grad(tiled(context, candidate).sum(), candidate)
+    pad = (8, 8, 8, 8)  # tile 16, stride 8: 8 before and 8 + (-(size + 16) % 8) = 8 after, for 24 and 40
+    padded_context = torch.nn.functional.pad(context, pad, mode="reflect")
+    padded = torch.nn.functional.pad(candidate.detach(), pad, mode="reflect")
+    expected, covered = torch.zeros_like(padded), torch.zeros_like(padded)
+    for top in range(0, padded.shape[2] - 15, 8):
+        for left in range(0, padded.shape[3] - 15, 8):
+            window = (slice(None), slice(None), slice(top, top + 16), slice(left, left + 16))
+            tile = padded[window].clone().requires_grad_(True)
+            (tile_grad,) = torch.autograd.grad(model(padded_context[window], tile).sum(), tile)
+            expected[window] += tile_grad
+            covered[window] += 1
+    interior = (slice(None), slice(None), slice(8, 32), slice(8, 48))
+    assert torch.all(covered[interior] == 4)
+    torch.testing.assert_close(grad, expected[interior] / 4, rtol=1e-4, atol=1e-6)
+
+
+def test_replay_buffer_size_turns_replay_on_and_replays_whole_rows(tiny_cfg):
+    """descent.replay_buffer_size > 0 gives the objective a buffer; after one training step, half of the next batch
+    starts from stored rows, each with its own context and target (never another sample's)."""
+    cfg = replace(tiny_cfg, descent=replace(tiny_cfg.descent, replay_buffer_size=8, replay_fraction=0.5))
+    assert DenoisingObjective(tiny_cfg).replay is None
+    objective = DenoisingObjective(cfg).train()
+    first = fixed_batch(cfg, seed=0)
+    objective(first).loss.backward()
+    assert len(objective.replay) == cfg.data.batch_size
+    stored = objective.replay.storage
+    for context, target in zip(stored["context"][:4], stored["target"][:4], strict=True):
+        row = [i for i in range(4) if torch.equal(first.noisy[i], context)]
+        assert len(row) == 1 and torch.equal(first.clean[row[0]], target)
+    second = fixed_batch(cfg, seed=1)
+    trajectory, target = objective.descend(second.noisy, second.noisy, second.clean)
+    start = trajectory.candidates[0]
+    for i in range(2):  # replayed rows: a stored (candidate, target) pair, not this batch's
+        match = [j for j in range(4) if torch.equal(stored["candidate"][j], start[i].detach())]
+        assert match and torch.equal(target[i], stored["target"][match[0]])
+    assert torch.equal(target[2:], second.clean[2:])

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ebt_vision.config import from_dict
-from ebt_vision.objectives import DenoisingObjective
-from ebt_vision.ops import efficient_attention, gelu_tanh, math_attention, use_reference_ops
+from ebt_vision.core.config import from_dict
+from ebt_vision.core.ops import efficient_attention, gelu_tanh, math_attention, use_reference_ops
+from ebt_vision.image.objective import DenoisingObjective
 
-from .conftest import TINY
+from .conftest import TINY, denoising_batch
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CAUSAL = torch.ones(6, 6, dtype=torch.bool).tril()
@@ -42,8 +42,8 @@ def test_gelu_tanh_matches_pytorch_to_third_order():
     torch.testing.assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"))
 
 
-def _training_gradients(overrides: dict, dtype=torch.float64, compile_: bool = False) -> tuple[float, torch.Tensor]:
-    """Loss and all parameter gradients of one training step of a small EBT with randomised descent and noise."""
+def _objective(overrides: dict, dtype=torch.float64, compile_: bool = False) -> DenoisingObjective:
+    """A small EBT with randomised descent, its weights moved off the zero-initialised heads."""
     values = {
         **TINY,
         "model": {**TINY["model"], "width": 32, "depth": 2, "heads": 4, **overrides.get("model", {})},
@@ -56,9 +56,15 @@ def _training_gradients(overrides: dict, dtype=torch.float64, compile_: bool = F
             param.add_(0.05 * torch.randn_like(param))
     if compile_:
         objective.compile_for_training()
-    clean = torch.rand(3, 3, 16, 16, dtype=dtype) * 2 - 1
+    return objective
+
+
+def _training_gradients(overrides: dict, dtype=torch.float64, compile_: bool = False, objective=None):
+    """Loss and all parameter gradients of one training step with noise."""
+    objective = objective or _objective(overrides, dtype, compile_)
+    clean = torch.rand(3, 3, 16, 16, dtype=dtype, generator=torch.Generator().manual_seed(2)) * 2 - 1
     torch.manual_seed(1)
-    out = objective((clean + 0.1 * torch.randn_like(clean), clean, torch.full((3,), 25.0)))
+    out = objective(denoising_batch(clean + 0.1 * torch.randn_like(clean), clean))
     out.loss.backward()
     return out.loss.item(), torch.cat([p.grad.flatten() for p in objective.parameters() if p.grad is not None])
 
@@ -86,12 +92,23 @@ def test_checkpointed_descent_steps_give_the_same_gradients(detach):
     torch.testing.assert_close(grads_ckpt, grads_kept, rtol=1e-10, atol=1e-13)
 
 
-def test_compiled_energy_gradient_trains_like_eager():
-    """torch.compile of the energy's gradient function: its compiled derivative is the second-order graph."""
+def test_compiled_energy_gradient_trains_and_evaluates_like_eager():
+    """torch.compile of the energy's gradient function: its compiled derivative is the second-order graph, and the
+    same compiled function serves an evaluation descent (no graph) with eager's candidates."""
     loss_eager, grads_eager = _training_gradients({}, dtype=torch.float32)
-    loss_compiled, grads_compiled = _training_gradients({}, dtype=torch.float32, compile_=True)
+    compiled = _objective({}, dtype=torch.float32, compile_=True)
+    loss_compiled, grads_compiled = _training_gradients({}, dtype=torch.float32, objective=compiled)
     assert loss_compiled == pytest.approx(loss_eager, rel=1e-5)
     torch.testing.assert_close(grads_compiled, grads_eager, rtol=1e-3, atol=1e-6)
+    eager = _objective({}, dtype=torch.float32).eval()
+    compiled.eval()
+    noisy = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        expected, _ = eager.descend(noisy, noisy, noisy)
+        got, _ = compiled.descend(noisy, noisy, noisy)
+    assert not got.final.requires_grad and got.backward_passes == 3
+    for a, b in zip(got.candidates, expected.candidates, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def _attention_and_derivatives(fn, q, k, v) -> list[torch.Tensor]:
@@ -130,7 +147,7 @@ def test_efficient_attention_trains_like_math_attention_on_cuda_in_bf16():
                 param.add_(0.05 * torch.randn_like(param))
         clean = torch.rand(8, 3, 16, 16, device="cuda") * 2 - 1
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = objective((clean + 0.1 * torch.randn_like(clean), clean, torch.full((8,), 25.0, device="cuda")))
+            out = objective(denoising_batch(clean + 0.1 * torch.randn_like(clean), clean))
         out.loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in objective.parameters() if p.grad is not None]).float())
     assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.99

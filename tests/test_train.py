@@ -16,12 +16,13 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from ebt_vision.checkpoint import CheckpointError, latest_checkpoint, save_weights
-from ebt_vision.config import load_config
-from ebt_vision.inference import denoise, load_denoiser
-from ebt_vision.objectives import DenoisingObjective, StepOutput
-from ebt_vision.recipes import train_denoiser
-from ebt_vision.train import TrainingDiverged, train
+from ebt_vision.core.checkpoint import CheckpointError, latest_checkpoint, save_weights
+from ebt_vision.core.config import load_config
+from ebt_vision.core.objective import StepOutput
+from ebt_vision.core.train import RunConflict, TrainingDiverged, train
+from ebt_vision.experiments.training import train_denoiser
+from ebt_vision.image.inference import denoise, load_denoiser
+from ebt_vision.image.objective import DenoisingObjective
 
 from .conftest import TINY
 
@@ -93,6 +94,26 @@ def test_killed_run_resumes_like_an_uninterrupted_one(tmp_path, tiny_run_config)
     assert (killed_dir / "loss.png").stat().st_size > 0
 
 
+def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_to_overwrite(tmp_path, tiny_run_config):
+    run = tmp_path / "run"
+    train_denoiser(load_config(tiny_run_config, ["train.steps=4"]), run, progress=False)
+    with pytest.raises(RunConflict, match=r"optim\.lr: 0\.001 -> 0\.5"):
+        train_denoiser(load_config(tiny_run_config, ["train.steps=6", "optim.lr=0.5"]), run, resume=True)
+    with pytest.raises(RunConflict, match=r"model\.depth: 1 -> 2"):  # refused before any weights are loaded
+        train_denoiser(load_config(tiny_run_config, ["train.steps=6", "model.depth=2"]), run, resume=True)
+    with pytest.raises(RunConflict, match="--resume"):
+        train_denoiser(load_config(tiny_run_config, ["train.steps=4"]), run, progress=False)
+    longer = train_denoiser(load_config(tiny_run_config, ["train.steps=6"]), run, resume=True, progress=False)
+    assert longer.step == 6  # train.steps (and logging/checkpoint cadence) may change on resume
+
+
+def test_training_state_loads_without_unrestricted_pickle(tmp_path, tiny_run_config):
+    run = tmp_path / "run"
+    train_denoiser(load_config(tiny_run_config, ["train.steps=2"]), run, progress=False)
+    state = torch.load(latest_checkpoint(run) / "train_state.pt", weights_only=True)
+    assert state["step"] == 2 and {"optimizer", "scheduler", "rng", "sampler"} <= set(state)
+
+
 class Exploding(nn.Module):
     """A stand-in objective that diverges on its fifth step: the loop must stop and keep step 4."""
 
@@ -152,3 +173,6 @@ def test_cli_train_and_eval_end_to_end(tmp_path, tiny_run_config):
         assert (tmp_path / "rep" / f"denoise_eval{suffix}").stat().st_size > 0
     bad = subprocess.run([*train_cmd, "--set", "optim.lr=fast"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "optim.lr: expected a number" in bad.stderr
+    changed = subprocess.run([*train_cmd, "--resume", "--set", "optim.lr=0.5"], capture_output=True, text=True, env=env)
+    assert changed.returncode == 2 and "optim.lr" in changed.stderr and "Traceback" not in changed.stderr
+    assert len(changed.stderr.strip().splitlines()) == 1

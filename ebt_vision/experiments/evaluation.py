@@ -1,4 +1,4 @@
-"""Held-out denoising evaluation: noisy input, CBM3D and the EBT after every descent step, PSNR and SSIM."""
+"""Held-out denoising evaluation of one checkpoint: noisy input, CBM3D and the EBT after every descent step."""
 
 from __future__ import annotations
 
@@ -7,24 +7,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from .classical import cbm3d_denoise
-from .data import Photo
-from .inference import crop_to_patches, denoise
-from .metrics import psnr, ssim
-from .noise import add_gaussian_noise
-from .objectives import DenoisingObjective
-from .reports import markdown_table, write_report
-
-IN_DISTRIBUTION_SIGMAS = (15, 25, 50)
-OUT_OF_DISTRIBUTION_SIGMAS = (75, 100)
-
-
-def noisy_copy(clean: torch.Tensor, sigma: float, seed: int, index: int) -> torch.Tensor:
-    """The same noise for every method: seeded by (seed, image index, sigma)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + index * 1009 + int(round(sigma * 10)))
-    return add_gaussian_noise(clean[None], float(sigma), generator)[0]
+from ..core.metrics import psnr, ssim
+from ..core.progress import progress as progress_bar
+from ..core.reports import markdown_table, write_report
+from ..image.classical import cbm3d_denoise
+from ..image.data import Photo
+from ..image.inference import crop_to_patches, denoise
+from ..image.noise import as_model_input, noisy_copy, training_sigma_max
+from ..image.objective import DenoisingObjective
 
 
 def _scored(base: dict, method: str, estimate: torch.Tensor, clean: torch.Tensor, **extra) -> dict:
@@ -44,13 +35,15 @@ def evaluate_denoiser(
     """Per image and sigma: one row per method/step with PSNR, SSIM and forward/backward passes.
 
     EBT rows after k descent steps cost k forward and k backward passes of the model (the tiled energy of a
-    whole photo counts as one pass; its tiles are batched).
+    whole photo counts as one pass; its tiles are batched). The split label compares sigma with the highest
+    (Gaussian-equivalent) sigma the model trained on; a diffusion-trained model gets the noisy photo in its own
+    convention (``as_model_input``).
     """
     patch = objective.cfg.model.patch_size
-    train_max = objective.cfg.data.sigma_max
+    train_max = training_sigma_max(objective.cfg.data)
     rows = []
     jobs = [(i, photo, sigma) for i, photo in enumerate(photos) for sigma in sigmas]
-    for index, photo, sigma in tqdm(jobs, desc="evaluate", disable=not progress):
+    for index, photo, sigma in progress_bar(jobs, desc="evaluate", disable=not progress):
         clean = crop_to_patches(photo.image[None], patch)[0]
         noisy = noisy_copy(clean, sigma, seed, index)
         base = {"image": photo.name, "sigma": sigma, "split": "id" if sigma <= train_max else "ood"}
@@ -62,7 +55,8 @@ def evaluate_denoiser(
             rows.append(_scored(base, "cbm3d", estimate, clean, steps=0, forward_passes=0, backward_passes=0,
                                 seconds=seconds))  # fmt: skip
         started = time.perf_counter()
-        trajectory, _ = denoise(objective, noisy[None], num_steps=num_steps, final_energy=False)
+        model_input = as_model_input(noisy[None], sigma, objective.cfg.data.noise)
+        trajectory, _ = denoise(objective, model_input, num_steps=num_steps, final_energy=False)
         seconds = time.perf_counter() - started
         for k, candidate in enumerate(trajectory.candidates[1:], start=1):
             timing = {"seconds": seconds} if k == num_steps else {}  # measured for the whole K-step run only

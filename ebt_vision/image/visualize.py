@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .compare import estimate_noise_sigma
+from ..core.errors import InputError
+from ..core.metrics import psnr
 from .data import load_image, to_uint8
-from .dit import DiTObjective, dit_denoise, sigma_to_timestep
+from .dit import DiTObjective, dit_denoise
 from .inference import best_of_n, check_images, crop_to_patches
-from .metrics import psnr
-from .noise import add_gaussian_noise
-from .objectives import DenoisingObjective
+from .noise import add_gaussian_noise, estimate_noise_sigma, sigma_to_timestep
+from .objective import DenoisingObjective
 from .tiling import TiledEnergy
 
 MAX_SIDE = 384  # larger uploads are downscaled (the UI says so): keeps a CPU denoise interactive
@@ -31,10 +31,6 @@ MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding
 MAX_STEPS = 16
 MAX_BEST_OF = 8
 SIGMA_RANGE = (0.0, 100.0)
-
-
-class InputError(ValueError):
-    """Input the demo cannot take; the message is meant for the user as is."""
 
 
 def load_upload(path: str | Path, max_side: int = MAX_SIDE) -> tuple[Tensor, list[str]]:

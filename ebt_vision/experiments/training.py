@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import distributed
-from .config import ExperimentConfig
-from .data import CropSampler, training_photos
-from .objectives import DenoisingObjective
-from .train import TrainResult, seed_everything, train
+from ..core import distributed
+from ..core.train import TrainResult, seed_everything, train
+from ..image.config import ImageConfig
+from ..image.data import CropSampler, training_photos
+from ..image.objective import DenoisingObjective
 
 
 def train_denoiser(
-    cfg: ExperimentConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, model: str = "ebt"
+    cfg: ImageConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, model: str = "ebt"
 ) -> TrainResult:
     """Train a denoiser on ``cfg.data.source`` (packaged photos by default; never the held-out set).
 
@@ -23,7 +23,7 @@ def train_denoiser(
         raise ValueError(f"model must be ebt or dit, got {model!r}")
     seed_everything(cfg.train.seed)
     if model == "dit":
-        from .dit import DiTObjective
+        from ..image.dit import DiTObjective
 
         objective = DiTObjective(cfg)
     else:

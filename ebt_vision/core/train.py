@@ -1,9 +1,11 @@
 """One plain PyTorch training loop for every objective.
 
-An objective is an ``nn.Module`` whose ``forward(batch)`` returns a ``StepOutput`` and whose ``param_groups(optim)``
-lists AdamW groups. The loop adds the rest: warmup + cosine learning rate, gradient clipping, bf16 autocast on CUDA,
-fused AdamW, ``torch.compile``, gradient accumulation, DDP under ``torchrun``, seeding, a progress bar,
-``metrics.csv`` and ``loss.png``, atomic checkpoints and ``resume``.
+An objective (``ebt_vision.core.objective.Objective``) is an ``nn.Module`` whose ``forward(batch)`` returns a
+``StepOutput``, whose ``param_groups(optim)`` lists AdamW groups and whose ``compile_for_training()`` compiles it.
+Batches are anything with ``.to(device)`` (or tuples of tensors). The loop adds the rest: warmup + cosine learning
+rate, gradient clipping, bf16 autocast on CUDA, fused AdamW, ``torch.compile``, gradient accumulation, DDP under
+``torchrun``, seeding, a progress bar, ``metrics.csv`` and ``loss.png``, atomic checkpoints and ``resume``, which
+refuses a run whose stored config differs from the requested one.
 """
 
 from __future__ import annotations
@@ -21,16 +23,28 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import latest_checkpoint, load_training_checkpoint, save_training_checkpoint, save_weights
-from .config import ExperimentConfig, OptimConfig, dump_yaml
+from .checkpoint import (
+    checkpoint_config,
+    latest_checkpoint,
+    load_training_checkpoint,
+    save_training_checkpoint,
+    save_weights,
+)
+from .config import ExperimentConfig, OptimConfig, config_differences, dump_yaml
 from .distributed import Distributed
+from .errors import UserError
+from .objective import Objective
+from .progress import progress as progress_bar
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the energy went non-finite or exploded; the last good checkpoint is kept."""
+
+
+class RunConflict(UserError):
+    """The run folder holds a run this call must not silently continue or overwrite."""
 
 
 @dataclass
@@ -64,7 +78,7 @@ def lr_factor(step: int, total: int, optim: OptimConfig) -> float:
     return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(objective: nn.Module, cfg: ExperimentConfig, device: torch.device):
+def build_optimizer(objective: Objective, cfg: ExperimentConfig, device: torch.device):
     """AdamW over the objective's parameter groups (the fused kernel on CPU and CUDA) and the warmup+cosine schedule."""
     optim = cfg.optim
     groups = objective.param_groups(optim)
@@ -75,7 +89,10 @@ def build_optimizer(objective: nn.Module, cfg: ExperimentConfig, device: torch.d
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every random state, in types ``torch.load(weights_only=True)`` reads back (numpy's key array as a tensor)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -94,7 +111,8 @@ def _restore_rng(saved: dict | list[dict], ctx: Distributed, fallback_seed: int)
         return
     state = states[ctx.rank]
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -194,8 +212,37 @@ def _wrap_ddp(objective: nn.Module, cfg: ExperimentConfig, device: torch.device,
     return nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def to_device(batch, device: torch.device):
+    """A batch (an object with ``.to``, a tensor, or a tuple/list of them) on ``device``."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(item, device) for item in batch)
+    return batch.to(device)
+
+
+def _resume_state(run_dir: Path, cfg: ExperimentConfig, objective: Objective, resume: bool) -> dict | None:
+    """The latest checkpoint's training state (weights loaded into ``objective``), None for a fresh run; refuses to
+    overwrite a run without ``resume`` and to continue one whose stored config differs from ``cfg``."""
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        return None
+    if not resume:
+        raise RunConflict(
+            f"{run_dir} already holds a run (checkpoint {found.name}); pass --resume to continue it, or choose another "
+            "run folder (--out) to start fresh"
+        )
+    changed = config_differences(checkpoint_config(found), cfg)
+    if changed:
+        raise RunConflict(
+            f"cannot resume {run_dir}: its stored config differs from the requested one in {len(changed)} setting(s): "
+            + "; ".join(changed)
+            + f". Resume without those changes (the stored config is {run_dir / 'config.yaml'}), or start fresh in "
+            "another run folder (--out)"
+        )
+    return load_training_checkpoint(found, objective)
+
+
 def train(
-    objective: nn.Module,
+    objective: Objective,
     batches: Iterator,
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -221,9 +268,8 @@ def train(
         objective.compile_for_training()
     optimizer, scheduler = build_optimizer(objective, cfg, device)
     step, seconds = 0, 0.0
-    found = latest_checkpoint(run_dir) if resume else None
-    if found is not None:
-        state = load_training_checkpoint(found, objective)
+    state = _resume_state(run_dir, cfg, objective, resume)
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, seconds = state["step"], state["seconds"]
@@ -252,7 +298,7 @@ def train(
             save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)
         distributed.barrier(ctx)
 
-    bar = tqdm(
+    bar = progress_bar(
         total=cfg.train.steps, initial=step, desc=f"train {cfg.name}", disable=not (progress and ctx.is_main),
         unit="step",
     )  # fmt: skip
@@ -263,7 +309,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         summed: dict[str, torch.Tensor] = {}
         for micro in range(accumulation):
-            batch = [t.to(device, non_blocking=True) for t in next(batches)]
+            batch = to_device(next(batches), device)
             # DDP averages gradients over ranks on the last micro-batch's backward only
             last = micro == accumulation - 1
             sync = model.no_sync() if model is not objective and not last else contextlib.nullcontext()
@@ -287,7 +333,7 @@ def train(
             if ctx.is_main:
                 row = {"step": step, **metrics, "param_grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
                 log.append({**row, "seconds": round(seconds, 2)})
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             checkpoint()
             if ctx.is_main and time.perf_counter() - last_plot > 60:  # matplotlib is slow: at most once a minute

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from .ops import ATTENTION_BACKENDS, attention, gelu_tanh
@@ -10,23 +11,16 @@ from .ops import ATTENTION_BACKENDS, attention, gelu_tanh
 
 def patchify(images: Tensor, patch_size: int) -> Tensor:
     """(B, C, H, W) -> (B, H/p * W/p, C * p * p); H and W must be multiples of p."""
-    batch, channels, height, width = images.shape
-    if height % patch_size or width % patch_size:
-        raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch_size}")
-    grid_h, grid_w = height // patch_size, width // patch_size
-    x = images.reshape(batch, channels, grid_h, patch_size, grid_w, patch_size)
-    x = x.permute(0, 2, 4, 1, 3, 5)  # (B, gh, gw, C, p, p)
-    return x.reshape(batch, grid_h * grid_w, channels * patch_size * patch_size)
+    if images.shape[-2] % patch_size or images.shape[-1] % patch_size:
+        raise ValueError(
+            f"image size {images.shape[-2]}x{images.shape[-1]} is not a multiple of the patch size {patch_size}"
+        )
+    return rearrange(images, "b c (h p) (w q) -> b (h w) (c p q)", p=patch_size, q=patch_size)
 
 
 def unpatchify(tokens: Tensor, patch_size: int, height: int, width: int) -> Tensor:
     """(B, N, C * p * p) -> (B, C, H, W), the inverse of ``patchify``."""
-    batch, _, dim = tokens.shape
-    channels = dim // (patch_size * patch_size)
-    grid_h, grid_w = height // patch_size, width // patch_size
-    x = tokens.reshape(batch, grid_h, grid_w, channels, patch_size, patch_size)
-    x = x.permute(0, 3, 1, 4, 2, 5)  # (B, C, gh, p, gw, p)
-    return x.reshape(batch, channels, height, width)
+    return rearrange(tokens, "b (h w) (c p q) -> b c (h p) (w q)", h=height // patch_size, p=patch_size, q=patch_size)
 
 
 def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, device=None, dtype=None) -> Tensor:

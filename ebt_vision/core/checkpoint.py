@@ -21,12 +21,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ExperimentConfig, dump_yaml, from_dict, to_dict
+from .errors import UserError
 
 WEIGHTS = "model.safetensors"
 STATE = "train_state.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
@@ -41,20 +42,29 @@ def save_weights(module: nn.Module, cfg: ExperimentConfig, path: str | Path, ext
     os.replace(tmp, path)
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ExperimentConfig, dict[str, Any]]:
-    """-> (state dict, config, extra metadata) from a file written by ``save_weights``."""
+def read_metadata(path: str | Path) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """-> (config, extra metadata) of a file written by ``save_weights``, without reading the tensors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({error})") from None
     if "config" not in metadata:
         raise CheckpointError(f"{path} has no config in its metadata; was it written by ebt-vision?")
-    return tensors, from_dict(json.loads(metadata["config"])), json.loads(metadata.get("extra", "{}"))
+    return from_dict(json.loads(metadata["config"])), json.loads(metadata.get("extra", "{}"))
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ExperimentConfig, dict[str, Any]]:
+    """-> (state dict, config, extra metadata) from a file written by ``save_weights``."""
+    cfg, extra = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({error})") from None
+    return tensors, cfg, extra
 
 
 def load_trained(
@@ -101,8 +111,18 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return folder if (folder / WEIGHTS).is_file() and (folder / STATE).is_file() else None
 
 
+def checkpoint_config(folder: Path) -> ExperimentConfig:
+    """The config a training checkpoint was written with."""
+    return read_metadata(Path(folder) / WEIGHTS)[0]
+
+
 def load_training_checkpoint(folder: Path, module: nn.Module) -> dict:
-    """Load weights into ``module`` and return the saved training state."""
-    tensors, _, _ = read_weights(folder / WEIGHTS)
-    module.load_state_dict(tensors)
-    return torch.load(folder / STATE, weights_only=False)
+    """Load weights into ``module`` and return the saved training state (optimiser, scheduler, step, RNG, data
+    stream). The state holds only tensors and plain Python values, so it is read with ``weights_only=True``: no
+    arbitrary pickle runs."""
+    tensors, _, _ = read_weights(Path(folder) / WEIGHTS)
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise CheckpointError(f"{folder} does not fit the model: {error}") from None
+    return torch.load(Path(folder) / STATE, weights_only=True)

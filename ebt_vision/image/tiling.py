@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .energy_image import ImageEBT, check_image_pair
+from .model import ImageEBT, check_image_pair
 
 
 def tile_layout(size: int, tile: int) -> tuple[int, int, int, int]:

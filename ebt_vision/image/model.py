@@ -7,39 +7,44 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..core.errors import InputError
+from ..core.layers import Block, init_linear_layers, patchify, sincos_position_embedding
 from .config import ModelConfig
-from .layers import Block, init_linear_layers, patchify, sincos_position_embedding
 
 
 def check_image_pair(context: Tensor, candidate: Tensor, channels: int, patch_size: int) -> None:
     """Clear errors for shapes the model cannot take."""
     if context.dim() != 4 or candidate.dim() != 4:
-        raise ValueError(
+        raise InputError(
             f"expected images of shape (B, C, H, W), got {tuple(context.shape)} and {tuple(candidate.shape)}"
         )
     if context.shape != candidate.shape:
-        raise ValueError(f"context {tuple(context.shape)} and candidate {tuple(candidate.shape)} differ in shape")
+        raise InputError(f"context {tuple(context.shape)} and candidate {tuple(candidate.shape)} differ in shape")
     _, c, h, w = context.shape
     if c != channels:
-        raise ValueError(f"the model takes {channels}-channel images, got {c} channels")
+        raise InputError(f"the model takes {channels}-channel images, got {c} channels")
     if h < patch_size or w < patch_size:
-        raise ValueError(f"image {h}x{w} is smaller than one {patch_size}x{patch_size} patch")
+        raise InputError(f"image {h}x{w} is smaller than one {patch_size}x{patch_size} patch")
     if h % patch_size or w % patch_size:
-        raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {patch_size}; crop or pad it first")
+        raise InputError(f"image size {h}x{w} is not a multiple of the patch size {patch_size}; crop or pad it first")
 
 
 class SigmaEmbedding(nn.Module):
-    """(B,) noise sigma on 0-255 -> (B, D): sinusoidal features of the sigma, then an MLP (as DiT embeds timesteps)."""
+    """(B,) noise sigma on 0-255 -> (B, D): sinusoidal features of the sigma, linearly mapped to the width.
 
-    def __init__(self, width: int, frequencies: int = 64) -> None:
+    One linear layer (not DiT's two-layer timestep MLP): every block's adaLN already applies SiLU and a linear map to
+    the condition, and the smaller embedding keeps the conditioned EBT within 2% of the blind one's parameters.
+    """
+
+    def __init__(self, width: int, frequencies: int = 16) -> None:
         super().__init__()
         self.frequencies = frequencies
-        self.mlp = nn.Sequential(nn.Linear(2 * frequencies, width), nn.SiLU(), nn.Linear(width, width))
+        self.linear = nn.Linear(2 * frequencies, width)
 
     def forward(self, sigma: Tensor) -> Tensor:
         scales = torch.exp(-math.log(1000.0) * torch.arange(self.frequencies, device=sigma.device) / self.frequencies)
         angles = sigma.float()[:, None] * 4.0 * scales[None]  # sigma 0-255 spans ~1000 "timesteps" of angle
-        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        return self.linear(torch.cat([angles.sin(), angles.cos()], dim=-1))
 
 
 class ImageEBT(nn.Module):
@@ -72,10 +77,10 @@ class ImageEBT(nn.Module):
         cond = self.condition.to(dtype).expand(batch, -1)
         if self.sigma_embed is None:
             if sigma is not None:
-                raise ValueError("this model is blind (model.sigma_conditioning is off); do not pass sigma")
+                raise InputError("this model is blind (model.sigma_conditioning is off); do not pass sigma")
             return cond
         if sigma is None:
-            raise ValueError("this model is conditioned on the noise level: pass sigma (B,) on the 0-255 scale")
+            raise InputError("this model is conditioned on the noise level: pass sigma (B,) on the 0-255 scale")
         sigma = torch.as_tensor(sigma, device=cond.device, dtype=torch.float32).reshape(-1).expand(batch)
         return cond + self.sigma_embed(sigma).to(dtype)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .checkpoint import load_trained
-from .descent import Trajectory, minimize_energy
-from .objectives import DenoisingObjective
+from ..core.checkpoint import load_trained
+from ..core.descent import Trajectory, lowest_energy, minimize_energy
+from ..core.errors import InputError
+from .objective import DenoisingObjective, clamp_pixels
 from .tiling import TiledEnergy
 
 MAX_STEPS = 64
@@ -22,13 +22,13 @@ def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> Denoi
 
 
 def check_images(images: Tensor, patch_size: int) -> None:
-    """Clear errors for inputs a denoiser cannot take: (B, 3, H, W), finite, H and W multiples of the patch."""
+    """Clear errors for inputs a denoiser cannot take: (B, 3, H, W), finite, at least one patch."""
     if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected RGB images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        raise InputError(f"expected RGB images of shape (B, 3, H, W), got {tuple(images.shape)}")
     if min(images.shape[2:]) < patch_size:
-        raise ValueError(f"image {images.shape[2]}x{images.shape[3]} is smaller than one {patch_size}px patch")
+        raise InputError(f"image {images.shape[2]}x{images.shape[3]} is smaller than one {patch_size}px patch")
     if not torch.isfinite(images).all():
-        raise ValueError("the image contains NaN or infinite values")
+        raise InputError("the image contains NaN or infinite values")
 
 
 def crop_to_patches(images: Tensor, patch_size: int) -> Tensor:
@@ -37,42 +37,48 @@ def crop_to_patches(images: Tensor, patch_size: int) -> Tensor:
     return images[:, :, :height, :width]
 
 
+def _check_sigma(sigma: Tensor | float | None, batch: int) -> Tensor | None:
+    if sigma is None:  # the model itself refuses sigma when blind and requires it when conditioned
+        return None
+    sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1)
+    if sigma.numel() not in (1, batch) or not torch.isfinite(sigma).all() or (sigma < 0).any():
+        raise InputError(f"sigma must be one finite value >= 0 or one per image, got {sigma.tolist()}")
+    return sigma
+
+
 def denoise(
     objective: DenoisingObjective,
     noisy: Tensor,
     num_steps: int | None = None,
     step_scale: float = 1.0,
-    stop_when_energy_rises: bool | None = None,
+    stop_when_energy_rises: bool = False,
     langevin_noise: float = 0.0,
     final_energy: bool = True,
     sigma: Tensor | float | None = None,
     init: Tensor | None = None,
+    clamp: bool | None = None,
 ) -> tuple[Trajectory, TiledEnergy]:
     """(B, 3, H, W) noisy in [-1, 1] -> the descent trajectory from the noisy image (tiled at the training crop size).
 
     ``candidates[k]`` is the estimate after k steps; clamp to [-1, 1] before saving. ``step_scale`` multiplies the
-    learned step size. ``langevin_noise`` adds noise after each step (off by default at inference, whatever the
-    training config used). ``sigma`` (0-255, per image or one for all) is required by sigma-conditioned models and
-    refused by blind ones. ``init`` starts the descent elsewhere than at the noisy image. Returns the tiled energy
-    too, for per-patch energy maps.
+    learned step size. ``stop_when_energy_rises`` undoes a step that raised an image's energy and stops that image.
+    ``langevin_noise`` adds noise after each step (off by default at inference, whatever the training config used).
+    ``sigma`` (0-255, per image or one for all) is required by sigma-conditioned models and refused by blind ones.
+    ``init`` starts the descent elsewhere than at the noisy image. ``clamp`` projects every step onto [-1, 1]
+    (default: as the model was trained, ``descent.clamp_candidate``). Returns the tiled energy too, for per-patch
+    energy maps.
     """
     cfg = objective.cfg
     check_images(noisy, cfg.model.patch_size)
     if init is not None and init.shape != noisy.shape:
-        raise ValueError(f"init {tuple(init.shape)} must have the noisy image's shape {tuple(noisy.shape)}")
+        raise InputError(f"init {tuple(init.shape)} must have the noisy image's shape {tuple(noisy.shape)}")
     steps = cfg.descent.num_steps if num_steps is None else num_steps
     if not 0 <= steps <= MAX_STEPS:
-        raise ValueError(f"num_steps must be in [0, {MAX_STEPS}], got {steps}")
+        raise InputError(f"num_steps must be in [0, {MAX_STEPS}], got {steps}")
     if not step_scale > 0:
-        raise ValueError(f"step_scale must be > 0, got {step_scale}")
-    descent = cfg.descent
-    if stop_when_energy_rises is not None:
-        descent = replace(descent, stop_when_energy_rises=stop_when_energy_rises)
-    if sigma is not None:  # the model itself refuses sigma when blind and requires it when conditioned
-        sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1)
-        if sigma.numel() not in (1, noisy.shape[0]) or not torch.isfinite(sigma).all() or (sigma < 0).any():
-            raise ValueError(f"sigma must be one finite value >= 0 or one per image, got {sigma.tolist()}")
-    energy = TiledEnergy(objective.model, cfg.data.crop_size, sigma=sigma)
+        raise InputError(f"step_scale must be > 0, got {step_scale}")
+    clamp = cfg.descent.clamp_candidate if clamp is None else clamp
+    energy = TiledEnergy(objective.model, cfg.data.crop_size, sigma=_check_sigma(sigma, noisy.shape[0]))
     device = next(objective.parameters()).device
     with torch.no_grad():
         step_size = objective.step_size() * step_scale
@@ -80,11 +86,12 @@ def denoise(
         energy,
         noisy.to(device),
         (noisy if init is None else init).to(device),
-        descent,
         step_size,
-        num_steps=steps,
+        steps,
+        stop_when_energy_rises=stop_when_energy_rises,
         final_energy=final_energy,
         langevin_noise=langevin_noise,
+        project=clamp_pixels if clamp else None,
     )
     return trajectory, energy
 
@@ -106,7 +113,7 @@ def best_of_n(
     forward/backward pass counts are per run of the whole N x B batch, i.e. per image: N x that).
     """
     if not 1 <= n <= MAX_STEPS:
-        raise ValueError(f"best-of-N needs n in [1, {MAX_STEPS}], got {n}")
+        raise InputError(f"best-of-N needs n in [1, {MAX_STEPS}], got {n}")
     batch = noisy.shape[0]
     generator = torch.Generator().manual_seed(seed)
     starts = noisy.repeat(n, 1, 1, 1)
@@ -116,15 +123,8 @@ def best_of_n(
     if sigma is not None:
         sigmas = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(batch).repeat(n)
     trajectory, _ = denoise(
-        objective,
-        starts,
-        num_steps,
-        step_scale,
-        final_energy=True,
-        sigma=sigmas,
-        init=starts + perturbation.to(starts),
+        objective, starts, num_steps, step_scale, final_energy=True, sigma=sigmas, init=starts + perturbation.to(starts)
     )
     energies = trajectory.energies[-1].reshape(n, batch)
-    best = energies.argmin(dim=0)  # (B,)
     finals = trajectory.final.reshape(n, batch, *noisy.shape[1:])
-    return finals[best, torch.arange(batch)], energies, trajectory
+    return lowest_energy(finals, energies), energies, trajectory

@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ExperimentConfig, ModelConfig, OptimConfig
-from .layers import Block, init_linear_layers, patchify, sincos_position_embedding, unpatchify
-from .objectives import StepOutput, reconstruction_loss, weight_decay_groups
+from ..core.config import OptimConfig
+from ..core.layers import Block, init_linear_layers, patchify, sincos_position_embedding, unpatchify
+from ..core.objective import StepOutput, reconstruction_loss, weight_decay_groups
+from .config import ImageConfig, ModelConfig
+from .data import DenoisingBatch
 
 
 class PlainDenoiser(nn.Module):
@@ -50,13 +52,13 @@ class PlainDenoiser(nn.Module):
 class PlainDenoisingObjective(nn.Module):
     """Direct prediction with the same loss as the EBT objective; trains in the same loop."""
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
+    def __init__(self, cfg: ImageConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.model = PlainDenoiser(cfg.model)
 
-    def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> StepOutput:
-        noisy, clean, _ = batch
+    def forward(self, batch: DenoisingBatch) -> StepOutput:
+        noisy, clean = batch.noisy, batch.clean
         prediction = self.model(noisy)
         loss = reconstruction_loss(prediction.float(), clean, self.cfg.train.loss)
         return StepOutput(loss, {"loss": loss.detach(), "mse_last": F.mse_loss(prediction.detach().float(), clean)})

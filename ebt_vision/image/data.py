@@ -1,7 +1,9 @@
-"""Photos for denoising: the packaged sets, a fixed held-out test set, a folder loader, random training crops.
+"""Photos for denoising: the packaged sets, fixed validation and test splits, a folder loader, random training crops.
 
 Pixels are float tensors in [-1, 1], shape (C, H, W). Everything here works offline: the packaged photos ship inside
-installed packages (scikit-image, PyWavelets, scikit-learn) and the Debian package ``opencv-doc``.
+installed packages (scikit-image, PyWavelets, scikit-learn) and the Debian package ``opencv-doc``. Three disjoint
+sets: training photos, a validation split (where settings such as step counts are chosen) and a test split (where
+they are reported); neither held-out split ever enters training.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from ..core.errors import InputError, UserError
 from .config import DataConfig
-from .noise import add_diffusion_noise, add_gaussian_noise
+from .noise import NoiseLevel, training_noise
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -27,11 +31,17 @@ OPENCV_PHOTOS = (
     "butterfly.jpg", "ela_original.jpg", "fruits.jpg", "graf1.png", "home.jpg", "leuvenA.jpg", "messi5.jpg",
     "orange.jpg", "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg", "basketball1.png", "left.jpg",
 )  # fmt: skip
-# The held-out test set: 8 lossless photos that never enter training (5 colour, 3 grey shown as 3 channels).
-HELD_OUT = (
+# The test split: 8 lossless photos that never enter training (5 colour, 3 grey shown as 3 channels).
+TEST_PHOTOS = (
     "skimage:astronaut", "skimage:coffee", "skimage:chelsea", "skimage:immunohistochemistry",
     "skimage:motorcycle_left", "skimage:camera", "skimage:moon", "pywt:ascent",
 )  # fmt: skip
+# The validation split: settings (step counts, variants, best-of-N) are chosen here, never on the test split. The
+# opencv-doc photos are left out of training for this; without that Debian package only retina remains.
+VALIDATION_PHOTOS = (
+    "skimage:retina", "opencv:chicky_512.png", "opencv:stuff.jpg", "opencv:board.jpg", "opencv:blox.jpg",
+)  # fmt: skip
+SPLITS = {"test": TEST_PHOTOS, "validation": VALIDATION_PHOTOS}
 # Training photos from the Python packages. Near-duplicates of held-out photos are excluded on purpose:
 # skimage's cat() is chelsea(), and motorcycle_right is the stereo twin of motorcycle_left.
 PACKAGE_TRAIN = (
@@ -40,18 +50,18 @@ PACKAGE_TRAIN = (
 )  # fmt: skip
 
 
-class DataUnavailable(RuntimeError):
+class DataUnavailable(UserError):
     """A packaged photo source is not installed."""
 
 
 def to_tensor(array: np.ndarray) -> Tensor:
     """(H, W) or (H, W, C) uint8 -> (3, H, W) float in [-1, 1]; grey is repeated, alpha dropped."""
     if array.dtype != np.uint8:
-        raise ValueError(f"expected 8-bit pixels, got {array.dtype}")
+        raise InputError(f"expected 8-bit pixels, got {array.dtype}")
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {array.shape}")
+        raise InputError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {array.shape}")
     tensor = torch.from_numpy(np.array(array[:, :, :3], copy=True)).permute(2, 0, 1).float()
     return tensor / 127.5 - 1.0
 
@@ -65,13 +75,13 @@ def load_image(path: str | Path, max_side: int | None = None) -> Tensor:
     """Read one image file -> (3, H, W) in [-1, 1]; a clear error for missing, corrupt or unsupported files."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such image file: {path}")
+        raise InputError(f"no such image file: {path}")
     try:
         with Image.open(path) as image:
             image.load()
             image = image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path} as an image ({error}); supported: {', '.join(IMAGE_SUFFIXES)}") from None
+        raise InputError(f"cannot read {path} as an image ({error}); supported: {', '.join(IMAGE_SUFFIXES)}") from None
     if max_side and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return to_tensor(np.asarray(image))
@@ -85,6 +95,11 @@ def downscale(image: Tensor, factor: float) -> Tensor:
 
 def _packaged_loader(name: str) -> Callable[[], np.ndarray]:
     source, key = name.split(":")
+    if source == "opencv":
+        path = OPENCV_DATA / key
+        if not path.is_file():
+            raise ImportError(f"{path} not found (Debian package opencv-doc)")
+        return lambda: np.asarray(Image.open(path).convert("RGB"))
     if source == "skimage":
         import skimage.data
 
@@ -108,11 +123,8 @@ def load_packaged(name: str) -> Tensor:
         image = to_tensor(np.asarray(_packaged_loader(name)()))
     except ImportError as error:
         raise DataUnavailable(f"{name}: its package is not installed ({error})") from None
-    return (
-        downscale(image, 0.5)
-        if name.startswith("sklearn:") or name.endswith(("rocket", "hubble_deep_field"))
-        else image
-    )
+    jpeg = name.startswith("sklearn:") or name.endswith((".jpg", "rocket", "hubble_deep_field", "retina"))
+    return downscale(image, 0.5) if jpeg else image
 
 
 @dataclass(frozen=True)
@@ -121,15 +133,38 @@ class Photo:
     image: Tensor  # (3, H, W) in [-1, 1]
 
 
-def held_out_photos(max_side: int | None = None) -> list[Photo]:
-    """The fixed held-out test set, optionally downscaled so the longest side is at most ``max_side``."""
+def held_out_photos(max_side: int | None = None, split: str = "test") -> list[Photo]:
+    """A held-out split ("test" or "validation"), optionally downscaled so the longest side is at most ``max_side``.
+    Validation photos whose package is missing are skipped (with a warning); test photos are required."""
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     photos = []
-    for name in HELD_OUT:
-        image = load_packaged(name)
+    for name in SPLITS[split]:
+        try:
+            image = load_packaged(name)
+        except DataUnavailable as error:
+            if split == "test":
+                raise
+            warnings.warn(f"validation photo skipped: {error}", stacklevel=2)
+            continue
         if max_side and max(image.shape[1:]) > max_side:
             image = downscale(image, max_side / max(image.shape[1:]))
         photos.append(Photo(name, image))
     return photos
+
+
+def square_crops(photos: list[Photo], size: int) -> tuple[list[str], Tensor]:
+    """Photos with the shorter side resized to ``size`` (antialiased) and centre-cropped: names, (N, 3, size, size)."""
+    names, images = [], []
+    for photo in photos:
+        _, h, w = photo.image.shape
+        scale = size / min(h, w)
+        shape = (max(size, round(h * scale)), max(size, round(w * scale)))
+        resized = F.interpolate(photo.image[None], size=shape, mode="bilinear", antialias=True, align_corners=False)[0]
+        top, left = (resized.shape[1] - size) // 2, (resized.shape[2] - size) // 2
+        names.append(photo.name)
+        images.append(resized[:, top : top + size, left : left + size].clamp(-1, 1))
+    return names, torch.stack(images)
 
 
 def packaged_training_photos() -> list[Photo]:
@@ -140,7 +175,7 @@ def packaged_training_photos() -> list[Photo]:
         photos += [
             Photo(f"opencv:{n}", downscale(load_image(OPENCV_DATA / n), 0.5 if n.endswith(".jpg") else 1.0))
             for n in OPENCV_PHOTOS
-            if (OPENCV_DATA / n).is_file()
+            if (OPENCV_DATA / n).is_file() and f"opencv:{n}" not in VALIDATION_PHOTOS
         ]
     else:
         warnings.warn(
@@ -155,10 +190,10 @@ def folder_photos(root: str | Path) -> list[Photo]:
     """Every image under ``root`` (recursively), for training on your own photos. Corrupt files are errors."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"photo folder not found: {root}")
+        raise InputError(f"photo folder not found: {root}")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
     return [Photo(str(p.relative_to(root)), load_image(p)) for p in paths]
 
 
@@ -166,12 +201,24 @@ def training_photos(cfg: DataConfig) -> list[Photo]:
     photos = packaged_training_photos() if cfg.source == "packaged" else folder_photos(cfg.source)
     small = [p.name for p in photos if min(p.image.shape[1:]) < cfg.crop_size]
     if small:
-        raise ValueError(f"photos smaller than the {cfg.crop_size}px crop: {small[:5]}")
+        raise InputError(f"photos smaller than the {cfg.crop_size}px crop: {small[:5]}")
     return photos
 
 
+@dataclass
+class DenoisingBatch:
+    """Noisy images, their clean originals (B, C, H, W) in [-1, 1], and the noise of each."""
+
+    noisy: Tensor
+    clean: Tensor
+    noise: NoiseLevel
+
+    def to(self, device: torch.device | str) -> DenoisingBatch:
+        return DenoisingBatch(self.noisy.to(device), self.clean.to(device), self.noise.to(device))
+
+
 class CropSampler:
-    """Endless batches of random crops (flips and 90-degree turns) with fresh noise: yields (noisy, clean, sigma).
+    """Endless batches of random crops (flips and 90-degree turns) with fresh noise: yields ``DenoisingBatch``.
 
     Photos are drawn in proportion to their area so every pixel is equally likely. ``state_dict`` saves the random
     stream so a resumed run continues with the same batches. With ``shards`` > 1 (one per training process) every
@@ -182,9 +229,9 @@ class CropSampler:
     def __init__(self, photos: list[Photo], cfg: DataConfig, seed: int = 0, shard: int = 0, shards: int = 1) -> None:
         if not 0 <= shard < shards:
             raise ValueError(f"shard must be in [0, {shards}), got {shard}")
-        self.shard, self.shards = shard, shards
         if not photos:
-            raise ValueError("no training photos")
+            raise InputError("no training photos")
+        self.shard, self.shards = shard, shards
         self.images = [p.image for p in photos]
         self.cfg = cfg
         areas = torch.tensor([float(im.shape[1] * im.shape[2]) for im in self.images])
@@ -207,22 +254,13 @@ class CropSampler:
             crop = crop.flip(2)
         return torch.rot90(crop, int(torch.randint(4, (1,), generator=g)), dims=(1, 2))
 
-    def noise_levels(self, count: int) -> Tensor:
-        """(count,) noise levels drawn uniformly from the configured range (sigma on 0-255, or diffusion level)."""
-        low, high = (
-            (self.cfg.sigma_min, self.cfg.sigma_max)
-            if self.cfg.noise == "gaussian"
-            else (self.cfg.level_min, self.cfg.level_max)
-        )
-        return low + (high - low) * torch.rand(count, generator=self.generator)
-
-    def sample(self) -> tuple[Tensor, Tensor, Tensor]:
+    def sample(self) -> DenoisingBatch:
         clean = torch.stack([self._crop() for _ in range(self.cfg.batch_size * self.shards)])
-        levels = self.noise_levels(clean.shape[0])
-        add = add_gaussian_noise if self.cfg.noise == "gaussian" else add_diffusion_noise
-        batch = (add(clean, levels, self.generator), clean, levels)
-        return tuple(t.chunk(self.shards)[self.shard] for t in batch)
+        noise = training_noise(self.cfg, clean.shape[0], self.generator)
+        noisy = noise.add_to(clean, self.generator)
+        mine = slice(self.shard * self.cfg.batch_size, (self.shard + 1) * self.cfg.batch_size)
+        return DenoisingBatch(noisy[mine], clean[mine], NoiseLevel(noise.kind, noise.value[mine]))
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[DenoisingBatch]:
         while True:
             yield self.sample()

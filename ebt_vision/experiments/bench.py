@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
-from .config import ExperimentConfig, from_dict
-from .layers import count_parameters
-from .reports import markdown_table
+from ..core.config import from_dict
+from ..core.flops import MatmulFlops
+from ..core.layers import count_parameters
+from ..core.reports import markdown_table
+from ..image.config import ImageConfig
 
 EBT_VARIANTS = ("naive", "fast", "checkpoint", "compiled")
 VARIANT_NOTES = {
@@ -46,7 +46,7 @@ class BenchCase:
     repeats: int = 5
 
 
-def _config(case: BenchCase) -> ExperimentConfig:
+def _config(case: BenchCase) -> ImageConfig:
     steps = max(1, case.descent_steps)
     return from_dict(
         {
@@ -58,33 +58,19 @@ def _config(case: BenchCase) -> ExperimentConfig:
     )
 
 
-class MatmulFlops(TorchDispatchMode):
-    """Counts the FLOPs of matrix products and attention kernels (PyTorch's flop formulas) in every pass, backward
-    and double backward included. (``FlopCounterMode`` itself cannot: its module hooks break ``autograd.grad``.)"""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.total += formula(*args, **(kwargs or {}), out_val=out)
-        return out
-
-
 def _max_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def _step_function(case: BenchCase, cfg: ExperimentConfig, device: torch.device):
+def _step_function(case: BenchCase, cfg: ImageConfig, device: torch.device):
     """-> (objective, a no-argument function running one training step or one prediction)."""
-    from .baselines import PlainDenoisingObjective
-    from .descent import minimize_energy
-    from .objectives import DenoisingObjective
-    from .ops import use_reference_ops
-    from .train import build_optimizer
+    from ..core.descent import minimize_energy
+    from ..core.ops import use_reference_ops
+    from ..core.train import build_optimizer
+    from ..image.data import DenoisingBatch
+    from ..image.noise import NoiseLevel
+    from ..image.objective import DenoisingObjective
+    from ..image.plain import PlainDenoisingObjective
 
     use_reference_ops(case.variant == "naive")
     objective = (DenoisingObjective if case.method == "ebt" else PlainDenoisingObjective)(cfg).to(device)
@@ -92,17 +78,18 @@ def _step_function(case: BenchCase, cfg: ExperimentConfig, device: torch.device)
     if cfg.train.compile:
         objective.compile_for_training()
     clean = torch.rand(case.batch, 3, case.image_size, case.image_size, device=device) * 2 - 1
-    batch = (clean + 0.2 * torch.randn_like(clean), clean, torch.full((case.batch,), 25.0, device=device))
+    noise = NoiseLevel("gaussian", torch.full((case.batch,), 25.0, device=device))
+    batch = DenoisingBatch(noise.add_to(clean), clean, noise)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and case.bf16)
     if case.mode == "infer":
 
         def predict() -> None:
             with torch.no_grad(), autocast:
                 if case.method == "transformer":
-                    objective.model(batch[0])
+                    objective.model(batch.noisy)
                 else:
-                    minimize_energy(objective.model, batch[0], batch[0], cfg.descent, objective.step_size(),
-                                    gradient_fn=objective.gradient_fn)  # fmt: skip
+                    minimize_energy(objective.model, batch.noisy, batch.noisy, objective.step_size(),
+                                    cfg.descent.num_steps, gradient_fn=objective.gradient_fn)  # fmt: skip
 
         return objective, predict
     optimizer, _ = build_optimizer(objective, cfg, device)

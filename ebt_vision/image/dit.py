@@ -9,7 +9,6 @@ becomes ``x_t`` for the timestep whose ``alphas_cumprod`` is nearest (in log SNR
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from functools import cache
 
@@ -18,58 +17,36 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel
 from torch import Tensor, nn
 
-from .config import ExperimentConfig, OptimConfig
-from .layers import count_parameters
-from .noise import DIFFUSION_STEPS, level_to_timestep
-from .objectives import StepOutput, weight_decay_groups
+from ..core.config import OptimConfig
+from ..core.layers import count_parameters
+from ..core.objective import StepOutput, weight_decay_groups
+from .config import ImageConfig
+from .data import DenoisingBatch
+from .noise import DIFFUSION_STEPS, alphas_cumprod, diffusion_betas, sigma_to_timestep, training_sigma_max
 from .tiling import tiled_map
 
 
 @cache
 def _training_scheduler() -> DDPMScheduler:
-    """The 1000-step linear-beta DDPM schedule (1e-4 to 0.02), the same one ``noise.py`` uses."""
-    return DDPMScheduler(num_train_timesteps=DIFFUSION_STEPS, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    """DDPM on the project's one diffusion schedule (``ebt_vision.image.noise``)."""
+    return DDPMScheduler(num_train_timesteps=DIFFUSION_STEPS, trained_betas=diffusion_betas().tolist())
 
 
-def alphas_cumprod() -> Tensor:
-    return _training_scheduler().alphas_cumprod
-
-
-def timestep_to_sigma(t: int) -> float:
-    """Timestep -> the 0-255 pixel sigma whose Gaussian noise has the same signal-to-noise ratio."""
-    a = float(alphas_cumprod()[t])
-    return 255.0 / 2.0 * math.sqrt((1.0 - a) / a)
-
-
-def sigma_to_timestep(sigma_255: float) -> int:
-    """0-255 pixel sigma -> the timestep nearest in log signal-to-noise ratio (0 for no noise)."""
-    if not math.isfinite(sigma_255) or sigma_255 < 0:
-        raise ValueError(f"sigma must be finite and >= 0, got {sigma_255}")
-    if sigma_255 == 0:
-        return 0
-    a = alphas_cumprod().double()
-    log_snr = torch.log(a / (1 - a))
-    target = -2.0 * math.log(sigma_255 * 2.0 / 255.0)  # log SNR of x + u * eps is -2 log u
-    return int(torch.argmin((log_snr - target).abs()))
-
-
-def training_max_timestep(cfg: ExperimentConfig) -> int:
+def training_max_timestep(cfg: ImageConfig) -> int:
     """The largest timestep the DiT trains on: matched to the EBT's training noise, or the full schedule."""
     if cfg.dit.timesteps == "full":
         return DIFFUSION_STEPS - 1
-    if cfg.data.noise == "gaussian":
-        return sigma_to_timestep(cfg.data.sigma_max)
-    return level_to_timestep(cfg.data.level_max) if cfg.data.level_max > 0 else 0
+    return sigma_to_timestep(training_sigma_max(cfg.data))
 
 
-def _transformer(cfg: ExperimentConfig, head_dim: int) -> DiTTransformer2DModel:
+def _transformer(cfg: ImageConfig, depth: int, heads: int, head_dim: int) -> DiTTransformer2DModel:
     m = cfg.model
     return DiTTransformer2DModel(
-        num_attention_heads=m.heads,
+        num_attention_heads=heads,
         attention_head_dim=head_dim,
         in_channels=m.channels,
         out_channels=m.channels,  # epsilon only (no learned variance)
-        num_layers=m.depth,
+        num_layers=depth,
         sample_size=cfg.data.crop_size,
         patch_size=m.patch_size,
         num_embeds_ada_norm=1,  # unconditional: one class
@@ -77,28 +54,50 @@ def _transformer(cfg: ExperimentConfig, head_dim: int) -> DiTTransformer2DModel:
     )
 
 
-@cache
-def matched_head_dim(cfg: ExperimentConfig, target: int) -> int:
-    """The attention head size whose DiT (same depth, heads, patch) has the parameter count closest to ``target``."""
+def _dit_parameters(cfg: ImageConfig, depth: int, inner: int) -> int:
+    """Parameters of the DiT with attention width ``inner`` (heads x head size; the split does not change the count)."""
     with torch.device("meta"):
-        candidates = range(2, 2 * cfg.model.width // cfg.model.heads + 1, 2)
-        counts = {d: count_parameters(_transformer(cfg, d)) for d in candidates}
-    return min(counts, key=lambda d: abs(counts[d] - target))
+        return count_parameters(_transformer(cfg, depth, 1, inner))
+
+
+def _closest_width(cfg: ImageConfig, depth: int, target: int) -> tuple[float, int]:
+    """(relative error, attention width) of the width closest in parameters to ``target`` at ``depth``. Widths are
+    multiples of 4 (diffusers' 2-D sin-cos positions need it); the count grows with the width, so bisect."""
+    low, high = 1, cfg.model.width  # in units of 4
+    while low < high:  # the smallest width with at least ``target`` parameters
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if _dit_parameters(cfg, depth, 4 * mid) < target else (low, mid)
+    return min((abs(_dit_parameters(cfg, depth, 4 * u) - target) / target, 4 * u) for u in (max(1, low - 1), low))
+
+
+@cache
+def matched_size(cfg: ImageConfig, target: int) -> tuple[int, int, int]:
+    """(depth, heads, head size) of the DiT (same patch) whose parameter count is closest to ``target``.
+
+    diffusers' blocks carry their own adaLN embedder, so at the EBT's depth the DiT is narrower. The EBT's depth is
+    kept when some width comes within 2% of the target; otherwise one block more or fewer is allowed (at small widths
+    one step of 4 in width moves the count by several percent). The heads are the divisor of the width nearest to the
+    EBT's head count.
+    """
+    depth = cfg.model.depth
+    error, width = _closest_width(cfg, depth, target)
+    if error > 0.02:
+        error, width, depth = min((*_closest_width(cfg, d, target), d) for d in (depth - 1, depth, depth + 1) if d >= 1)
+    heads = min((h for h in range(1, width + 1) if width % h == 0), key=lambda h: abs(h - cfg.model.heads))
+    return depth, heads, width // heads
 
 
 class DiTDenoiser(nn.Module):
-    """``(x_t (B, C, H, W), t (B,)) -> predicted noise (B, C, H, W)``; sizes matched to ``ImageEBT(cfg.model)``."""
+    """``(x_t (B, C, H, W), t (B,)) -> predicted noise (B, C, H, W)``; sized to match ``ImageEBT(cfg.model)``."""
 
-    def __init__(self, cfg: ExperimentConfig, head_dim: int | None = None) -> None:
+    def __init__(self, cfg: ImageConfig) -> None:
         super().__init__()
-        if head_dim is None:
-            from .energy_image import ImageEBT
+        from .model import ImageEBT
 
-            with torch.device("meta"):
-                target = count_parameters(ImageEBT(replace(cfg.model, sigma_conditioning=False)))
-            head_dim = matched_head_dim(cfg, target)
-        self.head_dim = head_dim
-        self.transformer = _transformer(cfg, head_dim)
+        with torch.device("meta"):
+            target = count_parameters(ImageEBT(replace(cfg.model, sigma_conditioning=False)))
+        self.depth, self.heads, self.head_dim = matched_size(cfg, target)
+        self.transformer = _transformer(cfg, self.depth, self.heads, self.head_dim)
 
     def forward(self, x_t: Tensor, timesteps: Tensor) -> Tensor:
         if x_t.shape[-1] != x_t.shape[-2]:
@@ -111,14 +110,14 @@ class DiTDenoiser(nn.Module):
 class DiTObjective(nn.Module):
     """DDPM training: clean crops from the same sampler as the EBT, noised at a uniform timestep, epsilon MSE."""
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
+    def __init__(self, cfg: ImageConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.model = DiTDenoiser(cfg)
         self.max_timestep = training_max_timestep(cfg)
 
-    def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> StepOutput:
-        _, clean, _ = batch  # the EBT's noisy copy is ignored: diffusion draws its own noise and timestep
+    def forward(self, batch: DenoisingBatch) -> StepOutput:
+        clean = batch.clean  # the EBT's noisy copy is ignored: diffusion draws its own noise and timestep
         t = torch.randint(0, self.max_timestep + 1, (clean.shape[0],), device=clean.device)
         noise = torch.randn_like(clean)
         x_t = _training_scheduler().add_noise(clean, noise, t)
@@ -146,7 +145,7 @@ def ddim_scheduler(start: int, steps: int | None = None, clip_sample: bool = Tru
     stride = total // count
     scheduler = DDIMScheduler(
         num_train_timesteps=total,
-        trained_betas=_training_scheduler().betas[:total].tolist(),
+        trained_betas=diffusion_betas()[:total].tolist(),
         clip_sample=clip_sample,
         set_alpha_to_one=True,
         steps_offset=start - (count - 1) * stride,
@@ -177,7 +176,7 @@ def dit_denoise(
     for start in sorted(set(starts)):  # images that start at the same timestep share a batch
         index = [i for i, s in enumerate(starts) if s == start]
         scheduler = ddim_scheduler(start, num_steps, clip)
-        x = noisy[index].to(device) * alphas_cumprod()[start].sqrt().to(device)
+        x = noisy[index].to(device) * float(alphas_cumprod()[start].sqrt())
         for t in scheduler.timesteps:
             eps = tiled_map(lambda tiles, t=t: objective.model(tiles, t), x, tile)
             out = scheduler.step(eps, t, x)
@@ -192,6 +191,6 @@ def dit_denoise(
 
 def load_dit(path, device: str | torch.device = "cpu") -> DiTObjective:
     """A trained DiT baseline (``ebt-vision train --model dit``) in eval mode."""
-    from .checkpoint import load_trained
+    from ..core.checkpoint import load_trained
 
     return load_trained(path, DiTObjective, "a DiT baseline", device)[0]

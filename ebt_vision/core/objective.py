@@ -1,0 +1,150 @@
+"""Objectives compose a model, (for an EBT) the descent, and a loss. The training loop depends on the ``Objective``
+interface alone and knows nothing EBT-specific; ``EnergyObjective`` is the shared base of every EBT workload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import DescentConfig, OptimConfig
+from .descent import (
+    PositionExpander,
+    Projection,
+    ReplayBuffer,
+    StepSize,
+    TrainingDescent,
+    Trajectory,
+    compiled_energy_gradient,
+    expand_to_candidate,
+    minimize_energy,
+)
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor
+    metrics: dict[str, Tensor]  # detached scalars for logging; "energy_abs_max" is watched for divergence
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What the training loop needs (besides ``nn.Module``'s ``parameters``, ``state_dict``, ``train``, ``to``)."""
+
+    def forward(self, batch: Any) -> StepOutput: ...
+
+    def param_groups(self, optim: OptimConfig) -> list[dict]: ...
+
+    def compile_for_training(self) -> None: ...
+
+
+def reconstruction_loss(prediction: Tensor, target: Tensor, kind: str) -> Tensor:
+    if kind == "mse":
+        return F.mse_loss(prediction, target)
+    return F.smooth_l1_loss(prediction, target, beta=1.0)
+
+
+def weight_decay_groups(module: nn.Module, optim: OptimConfig, skip: frozenset[int] = frozenset()) -> list[dict]:
+    """Decay matrices only; biases, norms, embeddings-as-vectors and ``skip`` parameters get none."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if not param.requires_grad or id(param) in skip:
+            continue
+        (decay if param.dim() >= 2 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class EnergyObjective(nn.Module):
+    """The shared half of every EBT objective: the energy model, its learned step size, the optional replay buffer
+    and compiled gradient, and ``descend``, which calls the one descent loop with the training options when training.
+    Subclasses write ``forward(batch) -> StepOutput`` (the data and the loss of their workload)."""
+
+    def __init__(self, model: nn.Module, descent: DescentConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.descent_cfg = descent
+        self.step_size = StepSize(descent.step_size, descent.learn_step_size)
+        self.replay = ReplayBuffer(descent.replay_buffer_size) if descent.replay_buffer_size > 0 else None
+        self.gradient_fn = None
+
+    def compile_for_training(self) -> None:
+        """Compile the energy's gradient function (``train.compile``); see ``compiled_energy_gradient``."""
+        self.gradient_fn = compiled_energy_gradient(self.model)
+
+    def projection(self) -> Projection | None:
+        """The projection applied after each step when ``descent.clamp_candidate`` is on; workloads override it."""
+        return None
+
+    def expand_positions(self) -> PositionExpander:
+        """How the model's per-position energies map onto its candidate; workloads override it."""
+        return expand_to_candidate
+
+    def descend(
+        self,
+        context: Tensor,
+        start: Tensor,
+        target: Tensor,
+        conditioning: dict[str, Tensor] | None = None,
+        num_steps: int | None = None,
+    ) -> tuple[Trajectory, Tensor]:
+        """Descend from ``start``; -> (trajectory, the target each row is scored against).
+
+        In training mode the descent keeps its second-order graph, draws its randomised schedule, and (with replay
+        on) starts ``replay_fraction`` of the rows from stored (context, candidate, target, conditioning) rows:
+        the returned target belongs to the rows actually descended. ``conditioning``: per-row keyword arguments of
+        the model (e.g. the noise sigma of a non-blind denoiser).
+        """
+        cfg, conditioning = self.descent_cfg, dict(conditioning or {})
+        if self.training and self.replay is not None:
+            rows = self.replay.mix(cfg.replay_fraction, context=context, candidate=start, target=target, **conditioning)
+            context, start, target = rows.pop("context"), rows.pop("candidate"), rows.pop("target")
+            conditioning = rows
+        energy_fn, gradient_fn = self.model, self.gradient_fn
+        if conditioning:
+            energy_fn = partial(energy_fn, **conditioning)
+            gradient_fn = gradient_fn and partial(gradient_fn, **conditioning)
+        trajectory = minimize_energy(
+            energy_fn,
+            context,
+            start,
+            self.step_size(),
+            cfg.num_steps if num_steps is None else num_steps,
+            langevin_noise=cfg.langevin_noise if self.training else 0.0,
+            project=self.projection() if cfg.clamp_candidate else None,
+            expand_positions=self.expand_positions(),
+            gradient_fn=gradient_fn,
+            training=TrainingDescent.from_config(cfg) if self.training else None,
+        )
+        if self.training and self.replay is not None:
+            self.replay.push(context=context, candidate=trajectory.final, target=target, **conditioning)
+        return trajectory, target
+
+    def step_losses(self, trajectory: Trajectory, target: Tensor, kind: str, on_steps: str) -> tuple[Tensor, Tensor]:
+        """(loss over the configured steps, loss of the last step) of every descent step's candidate vs ``target``."""
+        losses = [reconstruction_loss(c.float(), target, kind) for c in trajectory.candidates[1:]]
+        loss = losses[-1] if on_steps == "last" else torch.stack(losses).mean()
+        return loss, losses[-1]
+
+    def descent_metrics(self, trajectory: Trajectory) -> dict[str, Tensor]:
+        return {
+            "energy_mean": trajectory.energies.mean(),
+            "energy_abs_max": trajectory.energies.abs().max(),
+            "grad_norm_mean": trajectory.grad_norms.mean(),
+            "step_size": self.step_size().detach(),
+        }
+
+    def param_groups(self, optim: OptimConfig) -> list[dict]:
+        """AdamW groups; the log step size learns at its own rate without weight decay."""
+        log_step = self.step_size.log_value
+        groups = weight_decay_groups(self, optim, skip=frozenset({id(log_step)}))
+        if log_step.requires_grad:
+            lr = optim.lr * self.descent_cfg.step_size_lr_multiplier
+            groups.append({"params": [log_step], "weight_decay": 0.0, "lr": lr})
+        return groups

@@ -1,0 +1,49 @@
+"""What each method costs: FLOPs of one pass (in DiT forward passes) and of one training step."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...core.flops import count_flops
+from ...image.config import ImageConfig
+from ...image.data import DenoisingBatch
+from ...image.noise import NoiseLevel
+
+
+def pass_costs(ebt: nn.Module, dit: nn.Module) -> dict[str, float]:
+    """FLOPs of one pass on one training-size tile, in units of one DiT forward pass."""
+    tile = ebt.cfg.data.crop_size
+    x = torch.zeros(1, ebt.cfg.model.channels, tile, tile, device=next(ebt.parameters()).device)
+    with torch.no_grad():
+        dit_forward = count_flops(lambda: dit.model(x, torch.tensor([50])))
+        ebt_forward = count_flops(lambda: ebt.model(x, x))
+
+    def ebt_gradient():  # the descent's gradient to the candidate (no parameter gradients)
+        candidate = x.clone().requires_grad_(True)
+        torch.autograd.grad(ebt.model(x, candidate).sum(), candidate)
+
+    ebt_backward = count_flops(ebt_gradient) - ebt_forward
+    return {
+        "dit_forward_flops": dit_forward,
+        "ebt_forward": ebt_forward / dit_forward,
+        "ebt_backward": ebt_backward / dit_forward,
+    }
+
+
+def training_step_flops(objective: nn.Module, cfg: ImageConfig) -> int:
+    """FLOPs of one training step (forward and backward, the EBT's descent included) on a batch of the config's size.
+    The count does not depend on the weights or the pixels, so random ones serve."""
+    was_training = objective.training
+    objective.train()
+    size, batch = cfg.data.crop_size, cfg.data.batch_size
+    device = next(objective.parameters()).device
+    clean = torch.rand(batch, cfg.model.channels, size, size, device=device) * 2 - 1
+    noise = NoiseLevel("gaussian", torch.full((batch,), 25.0, device=device))
+    data = DenoisingBatch(noise.add_to(clean), clean, noise)
+    try:
+        flops = count_flops(lambda: objective(data).loss.backward())
+    finally:
+        objective.zero_grad(set_to_none=True)
+        objective.train(was_training)
+    return flops
