@@ -1,4 +1,9 @@
-"""The ``ebt-vision`` command: train, eval, compare, ablate, demo, bench, quickstart (also ``python -m ebt_vision``)."""
+"""The ebt-vision command line: train, evaluate, compare and use Energy-Based Transformers for image denoising.
+
+Every command takes --help. Shipped checkpoints and configs are found from any directory. Commands that measure
+write their report (Markdown + JSON + PNG) to a run folder under runs/ unless --out says otherwise; the committed
+reports under reports/ are rewritten only when asked (--out reports).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,24 @@ import argparse
 import sys
 from pathlib import Path
 
+DEFAULT_EBT = "checkpoints/ebt-image-s"
+DEFAULT_DIT = "checkpoints/dit-image-s"
+SIGMAS = [15.0, 25.0, 50.0, 75.0, 100.0]
+
+
+def _config(path: str | None, overrides: list[str]):
+    from .core.config import load_config
+    from .core.paths import resolve_path
+
+    return load_config(resolve_path(path, "config file") if path else None, overrides)
+
 
 def _train(args: argparse.Namespace) -> int:
     from .core import distributed
-    from .core.config import load_config
     from .core.train import TrainingDiverged
     from .experiments.training import train_denoiser
 
-    cfg = load_config(args.config, args.set)
+    cfg = _config(args.config, args.set)
     run_dir = Path(args.out or f"runs/{cfg.name}")
     ctx = distributed.init_from_environment(cfg.train.device)  # under torchrun: join the process group
     try:
@@ -25,97 +40,35 @@ def _train(args: argparse.Namespace) -> int:
         distributed.shutdown(ctx)
     if ctx.is_main:
         processes = f" on {ctx.world_size} processes" if ctx.enabled else ""
-        print(f"trained {result.step} steps{processes} in {result.seconds:.0f} s -> {run_dir / 'model.safetensors'}")
+        print(
+            f"trained {result.step} steps{processes} in {result.seconds:.0f} s -> {run_dir} (a loadable model folder)"
+        )
     return 0
 
 
-DEFAULT_CHECKPOINT = "checkpoints/ebt-image-s.safetensors"
-
-
-def _evaluate(checkpoint: str, args: argparse.Namespace, out_dir: Path, stem: str, budget: str) -> Path:
-    from .core.reports import make_meta
-    from .core.train import resolve_device
-    from .experiments.evaluation import evaluate_denoiser, write_denoise_report
-    from .image.data import held_out_photos
-    from .image.inference import load_denoiser
-
-    device = resolve_device(args.device)
-    objective = load_denoiser(checkpoint, device)
-    photos = held_out_photos(args.max_side, args.split)[: args.limit]
-    sizes = ", ".join(f"{p.image.shape[2]}x{p.image.shape[1]}" for p in photos)
-    scale = f"downscaled to at most {args.max_side}px" if args.max_side else "full resolution"
-    data = f"held-out {args.split} split: {len(photos)} photos ({', '.join(p.name for p in photos)}), {scale} ({sizes})"
-    rows = evaluate_denoiser(objective, photos, tuple(args.sigmas), args.steps, args.seed, not args.no_bm3d)
-    meta = make_meta(device, args.seed, data, budget)
-    return write_denoise_report(rows, meta, out_dir, stem)
-
-
 def _eval(args: argparse.Namespace) -> int:
-    from .core.checkpoint import read_metadata
+    from .experiments.evaluation import run_evaluation
 
-    cfg, extra = read_metadata(args.checkpoint)
-    budget = f"{cfg.name}: {extra.get('step', '?')} steps of batch {cfg.data.batch_size}, crops {cfg.data.crop_size}px"
-    if "train_seconds" in extra:
-        budget += f", {extra['train_seconds'] / 60:.1f} min training"
-    report = _evaluate(args.checkpoint, args, Path(args.out), args.stem, budget)
+    report = run_evaluation(
+        args.checkpoint, args.out, args.stem, tuple(args.sigmas), args.steps, args.max_side, args.split, args.limit,
+        args.seed, not args.no_bm3d, args.device, not args.quiet,
+    )  # fmt: skip
     print(report.read_text())
+    print(f"report: {report} (+ .json, .png)")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    """Train (or load) the blind EBT, the sigma-conditioned EBT and the DiTs on one budget, evaluate, report."""
-    from .core.config import ConfigError, load_config, with_overrides
-    from .core.reports import make_meta
-    from .core.train import resolve_device
-    from .experiments.compare.contenders import load_contenders, train_contenders
-    from .experiments.compare.costs import pass_costs
-    from .experiments.compare.protocols import evaluate_gaussian, evaluate_paper_protocol
-    from .experiments.compare.report import write_compare_report
+    from .experiments.compare.run import CompareOptions, run_comparison
 
-    cfg = load_config(args.config, args.set)
-    if cfg.data.noise != "gaussian":
-        raise ConfigError(
-            "compare trains on Gaussian noise (data.noise: gaussian); the diffusion-level protocol is "
-            "evaluated on those models as a second table"
-        )
+    cfg = _config(args.config, args.set)
     runs = Path(args.runs or f"runs/{cfg.name}")
-    device = resolve_device(args.device if args.device != "auto" else cfg.train.device)
-    if args.load:
-        contenders = load_contenders(runs, device)
-    else:
-        run_cfg = cfg if args.device == "auto" else with_overrides(cfg, [f"train.device={device}"])
-        contenders = train_contenders(run_cfg, runs, progress=not args.quiet)
-    costs = pass_costs(contenders["ebt"].objective, contenders["dit"].objective)
-    best_of = tuple(args.best_of)
-    rows = []
-    for split in ("validation", "test"):
-        rows += evaluate_gaussian(
-            contenders, costs, split, tuple(args.sigmas), args.eval_size, args.ebt_steps, tuple(args.dit_steps),
-            best_of, args.seed, with_bm3d=not args.no_bm3d and split == "test", limit=args.limit,
-            progress=not args.quiet,
-        )  # fmt: skip
-        if not args.no_paper:
-            rows += evaluate_paper_protocol(
-                contenders, costs, split, args.eval_size, ebt_steps=args.ebt_steps, dit_steps=tuple(args.dit_steps),
-                seed=args.seed, limit=args.limit,
-            )  # fmt: skip
-    first = contenders["ebt"]
-    splits = ("validation", "test")
-    images = {split: len({r["image"] for r in rows if r["eval_split"] == split}) for split in splits}
-    data = (
-        f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, sigma U[{cfg.data.sigma_min:g}, "
-        f"{cfg.data.sigma_max:g}], one crop stream for all models; settings chosen on {images['validation']} "
-        f"validation photos, reported on {images['test']} test photos, resized and centre-cropped to "
-        f"{args.eval_size}x{args.eval_size}, the same noise for every method"
-    )
-    budget = (
-        f"step-matched: {first.steps} steps of batch {cfg.data.batch_size} ({first.steps * cfg.data.batch_size} crops) "
-        f"each; compute-matched DiT: {contenders['dit-compute'].steps} steps (the blind EBT's training FLOPs); "
-        + ", ".join(f"{c.name} {c.seconds / 60:.1f} min" for c in contenders.values())
-    )
-    out = Path(args.out or runs)
-    meta = make_meta(device, args.seed, data, budget)
-    report = write_compare_report(rows, contenders, costs, meta, out, args.stem, max(best_of))
+    options = CompareOptions(
+        eval_size=args.eval_size, sigmas=tuple(args.sigmas), ebt_steps=args.ebt_steps, dit_steps=tuple(args.dit_steps),
+        best_of=tuple(args.best_of), seed=args.seed, with_bm3d=not args.no_bm3d, with_paper_protocol=not args.no_paper,
+        limit=args.limit, load=args.load, device=args.device, stem=args.stem,
+    )  # fmt: skip
+    report = run_comparison(cfg, runs, Path(args.out or runs), options, progress=not args.quiet)
     text = report.read_text()
     print(text[text.index("| model |") :] if args.summary else text)
     print(f"report: {report} (+ .json, .png)")
@@ -123,169 +76,204 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    """Train blind-EBT variants of one config and the DiT reference on the same crops; PSNR per variant."""
-    from .core.config import load_config
     from .core.reports import make_meta
     from .core.train import resolve_device
     from .experiments.ablation import VARIANTS, run_ablation, write_ablation_report
 
-    cfg = load_config(args.config, args.set)
-    names = args.variants or list(VARIANTS)
+    cfg = _config(args.config, args.set)
     sigmas = tuple(args.sigmas)
-    result = run_ablation(
-        cfg, names, args.runs, sigmas, args.eval_size, seed=args.seed, limit=args.limit, progress=not args.quiet
-    )
+    result = run_ablation(cfg, args.variants or list(VARIANTS), args.runs, sigmas, args.eval_size, seed=args.seed,
+                          limit=args.limit, progress=not args.quiet)  # fmt: skip
     data = (
         f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, one crop stream for all; step counts chosen "
         f"on the validation photos, reported on the test photos, resized/centre-cropped to {args.eval_size}px"
     )
     budget = f"each variant {cfg.train.steps} steps of batch {cfg.data.batch_size} ({cfg.model.width}-wide EBT)"
     meta = make_meta(resolve_device(cfg.train.device), args.seed, data, budget)
-    report = write_ablation_report(result, cfg, sigmas, meta, args.out, args.stem)
+    report = write_ablation_report(result, cfg, sigmas, meta, args.out or args.runs, args.stem)
     print(report.read_text())
+    print(f"report: {report} (+ .json, .png)")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .experiments.bench import run_bench
+
+    report, table = run_bench(args.out, args.stem, args.presets, args.image_sizes, args.batches, args.descent_steps,
+                              args.devices, args.repeats, args.warmup, args.variants, args.modes)  # fmt: skip
+    print(table)
+    print(f"report: {report} (+ .json, .png)")
+    return 0
+
+
+def _denoise(args: argparse.Namespace) -> int:
+    from .core.checkpoint import load_trained
+    from .core.train import resolve_device
+    from .image.denoise_files import DenoiseOptions, denoise_files
+    from .image.dit import DiTObjective
+    from .image.objective import DenoisingObjective
+
+    checkpoint = args.checkpoint or (DEFAULT_DIT if args.model == "dit" else DEFAULT_EBT)
+    build, what = (DiTObjective, "a DiT baseline") if args.model == "dit" else (DenoisingObjective, "an image EBT")
+    model, _ = load_trained(checkpoint, build, what, resolve_device(args.device))
+    options = DenoiseOptions(args.steps, args.best_of, args.sigma, args.save_steps, args.save_energy_map,
+                             args.overwrite)  # fmt: skip
+    written = denoise_files(model, args.inputs, args.output, options, progress=not args.quiet)
+    print("\n".join(str(path) for path in written))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from apps.demo import main as demo_main
+    from apps.demo import launch
 
-    return demo_main(args.demo_args)
+    return launch(args)
 
 
-def _add_compare_options(
-    p: argparse.ArgumentParser, config: str, eval_size: int, dit_steps: list[int], ebt_steps: int
-) -> None:
-    p.add_argument("--config", default=config, help="one config for all three models (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=100")
-    p.add_argument("--runs", help="run folder holding ebt/, ebt-cond/, dit/ (default runs/<name>)")
+def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
+    if device:
+        p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_compare_options(p: argparse.ArgumentParser, config: str, dit_steps: list[int], ebt_steps: int) -> None:
+    p.add_argument("--config", default=config, help="one config for all the models (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    p.add_argument("--runs", help="folder of the trained models ebt/, ebt-cond/, dit/, dit-compute/ "
+                   "(default: runs/<config name>)")  # fmt: skip
     p.add_argument("--load", action="store_true", help="evaluate the finished runs in --runs without training")
-    p.add_argument("--eval-size", type=int, default=eval_size, help="held-out photos resized/cropped to this square")
-    p.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50, 75, 100], help="0-255 noise sigmas")
-    p.add_argument("--ebt-steps", type=int, default=ebt_steps, help="EBT descent steps (PSNR after each)")
+    p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
+    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
+    p.add_argument("--ebt-steps", type=int, default=ebt_steps, help="most EBT descent steps (PSNR after each)")
     p.add_argument("--dit-steps", type=int, nargs="+", default=dit_steps, help="DDIM step counts; 0 = all")
-    p.add_argument("--best-of", type=int, nargs="+", default=[2, 4], help="N values for the EBT's best-of-N")
+    p.add_argument("--best-of", type=int, nargs="+", default=[2, 4], help="N values of the EBT's best-of-N")
     p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D")
-    p.add_argument("--no-paper", action="store_true", help="skip the diffusion-level (paper protocol) table")
-    p.add_argument("--limit", type=int, default=None, help="only the first N held-out photos")
+    p.add_argument("--no-paper", action="store_true", help="skip the diffusion-level (original protocol) table")
+    p.add_argument("--limit", type=int, help="only the first N photos of each held-out split")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", help="report folder (default: the --runs folder)")
+    p.add_argument("--stem", default="denoise_compare", help="report file name stem")
+    _common(p)
 
 
-def _bench(args: argparse.Namespace) -> int:
-    """Train-step time and peak memory, EBT vs plain transformer, in one run; writes reports/bench.{md,json}."""
-    import torch
-
-    from .core.progress import progress
-    from .core.reports import make_meta, write_report
-    from .experiments.bench import VARIANT_NOTES, bench_cases, bench_plot, bench_table, run_isolated, with_ratios
-
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    cases = bench_cases(
-        args.presets, args.image_sizes, args.batches, args.descent_steps, devices, repeats=args.repeats,
-        variants=args.variants, modes=args.modes, warmup=args.warmup,
-    )  # fmt: skip
-    rows = with_ratios([run_isolated(case) for case in progress(cases, desc="bench")])
-    table = bench_table(rows)
-    data = "random images (timing does not depend on content)"
-    budget = (
-        f"median of {args.repeats} timed steps after {args.warmup} warm-up steps (compilation happens in the warm-up), "
-        "AdamW (fused), bf16 autocast on CUDA"
-    )
-    notes = "\n".join(f"- **{name}**: {VARIANT_NOTES[name]}" for name in VARIANT_NOTES)
-    body = (
-        "Time and peak memory of one training step (mode train) or one prediction (mode infer). An EBT training "
-        "step runs K descent steps with a second-order graph and backpropagates through them; an EBT prediction runs "
-        "K descent steps with first-order gradients; the plain transformer of the same size predicts the clean image "
-        "in one forward pass. `x plain`: relative to the plain transformer of the same setting and mode (the "
-        "compiled one for compiled rows). CPU memory: growth of the process's peak resident set during the steps "
-        "(each row in a fresh process); CUDA memory: torch.cuda.max_memory_allocated.\n\nVariants:\n\n"
-        f"{notes}\n\n{table}"
-    )
-    body += f"\n\n![time and memory relative to the plain transformer]({args.stem}.png)"
-    write_report(args.out, args.stem, make_meta(",".join(devices), 0, data, budget), rows, body)
-    bench_plot(rows, Path(args.out) / f"{args.stem}.png")
-    print(table)
-    return 0
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help; descriptions keep their line breaks."""
 
 
-def _add_eval_options(p: argparse.ArgumentParser, max_side: int | None, steps: int) -> None:
-    p.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50, 75, 100], help="0-255 noise sigmas")
-    p.add_argument("--steps", type=int, default=steps, help="descent steps (PSNR is reported after each)")
-    p.add_argument("--max-side", type=int, default=max_side, help="downscale held-out photos (default: full size)")
-    p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D (slow on big photos)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out photos")
-    p.add_argument("--split", choices=["test", "validation"], default="test", help="held-out split to evaluate")
+def _command(sub, name: str, func, summary: str, description: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=summary, description=f"{summary}.\n\n{description}", formatter_class=_Formatter)
+    p.set_defaults(func=func)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ebt-vision", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train an image EBT denoiser (or the DiT baseline with --model dit)")
-    p.add_argument("--config", help="YAML config (see configs/)")
+    from apps.demo import add_arguments as add_demo_arguments
+
+    parser = argparse.ArgumentParser(prog="ebt-vision", description=__doc__, formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "train", _train, "Train an image EBT denoiser (or the DiT baseline with --model dit)",
+                 "Writes runs/<name>/: config, metrics.csv, loss.png, resumable checkpoints, and the final model\n"
+                 "(model.safetensors + config.json: the folder loads with --checkpoint or from_pretrained).",
+                 )  # fmt: skip
+    p.add_argument("--config", help="YAML config (see configs/); without one, the library defaults")
     p.add_argument("--model", choices=["ebt", "dit"], default="ebt", help="dit: the diffusers DiT of the same size")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=100")
-    p.add_argument("--out", help="run folder (default runs/<name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint (same config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="PSNR/SSIM of a checkpoint on the held-out photos vs noisy input and CBM3D")
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
-    _add_eval_options(p, max_side=None, steps=4)
-    p.add_argument("--out", default="reports", help="report folder")
+    p = _command(sub, "denoise", _denoise, "Denoise your own images with the shipped (or any) EBT or DiT",
+                 "Inputs: image files or folders (PNG, JPEG, TIFF, WebP, BMP, PPM/PGM; 8 or 16 bit; grey, RGB,\n"
+                 "with or without alpha). Results: OUT/<name>.ebt.png (or .dit.png; 16-bit inputs give 16-bit .tif),\n"
+                 "grey stays grey, alpha is kept. Inputs are never overwritten.")  # fmt: skip
+    p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--model", choices=["ebt", "dit"], default="ebt", help="which model family")
+    p.add_argument("--checkpoint", help=f"model folder or .safetensors (default: {DEFAULT_EBT} or {DEFAULT_DIT})")
+    p.add_argument("--steps", type=int, help="EBT descent steps (default: as trained) or DiT DDIM steps (default 2)")
+    p.add_argument("--best-of", type=int, default=1, help="EBT: N descents, keep the lowest final energy")
+    p.add_argument("--sigma", type=float, help="noise sigma (0-255) for a sigma-conditioned EBT or the DiT; "
+                   "default: estimated from the image (the blind EBT needs none)")  # fmt: skip
+    p.add_argument("--save-steps", action="store_true", help="EBT: also write every intermediate step")
+    p.add_argument("--save-energy-map", action="store_true", help="EBT: also write the per-patch energy map")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results (never an input)")
+    _common(p)
+
+    p = _command(sub, "eval", _eval, "PSNR/SSIM of a checkpoint on held-out photos vs the noisy input and CBM3D",
+                 "Full-resolution held-out photos, the EBT after every descent step.")  # fmt: skip
+    p.add_argument("--checkpoint", default=DEFAULT_EBT, help="EBT model folder or .safetensors file")
+    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
+    p.add_argument("--steps", type=int, default=4, help="descent steps (PSNR is reported after each)")
+    p.add_argument("--max-side", type=int, help="downscale the photos to this longest side (default: full size)")
+    p.add_argument("--split", choices=["test", "validation"], default="test", help="held-out split")
+    p.add_argument("--limit", type=int, help="only the first N photos")
+    p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D (slow on big photos)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--out", default="runs/eval", help="report folder")
     p.add_argument("--stem", default="denoise_eval", help="report file name stem")
-    p.set_defaults(func=_eval)
+    _common(p)
 
-    p = sub.add_parser("compare", help="EBT (blind, sigma-conditioned) vs diffusers DiT: same data and budget")
-    _add_compare_options(p, "configs/compare-cpu.yaml", 64, [1, 2, 5, 10, 25, 50, 100, 0], 8)
-    p.add_argument("--out", default="reports", help="report folder")
-    p.add_argument("--stem", default="denoise_compare", help="report file name stem")
-    p.set_defaults(func=_compare, summary=False)
+    p = _command(sub, "compare", _compare, "EBT (blind, sigma-conditioned) vs the diffusers DiT: same data and budget",
+                 "Trains four models on one crop stream (blind EBT, sigma-conditioned EBT, a step-matched and a\n"
+                 "compute-matched DiT), chooses every method's settings on the validation photos and reports them\n"
+                 "on the test photos.")  # fmt: skip
+    _add_compare_options(p, "configs/compare-cpu.yaml", [1, 2, 5, 10, 25, 50, 100, 0], 8)
+    p.set_defaults(summary=False)
 
-    p = sub.add_parser("quickstart", help="main job: the EBT vs DiT comparison at small scale on CPU (~10 min)")
-    # Toy scale for ~10 minutes on 2 cores: DDIM up to 25 steps, 4 EBT steps, no diffusion-level table.
-    _add_compare_options(p, "configs/quickstart.yaml", 64, [1, 2, 5, 10, 25], 4)
-    p.add_argument("--out", default=None, help="report folder (default: the run folder)")
-    p.add_argument("--stem", default="denoise_compare")
-    p.set_defaults(func=_compare, summary=True, no_paper=True)
+    p = _command(sub, "quickstart", _compare, "The main job: the EBT vs DiT comparison at toy scale (~12 min on CPU)",
+                 "configs/quickstart.yaml: 0.16M-parameter models, 800 steps each; DDIM up to 25 steps, 4 EBT\n"
+                 "steps, no diffusion-level table.")  # fmt: skip
+    _add_compare_options(p, "configs/quickstart.yaml", [1, 2, 5, 10, 25], 4)
+    p.set_defaults(summary=True, no_paper=True)
 
-    p = sub.add_parser("ablate", help="blind-EBT variants (step size, steps, loss, Langevin) vs the DiT")
+    p = _command(
+        sub,
+        "ablate",
+        _ablate,
+        "Blind-EBT training variants (step size, steps, loss, Langevin) vs the DiT",
+        "Every variant trains on the same crops; step counts are chosen on validation, reported on test.",
+    )
     p.add_argument("--config", default="configs/quickstart.yaml", help="the base config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--variants", nargs="+", help="default: all (see ebt_vision/ablation.py)")
-    p.add_argument("--runs", default="runs/ablation")
-    p.add_argument("--eval-size", type=int, default=64)
-    p.add_argument("--sigmas", type=float, nargs="+", default=[15, 25, 50, 75, 100])
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="reports")
-    p.add_argument("--stem", default="ablation")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_ablate)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the base config")
+    p.add_argument("--variants", nargs="+", help="variant names (default: all; see experiments/ablation.py)")
+    p.add_argument("--runs", default="runs/ablation", help="folder of the trained variants")
+    p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
+    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
+    p.add_argument("--limit", type=int, help="only the first N photos of each split")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--out", help="report folder (default: the --runs folder)")
+    p.add_argument("--stem", default="ablation", help="report file name stem")
+    _common(p, device=False)
 
-    p = sub.add_parser("demo", help="the Gradio app: refinement steps and energy maps (apps/demo.py)", add_help=False)
-    p.add_argument("demo_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_demo)
-
-    p = sub.add_parser("bench", help="train-step time and memory: EBT (K descent steps) vs a plain transformer")
-    p.add_argument("--presets", nargs="+", default=["EBT-S/4"])
-    p.add_argument("--image-sizes", type=int, nargs="+", default=[32])
-    p.add_argument("--batches", type=int, nargs="+", default=[32])
-    p.add_argument("--descent-steps", type=int, nargs="+", default=[1, 2, 4])
+    p = _command(
+        sub,
+        "bench",
+        _bench,
+        "Training-step time and memory: EBT (K descent steps) vs a plain transformer",
+        "Every case runs in a fresh process; FLOPs are counted in every pass.",
+    )
+    p.add_argument("--presets", nargs="+", default=["EBT-S/4"], help="model sizes (see image/config.py PRESETS)")
+    p.add_argument("--image-sizes", type=int, nargs="+", default=[32], help="square image sizes")
+    p.add_argument("--batches", type=int, nargs="+", default=[32], help="batch sizes")
+    p.add_argument("--descent-steps", type=int, nargs="+", default=[1, 2, 4], help="EBT descent steps K")
     p.add_argument("--devices", nargs="+", help="default: cpu, and cuda when available")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per case (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
-    p.add_argument(
-        "--variants", nargs="+", default=["naive", "fast", "checkpoint"], choices=["naive", "fast", "checkpoint",
-        "compiled"], help="EBT training paths to time (compiled takes minutes to compile on a CPU)",
-    )  # fmt: skip
-    p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
-    p.add_argument("--out", default="reports")
-    p.add_argument("--stem", default="bench")
-    p.set_defaults(func=_bench)
+    p.add_argument("--variants", nargs="+", default=["naive", "fast", "checkpoint"],
+                   choices=["naive", "fast", "checkpoint", "compiled"],
+                   help="EBT training paths to time (compiled takes minutes to compile on a CPU)")  # fmt: skip
+    p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"], help="what to time")
+    p.add_argument("--out", default="runs/bench", help="report folder")
+    p.add_argument("--stem", default="bench", help="report file name stem")
+
+    p = _command(
+        sub,
+        "demo",
+        _demo,
+        "The Gradio app: watch the model think (apps/demo.py)",
+        "Serves on http://HOST:PORT; offline, from the shipped checkpoints unless told otherwise.",
+    )
+    add_demo_arguments(p)
     return parser
 
 

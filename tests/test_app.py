@@ -36,13 +36,15 @@ def test_story_has_every_step_with_maps_psnr_and_the_dit(tiny_cfg, objective):
     dit = DiTObjective(tiny_cfg).eval()
     story = denoise_story(objective, image, sigma=30, steps=3, best_of=2, dit=dit, dit_steps=4)
     assert len(story.candidates) == 4 and len(story.energies) == 4 and len(story.psnrs) == 4
-    assert all(m.shape == (8, 12) for m in story.energy_maps)
-    assert all(m.shape == (32, 48) and (m >= 0).all() for m in story.gradient_maps)
+    assert len(story.energy_maps) == 4 and all(m.shape == (8, 12) for m in story.energy_maps)
+    assert len(story.gradient_maps) == 3 and all(m.shape == (32, 48) and (m >= 0).all() for m in story.gradient_maps)
     assert story.forward_passes == 2 * 4 and story.backward_passes == 2 * 3  # best-of-2, 3 steps + final energy
     assert story.dit.shape == image.shape and story.dit_forward_passes == 4 and story.dit_psnr is not None
     frames = story_frames(story)
-    assert len(frames) == 3 * 4 and all(f.shape == (32, 48, 3) and f.dtype == np.uint8 for f, _ in frames)
-    assert "energy map" in frames[1][1] and "dB" in frames[3][1]
+    assert len(frames) == 4 + 4 + 3  # candidates, energy maps, and |dE/dx| where a step was taken
+    assert frames[0][0].shape == (32, 48, 3) and all(f.dtype == np.uint8 and f.shape[2] == 3 for f, _ in frames)
+    assert frames[1][0].shape[1] > 48  # a map is drawn with its colour bar beside it
+    assert "energy map" in frames[1][1] and "dB" in frames[3][1] and all(len(c) <= 40 for _, c in frames)
     summary = visualize.story_summary(story)
     assert "forward" in summary and "DiT" in summary
     figure = visualize.story_figure(story)
@@ -96,12 +98,16 @@ def test_image_tab_handler_outputs(checkpoints, tmp_path):
     tab = ImageTab(ebt, dit)
     clean, noisy, gallery, result, dit_image, figure, summary = tab.run("skimage:coffee", None, 25, 2, 1.0, 1, 3)
     assert clean.shape == noisy.shape == result.shape == dit_image.shape and clean.shape[2] == 3
-    assert max(clean.shape[:2]) <= 256 and len(gallery) == 3 * 3
-    assert "3 forward passes" in summary and figure is not None
+    assert max(clean.shape[:2]) <= 256 and len(gallery) == 3 + 3 + 2  # 3 candidates, 3 energy maps, 2 gradients
+    assert "3 forward passes" in summary and "sample photo skimage:coffee" in summary and figure is not None
     photo = tmp_path / "photo.jpg"
     Image.fromarray((np.random.default_rng(1).random((40, 60, 3)) * 255).astype(np.uint8)).save(photo)
-    out = tab.run(None, str(photo), 10, 1, 1.0, 1, 0)
-    assert out[0].shape == (40, 60, 3)
+    out = tab.run("skimage:coffee", str(photo), 10, 1, 1.0, 1, 0)  # the upload wins over the selected sample
+    assert out[0].shape == (40, 60, 3) and "your upload photo.jpg" in out[6]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    with pytest.raises(InputError, match="notes.txt is not an image"):  # never silently the sample instead
+        tab.run("skimage:coffee", str(notes), 10, 1, 1.0, 1, 0)
     with pytest.raises(InputError, match="pick a sample"):
         tab.run(None, None, 25, 2, 1.0, 1, 3)
     assert ImageTab(ebt, None).run("skimage:coffee", None, 25, 1, 1.0, 1, 3)[4] is None  # no DiT checkpoint
@@ -120,7 +126,11 @@ def test_gradient_maps_recovered_from_the_steps_match_autograd(objective):
 
     story = denoise_story(objective, torch.rand(3, 32, 32) * 2 - 1, sigma=20, steps=2, step_scale=0.5)
     energy = TiledEnergy(objective.model, objective.cfg.data.crop_size)
-    for k, candidate in enumerate(story.candidates):
+    for k, candidate in enumerate(story.candidates[:-1]):
         x = candidate[None].clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(energy(story.noisy[None], x).sum(), x)
         assert torch.allclose(story.gradient_maps[k], grad[0].abs().sum(dim=0), rtol=1e-3, atol=1e-5)
+    with torch.no_grad():  # the energy maps recorded during the descent are the maps of its candidates
+        for k, candidate in enumerate(story.candidates):
+            expected = energy.patch_energy_map(story.noisy[None], candidate[None])[0]
+            torch.testing.assert_close(story.energy_maps[k], expected, rtol=1e-4, atol=1e-5)

@@ -74,12 +74,13 @@ def test_best_of_n_keeps_the_lowest_energy_and_n1_is_plain_descent(tiny_cfg):
     objective = DenoisingObjective(tiny_cfg).eval()
     torch.nn.init.normal_(objective.model.head.weight)
     noisy = torch.rand(3, 3, 16, 16) * 2 - 1
-    best, energies, trajectory = best_of_n(objective, noisy, 4, num_steps=2, start_noise=20.0)
+    found = best_of_n(objective, noisy, 4, num_steps=2, start_noise=20.0)
+    best, energies, trajectory = found.best, found.final_energies, found.trajectory
     assert energies.shape == (4, 3) and best.shape == noisy.shape
     finals = trajectory.final.reshape(4, 3, 3, 16, 16)
     for i in range(3):
         assert torch.equal(best[i], finals[energies[:, i].argmin(), i])
-    single, _, _ = best_of_n(objective, noisy, 1, num_steps=2)
+    single = best_of_n(objective, noisy, 1, num_steps=2).best
     plain, _ = denoise(objective, noisy, 2)
     assert torch.allclose(single, plain.final, atol=1e-6)
     with pytest.raises(ValueError, match="best-of-N"):

@@ -22,6 +22,7 @@ from torch import nn
 
 from .config import ExperimentConfig, dump_yaml, from_dict, to_dict
 from .errors import UserError
+from .paths import resolve_path
 
 WEIGHTS = "model.safetensors"
 STATE = "train_state.pt"
@@ -67,12 +68,46 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ExperimentC
     return tensors, cfg, extra
 
 
+def save_pretrained_folder(module: nn.Module, cfg: ExperimentConfig, folder: str | Path, extra: dict | None = None):
+    """A folder in the Hugging Face layout: ``config.json`` (``{"cfg": config}``, what ``from_pretrained`` reads)
+    beside ``model.safetensors`` (which also carries the config and ``extra`` in its metadata)."""
+    folder = Path(folder)
+    save_weights(module, cfg, folder / WEIGHTS, extra=extra)
+    tmp = folder / "config.json.tmp"
+    tmp.write_text(json.dumps({"cfg": to_dict(cfg)}, indent=2) + "\n")
+    os.replace(tmp, folder / "config.json")
+    return folder
+
+
+def read_pretrained(folder: str | Path) -> tuple[dict[str, torch.Tensor], ExperimentConfig, dict[str, Any]]:
+    """-> (state dict, config, extra metadata) from a folder in the Hugging Face layout (``save_pretrained``):
+    ``config.json`` with the config under ``cfg`` beside ``model.safetensors``."""
+    folder = Path(folder)
+    config, weights = folder / "config.json", folder / WEIGHTS
+    if not config.is_file() or not weights.is_file():
+        raise CheckpointError(f"{folder} is not a saved model folder (it needs config.json and {WEIGHTS})")
+    try:
+        cfg = from_dict(json.loads(config.read_text())["cfg"])
+    except (KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{config} does not hold an ebt-vision config ({error})") from None
+    try:
+        tensors = load_file(str(weights))
+        with safe_open(str(weights), framework="pt") as handle:
+            extra = json.loads((handle.metadata() or {}).get("extra", "{}"))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({error})") from None
+    return tensors, cfg, extra
+
+
 def load_trained(
     path: str | Path, build: Callable[[ExperimentConfig], nn.Module], what: str, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A module built from the checkpoint's own config by ``build``, its weights loaded, in eval mode on ``device``;
-    and the checkpoint's extra metadata. ``what`` names the model in the error when the weights do not fit."""
-    tensors, cfg, extra = read_weights(path)
+    and the checkpoint's extra metadata. ``path``: a ``.safetensors`` file with the config in its metadata, or a
+    folder in the Hugging Face layout (``save_pretrained``); relative paths are also looked up in the project
+    checkout. ``what`` names the model in the error when the weights do not fit."""
+    path = resolve_path(path, "checkpoint", CheckpointError)
+    tensors, cfg, extra = read_pretrained(path) if path.is_dir() else read_weights(path)
     module = build(cfg)
     try:
         module.load_state_dict(tensors)

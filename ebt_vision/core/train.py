@@ -29,8 +29,8 @@ from .checkpoint import (
     checkpoint_config,
     latest_checkpoint,
     load_training_checkpoint,
+    save_pretrained_folder,
     save_training_checkpoint,
-    save_weights,
 )
 from .config import ExperimentConfig, OptimConfig, config_differences, dump_yaml
 from .distributed import Distributed
@@ -342,7 +342,7 @@ def train(
     bar.close()
     if ctx.is_main:
         extra = {"step": step, "train_seconds": seconds, "world_size": ctx.world_size}
-        save_weights(objective, cfg, run_dir / "model.safetensors", extra=extra)
+        save_pretrained_folder(objective, cfg, run_dir, extra=extra)  # the run folder is a loadable model folder
         log.plot()
     distributed.barrier(ctx)
     return TrainResult(run_dir, step, seconds, metrics)

@@ -12,6 +12,7 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -271,3 +272,40 @@ def bench_plot(rows: list[dict], path) -> None:
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 / len(settings)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def run_bench(
+    out: str | Path,
+    stem: str = "bench",
+    presets=("EBT-S/4",), image_sizes=(32,), batches=(32,), descent_steps=(1, 2, 4), devices=None,
+    repeats: int = 5, warmup: int = 2, variants=("naive", "fast", "checkpoint"), modes=("train", "infer"),
+) -> tuple[Path, str]:  # fmt: skip
+    """``ebt-vision bench``: every case in a fresh process; writes ``stem.{md,json,png}``; -> (report, table)."""
+    from ..core.progress import progress
+    from ..core.reports import describe_device, make_meta, write_report
+
+    devices = list(devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]))
+    cases = bench_cases(presets, image_sizes, batches, descent_steps, devices, repeats=repeats, variants=variants,
+                        modes=modes, warmup=warmup)  # fmt: skip
+    rows = with_ratios([run_isolated(case) for case in progress(cases, desc="bench", unit="case")])
+    table = bench_table(rows)
+    data = "random images (timing does not depend on content)"
+    budget = (
+        f"median of {repeats} timed steps after {warmup} warm-up steps (compilation happens in the warm-up), "
+        "AdamW (fused), bf16 autocast on CUDA"
+    )
+    notes = "\n".join(f"- **{name}**: {VARIANT_NOTES[name]}" for name in VARIANT_NOTES)
+    body = (
+        "Time and peak memory of one training step (mode train) or one prediction (mode infer). An EBT training "
+        "step runs K descent steps with a second-order graph and backpropagates through them; an EBT prediction runs "
+        "K descent steps with first-order gradients; the plain transformer of the same size predicts the clean image "
+        "in one forward pass. `x plain`: relative to the plain transformer of the same setting and mode (the "
+        "compiled one for compiled rows). CPU memory: growth of the process's peak resident set during the steps "
+        "(each row in a fresh process); CUDA memory: torch.cuda.max_memory_allocated.\n\nVariants:\n\n"
+        f"{notes}\n\n{table}\n\n![time and memory relative to the plain transformer]({stem}.png)"
+    )
+    meta = make_meta("cpu", 0, data, budget)
+    meta["device"] = ", ".join(describe_device(d) for d in devices)
+    report = write_report(out, stem, meta, rows, body)
+    bench_plot(rows, Path(out) / f"{stem}.png")
+    return report, table

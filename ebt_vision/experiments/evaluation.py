@@ -144,3 +144,37 @@ def write_denoise_report(rows: list[dict], meta: dict, out_dir: str | Path, stem
         f"{summary_table(averaged)}\n\n![PSNR after each descent step]({plot.name})\n"
     )
     return write_report(out_dir, stem, meta, averaged, body, per_image=rows)
+
+
+def run_evaluation(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    stem: str = "denoise_eval",
+    sigmas: tuple[float, ...] = (15, 25, 50, 75, 100),
+    steps: int = 4,
+    max_side: int | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    seed: int = 0,
+    with_bm3d: bool = True,
+    device: str = "auto",
+    progress: bool = True,
+) -> Path:
+    """``ebt-vision eval``: one checkpoint on a held-out split; writes ``stem.{md,json,png}`` to ``out_dir``."""
+    from ..core.checkpoint import load_trained
+    from ..core.reports import make_meta
+    from ..core.train import resolve_device
+    from ..image.data import held_out_photos
+
+    torch_device = resolve_device(device)
+    objective, extra = load_trained(checkpoint, DenoisingObjective, "an image EBT denoiser", torch_device)
+    cfg = objective.cfg
+    budget = f"{cfg.name}: {extra.get('step', '?')} steps of batch {cfg.data.batch_size}, crops {cfg.data.crop_size}px"
+    if "train_seconds" in extra:
+        budget += f", {extra['train_seconds'] / 60:.1f} min training"
+    photos = held_out_photos(max_side, split)[:limit]
+    sizes = ", ".join(f"{p.image.shape[2]}x{p.image.shape[1]}" for p in photos)
+    scale = f"downscaled to at most {max_side}px" if max_side else "full resolution"
+    data = f"held-out {split} split: {len(photos)} photos ({', '.join(p.name for p in photos)}), {scale} ({sizes})"
+    rows = evaluate_denoiser(objective, photos, sigmas, steps, seed, with_bm3d, progress)
+    return write_denoise_report(rows, make_meta(torch_device, seed, data, budget), out_dir, stem)

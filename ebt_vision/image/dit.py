@@ -18,6 +18,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel
 from torch import Tensor, nn
 
 from ..core.config import OptimConfig
+from ..core.hub import HubModel, as_config
 from ..core.layers import count_parameters
 from ..core.objective import StepOutput, weight_decay_groups
 from .config import ImageConfig
@@ -107,12 +108,12 @@ class DiTDenoiser(nn.Module):
         return self.transformer(x_t, timestep=timesteps, class_labels=labels).sample
 
 
-class DiTObjective(nn.Module):
+class DiTObjective(nn.Module, HubModel):
     """DDPM training: clean crops from the same sampler as the EBT, noised at a uniform timestep, epsilon MSE."""
 
     def __init__(self, cfg: ImageConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = as_config(cfg)
         self.model = DiTDenoiser(cfg)
         self.max_timestep = training_max_timestep(cfg)
 
@@ -158,7 +159,7 @@ def ddim_scheduler(start: int, steps: int | None = None, clip_sample: bool = Tru
 
 @torch.no_grad()
 def dit_denoise(
-    objective: DiTObjective, noisy: Tensor, sigma: Tensor | float, num_steps: int | None = None
+    objective: DiTObjective, noisy: Tensor, sigma: Tensor | float, num_steps: int | None = None, tile_overlap: int = 2
 ) -> tuple[Tensor, list[int]]:
     """(B, C, H, W) noisy in [-1, 1], sigma (B,) or scalar on 0-255 -> (estimate, forward passes per image).
 
@@ -178,7 +179,7 @@ def dit_denoise(
         scheduler = ddim_scheduler(start, num_steps, clip)
         x = noisy[index].to(device) * float(alphas_cumprod()[start].sqrt())
         for t in scheduler.timesteps:
-            eps = tiled_map(lambda tiles, t=t: objective.model(tiles, t), x, tile)
+            eps = tiled_map(lambda tiles, t=t: objective.model(tiles, t), x, tile, overlap=tile_overlap)
             out = scheduler.step(eps, t, x)
             x = out.prev_sample
         # The last step's x0 estimate: DDIM's own "previous" state there is x_{t'} at a small t' > 0 unless the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,6 +58,8 @@ def denoise(
     sigma: Tensor | float | None = None,
     init: Tensor | None = None,
     clamp: bool | None = None,
+    record_maps: bool = False,
+    tile_overlap: int = 2,
 ) -> tuple[Trajectory, TiledEnergy]:
     """(B, 3, H, W) noisy in [-1, 1] -> the descent trajectory from the noisy image (tiled at the training crop size).
 
@@ -66,7 +69,8 @@ def denoise(
     ``sigma`` (0-255, per image or one for all) is required by sigma-conditioned models and refused by blind ones.
     ``init`` starts the descent elsewhere than at the noisy image. ``clamp`` projects every step onto [-1, 1]
     (default: as the model was trained, ``descent.clamp_candidate``). Returns the tiled energy too, for per-patch
-    energy maps.
+    energy maps; with ``record_maps`` it holds the map of every candidate the descent evaluated (``energy.maps``).
+    ``tile_overlap``: 2 (half-overlapping tiles, every pixel in 4) or 1 (side by side, 4x cheaper; see ``tiling``).
     """
     cfg = objective.cfg
     check_images(noisy, cfg.model.patch_size)
@@ -78,7 +82,10 @@ def denoise(
     if not step_scale > 0:
         raise InputError(f"step_scale must be > 0, got {step_scale}")
     clamp = cfg.descent.clamp_candidate if clamp is None else clamp
-    energy = TiledEnergy(objective.model, cfg.data.crop_size, sigma=_check_sigma(sigma, noisy.shape[0]))
+    sigma = _check_sigma(sigma, noisy.shape[0])
+    energy = TiledEnergy(
+        objective.model, cfg.data.crop_size, sigma=sigma, record_maps=record_maps, overlap=tile_overlap
+    )
     device = next(objective.parameters()).device
     with torch.no_grad():
         step_size = objective.step_size() * step_scale
@@ -96,6 +103,16 @@ def denoise(
     return trajectory, energy
 
 
+@dataclass
+class BestOfN:
+    """What ``best_of_n`` found: the lowest-energy estimates, every start's final energy, the descent of all starts."""
+
+    best: Tensor  # (B, C, H, W)
+    final_energies: Tensor  # (N, B)
+    trajectory: Trajectory  # of all N x B descents; pass counts are per run of that batch (per image: N x them)
+    energy: TiledEnergy  # the energy the descent used (with its recorded maps, when asked for)
+
+
 def best_of_n(
     objective: DenoisingObjective,
     noisy: Tensor,
@@ -105,13 +122,11 @@ def best_of_n(
     sigma: Tensor | float | None = None,
     seed: int = 0,
     step_scale: float = 1.0,
-) -> tuple[Tensor, Tensor, Trajectory]:
+    record_maps: bool = False,
+    tile_overlap: int = 2,
+) -> BestOfN:
     """Best-of-N: N descents per image, the first from the noisy image and N - 1 from it plus Gaussian noise of
-    ``start_noise`` (0-255 sigma); keep the one with the lowest final energy.
-
-    Returns (B, C, H, W) best estimates, (N, B) final energies, and the trajectory of all N x B descents (its
-    forward/backward pass counts are per run of the whole N x B batch, i.e. per image: N x that).
-    """
+    ``start_noise`` (0-255 sigma); keep the one with the lowest final energy."""
     if not 1 <= n <= MAX_STEPS:
         raise InputError(f"best-of-N needs n in [1, {MAX_STEPS}], got {n}")
     batch = noisy.shape[0]
@@ -122,9 +137,9 @@ def best_of_n(
     sigmas = None
     if sigma is not None:
         sigmas = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(batch).repeat(n)
-    trajectory, _ = denoise(
-        objective, starts, num_steps, step_scale, final_energy=True, sigma=sigmas, init=starts + perturbation.to(starts)
-    )
+    trajectory, energy = denoise(objective, starts, num_steps, step_scale, final_energy=True, sigma=sigmas,
+                                 init=starts + perturbation.to(starts), record_maps=record_maps,
+                                 tile_overlap=tile_overlap)  # fmt: skip
     energies = trajectory.energies[-1].reshape(n, batch)
     finals = trajectory.final.reshape(n, batch, *noisy.shape[1:])
-    return lowest_energy(finals, energies), energies, trajectory
+    return BestOfN(lowest_energy(finals, energies), energies, trajectory, energy)

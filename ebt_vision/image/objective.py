@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.hub import HubModel, as_config
 from ..core.objective import EnergyObjective, StepOutput
 from .config import ImageConfig
 from .data import DenoisingBatch
@@ -15,10 +16,11 @@ def clamp_pixels(x: Tensor) -> Tensor:
     return x.clamp(-1.0, 1.0)
 
 
-class DenoisingObjective(EnergyObjective):
+class DenoisingObjective(EnergyObjective, HubModel):
     """The image EBT trained by descending from the noisy image, scored against the clean image after every step."""
 
     def __init__(self, cfg: ImageConfig) -> None:
+        cfg = as_config(cfg)
         super().__init__(ImageEBT(cfg.model), cfg.descent)
         self.cfg = cfg
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.config import OptimConfig
+from ..core.hub import HubModel, as_config
 from ..core.layers import Block, init_linear_layers, patchify, sincos_position_embedding, unpatchify
 from ..core.objective import StepOutput, reconstruction_loss, weight_decay_groups
 from .config import ImageConfig, ModelConfig
@@ -49,12 +50,12 @@ class PlainDenoiser(nn.Module):
         return noisy + residual
 
 
-class PlainDenoisingObjective(nn.Module):
+class PlainDenoisingObjective(nn.Module, HubModel):
     """Direct prediction with the same loss as the EBT objective; trains in the same loop."""
 
     def __init__(self, cfg: ImageConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = as_config(cfg)
         self.model = PlainDenoiser(cfg.model)
 
     def forward(self, batch: DenoisingBatch) -> StepOutput:

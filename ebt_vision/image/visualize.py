@@ -23,7 +23,6 @@ from .dit import DiTObjective, dit_denoise
 from .inference import best_of_n, check_images, crop_to_patches
 from .noise import add_gaussian_noise, estimate_noise_sigma, sigma_to_timestep
 from .objective import DenoisingObjective
-from .tiling import TiledEnergy
 
 MAX_SIDE = 384  # larger uploads are downscaled (the UI says so): keeps a CPU denoise interactive
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -88,7 +87,7 @@ class DenoiseStory:
     candidates: list[Tensor]  # after 0..K steps (0 = the start)
     energies: list[float]  # the energy of each candidate
     energy_maps: list[Tensor]  # per-patch energy of each candidate (H/p, W/p)
-    gradient_maps: list[Tensor]  # |dE/dpixel| of each candidate, summed over channels (H, W)
+    gradient_maps: list[Tensor]  # |dE/dpixel| (H, W) summed over channels, at each candidate a step was taken from
     clean: Tensor | None = None
     psnrs: list[float] | None = None
     best_of: int = 1
@@ -100,6 +99,8 @@ class DenoiseStory:
     dit_psnr: float | None = None
     dit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    seed: int = 0
+    tile_overlap: int = 2
 
     @property
     def final(self) -> Tensor:
@@ -117,22 +118,10 @@ def _check_settings(sigma: float, steps: int, step_scale: float, best_of: int) -
         raise InputError(f"best-of-N must be in [1, {MAX_BEST_OF}], got {best_of}")
 
 
-def _maps(objective: DenoisingObjective, noisy: Tensor, candidates: list[Tensor], step: float):
-    """Per-patch energy maps and gradient-magnitude maps of the K + 1 candidates of one descent.
-
-    The gradient at candidate k < K is recovered from the step the descent took, ``(x_k - x_{k+1}) / step`` (no
-    Langevin noise in the demo), so only the last candidate needs a backward pass; the energy maps are one batched
-    forward pass without gradients.
-    """
-    energy_fn = TiledEnergy(objective.model, objective.cfg.data.crop_size)
-    stack = torch.stack(candidates)
-    with torch.no_grad():
-        patch_maps = energy_fn.patch_energy_map(noisy[None].expand_as(stack), stack)
-    last = candidates[-1][None].detach().requires_grad_(True)
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(energy_fn(noisy[None], last).sum(), last)
-    steps = [(a - b) / step for a, b in zip(candidates, candidates[1:], strict=False)] + [grad[0].cpu()]
-    return list(patch_maps.cpu()), [g.abs().sum(dim=0) for g in steps]
+def _gradient_maps(candidates: list[Tensor], step: float) -> list[Tensor]:
+    """|dE/dx| summed over channels (H, W) at each candidate a step was taken from, recovered from the step itself,
+    ``(x_k - x_{k+1}) / step`` (no Langevin noise in the demo): no extra backward pass."""
+    return [((a - b) / step).abs().sum(dim=0) for a, b in zip(candidates, candidates[1:], strict=False)]
 
 
 def denoise_story(
@@ -144,15 +133,17 @@ def denoise_story(
     best_of: int = 1,
     add_noise: bool = True,
     dit: DiTObjective | None = None,
-    dit_steps: int | None = 5,
+    dit_steps: int | None = 2,
     seed: int = 0,
+    tile_overlap: int = 2,
 ) -> DenoiseStory:
     """Denoise ``image`` (3, H, W) with the blind EBT and record every step.
 
     With ``add_noise`` the image is treated as clean and Gaussian noise of ``sigma`` is added (PSNR is then known);
     otherwise it is taken as already noisy and ``sigma`` only sets the DiT when the estimate is unavailable. The DiT,
     when given, denoises the same noisy image from the timestep of the sigma estimated from it (it is not told the
-    true sigma, like the blind EBT) with ``dit_steps`` DDIM steps (None: all).
+    true sigma, like the blind EBT) with ``dit_steps`` DDIM steps (None: all). ``tile_overlap`` 1 tiles both models
+    side by side (4x faster, 0.1-0.2 dB lower; see ``tiling``), 2 as the evaluations do.
     """
     _check_settings(sigma, steps, step_scale, best_of)
     check_images(image[None], objective.cfg.model.patch_size)
@@ -161,14 +152,15 @@ def denoise_story(
     noisy = add_gaussian_noise(image[None], sigma, generator)[0] if add_noise else image
     estimated = float(estimate_noise_sigma(noisy[None])[0])
     started = time.perf_counter()
-    best, final_energies, trajectory = best_of_n(
-        objective, noisy[None], best_of, steps, step_scale=step_scale, seed=seed
-    )
-    winner = int(final_energies[:, 0].argmin())
-    candidates = [c.reshape(best_of, *noisy.shape)[winner].cpu() for c in trajectory.candidates]
+    found = best_of_n(objective, noisy[None], best_of, steps, step_scale=step_scale, seed=seed, record_maps=True,
+                      tile_overlap=tile_overlap)  # fmt: skip
     seconds = time.perf_counter() - started
+    winner = int(found.final_energies[:, 0].argmin())
+    trajectory = found.trajectory
+    candidates = [c.reshape(best_of, *noisy.shape)[winner].cpu() for c in trajectory.candidates]
     energies = trajectory.energies[:, winner].tolist()  # (K + 1): the descent's own energies, final one included
-    energy_maps, gradient_maps = _maps(objective, noisy, candidates, float(objective.step_size().detach()) * step_scale)
+    energy_maps = [m[winner].cpu() for m in found.energy.maps]  # recorded by the descent's own forward passes
+    gradient_maps = _gradient_maps(candidates, float(objective.step_size().detach()) * step_scale)
     story = DenoiseStory(
         noisy=noisy,
         sigma=sigma,
@@ -182,12 +174,14 @@ def denoise_story(
         forward_passes=best_of * trajectory.forward_passes,
         backward_passes=best_of * trajectory.backward_passes,
         seconds=seconds,
+        seed=seed,
+        tile_overlap=tile_overlap,
     )
     if clean is not None:
         story.psnrs = [float(psnr(c[None], clean[None])[0]) for c in candidates]
     if dit is not None:
         started = time.perf_counter()
-        estimate, passes = dit_denoise(dit, noisy[None], estimated, dit_steps)
+        estimate, passes = dit_denoise(dit, noisy[None], estimated, dit_steps, tile_overlap)
         story.dit, story.dit_forward_passes = estimate[0].cpu(), passes[0]
         story.dit_seconds = time.perf_counter() - started
         if clean is not None:
@@ -195,39 +189,66 @@ def denoise_story(
     return story
 
 
-def colorize(values: Tensor, cmap: str = "magma", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
-    """(h, w) -> (h, w, 3) uint8 through a matplotlib colour map; the range is the map's own unless given."""
+def robust_range(values: Tensor) -> tuple[float, float]:
+    """The 2nd and 98th percentiles: one outlying patch should not wash the rest of a map into one colour."""
+    flat = values.detach().float().flatten()
+    low, high = torch.quantile(flat, torch.tensor([0.02, 0.98])).tolist()
+    return (low, high) if high > low else (float(flat.min()), float(flat.max()) + 1e-12)
+
+
+def colorize(values: Tensor, cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """(h, w) -> (h, w, 3) uint8 through a perceptual matplotlib colour map; the range is robust unless given."""
     import matplotlib
 
+    low, high = robust_range(values) if vmin is None or vmax is None else (vmin, vmax)
     array = values.detach().float().cpu().numpy()
-    low = float(array.min()) if vmin is None else vmin
-    high = float(array.max()) if vmax is None else vmax
     scaled = np.clip((array - low) / max(high - low, 1e-12), 0, 1)
     return (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
 
 
-def overlay(image: Tensor, values: Tensor, alpha: float = 0.55, **range_kwargs) -> np.ndarray:
-    """A (3, H, W) image with a coloured (h, w) map blended on top (nearest-upsampled to H x W): (H, W, 3) uint8."""
-    heat = torch.from_numpy(colorize(values, **range_kwargs)).permute(2, 0, 1).float()[None]
-    heat = F.interpolate(heat, size=image.shape[1:], mode="nearest")[0].permute(1, 2, 0).numpy()
-    grey = to_uint8(image).astype(np.float32).mean(axis=2, keepdims=True)
-    return (alpha * heat + (1 - alpha) * grey).clip(0, 255).astype(np.uint8)
+def _label(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2e}"
+
+
+def render_map(values: Tensor, title: str = "", cmap: str = "viridis", height: int = 256) -> np.ndarray:
+    """A map (h, w) as an RGB picture with a colour bar and its value labels: (height + margins, width, 3) uint8.
+
+    Drawn with numpy and PIL, not a matplotlib figure: a handful of these per click must stay fast.
+    """
+    from PIL import Image, ImageDraw
+
+    low, high = robust_range(values)
+    scale = max(1, round(height / values.shape[0]))
+    heat = np.kron(colorize(values, cmap, low, high), np.ones((scale, scale, 1), dtype=np.uint8))  # nearest upsampling
+    h, w = heat.shape[:2]
+    bar = colorize(torch.linspace(high, low, h)[:, None].expand(h, 12), cmap, low, high)
+    canvas = Image.new("RGB", (w + 70, h + (18 if title else 4) + 4), "white")
+    top = 18 if title else 4
+    canvas.paste(Image.fromarray(heat), (0, top))
+    canvas.paste(Image.fromarray(bar), (w + 6, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((2, 2), title, fill="black")
+    for fraction, value in ((0.0, high), (0.5, (low + high) / 2), (1.0, low)):
+        draw.text((w + 21, top + round(fraction * (h - 10))), _label(value), fill="black")
+    return np.asarray(canvas)
 
 
 def story_frames(story: DenoiseStory) -> list[tuple[np.ndarray, str]]:
-    """Per step: the candidate, its energy-map overlay and its gradient-map overlay (shared colour ranges)."""
-    e_low = min(float(m.min()) for m in story.energy_maps)
-    e_high = max(float(m.max()) for m in story.energy_maps)
-    g_high = max(float(m.max()) for m in story.gradient_maps)
+    """Per candidate: the image, its energy map and (where a step was taken from it) its |dE/dx| map, each map with
+    its own robust colour range and colour bar. Captions stay short enough for a gallery tile."""
     frames = []
+    patch = story.candidates[0].shape[1] // story.energy_maps[0].shape[0]
     for k, candidate in enumerate(story.candidates):
-        label = "start (noisy)" if k == 0 else f"step {k}"
-        if story.psnrs:
-            label += f" · {story.psnrs[k]:.2f} dB"
-        frames.append((to_uint8(candidate), f"{label} · E={story.energies[k]:.1f}"))
-        frames.append((overlay(candidate, story.energy_maps[k], vmin=e_low, vmax=e_high), f"{label} · energy map"))
-        grad = overlay(candidate, story.gradient_maps[k], cmap="viridis", vmin=0.0, vmax=g_high)
-        frames.append((grad, f"{label} · |dE/dx|"))
+        name = "noisy start" if k == 0 else f"step {k}"
+        caption = f"{name} · {story.psnrs[k]:.2f} dB" if story.psnrs else name
+        frames.append((to_uint8(candidate), f"{caption} · E {_label(story.energies[k])}"))
+        frames.append((render_map(story.energy_maps[k], f"{name}: energy per patch"), f"{name} · energy map"))
+        if k < len(story.gradient_maps):
+            # averaged over each patch: per-pixel gradients of a noisy image are noise; per patch they show structure
+            pooled = F.avg_pool2d(story.gradient_maps[k][None, None], patch)[0, 0]
+            grad = render_map(pooled, f"{name}: mean |dE/dx| per patch", cmap="magma")
+            frames.append((grad, f"{name} · |dE/dx|"))
     return frames
 
 
@@ -237,20 +258,26 @@ def story_figure(story: DenoiseStory):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
     steps = list(range(len(story.energies)))
-    ax.plot(steps, story.energies, "o-", color="C0", label="energy")
+    lines = ax.plot(steps, story.energies, "o-", color="C0", label="energy (left axis)")
     ax.set_xlabel("descent step")
     ax.set_ylabel("energy", color="C0")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.3, max(steps) + 0.3)
     ax.grid(alpha=0.3)
     if story.psnrs:
         right = ax.twinx()
-        right.plot(steps, story.psnrs, "s-", color="C1", label="EBT PSNR")
+        lines += right.plot(steps, story.psnrs, "s-", color="C1", label="EBT PSNR (right axis)")
         if story.dit_psnr is not None:
-            right.axhline(story.dit_psnr, color="C2", linestyle="--", label=f"DiT ({story.dit_forward_passes} passes)")
+            lines.append(right.axhline(story.dit_psnr, color="C2", linestyle="--",
+                                       label=f"DiT PSNR, {story.dit_forward_passes} passes"))  # fmt: skip
         right.set_ylabel("PSNR (dB)", color="C1")
-        right.legend(fontsize=8, loc="lower right")
+    # the legend sits above the axes, where it cannot hide the curves' last points
+    ax.legend(lines, [line.get_label() for line in lines], loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2,
+              fontsize=8, frameon=False)  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -258,7 +285,11 @@ def story_figure(story: DenoiseStory):
 def story_summary(story: DenoiseStory) -> str:
     """Markdown lines for the UI: what was run, what it cost, how good it is."""
     h, w = story.noisy.shape[1:]
-    lines = [f"**{w}x{h}**, sigma {story.sigma:g} (estimated from the noisy image: {story.estimated_sigma:.1f})"]
+    tiling = "tiles side by side (fast)" if story.tile_overlap == 1 else "half-overlapping tiles"
+    lines = [
+        f"**{w}x{h}**, sigma {story.sigma:g} (estimated from the noisy image: {story.estimated_sigma:.1f}), noise seed "
+        f"{story.seed}, {tiling}"
+    ]
     ebt = f"**EBT**: {len(story.candidates) - 1} descent steps"
     if story.best_of > 1:
         ebt += f", best of {story.best_of} starts by lowest energy"

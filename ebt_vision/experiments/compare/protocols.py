@@ -132,7 +132,7 @@ def evaluate_gaussian(
         _ebt_rows(writer, info, "ebt", ebt, noisy, ebt_steps)
         k = ebt.cfg.descent.num_steps
         for n in best_of:
-            best, _, _ = best_of_n(ebt, as_model_input(noisy, sigma, ebt.cfg.data.noise), n, k, seed=seed)
+            best = best_of_n(ebt, as_model_input(noisy, sigma, ebt.cfg.data.noise), n, k, seed=seed).best
             writer.add({**info, "n_candidates": n}, "ebt_best_of_n", k, best, n * (k + 1), n * k)
     return writer.rows
 

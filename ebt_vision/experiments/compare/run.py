@@ -1,0 +1,74 @@
+"""``ebt-vision compare`` and ``quickstart``: train (or load) the contenders, evaluate on both splits, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...core.config import ConfigError, with_overrides
+from ...core.reports import make_meta
+from ...core.train import resolve_device
+from ...image.config import ImageConfig
+from .contenders import load_contenders, train_contenders
+from .costs import pass_costs
+from .protocols import DIT_STEPS, evaluate_gaussian, evaluate_paper_protocol
+from .report import write_compare_report
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    eval_size: int = 64
+    sigmas: tuple[float, ...] = (15, 25, 50, 75, 100)
+    ebt_steps: int = 8
+    dit_steps: tuple[int, ...] = DIT_STEPS
+    best_of: tuple[int, ...] = (2, 4)
+    seed: int = 0
+    with_bm3d: bool = True
+    with_paper_protocol: bool = True
+    limit: int | None = None
+    load: bool = False  # evaluate finished runs without training
+    device: str = "auto"
+    stem: str = "denoise_compare"
+
+
+def run_comparison(cfg: ImageConfig, runs: str | Path, out: str | Path, options: CompareOptions,
+                   progress: bool = True) -> Path:  # fmt: skip
+    """Train (or resume, or load) every contender under ``runs``, evaluate all of them on the validation and test
+    splits, and write the report (settings chosen on validation, quoted on test) to ``out``."""
+    if cfg.data.noise != "gaussian":
+        raise ConfigError("compare trains on Gaussian noise (data.noise: gaussian); the diffusion-level protocol is "
+                          "evaluated on those models as a second table")  # fmt: skip
+    device = resolve_device(options.device if options.device != "auto" else cfg.train.device)
+    if options.load:
+        contenders = load_contenders(runs, device)
+    else:
+        run_cfg = cfg if options.device == "auto" else with_overrides(cfg, [f"train.device={device}"])
+        contenders = train_contenders(run_cfg, runs, progress=progress)
+    costs = pass_costs(contenders["ebt"].objective, contenders["dit"].objective)
+    rows = []
+    for split in ("validation", "test"):
+        rows += evaluate_gaussian(
+            contenders, costs, split, options.sigmas, options.eval_size, options.ebt_steps, options.dit_steps,
+            options.best_of, options.seed, with_bm3d=options.with_bm3d and split == "test", limit=options.limit,
+            progress=progress,
+        )  # fmt: skip
+        if options.with_paper_protocol:
+            rows += evaluate_paper_protocol(
+                contenders, costs, split, options.eval_size, ebt_steps=options.ebt_steps,
+                dit_steps=options.dit_steps, seed=options.seed, limit=options.limit,
+            )  # fmt: skip
+    first = contenders["ebt"]
+    images = {s: len({r["image"] for r in rows if r["eval_split"] == s}) for s in ("validation", "test")}
+    data = (
+        f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, sigma U[{cfg.data.sigma_min:g}, "
+        f"{cfg.data.sigma_max:g}], one crop stream for all models; settings chosen on {images['validation']} "
+        f"validation photos, reported on {images['test']} test photos, resized and centre-cropped to "
+        f"{options.eval_size}x{options.eval_size}, the same noise for every method"
+    )
+    budget = (
+        f"step-matched: {first.steps} steps of batch {cfg.data.batch_size} ({first.steps * cfg.data.batch_size} crops) "
+        f"each; compute-matched DiT: {contenders['dit-compute'].steps} steps (the blind EBT's training FLOPs); "
+        + ", ".join(f"{c.name} {c.seconds / 60:.1f} min" for c in contenders.values())
+    )
+    meta = make_meta(device, options.seed, data, budget)
+    return write_compare_report(rows, contenders, costs, meta, out, options.stem, max(options.best_of))
