@@ -82,8 +82,8 @@ def _ablate(args: argparse.Namespace) -> int:
 
     cfg = _config(args.config, args.set)
     sigmas = tuple(args.sigmas)
-    result = run_ablation(cfg, args.variants or list(VARIANTS), args.runs, sigmas, args.eval_size, seed=args.seed,
-                          limit=args.limit, progress=not args.quiet)  # fmt: skip
+    result = run_ablation(cfg, args.variants or list(VARIANTS), args.runs, sigmas, args.eval_size, args.max_steps,
+                          seed=args.seed, limit=args.limit, progress=not args.quiet, best_of=args.best_of)  # fmt: skip
     data = (
         f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, one crop stream for all; step counts chosen "
         f"on the validation photos, reported on the test photos, resized/centre-cropped to {args.eval_size}px"
@@ -120,6 +120,19 @@ def _denoise(args: argparse.Namespace) -> int:
                              args.overwrite)  # fmt: skip
     written = denoise_files(model, args.inputs, args.output, options, progress=not args.quiet)
     print("\n".join(str(path) for path in written))
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from .experiments.probe import ProbeSettings
+    from .experiments.probe_run import run_probe
+
+    cfg = _config(args.config, args.set)
+    runs = Path(args.runs or f"runs/{cfg.name}")
+    report = run_probe(cfg, runs, Path(args.out or runs), ProbeSettings(steps=args.probe_steps), args.limit,
+                       not args.quiet, args.stem)  # fmt: skip
+    print(report.read_text())
+    print(f"report: {report} (+ .json, .png)")
     return 0
 
 
@@ -236,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/quickstart.yaml", help="the base config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the base config")
     p.add_argument("--variants", nargs="+", help="variant names (default: all; see experiments/ablation.py)")
+    p.add_argument("--max-steps", type=int, default=16, help="test-time descent steps (PSNR after each)")
+    p.add_argument("--best-of", type=int, default=4, help="N of best-of-N at the validation-chosen step count")
     p.add_argument("--runs", default="runs/ablation", help="folder of the trained variants")
     p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
     p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
@@ -265,6 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"], help="what to time")
     p.add_argument("--out", default="runs/bench", help="report folder")
     p.add_argument("--stem", default="bench", help="report file name stem")
+
+    p = _command(sub, "probe", _probe, "Linear probing of frozen EBT and DiT features (offline on Fashion-MNIST)",
+                 "Pre-trains both backbones by denoising (resumable), caches features, sweeps layers and noise levels\n"
+                 "on a validation split, reports top-1/top-5 (full and 10/100-shot) on the test set.")  # fmt: skip
+    p.add_argument("--config", default="configs/probe-cpu.yaml", help="pre-training config of both backbones")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    p.add_argument("--runs", help="folder of the pre-trained backbones and cached features (default runs/<name>)")
+    p.add_argument("--probe-steps", type=int, default=2000, help="optimiser steps of every linear probe")
+    p.add_argument("--limit", type=int, help="only the first N training images (a quick look)")
+    p.add_argument("--out", help="report folder (default: the --runs folder)")
+    p.add_argument("--stem", default="probe", help="report file name stem")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = _command(
         sub,

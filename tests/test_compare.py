@@ -179,22 +179,23 @@ def test_ablation_variants_train_on_the_same_crops_and_report(tmp_path, tiny_cfg
 
     cfg = variant_config(tiny_cfg, "loss-last", VARIANTS["loss-last"][0])
     assert cfg.train.loss_on_steps == "last" and cfg.name == "tiny-loss-last" and cfg.model == tiny_cfg.model
+    assert variant_config(tiny_cfg, "long", VARIANTS["long"][0]).descent.graph_steps == 1
     with pytest.raises(ValueError, match="unknown ablation variant"):
         run_ablation(tiny_cfg, ["nope"], tmp_path)
-    result = run_ablation(
-        tiny_cfg,
-        ["base", "loss-last"],
-        tmp_path / "runs",
-        sigmas=(25.0,),
-        size=32,
-        max_steps=3,
-        dit_steps=(1, 2),
-        limit=1,
-        progress=False,
-    )
-    assert set(result.seconds) == {"base", "loss-last", "dit"}
+    result = run_ablation(tiny_cfg, ["base", "long+stationarity+rank"], tmp_path / "runs", sigmas=(25.0, 75.0),
+                          size=32, max_steps=3, dit_steps=(1, 2), limit=1, progress=False, best_of=2)  # fmt: skip
+    assert set(result.seconds) == {"base", "long+stationarity+rank", "dit"}
     ebt_rows = [r for r in result.rows if r["method"] == "ebt"]
-    assert len(ebt_rows) == 2 * 2 * 3 and all(r["psnr"] > 5 for r in ebt_rows)  # splits x variants x steps
+    assert len(ebt_rows) == 2 * 2 * 2 * 4 and all(r["psnr"] > 5 for r in ebt_rows)  # splits x variants x sigmas x k
     assert {r["eval_split"] for r in result.rows} == {"validation", "test"}
-    report = write_ablation_report(result, tiny_cfg, (25.0,), make_meta("cpu", 0, "tiny", "tiny"), tmp_path / "out")
-    assert "loss-last" in report.read_text() and (tmp_path / "out" / "ablation.png").is_file()
+    stops = [r for r in result.rows if r["method"] == "ebt_stop"]
+    assert all(0 <= r["mean_steps_taken"] <= 3 for r in stops)
+    report = write_ablation_report(result, tiny_cfg, (25.0, 75.0), make_meta("cpu", 0, "tiny", "tiny"), tmp_path / "o")
+    text = report.read_text()
+    assert (
+        "long+stationarity+rank" in text
+        and "Does thinking pay?" in text
+        and (tmp_path / "o" / "ablation.png").is_file()
+    )
+    checks = json.loads((tmp_path / "o" / "ablation.json").read_text())["checks"]["base"]
+    assert set(checks) >= {"id_flat", "ood_gains", "stop_close", "best_of_wins"}

@@ -196,3 +196,55 @@ def test_step_size_is_positive_and_learnable():
     assert grad.item() == pytest.approx(6.0)
     with pytest.raises(ValueError):
         StepSize(0.0)
+
+
+def test_graph_through_the_last_steps_only_equals_a_short_descent_from_the_reached_state():
+    """graph_steps=1 over 4 steps: the loss gradient is that of one training step taken from x3, the state the three
+    first-order steps reached; and only the last candidate carries the graph."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        theta = torch.tensor([0.7, -0.4], requires_grad=True)
+        context, start, clean = torch.randn(3, 2), torch.randn(3, 2), torch.randn(3, 2)
+
+        def energy(ctx, x):
+            return (theta[0] * torch.cos(x - ctx) + theta[1] * x**3 / 3 + 0.5 * x**2).sum(1)
+
+        truncated = minimize_energy(
+            energy, context, start, 0.1, 4, training=TrainingDescent(min_steps=4, graph_steps=1)
+        )
+        assert truncated.graph_from == 4 and not truncated.candidates[3].requires_grad
+        (grad,) = torch.autograd.grad(((truncated.final - clean) ** 2).sum(), theta)
+        with torch.no_grad():
+            x3 = minimize_energy(energy, context, start, 0.1, 3).final
+        one = minimize_energy(energy, context, x3, 0.1, 1, training=TrainingDescent(min_steps=1))
+        (expected,) = torch.autograd.grad(((one.final - clean) ** 2).sum(), theta)
+        torch.testing.assert_close(grad, expected)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_with_graph_steps_every_sample_ends_with_its_graph_step():
+    """Randomised counts with graph_steps: a sample's steps are its last ones, so the final step (the one with the
+    graph) moves every sample."""
+    training = TrainingDescent(min_steps=1, graph_steps=1, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(32, 2, requires_grad=True)
+    traj = minimize_energy(quadratic(1.0, torch.zeros(32, 2)), None, x, 0.1, 6, training=training)
+    assert len(set(traj.steps_taken.tolist())) > 1
+    assert torch.all((traj.candidates[-1] - traj.candidates[-2]).abs().sum(1) > 0)
+    steps = zip(traj.candidates, traj.candidates[1:], strict=False)
+    moving = [int(((b - a).abs().sum(1) > 0).sum()) for a, b in steps]
+    assert moving == sorted(moving)  # more samples move as the descent goes on, none stops early
+
+
+def test_stop_tolerance_stops_positions_that_have_converged():
+    """Curvature 1 converges in a few steps of 0.5, curvature 0.05 slowly: with a tolerance the fast position stops
+    once its energy falls by less than it, the slow one keeps descending; no energy ever rises."""
+    curvatures = torch.tensor([1.0, 0.05])
+    start = torch.ones(1, 2, 3)
+    traj = minimize_energy(per_row_quadratic(curvatures), None, start, 0.5, 12, stop_when_energy_rises=True,
+                           stop_tolerance=1e-3)  # fmt: skip
+    fast, slow = traj.steps_taken[0].tolist()
+    assert fast < 12 and slow == 12 and fast < slow
+    assert torch.all(traj.position_energies[1:] <= traj.position_energies[:-1])
+    steps = traj.position_energies[:, 0, 0]
+    assert (steps[fast - 1] - steps[fast]) < 1e-3 <= (steps[fast - 2] - steps[fast - 1])

@@ -189,3 +189,40 @@ def test_replay_buffer_size_turns_replay_on_and_replays_whole_rows(tiny_cfg):
         match = [j for j in range(4) if torch.equal(stored["candidate"][j], start[i].detach())]
         assert match and torch.equal(target[i], stored["target"][match[0]])
     assert torch.equal(target[2:], second.clean[2:])
+
+
+def test_landscape_terms_have_the_stated_values_and_train_every_parameter(tiny_cfg):
+    """stationarity = loss of the step taken at the target; rank = hinge on E(target) + m |x - y|^2 / 2s <= E(x),
+    checked against values computed here by hand, and both terms reach every parameter."""
+    from ebt_vision.core.objective import reconstruction_loss
+
+    train = replace(tiny_cfg.train, stationarity_weight=1.0, rank_weight=1.0, rank_margin=0.5)
+    cfg = replace(tiny_cfg, train=train)
+    objective = random_model_objective(cfg)
+    batch = fixed_batch(cfg)
+    rows = objective.descend_rows(batch.noisy, batch.noisy, batch.clean)
+    torch.manual_seed(5)
+    terms = objective.landscape_losses(rows, train)
+    y = batch.clean.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective.model(batch.noisy, y).sum(), y)
+    expected = reconstruction_loss(batch.clean - objective.step_size().detach() * grad, batch.clean, train.loss)
+    torch.testing.assert_close(terms["stationarity"].detach(), expected.detach(), rtol=1e-4, atol=1e-7)
+    final = rows.trajectory.final.detach()
+    with torch.no_grad():
+        gap = objective.model(batch.noisy, final) - objective.model(batch.noisy, batch.clean)
+    needed = 0.5 * ((final - batch.clean) ** 2).flatten(1).sum(1) / (2 * objective.step_size().detach())
+    hinge_final = torch.relu(needed - gap).mean()
+    assert terms["rank"].item() >= 0.5 * hinge_final.item() - 1e-6  # the final-candidate half of the mean
+    out = objective(batch)
+    out.loss.backward()
+    assert {"loss_stationarity", "loss_rank"} <= set(out.metrics)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in objective.named_parameters()
+               if n != "step_size.log_value")  # fmt: skip
+
+
+def random_model_objective(cfg):
+    objective = DenoisingObjective(cfg).train()
+    with torch.no_grad():
+        for param in objective.model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return objective

@@ -26,6 +26,8 @@ from .ops import ATTENTION_BACKENDS
 # task name -> "module:class" of its config schema; imported only when a config of that task is built
 TASKS: dict[str, str] = {
     "image": "ebt_vision.image.config:ImageConfig",
+    "text": "ebt_vision.text.config:TextConfig",
+    "video": "ebt_vision.video.config:VideoConfig",
 }
 
 
@@ -75,6 +77,10 @@ class DescentConfig:
     # Training only: recompute each descent step's graph in the backward pass instead of keeping all K of them
     # (activation checkpointing at the granularity where it pays: memory of one step, ~1/3 more compute).
     checkpoint_steps: bool = False
+    # Training only: keep the second-order graph through the last graph_steps steps only (0: all). The earlier steps
+    # run first-order and each sample's steps are its last ones, so long randomised descents train the energy on the
+    # states a long test-time descent reaches, at the cost of the graph steps alone (the original work's truncation).
+    graph_steps: int = 0
     # Training only: keep this many past (context, candidate, target) rows and start replay_fraction of every batch
     # from them (the original work's System-2 recipe). 0 turns replay off.
     replay_buffer_size: int = 0
@@ -108,6 +114,13 @@ class TrainConfig:
     loss: str = "smooth_l1"  # "smooth_l1" | "mse"
     loss_on_steps: str = "all"  # "all": averaged over every descent step's candidate; "last": the final one only
     max_abs_energy: float = 1e6  # stop when any energy exceeds this: the landscape is exploding
+    # Landscape terms of an EBT objective (0 = off), so the answer is the energy's minimum and the energy ranks
+    # quality. stationarity: the loss of the step the descent would take AT the target (it should not move).
+    # rank: hinge on E(target) + rank_margin * |x - target|^2 / (2 step size) <= E(x) for the descent's final
+    # candidate x and a perturbed target x, so stopping and best-of-N have an energy that orders answers by error.
+    stationarity_weight: float = 0.0
+    rank_weight: float = 0.0
+    rank_margin: float = 1.0
 
 
 # Settings a resumed run may change: they decide how long and how loudly it runs, not what it learns.
@@ -142,6 +155,9 @@ class ExperimentConfig:
         check(d.step_size_jitter >= 1.0, f"descent.step_size_jitter must be >= 1, got {d.step_size_jitter}")
         check(d.langevin_noise >= 0, "descent.langevin_noise must be >= 0")
         check(d.replay_buffer_size >= 0, f"descent.replay_buffer_size must be >= 0, got {d.replay_buffer_size}")
+        check(0 <= d.graph_steps <= d.num_steps, f"descent.graph_steps must be in [0, num_steps], got {d.graph_steps}")
+        check(t.stationarity_weight >= 0 and t.rank_weight >= 0 and t.rank_margin >= 0,
+              "train.stationarity_weight, rank_weight and rank_margin must be >= 0")  # fmt: skip
         check(0.0 <= d.replay_fraction <= 1.0, "descent.replay_fraction must be in [0, 1]")
         check(o.lr > 0 and o.grad_clip > 0, "optim.lr and optim.grad_clip must be > 0")
         check(t.steps >= 1 and t.checkpoint_every >= 1 and t.log_every >= 1, "train step counts must be >= 1")

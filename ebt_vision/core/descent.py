@@ -74,17 +74,33 @@ class StepSize(nn.Module):
 @dataclass
 class TrainingDescent:
     """What only a training descent uses: the second-order graph, per-sample randomised step counts and step sizes,
-    detaching between steps, and recomputing each step's graph in the backward pass (``checkpoint_steps``)."""
+    detaching between steps, recomputing each step's graph in the backward pass (``checkpoint_steps``), and keeping
+    the graph through the last ``graph_steps`` steps only (0: all of them).
+
+    With ``graph_steps`` a sample's steps are its LAST ``steps_wanted`` steps (it waits, then descends), so every
+    sample ends with the steps that carry the graph; the earlier steps run without one (first order, cheaper): the
+    loss trains the energy on the states a long test-time descent reaches.
+    """
 
     min_steps: int = 1
     step_size_jitter: float = 1.0
     detach_between_steps: bool = True
     checkpoint_steps: bool = False
+    graph_steps: int = 0
     generator: torch.Generator | None = None
 
     @classmethod
     def from_config(cls, cfg: DescentConfig, generator: torch.Generator | None = None) -> TrainingDescent:
-        return cls(cfg.min_steps, cfg.step_size_jitter, cfg.detach_between_steps, cfg.checkpoint_steps, generator)
+        return cls(cfg.min_steps, cfg.step_size_jitter, cfg.detach_between_steps, cfg.checkpoint_steps,
+                   cfg.graph_steps, generator)  # fmt: skip
+
+    def keeps_graph(self, k: int, num_steps: int) -> bool:
+        """Whether step k (0-based) of ``num_steps`` carries the second-order graph."""
+        return not self.graph_steps or k >= num_steps - self.graph_steps
+
+    def active(self, k: int, num_steps: int, wanted: Tensor) -> Tensor:
+        """Which samples take step k: their first ``wanted`` steps, or their last ones with ``graph_steps``."""
+        return k >= num_steps - wanted if self.graph_steps else k < wanted
 
     def schedule(self, batch: int, num_steps: int, device) -> tuple[Tensor, Tensor]:
         """Per-sample number of steps (B,) in [min_steps, num_steps] and step-size factor (B,)."""
@@ -104,6 +120,7 @@ class Trajectory:
 
     candidates: list[Tensor]
     position_energies: Tensor  # (K or K + 1, B, *P)
+    graph_from: int  # candidates[graph_from:] carry the training graph (1 unless only the last steps keep it)
     grad_norms: Tensor  # (K, B): |dE/dcandidate| at candidates[k]
     steps_taken: Tensor  # (B, *P): steps actually applied to each position (randomised or stopped early)
     forward_passes: int  # energy evaluations of the whole batch
@@ -161,6 +178,7 @@ def minimize_energy(
     num_steps: int,
     *,
     stop_when_energy_rises: bool = False,
+    stop_tolerance: float = 0.0,
     final_energy: bool = False,
     langevin_noise: float = 0.0,
     project: Projection | None = None,
@@ -173,7 +191,9 @@ def minimize_energy(
     ``stop_when_energy_rises``: a step that raises a position's energy is undone there and that position stops (for
     positions that interact, such as the patches of one image, the others then continue from a slightly different
     neighbourhood than the one they were evaluated in); this needs the energy after the last step, so it implies
-    ``final_energy`` (one more forward pass). ``langevin_noise``: Gaussian noise of this scale after every step.
+    ``final_energy`` (one more forward pass). ``stop_tolerance`` (with it): a position whose energy fell by less than
+    this also stops (the step is kept): adaptive compute per position. ``langevin_noise``: Gaussian noise of this
+    scale after every step.
     ``project``: applied to the candidate after every step (e.g. a clamp to the valid pixel range).
     ``expand_positions(values (B, *P), x)``: how per-position energies map onto the candidate (default: the candidate's
     leading dimensions are the positions). ``gradient_fn(context, x) -> (dE/dx, E)``, when given, replaces
@@ -202,43 +222,51 @@ def minimize_energy(
 
     candidates, energies, grad_norms = [candidate], [], []
     stopped = steps_taken = None  # (B, *P), once the energy's shape is known
+    graph_from = 1
     x = candidate
     for k in range(num_steps + int(final_energy)):
-        if not create_graph or training.detach_between_steps or not x.requires_grad:
+        step_graph = create_graph and k < num_steps and training.keeps_graph(k, num_steps)
+        if k < num_steps and not step_graph:
+            graph_from = k + 2  # candidate k + 1, this step's result, carries no graph
+        if not step_graph or training.detach_between_steps or not x.requires_grad:
             x = x.detach().requires_grad_(True)
         if k == num_steps:  # the final energy only: no gradient
             with torch.no_grad():
                 grad, energy = None, energy_fn(context, x)
-        elif checkpointed:  # keep only x; the step's graph is rebuilt (and differentiated) in the backward pass
+        elif checkpointed and step_graph:  # keep only x; the step's graph is rebuilt and differentiated in backward
             grad, energy = torch.utils.checkpoint.checkpoint(
                 _energy_and_gradient, energy_fn, None, context, x, use_reentrant=True
             )
         else:
-            grad, energy = _energy_and_gradient(energy_fn, gradient_fn, context, x, create_graph)
+            grad, energy = _energy_and_gradient(energy_fn, gradient_fn, context, x, step_graph)
         _check_energy(energy, batch)
         recorded = energy.detach()
         if stopped is None:
             stopped = torch.zeros_like(recorded, dtype=torch.bool)
             steps_taken = torch.zeros_like(recorded, dtype=torch.long)
         if stop_when_energy_rises and k > 0:
-            # Undo the last step where it raised the energy; those positions stay put from now on.
+            # Undo the last step where it raised the energy; those positions, and those whose energy fell by less
+            # than the tolerance, stay put from now on.
             rose = (recorded > energies[-1]) & ~stopped
+            stalled = (recorded > energies[-1] - stop_tolerance) & ~stopped
             x = torch.where(expand_positions(rose, x), candidates[-2], x)
             candidates[-1] = x
             recorded = torch.where(rose, energies[-1], recorded)
             steps_taken = steps_taken - rose.long()
-            stopped = stopped | rose
+            stopped = stopped | stalled
         energies.append(recorded)
         if grad is None:
             break
         grad_norms.append(grad.detach().flatten(1).norm(dim=1))
         wanted = steps_wanted.reshape(-1, *([1] * (stopped.dim() - 1)))
-        active = (k < wanted) & ~stopped  # (B, *P)
-        x = x - expand_positions(active * jitter.reshape(wanted.shape), x) * step_size * grad
-        if langevin_noise > 0:
-            x = x + expand_positions(active, x) * langevin_noise * torch.randn_like(x)
-        if project is not None:
-            x = project(x)
+        taking = training.active(k, num_steps, wanted) if training is not None else k < wanted
+        active = taking & ~stopped  # (B, *P)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (step_graph or not create_graph)):
+            x = x - expand_positions(active * jitter.reshape(wanted.shape), x) * step_size * grad
+            if langevin_noise > 0:
+                x = x + expand_positions(active, x) * langevin_noise * torch.randn_like(x)
+            if project is not None:
+                x = project(x)
         steps_taken = steps_taken + active.long()
         candidates.append(x)
     if not create_graph:
@@ -247,6 +275,7 @@ def minimize_energy(
     return Trajectory(
         candidates=candidates,
         position_energies=torch.stack(energies) if energies else empty,
+        graph_from=min(graph_from, len(candidates)) if create_graph else len(candidates),
         grad_norms=torch.stack(grad_norms) if grad_norms else empty,
         steps_taken=steps_taken if steps_taken is not None else torch.zeros(batch, dtype=torch.long, device=device),
         forward_passes=len(energies),

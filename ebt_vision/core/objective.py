@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import DescentConfig, OptimConfig
+from .config import DescentConfig, OptimConfig, TrainConfig
 from .descent import (
     PositionExpander,
     Projection,
@@ -23,6 +23,22 @@ from .descent import (
     expand_to_candidate,
     minimize_energy,
 )
+
+
+@dataclass
+class Descended:
+    """A training or evaluation descent and the rows it descended (after replay, the replayed rows' own context,
+    target and conditioning)."""
+
+    trajectory: Trajectory
+    context: Tensor
+    target: Tensor
+    conditioning: dict[str, Tensor]
+
+
+def _per_sample(energy: Tensor) -> Tensor:
+    """(B,) or (B, *P) -> (B,): per-position energies summed."""
+    return energy.flatten(1).sum(1) if energy.dim() > 1 else energy
 
 
 @dataclass
@@ -94,22 +110,31 @@ class EnergyObjective(nn.Module):
         conditioning: dict[str, Tensor] | None = None,
         num_steps: int | None = None,
     ) -> tuple[Trajectory, Tensor]:
-        """Descend from ``start``; -> (trajectory, the target each row is scored against).
+        """Descend from ``start``; -> (trajectory, the target each row is scored against). See ``descend_rows``."""
+        rows = self.descend_rows(context, start, target, conditioning, num_steps)
+        return rows.trajectory, rows.target
+
+    def descend_rows(
+        self,
+        context: Tensor,
+        start: Tensor,
+        target: Tensor,
+        conditioning: dict[str, Tensor] | None = None,
+        num_steps: int | None = None,
+    ) -> Descended:
+        """Descend from ``start``; -> the trajectory and the rows actually descended.
 
         In training mode the descent keeps its second-order graph, draws its randomised schedule, and (with replay
-        on) starts ``replay_fraction`` of the rows from stored (context, candidate, target, conditioning) rows:
-        the returned target belongs to the rows actually descended. ``conditioning``: per-row keyword arguments of
-        the model (e.g. the noise sigma of a non-blind denoiser).
+        on) starts ``replay_fraction`` of the rows from stored (context, candidate, target, conditioning) rows, so
+        the returned context, target and conditioning belong to the rows actually descended. ``conditioning``:
+        per-row keyword arguments of the model (e.g. the noise sigma of a non-blind denoiser).
         """
         cfg, conditioning = self.descent_cfg, dict(conditioning or {})
         if self.training and self.replay is not None:
             rows = self.replay.mix(cfg.replay_fraction, context=context, candidate=start, target=target, **conditioning)
             context, start, target = rows.pop("context"), rows.pop("candidate"), rows.pop("target")
             conditioning = rows
-        energy_fn, gradient_fn = self.model, self.gradient_fn
-        if conditioning:
-            energy_fn = partial(energy_fn, **conditioning)
-            gradient_fn = gradient_fn and partial(gradient_fn, **conditioning)
+        energy_fn, gradient_fn = self._energy_functions(conditioning)
         trajectory = minimize_energy(
             energy_fn,
             context,
@@ -124,13 +149,58 @@ class EnergyObjective(nn.Module):
         )
         if self.training and self.replay is not None:
             self.replay.push(context=context, candidate=trajectory.final, target=target, **conditioning)
-        return trajectory, target
+        return Descended(trajectory, context, target, conditioning)
+
+    def _energy_functions(self, conditioning: dict[str, Tensor]):
+        energy_fn, gradient_fn = self.model, self.gradient_fn
+        if conditioning:
+            energy_fn = partial(energy_fn, **conditioning)
+            gradient_fn = gradient_fn and partial(gradient_fn, **conditioning)
+        return energy_fn, gradient_fn
 
     def step_losses(self, trajectory: Trajectory, target: Tensor, kind: str, on_steps: str) -> tuple[Tensor, Tensor]:
-        """(loss over the configured steps, loss of the last step) of every descent step's candidate vs ``target``."""
-        losses = [reconstruction_loss(c.float(), target, kind) for c in trajectory.candidates[1:]]
+        """(loss over the configured steps, loss of the last step) of the descent's candidates vs ``target``; in
+        training only the candidates that carry the graph count (see ``TrainingDescent.graph_steps``)."""
+        first = trajectory.graph_from if self.training and trajectory.graph_from < len(trajectory.candidates) else 1
+        losses = [reconstruction_loss(c.float(), target, kind) for c in trajectory.candidates[first:]]
         loss = losses[-1] if on_steps == "last" else torch.stack(losses).mean()
         return loss, losses[-1]
+
+    def landscape_losses(self, rows: Descended, train: TrainConfig) -> dict[str, Tensor]:
+        """The terms that shape the energy landscape itself (weights in ``train``; off when 0):
+
+        - ``stationarity``: the loss of the step the descent would take at the target, ``target - step * dE/dtarget``
+          against the target (so the answer is a fixed point of the descent);
+        - ``rank``: ``relu(E(target) + margin * |x - target|^2 / (2 step) - E(x))`` for the descent's final candidate
+          and a perturbed target (so lower energy means a smaller error: what stopping and best-of-N read). The gap is
+          scaled by the step size: ``|x - y|^2 / (2 step)`` is the depth of the quadratic bowl one step of that size
+          would cross from x to its bottom y, so ``margin`` is unit-free (1: as deep as that bowl).
+        Energies are per sample (summed over positions).
+        """
+        terms: dict[str, Tensor] = {}
+        if not (train.stationarity_weight or train.rank_weight):
+            return terms
+        energy_fn, _ = self._energy_functions(rows.conditioning)
+        target = rows.target.detach().requires_grad_(True)
+        with torch.enable_grad():
+            energy_target = energy_fn(rows.context, target)
+            if train.stationarity_weight:
+                (grad,) = torch.autograd.grad(energy_target.sum(), target, create_graph=True)
+                moved = target - self.step_size() * grad
+                terms["stationarity"] = reconstruction_loss(moved.float(), rows.target, train.loss)
+            if train.rank_weight:
+                final = rows.trajectory.final.detach()
+                perturbed = rows.target + (final - rows.target).flatten(1).std(1).view(-1, *[1] * (final.dim() - 1)) * (
+                    torch.randn_like(final)
+                )
+                hinges = []
+                for negative in (final, perturbed.detach()):
+                    gap = _per_sample(energy_fn(rows.context, negative)) - _per_sample(energy_target)
+                    distance = ((negative - rows.target) ** 2).flatten(1).sum(1)
+                    needed = train.rank_margin * distance / (2 * self.step_size().detach())
+                    hinges.append(F.relu(needed - gap).mean())
+                terms["rank"] = torch.stack(hinges).mean()
+        return terms
 
     def descent_metrics(self, trajectory: Trajectory) -> dict[str, Tensor]:
         return {

@@ -7,7 +7,8 @@ from pathlib import Path
 from ..core import distributed
 from ..core.train import TrainResult, seed_everything, train
 from ..image.config import ImageConfig
-from ..image.data import CropSampler, training_photos
+from ..image.data import CropSampler, TensorSampler, training_photos
+from ..image.labelled import fashion_mnist
 from ..image.objective import DenoisingObjective
 
 
@@ -29,5 +30,14 @@ def train_denoiser(
     else:
         objective = DenoisingObjective(cfg)
     ctx = distributed.current()  # under torchrun each process keeps its slice of every global batch
-    sampler = CropSampler(training_photos(cfg.data), cfg.data, cfg.train.seed, ctx.rank, ctx.world_size)
+    sampler = make_sampler(cfg, ctx.rank, ctx.world_size)
     return train(objective, iter(sampler), cfg, run_dir, resume=resume, sampler_state=sampler, progress=progress)
+
+
+def make_sampler(cfg: ImageConfig, shard: int = 0, shards: int = 1) -> CropSampler | TensorSampler:
+    """The training stream of ``data.source``: "fashion-mnist" (its unlabelled training images, for probing
+    pre-training), or photos ("packaged" or a folder) cut into random crops."""
+    if cfg.data.source == "fashion-mnist":
+        images = fashion_mnist("train", cfg.data.crop_size, cfg.model.channels).images
+        return TensorSampler(images, cfg.data, cfg.train.seed, shard, shards)
+    return CropSampler(training_photos(cfg.data), cfg.data, cfg.train.seed, shard, shards)

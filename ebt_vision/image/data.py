@@ -264,3 +264,37 @@ class CropSampler:
     def __iter__(self) -> Iterator[DenoisingBatch]:
         while True:
             yield self.sample()
+
+
+class TensorSampler:
+    """Endless batches from a stack of equal-size images (e.g. Fashion-MNIST): random images, horizontal flips,
+    fresh noise; yields ``DenoisingBatch``. Resumable and sharded like ``CropSampler`` (no 90-degree turns: a
+    sideways garment is another picture)."""
+
+    def __init__(self, images: Tensor, cfg: DataConfig, seed: int = 0, shard: int = 0, shards: int = 1) -> None:
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+        if images.dim() != 4 or images.shape[-1] != cfg.crop_size or images.shape[-2] != cfg.crop_size:
+            raise InputError(f"expected images (N, C, {cfg.crop_size}, {cfg.crop_size}), got {tuple(images.shape)}")
+        self.images, self.cfg, self.shard, self.shards = images, cfg, shard, shards
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def sample(self) -> DenoisingBatch:
+        count = self.cfg.batch_size * self.shards
+        index = torch.randint(len(self.images), (count,), generator=self.generator)
+        flip = torch.rand(count, generator=self.generator) < 0.5
+        clean = torch.where(flip[:, None, None, None], self.images[index].flip(-1), self.images[index])
+        noise = training_noise(self.cfg, count, self.generator)
+        noisy = noise.add_to(clean, self.generator)
+        mine = slice(self.shard * self.cfg.batch_size, (self.shard + 1) * self.cfg.batch_size)
+        return DenoisingBatch(noisy[mine], clean[mine], NoiseLevel(noise.kind, noise.value[mine]))
+
+    def __iter__(self) -> Iterator[DenoisingBatch]:
+        while True:
+            yield self.sample()

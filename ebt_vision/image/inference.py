@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..core.checkpoint import load_trained
-from ..core.descent import Trajectory, lowest_energy, minimize_energy
+from ..core.descent import Trajectory, expand_to_candidate, lowest_energy, minimize_energy
 from ..core.errors import InputError
 from .objective import DenoisingObjective, clamp_pixels
 from .tiling import TiledEnergy
@@ -38,6 +38,16 @@ def crop_to_patches(images: Tensor, patch_size: int) -> Tensor:
     return images[:, :, :height, :width]
 
 
+def patch_expander(patch: int):
+    """Per-patch values (B, H/p, W/p) -> (B, 1, H, W): how an image EBT's per-patch energies map onto its candidate
+    (for stopping patch by patch)."""
+
+    def expand(values: Tensor, candidate: Tensor) -> Tensor:
+        return values.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)[:, None]
+
+    return expand
+
+
 def _check_sigma(sigma: Tensor | float | None, batch: int) -> Tensor | None:
     if sigma is None:  # the model itself refuses sigma when blind and requires it when conditioned
         return None
@@ -60,6 +70,8 @@ def denoise(
     clamp: bool | None = None,
     record_maps: bool = False,
     tile_overlap: int = 2,
+    per_patch: bool = False,
+    stop_tolerance: float = 0.0,
 ) -> tuple[Trajectory, TiledEnergy]:
     """(B, 3, H, W) noisy in [-1, 1] -> the descent trajectory from the noisy image (tiled at the training crop size).
 
@@ -71,6 +83,9 @@ def denoise(
     (default: as the model was trained, ``descent.clamp_candidate``). Returns the tiled energy too, for per-patch
     energy maps; with ``record_maps`` it holds the map of every candidate the descent evaluated (``energy.maps``).
     ``tile_overlap``: 2 (half-overlapping tiles, every pixel in 4) or 1 (side by side, 4x cheaper; see ``tiling``).
+    ``per_patch``: descend the per-patch energies (each patch's energy averaged over the tiles that cover it) so
+    stopping works patch by patch: with ``stop_when_energy_rises`` and ``stop_tolerance``, a patch whose energy has
+    stopped falling stops while the others continue (``trajectory.steps_taken`` is then a (B, H/p, W/p) map).
     """
     cfg = objective.cfg
     check_images(noisy, cfg.model.patch_size)
@@ -90,12 +105,14 @@ def denoise(
     with torch.no_grad():
         step_size = objective.step_size() * step_scale
     trajectory = minimize_energy(
-        energy,
+        energy.patch_energy_map if per_patch else energy,
         noisy.to(device),
         (noisy if init is None else init).to(device),
         step_size,
         steps,
         stop_when_energy_rises=stop_when_energy_rises,
+        stop_tolerance=stop_tolerance,
+        expand_positions=patch_expander(cfg.model.patch_size) if per_patch else expand_to_candidate,
         final_energy=final_energy,
         langevin_noise=langevin_noise,
         project=clamp_pixels if clamp else None,

@@ -88,15 +88,19 @@ class ImageEBT(nn.Module):
         self, context: Tensor, candidate: Tensor, depth: int | None = None, sigma: Tensor | None = None
     ) -> Tensor:
         """(B, C, H, W), (B, C, H, W) -> (B, N, D) after ``depth`` blocks (all by default)."""
+        x, cond = self._embedded(context, candidate, sigma)
+        for block in self.blocks[:depth]:
+            x = block(x, cond)
+        return x
+
+    def _embedded(self, context: Tensor, candidate: Tensor, sigma: Tensor | None) -> tuple[Tensor, Tensor]:
+        """-> the tokens before the first block (B, N, D) with their positions, and the adaLN condition (B, D)."""
         check_image_pair(context, candidate, self.cfg.channels, self.cfg.patch_size)
         p = self.cfg.patch_size
         grid_h, grid_w = context.shape[2] // p, context.shape[3] // p
         x = self.embed(torch.cat([patchify(context, p), patchify(candidate, p)], dim=-1))
         x = x + sincos_position_embedding(grid_h, grid_w, self.cfg.width, x.device, x.dtype)
-        cond = self._condition(x.shape[0], sigma, x.dtype)
-        for block in self.blocks[:depth]:
-            x = block(x, cond)
-        return x
+        return x, self._condition(x.shape[0], sigma, x.dtype)
 
     def patch_energies(self, context: Tensor, candidate: Tensor, sigma: Tensor | None = None) -> Tensor:
         """(B, C, H, W), (B, C, H, W) -> (B, H/p, W/p) energy per patch; ``sigma`` (B,) for conditioned models."""
@@ -115,3 +119,13 @@ class ImageEBT(nn.Module):
         """(B, C, H, W) -> (B, D): mean-pooled tokens for linear probing; the candidate defaults to the context."""
         tokens = self.tokens(context, context if candidate is None else candidate, depth, sigma)
         return tokens.mean(dim=1)
+
+    def layer_features(self, context: Tensor, candidate: Tensor, sigma: Tensor | None = None) -> list[Tensor]:
+        """(B, C, H, W) x2 -> depth + 1 tensors (B, D): mean-pooled tokens after the embedding and after each block,
+        in one pass (for the layer sweep of a linear probe)."""
+        x, cond = self._embedded(context, candidate, sigma)
+        pooled = [x.mean(dim=1)]
+        for block in self.blocks:
+            x = block(x, cond)
+            pooled.append(x.mean(dim=1))
+        return pooled

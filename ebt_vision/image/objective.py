@@ -28,13 +28,20 @@ class DenoisingObjective(EnergyObjective, HubModel):
         return clamp_pixels
 
     def forward(self, batch: DenoisingBatch) -> StepOutput:
+        train = self.cfg.train
         conditioning = {"sigma": batch.noise.sigma} if self.cfg.model.sigma_conditioning else None
-        trajectory, clean = self.descend(batch.noisy, batch.noisy, batch.clean, conditioning)
-        loss, loss_last = self.step_losses(trajectory, clean, self.cfg.train.loss, self.cfg.train.loss_on_steps)
+        rows = self.descend_rows(batch.noisy, batch.noisy, batch.clean, conditioning)
+        trajectory, clean = rows.trajectory, rows.target
+        reconstruction, loss_last = self.step_losses(trajectory, clean, train.loss, train.loss_on_steps)
+        terms = self.landscape_losses(rows, train) if self.training else {}
+        weights = {"stationarity": train.stationarity_weight, "rank": train.rank_weight}
+        loss = reconstruction + sum(weights[name] * value for name, value in terms.items())
         metrics = {
             "loss": loss.detach(),
+            "loss_reconstruction": reconstruction.detach(),
             "loss_last": loss_last.detach(),
             "mse_last": F.mse_loss(trajectory.final.detach().float(), clean),
+            **{f"loss_{name}": value.detach() for name, value in terms.items()},
             **self.descent_metrics(trajectory),
         }
         return StepOutput(loss, metrics)

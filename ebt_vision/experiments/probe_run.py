@@ -1,0 +1,198 @@
+"""``ebt-vision probe``: pre-train (or load) the backbones, extract and cache features, sweep layers and noise levels
+on the validation split, probe on the full training set, report top-1/top-5 (full and few-shot) on the test set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.checkpoint import load_trained
+from ..core.layers import count_parameters
+from ..core.progress import progress as progress_bar
+from ..core.reports import make_meta, markdown_table, write_report
+from ..core.train import seed_everything, train
+from ..image.config import ImageConfig
+from ..image.dit import DiTObjective
+from ..image.labelled import LabelledImages, fashion_mnist, few_shot
+from ..image.objective import DenoisingObjective
+from .probe import (
+    LEVELS,
+    ProbeSettings,
+    accuracy,
+    cached_features,
+    dit_features,
+    ebt_features,
+    pixel_features,
+    split_validation,
+    train_probe,
+)
+from .training import make_sampler
+
+SHIPPED = {"ebt-photo": "checkpoints/ebt-image-s", "dit-photo": "checkpoints/dit-image-s"}
+SHOTS = (10, 100)
+
+
+@dataclass
+class Backbone:
+    name: str
+    extract: object  # (images, sigma) -> list of (N, D) per layer
+    channels: int
+    params: int
+    note: str
+
+
+def pretrain(cfg: ImageConfig, run_root: Path, progress: bool = True) -> dict[str, torch.nn.Module]:
+    """The EBT (sigma-conditioned: told the noise level, as the DiT is told its timestep) and the DiT, same size and
+    steps, denoising the unlabelled training images; resumable under ``run_root/ebt`` and ``run_root/dit``."""
+    trained = {}
+    ebt_cfg = replace(cfg, name=f"{cfg.name}-ebt", model=replace(cfg.model, sigma_conditioning=True))
+    dit_cfg = replace(cfg, name=f"{cfg.name}-dit", model=replace(cfg.model, sigma_conditioning=False))
+    for name, model_cfg, build in (("ebt", ebt_cfg, DenoisingObjective), ("dit", dit_cfg, DiTObjective)):
+        seed_everything(model_cfg.train.seed)
+        objective = build(model_cfg)
+        sampler = make_sampler(model_cfg)
+        train(objective, iter(sampler), model_cfg, run_root / name, True, sampler, progress)
+        trained[name] = objective.eval()
+    return trained
+
+
+def backbones(cfg: ImageConfig, trained: dict[str, torch.nn.Module]) -> list[Backbone]:
+    """Every method: pre-trained, random-init controls, raw pixels, and the photo-trained shipped checkpoints."""
+    seed_everything(cfg.train.seed)
+    random_ebt = DenoisingObjective(replace(cfg, model=replace(cfg.model, sigma_conditioning=True))).eval()
+    random_dit = DiTObjective(cfg).eval()
+    out = [
+        Backbone("ebt", partial(ebt_features, trained["ebt"]), cfg.model.channels,
+                 count_parameters(trained["ebt"].model), "pre-trained by denoising, sigma-conditioned"),
+        Backbone("dit", partial(dit_features, trained["dit"]), cfg.model.channels,
+                 count_parameters(trained["dit"].model), "pre-trained by denoising (DDPM), timestep-conditioned"),
+        Backbone("ebt-random", partial(ebt_features, random_ebt), cfg.model.channels,
+                 count_parameters(random_ebt.model), "random weights (adaLN-Zero: blocks start as the identity)"),
+        Backbone("dit-random", partial(dit_features, random_dit), cfg.model.channels,
+                 count_parameters(random_dit.model), "random weights (diffusers' initialisation)"),
+        Backbone("pixels", pixel_features, cfg.model.channels, 0, "raw pixels"),
+    ]  # fmt: skip
+    for name, path in SHIPPED.items():
+        build = DenoisingObjective if name.startswith("ebt") else DiTObjective
+        model = load_trained(path, build, name)[0]
+        extract = ebt_features if name.startswith("ebt") else dit_features
+        out.append(Backbone(name, partial(extract, model), model.cfg.model.channels, count_parameters(model.model),
+                            f"shipped {path}, trained on photos (transfer)"))  # fmt: skip
+    return out
+
+
+def _as_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    return images if images.shape[1] == channels else images[:, :1].expand(-1, channels, -1, -1)
+
+
+def evaluate_backbone(backbone: Backbone, train_set: LabelledImages, test_set: LabelledImages, cache: Path,
+                      settings: ProbeSettings, seeds: int = 3) -> dict:  # fmt: skip
+    """Sweep (layer, level) on validation; probe the chosen one on the full training set (test top-1/top-5) and on
+    10 and 100 images per class (mean over ``seeds`` draws)."""
+    classes = len(train_set.classes)
+    images = _as_channels(torch.cat([train_set.images, test_set.images]), backbone.channels)
+    levels = (0.0,) if backbone.name == "pixels" else LEVELS
+    features = cached_features(cache / f"{backbone.name}.safetensors", backbone.extract, images, levels)
+    n_train = len(train_set)
+    fit, held = split_validation(train_set)
+    sweep = []
+    for (layer, level), values in sorted(features.items()):
+        probe = train_probe(values[fit], train_set.labels[fit], classes, settings)
+        top1, _ = accuracy(probe, values[held], train_set.labels[held], classes)
+        sweep.append({"method": backbone.name, "layer": layer, "noise_level": level, "validation_top1": top1})
+    chosen = max(sweep, key=lambda r: r["validation_top1"])
+    values = features[(chosen["layer"], chosen["noise_level"])]
+    train_values, test_values = values[:n_train], values[n_train:]
+    probe = train_probe(train_values, train_set.labels, classes, settings)
+    top1, top5 = accuracy(probe, test_values, test_set.labels, classes)
+    result = {"method": backbone.name, "params": backbone.params, "note": backbone.note, "layer": chosen["layer"],
+              "noise_level": chosen["noise_level"], "validation_top1": chosen["validation_top1"], "top1": top1,
+              "top5": top5}  # fmt: skip
+    smallest = int(torch.bincount(train_set.labels, minlength=classes).min())
+    for shots in SHOTS:
+        if shots > smallest:  # a quick look on a subset: not enough images of some class
+            result |= {f"top1_{shots}shot": float("nan"), f"top1_{shots}shot_sd": float("nan"),
+                       f"top5_{shots}shot": float("nan")}  # fmt: skip
+            continue
+        scores = []
+        for seed in range(seeds):
+            subset = few_shot(LabelledImages(train_values, train_set.labels, train_set.classes), shots, seed)
+            few = train_probe(subset.images, subset.labels, classes, settings, seed)
+            scores.append(accuracy(few, test_values, test_set.labels, classes))
+        result[f"top1_{shots}shot"] = float(np.mean([s[0] for s in scores]))
+        result[f"top1_{shots}shot_sd"] = float(np.std([s[0] for s in scores]))
+        result[f"top5_{shots}shot"] = float(np.mean([s[1] for s in scores]))
+    return {"result": result, "sweep": sweep}
+
+
+def run_probe(cfg: ImageConfig, run_root: str | Path, out: str | Path, settings: ProbeSettings | None = None,
+              limit: int | None = None, progress: bool = True, stem: str = "probe") -> Path:  # fmt: skip
+    """Pre-train, extract, sweep, probe; write ``stem.{md,json,png}`` to ``out``."""
+    settings = settings or ProbeSettings()
+    run_root = Path(run_root)
+    trained = pretrain(cfg, run_root, progress)
+    train_set = fashion_mnist("train", cfg.data.crop_size, cfg.model.channels)
+    test_set = fashion_mnist("test", cfg.data.crop_size, cfg.model.channels)
+    if limit:
+        train_set = train_set.subset(torch.arange(min(limit, len(train_set))))
+        test_set = test_set.subset(torch.arange(min(limit // 6 + 1, len(test_set))))
+    results, sweeps = [], []
+    cache = run_root / f"features-{len(train_set)}-{len(test_set)}"
+    for backbone in progress_bar(backbones(cfg, trained), desc="probe", unit="method", disable=not progress):
+        evaluated = evaluate_backbone(backbone, train_set, test_set, cache, settings)
+        results.append(evaluated["result"])
+        sweeps += evaluated["sweep"]
+    data = (f"Fashion-MNIST (Debian dataset-fashion-mnist): probe trained on {len(train_set)} training images "
+            f"(layer and noise level chosen on 10,000 of them held out), reported on {len(test_set)} test images, "
+            f"{cfg.data.crop_size}px")  # fmt: skip
+    steps = cfg.train.steps * cfg.data.batch_size
+    budget = f"pre-training: {cfg.train.steps} steps of batch {cfg.data.batch_size} ({steps} images) per backbone"
+    meta = make_meta(torch.device("cpu"), cfg.train.seed, data, budget)
+    return write_probe_report(results, sweeps, meta, settings, Path(out), stem)
+
+
+def _shots(row: dict, shots: int) -> str:
+    mean, sd = row[f"top1_{shots}shot"], row[f"top1_{shots}shot_sd"]
+    return "-" if mean != mean else f"{mean:.2f} ± {sd:.2f}"
+
+
+def write_probe_report(results, sweeps, meta, settings: ProbeSettings, out: Path, stem: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    headers = ["method", "parameters", "layer (level)", "validation top-1", "test top-1", "test top-5",
+               "10-shot top-1", "100-shot top-1", "what it is"]  # fmt: skip
+    table = [[r["method"], f"{r['params'] / 1e6:.3f}M" if r["params"] else "-",
+              f"{r['layer']} ({r['noise_level']:g})", f"{r['validation_top1']:.2f}", f"{r['top1']:.2f}",
+              f"{r['top5']:.2f}", _shots(r, 10), _shots(r, 100), r["note"]] for r in results]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, method in enumerate(r["method"] for r in results if r["method"] != "pixels"):
+        rows = [s for s in sweeps if s["method"] == method]
+        layers = sorted({s["layer"] for s in rows})
+        best = [max(s["validation_top1"] for s in rows if s["layer"] == layer) for layer in layers]
+        ax.plot(layers, best, "o-", color=f"C{i}", label=method)
+    pixels = next((r for r in results if r["method"] == "pixels"), None)
+    if pixels:
+        ax.axhline(pixels["validation_top1"], color="grey", linestyle=":", label="raw pixels")
+    ax.set_xlabel("layer (0 = patch embedding)")
+    ax.set_ylabel("validation top-1 (%), best noise level")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{stem}.png", dpi=110)
+    plt.close(fig)
+    body = (
+        "Linear probes (BatchNorm1d without affine + linear head, AdamW without weight decay, "
+        f"{settings.steps} steps of batch {settings.batch}, lr {settings.lr:g}, cosine) on frozen, mean-pooled token "
+        "features. Each method's layer and noise level are "
+        "chosen on the validation split; test top-1/top-5 in %; few-shot: mean ± sd over 3 draws.\n\n"
+        f"{markdown_table(headers, table)}\n\n![validation top-1 per layer]({stem}.png)\n"
+    )
+    return write_report(out, stem, meta, results, body, sweep=sweeps)
