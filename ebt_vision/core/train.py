@@ -126,27 +126,31 @@ class MetricsLog:
         self.rows: list[dict[str, float]] = []
         if resume_step > 0 and self.path.is_file():
             with self.path.open() as handle:
-                self.rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(handle)]
+                self.rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(handle)]
             self.rows = [r for r in self.rows if r["step"] <= resume_step]
         self._rewrite()
+
+    def _columns(self) -> list[str]:
+        """Every key any row has, in first-seen order (a resumed run may log a metric the older rows lack)."""
+        return list(dict.fromkeys(key for row in self.rows for key in row))
 
     def _rewrite(self) -> None:
         if not self.rows:
             self.path.write_text("")
             return
         with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+            writer = csv.DictWriter(handle, fieldnames=self._columns(), restval="")
             writer.writeheader()
             writer.writerows(self.rows)
 
     def append(self, row: dict[str, float]) -> None:
-        header_changed = not self.rows or list(row) != list(self.rows[0])
+        header_changed = not self.rows or not set(row) <= set(self._columns())
         self.rows.append(row)
         if header_changed:
             self._rewrite()
             return
         with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=list(row)).writerow(row)
+            csv.DictWriter(handle, fieldnames=self._columns(), restval="").writerow(row)
 
     def plot(self) -> Path | None:
         if not self.rows:

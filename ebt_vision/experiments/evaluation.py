@@ -1,4 +1,6 @@
-"""Held-out denoising evaluation of one checkpoint: noisy input, CBM3D and the EBT after every descent step."""
+"""Held-out denoising evaluation of one checkpoint at full resolution: noisy input, CBM3D, the EBT after every
+descent step and with energy-based stopping, and (optionally) the DiT baseline; step counts chosen on the
+validation photos, reported on the test photos."""
 
 from __future__ import annotations
 
@@ -13,13 +15,17 @@ from ..core.progress import progress as progress_bar
 from ..core.reports import markdown_table, write_report
 from ..image.classical import cbm3d_denoise
 from ..image.data import Photo
+from ..image.dit import DiTObjective, dit_denoise
 from ..image.inference import crop_to_patches, denoise
-from ..image.noise import as_model_input, noisy_copy, training_sigma_max
+from ..image.noise import as_model_input, estimate_noise_sigma, noisy_copy, training_sigma_max
 from ..image.objective import DenoisingObjective
+from .compare.protocols import SPLIT_SEED_OFFSET
+
+DIT_STEPS = (1, 2, 5, 10)
 
 
 def _scored(base: dict, method: str, estimate: torch.Tensor, clean: torch.Tensor, **extra) -> dict:
-    p, s = psnr(estimate[None], clean[None]), ssim(estimate[None], clean[None])
+    p, s = psnr(estimate[None].cpu(), clean[None]), ssim(estimate[None].cpu(), clean[None])
     return {**base, "method": method, **extra, "psnr": float(p), "ssim": float(s)}
 
 
@@ -31,102 +37,140 @@ def evaluate_denoiser(
     seed: int = 0,
     with_bm3d: bool = True,
     progress: bool = True,
+    split: str = "test",
+    dit: DiTObjective | None = None,
+    dit_steps: tuple[int, ...] = DIT_STEPS,
 ) -> list[dict]:
     """Per image and sigma: one row per method/step with PSNR, SSIM and forward/backward passes.
 
     EBT rows after k descent steps cost k forward and k backward passes of the model (the tiled energy of a
-    whole photo counts as one pass; its tiles are batched). The split label compares sigma with the highest
-    (Gaussian-equivalent) sigma the model trained on; a diffusion-trained model gets the noisy photo in its own
-    convention (``as_model_input``).
+    whole photo counts as one pass; its tiles are batched); ``ebt_stop`` is ``num_steps`` steps with energy-based
+    stopping. The DiT is blind like the EBT: it starts DDIM at the timestep of the sigma estimated from the noisy photo.
+    The split label compares sigma with the highest (Gaussian-equivalent) sigma the model trained on; a
+    diffusion-trained model gets the noisy photo in its own convention (``as_model_input``).
     """
     patch = objective.cfg.model.patch_size
     train_max = training_sigma_max(objective.cfg.data)
     rows = []
     jobs = [(i, photo, sigma) for i, photo in enumerate(photos) for sigma in sigmas]
-    for index, photo, sigma in progress_bar(jobs, desc="evaluate", disable=not progress):
+    for index, photo, sigma in progress_bar(jobs, desc=f"evaluate ({split})", disable=not progress):
         clean = crop_to_patches(photo.image[None], patch)[0]
-        noisy = noisy_copy(clean, sigma, seed, index)
-        base = {"image": photo.name, "sigma": sigma, "split": "id" if sigma <= train_max else "ood"}
+        noisy = noisy_copy(clean, sigma, seed, SPLIT_SEED_OFFSET[split] + index)
+        base = {"eval_split": split, "image": photo.name, "sigma": sigma,
+                "split": "id" if sigma <= train_max else "ood"}  # fmt: skip
         rows.append(_scored(base, "noisy", noisy, clean, steps=0, forward_passes=0, backward_passes=0))
         if with_bm3d:
             started = time.perf_counter()
             estimate = cbm3d_denoise(noisy, sigma)
-            seconds = time.perf_counter() - started
             rows.append(_scored(base, "cbm3d", estimate, clean, steps=0, forward_passes=0, backward_passes=0,
-                                seconds=seconds))  # fmt: skip
-        started = time.perf_counter()
+                                seconds=time.perf_counter() - started))  # fmt: skip
         model_input = as_model_input(noisy[None], sigma, objective.cfg.data.noise)
+        started = time.perf_counter()
         trajectory, _ = denoise(objective, model_input, num_steps=num_steps, final_energy=False)
         seconds = time.perf_counter() - started
         for k, candidate in enumerate(trajectory.candidates[1:], start=1):
             timing = {"seconds": seconds} if k == num_steps else {}  # measured for the whole K-step run only
-            passes = {"steps": k, "forward_passes": k, "backward_passes": k}
-            rows.append(_scored(base, "ebt", candidate[0].cpu(), clean, **passes, **timing))
+            rows.append(_scored(base, "ebt", candidate[0], clean, steps=k, forward_passes=k, backward_passes=k,
+                                **timing))  # fmt: skip
+        stopped, _ = denoise(objective, model_input, num_steps=num_steps, stop_when_energy_rises=True)
+        rows.append(_scored(base, "ebt_stop", stopped.final[0], clean, steps=num_steps,
+                            forward_passes=stopped.forward_passes, backward_passes=stopped.backward_passes,
+                            steps_taken=float(stopped.steps_taken.float().mean())))  # fmt: skip
+        if dit is not None:
+            estimated = float(estimate_noise_sigma(noisy[None])[0])
+            for k in dit_steps:
+                estimate, passes = dit_denoise(dit, noisy[None], estimated, k)
+                rows.append(_scored(base, "dit_ddim", estimate[0], clean, steps=k, forward_passes=passes[0],
+                                    backward_passes=0))  # fmt: skip
     return rows
 
 
 def average_rows(rows: list[dict]) -> list[dict]:
-    """Mean PSNR/SSIM over images, one row per (method, sigma, steps)."""
+    """Mean PSNR/SSIM over images, one row per (split of photos, method, sigma, steps)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        groups[(row["method"], row["sigma"], row["steps"])].append(row)
+        groups[(row.get("eval_split", "test"), row["method"], row["sigma"], row["steps"])].append(row)
     averaged = []
-    for (method, sigma, steps), group in groups.items():
+    for (eval_split, method, sigma, steps), group in groups.items():
         first = group[0]
-        averaged.append(
-            {
-                "method": method,
-                "sigma": sigma,
-                "split": first["split"],
-                "steps": steps,
-                "forward_passes": first["forward_passes"],
-                "backward_passes": first["backward_passes"],
-                "psnr": sum(r["psnr"] for r in group) / len(group),
-                "ssim": sum(r["ssim"] for r in group) / len(group),
-                "images": len(group),
-            }
-        )
-    return sorted(averaged, key=lambda r: (r["sigma"], r["method"], r["steps"]))
+        averaged.append({
+            "eval_split": eval_split, "method": method, "sigma": sigma, "split": first["split"], "steps": steps,
+            "forward_passes": sum(r["forward_passes"] for r in group) / len(group),
+            "backward_passes": sum(r["backward_passes"] for r in group) / len(group),
+            "psnr": sum(r["psnr"] for r in group) / len(group), "ssim": sum(r["ssim"] for r in group) / len(group),
+            "images": len(group),
+        })  # fmt: skip
+    return sorted(averaged, key=lambda r: (r["eval_split"], r["sigma"], r["method"], r["steps"]))
+
+
+def _chosen(averaged: list[dict], method: str, sigma: float) -> dict | None:
+    """The test row of ``method``'s step count with the best mean validation PSNR at ``sigma`` (None without a
+    validation split)."""
+    validation = [r for r in averaged if (r["eval_split"], r["method"], r["sigma"]) == ("validation", method, sigma)]
+    if not validation:
+        return None
+    steps = max(validation, key=lambda r: r["psnr"])["steps"]
+    return next((r for r in averaged if (r["eval_split"], r["method"], r["sigma"], r["steps"]) == ("test", method,
+                                                                                                     sigma, steps)),
+                None)  # fmt: skip
 
 
 def summary_table(averaged: list[dict]) -> str:
-    """Markdown: one row per sigma; columns noisy, CBM3D, EBT after each step (PSNR dB / SSIM)."""
-    sigmas = sorted({r["sigma"] for r in averaged})
-    steps = sorted({r["steps"] for r in averaged if r["method"] == "ebt"})
-    methods = [("noisy", 0)] + ([("cbm3d", 0)] if any(r["method"] == "cbm3d" for r in averaged) else [])
-    methods += [("ebt", k) for k in steps]
-    lookup = {(r["method"], r["sigma"], r["steps"]): r for r in averaged}
-    headers = ["sigma", "split"] + [m.upper() if m != "ebt" else f"EBT {k} step{'s' * (k > 1)}" for m, k in methods]
+    """Markdown (test split): one row per sigma; noisy, CBM3D, EBT after each step, with stopping, the EBT and DiT
+    at their validation-chosen step counts (PSNR dB / SSIM)."""
+    test = [r for r in averaged if r["eval_split"] == "test"]
+    sigmas = sorted({r["sigma"] for r in test})
+    steps = sorted({r["steps"] for r in test if r["method"] == "ebt"})
+    lookup = {(r["method"], r["sigma"], r["steps"]): r for r in test}
+    methods = [("noisy", 0)] + ([("cbm3d", 0)] if any(r["method"] == "cbm3d" for r in test) else [])
+    methods += [("ebt", k) for k in steps] + [("ebt_stop", steps[-1])]
+    names = {"noisy": "NOISY", "cbm3d": "CBM3D", "ebt_stop": f"EBT stop@{steps[-1]}"}
+    headers = ["sigma", "split"] + [names.get(m) or f"EBT {k} step{'s' * (k > 1)}" for m, k in methods]
+    with_dit = any(r["method"] == "dit_ddim" for r in test)
+    headers += ["EBT (chosen k)"] + (["DiT (chosen DDIM steps)"] if with_dit else [])
+
+    def cell(row: dict | None, label: bool = False) -> str:
+        if row is None:
+            return "-"
+        text = f"{row['psnr']:.2f} / {row['ssim']:.3f}"
+        return f"{text} ({row['steps']})" if label else text
+
     table = []
     for sigma in sigmas:
-        split = lookup[("noisy", sigma, 0)]["split"]
-        cells = [f"{lookup[(m, sigma, k)]['psnr']:.2f} / {lookup[(m, sigma, k)]['ssim']:.3f}" for m, k in methods]
-        table.append([f"{sigma:g}", split, *cells])
+        cells = [cell(lookup.get((m, sigma, k))) for m, k in methods]
+        cells.append(cell(_chosen(averaged, "ebt", sigma), label=True))
+        if with_dit:
+            cells.append(cell(_chosen(averaged, "dit_ddim", sigma), label=True))
+        table.append([f"{sigma:g}", lookup[("noisy", sigma, 0)]["split"], *cells])
     return markdown_table(headers, table)
 
 
 def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
-    """One panel per sigma: EBT PSNR after each descent step, with noisy and CBM3D as reference lines."""
+    """One panel per sigma (test split): EBT PSNR after each descent step, with noisy, CBM3D and the chosen DiT as
+    reference lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sigmas = sorted({r["sigma"] for r in averaged})
-    fig, axes = plt.subplots(1, len(sigmas), figsize=(3.2 * len(sigmas), 3.2), squeeze=False)
+    test = [r for r in averaged if r["eval_split"] == "test"]
+    sigmas = sorted({r["sigma"] for r in test})
+    fig, axes = plt.subplots(1, len(sigmas), figsize=(3.2 * len(sigmas), 3.4), squeeze=False)
     for ax, sigma in zip(axes[0], sigmas, strict=True):
-        ebt = sorted((r for r in averaged if r["method"] == "ebt" and r["sigma"] == sigma), key=lambda r: r["steps"])
-        ax.plot([r["steps"] for r in ebt], [r["psnr"] for r in ebt], "o-", label="EBT")
-        for method, style in (("noisy", ":"), ("cbm3d", "--")):
-            ref = [r for r in averaged if r["method"] == method and r["sigma"] == sigma]
-            if ref:
-                ax.axhline(ref[0]["psnr"], linestyle=style, color="grey" if method == "noisy" else "C3", label=method)
+        ebt = sorted((r for r in test if r["method"] == "ebt" and r["sigma"] == sigma), key=lambda r: r["steps"])
+        ax.plot([r["steps"] for r in ebt], [r["psnr"] for r in ebt], "o-", markersize=3, label="EBT")
+        references = [(m, r) for m in ("noisy", "cbm3d") for r in test if r["method"] == m and r["sigma"] == sigma]
+        dit = _chosen(averaged, "dit_ddim", sigma)
+        if dit is not None:
+            references.append((f"DiT ({dit['steps']} DDIM steps)", dit))
+        for (name, ref), (style, color) in zip(references, ((":", "grey"), ("--", "C3"), ("-.", "C2")), strict=False):
+            ax.axhline(ref["psnr"], linestyle=style, color=color, label=name)
         split = "in-dist." if ebt and ebt[0]["split"] == "id" else "out-of-dist."
         ax.set_title(f"sigma {sigma:g} ({split})")
         ax.set_xlabel("descent steps (= forward + backward passes)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("PSNR (dB)")
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].set_ylabel("PSNR (dB), test split")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -139,8 +183,11 @@ def write_denoise_report(rows: list[dict], meta: dict, out_dir: str | Path, stem
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = plot_psnr_vs_steps(averaged, out_dir / f"{stem}.png")
     body = (
-        "Mean PSNR (dB) / SSIM over the held-out photos, on clamped 0-255 pixels. The EBT is blind (not told sigma); "
-        "CBM3D is told the true sigma. An EBT step is one forward and one backward pass of the model.\n\n"
+        "Mean PSNR (dB) / SSIM over the held-out **test** photos at full resolution, on clamped 0-255 pixels. The EBT "
+        "is blind (not told sigma); CBM3D is told the true sigma; the DiT (when given) is blind too: DDIM starts at "
+        "the timestep of the sigma estimated from the noisy photo. *(chosen)* columns: the step count with the best "
+        "mean PSNR on the **validation** photos at that sigma, quoted on the test photos. An EBT step is one forward "
+        "and one backward pass of the model; *stop@K*: K steps with energy-based stopping.\n\n"
         f"{summary_table(averaged)}\n\n![PSNR after each descent step]({plot.name})\n"
     )
     return write_report(out_dir, stem, meta, averaged, body, per_image=rows)
@@ -153,14 +200,16 @@ def run_evaluation(
     sigmas: tuple[float, ...] = (15, 25, 50, 75, 100),
     steps: int = 4,
     max_side: int | None = None,
-    split: str = "test",
+    split: str = "both",
     limit: int | None = None,
     seed: int = 0,
     with_bm3d: bool = True,
     device: str = "auto",
     progress: bool = True,
+    dit_checkpoint: str | Path | None = None,
 ) -> Path:
-    """``ebt-vision eval``: one checkpoint on a held-out split; writes ``stem.{md,json,png}`` to ``out_dir``."""
+    """``ebt-vision eval``: one checkpoint on the held-out photos ("both" splits: choices on validation, quoted on
+    test); writes ``stem.{md,json,png}`` to ``out_dir``."""
     from ..core.checkpoint import load_trained
     from ..core.reports import make_meta
     from ..core.train import resolve_device
@@ -168,13 +217,17 @@ def run_evaluation(
 
     torch_device = resolve_device(device)
     objective, extra = load_trained(checkpoint, DenoisingObjective, "an image EBT denoiser", torch_device)
+    dit = load_trained(dit_checkpoint, DiTObjective, "a DiT baseline", torch_device)[0] if dit_checkpoint else None
     cfg = objective.cfg
     budget = f"{cfg.name}: {extra.get('step', '?')} steps of batch {cfg.data.batch_size}, crops {cfg.data.crop_size}px"
     if "train_seconds" in extra:
         budget += f", {extra['train_seconds'] / 60:.1f} min training"
-    photos = held_out_photos(max_side, split)[:limit]
-    sizes = ", ".join(f"{p.image.shape[2]}x{p.image.shape[1]}" for p in photos)
+    rows, described = [], []
+    for name in ("validation", "test") if split == "both" else (split,):
+        photos = held_out_photos(max_side, name)[:limit]
+        described.append(f"{name}: {len(photos)} photos ({', '.join(p.name for p in photos)})")
+        rows += evaluate_denoiser(objective, photos, sigmas, steps, seed, with_bm3d and name == "test", progress,
+                                  name, dit)  # fmt: skip
     scale = f"downscaled to at most {max_side}px" if max_side else "full resolution"
-    data = f"held-out {split} split: {len(photos)} photos ({', '.join(p.name for p in photos)}), {scale} ({sizes})"
-    rows = evaluate_denoiser(objective, photos, sigmas, steps, seed, with_bm3d, progress)
+    data = f"held-out photos, {scale}; " + "; ".join(described)
     return write_denoise_report(rows, make_meta(torch_device, seed, data, budget), out_dir, stem)

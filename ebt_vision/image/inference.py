@@ -11,6 +11,7 @@ from torch import Tensor
 from ..core.checkpoint import load_trained
 from ..core.descent import Trajectory, expand_to_candidate, lowest_energy, minimize_energy
 from ..core.errors import InputError
+from .noise import training_sigma_max
 from .objective import DenoisingObjective, clamp_pixels
 from .tiling import TiledEnergy
 
@@ -72,13 +73,16 @@ def denoise(
     tile_overlap: int = 2,
     per_patch: bool = False,
     stop_tolerance: float = 0.0,
+    clamp_sigma: bool = True,
 ) -> tuple[Trajectory, TiledEnergy]:
     """(B, 3, H, W) noisy in [-1, 1] -> the descent trajectory from the noisy image (tiled at the training crop size).
 
     ``candidates[k]`` is the estimate after k steps; clamp to [-1, 1] before saving. ``step_scale`` multiplies the
     learned step size. ``stop_when_energy_rises`` undoes a step that raised an image's energy and stops that image.
     ``langevin_noise`` adds noise after each step (off by default at inference, whatever the training config used).
-    ``sigma`` (0-255, per image or one for all) is required by sigma-conditioned models and refused by blind ones.
+    ``sigma`` (0-255, per image or one for all) is required by sigma-conditioned models and refused by blind ones;
+    with ``clamp_sigma`` it is clamped to the highest sigma the model trained on (told an unseen level, a conditioned
+    model collapses; told the nearest level it knows, it under-corrects and more descent steps can do the rest).
     ``init`` starts the descent elsewhere than at the noisy image. ``clamp`` projects every step onto [-1, 1]
     (default: as the model was trained, ``descent.clamp_candidate``). Returns the tiled energy too, for per-patch
     energy maps; with ``record_maps`` it holds the map of every candidate the descent evaluated (``energy.maps``).
@@ -98,6 +102,8 @@ def denoise(
         raise InputError(f"step_scale must be > 0, got {step_scale}")
     clamp = cfg.descent.clamp_candidate if clamp is None else clamp
     sigma = _check_sigma(sigma, noisy.shape[0])
+    if sigma is not None and clamp_sigma:
+        sigma = sigma.clamp(max=training_sigma_max(cfg.data))
     energy = TiledEnergy(
         objective.model, cfg.data.crop_size, sigma=sigma, record_maps=record_maps, overlap=tile_overlap
     )

@@ -1,0 +1,198 @@
+"""The text experiment: train the text EBT and the Transformer++ on the same token windows for the same number of
+steps, evaluate both on held-out State of the Union years and out-of-distribution texts, write ``reports/text.*``.
+
+Settings (step counts, stopping, best-of-N) are chosen on the validation years and reported on the test years and
+on every out-of-distribution corpus; nothing is chosen on a test or out-of-distribution text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core import distributed
+from ..core.config import with_overrides
+from ..core.errors import UserError
+from ..core.reports import make_meta
+from ..core.train import TrainResult, resolve_device, seed_everything, train
+from ..text.baseline import TransformerPlusPlusObjective
+from ..text.checkpoints import load_text_ebt, load_transformer
+from ..text.config import TextConfig
+from ..text.corpora import OOD_CORPORA, Document, corpus_splits, ood_documents
+from ..text.costs import pass_flops, training_step_flops
+from ..text.data import WindowSampler, evaluation_windows, token_stream
+from ..text.evaluate import System2Settings, correlation, score_ebt, score_transformer
+from ..text.objective import TextEBTObjective
+from ..text.tokenizer import TOKENIZER_FILE, BPETokenizer, TextTokenizer, build_tokenizer
+from .text_report import write_text_report
+
+MODELS = ("ebt", "transformer")
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    windows: int = 64  # evaluation windows per corpus (each seq_len + 1 tokens, spread evenly over the corpus)
+    system2: System2Settings = field(default_factory=System2Settings)
+    ood: tuple[str, ...] = OOD_CORPORA  # out-of-distribution corpora: names in OOD_CORPORA or folders of .txt
+    load: bool = False  # evaluate finished runs without training
+    device: str = "auto"
+    stem: str = "text"
+
+
+def prepare_tokenizer(cfg: TextConfig, folder: str | Path, training: list[Document]) -> TextTokenizer:
+    """The tokenizer saved in ``folder`` if there is one (a resumed or shared run keeps its own), else one built
+    from the training split and saved there."""
+    folder = Path(folder)
+    if cfg.data.tokenizer == "bpe" and (folder / TOKENIZER_FILE).is_file():
+        tokenizer = BPETokenizer.load(folder)
+    else:
+        tokenizer = build_tokenizer(cfg.data, training)
+        tokenizer.save(folder)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise UserError(f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens, more than model.vocab_size "
+                        f"= {cfg.model.vocab_size}; use another run folder or matching sizes")  # fmt: skip
+    return tokenizer
+
+
+def train_text_model(
+    cfg: TextConfig,
+    run_dir: str | Path,
+    model: str = "ebt",
+    resume: bool = False,
+    progress: bool = True,
+    tokenizer: TextTokenizer | None = None,
+    splits: dict[str, list[Document]] | None = None,
+) -> TrainResult:
+    """Train the text EBT (``model="ebt"``) or the Transformer++ (``"transformer"``) on the training split of
+    ``cfg.data.corpus``, resumable; the run folder holds the weights, the config and the tokenizer.
+
+    ``tokenizer`` (shared by models that are compared) is saved into ``run_dir`` unless it holds one already;
+    without it, the run folder's own tokenizer is used or trained. Windows come from a ``WindowSampler`` seeded
+    with ``train.seed``: two models with the same seed, batch and length train on the same tokens.
+    """
+    if model not in MODELS:
+        raise UserError(f"model must be one of {MODELS}, got {model!r}")
+    run_dir = Path(run_dir)
+    splits = splits or corpus_splits(cfg.data.corpus)
+    if tokenizer is None:
+        tokenizer = prepare_tokenizer(cfg, run_dir, splits["train"])
+    elif not (run_dir / TOKENIZER_FILE).is_file():
+        tokenizer.save(run_dir)
+    seed_everything(cfg.train.seed)
+    objective = TextEBTObjective(cfg) if model == "ebt" else TransformerPlusPlusObjective(cfg)
+    ctx = distributed.current()  # under torchrun each process keeps its slice of every global batch
+    stream = token_stream(tokenizer, splits["train"])
+    data = cfg.data
+    sampler = WindowSampler(stream, data.seq_len, data.batch_size, cfg.train.seed, ctx.rank, ctx.world_size)
+    return train(objective, iter(sampler), cfg, run_dir, resume=resume, sampler_state=sampler, progress=progress)
+
+
+def _labels(corpus: str) -> dict:
+    held_out = corpus in ("validation", "test")
+    return {
+        "corpus": f"sotu_{corpus}" if held_out else Path(corpus).name,
+        "split": "id" if held_out else "ood",
+        "eval_split": "validation" if corpus == "validation" else "test",
+    }
+
+
+def _with_costs(row: dict, flops: dict[str, float]) -> dict:
+    """The row with its FLOPs per token: an EBT encodes the context once per descent (shared by all N starts), then
+    pays each energy evaluation (forward pass) and gradient (backward pass) of the candidate stream."""
+    if row["method"] == "transformer":
+        per_token = row["forward_passes"] * flops["transformer_forward"]
+    else:
+        encode = flops["ebt_encode"] if row["forward_passes"] else 0.0
+        passes = row["forward_passes"] * flops["ebt_forward"] + row["backward_passes"] * flops["ebt_backward"]
+        per_token = encode + passes
+    return {
+        **row,
+        "flops_per_token": per_token,
+        "transformer_forward_equivalents": per_token / flops["transformer_forward"],
+    }
+
+
+def evaluate_text_models(
+    ebt: TextEBTObjective,
+    transformer: TransformerPlusPlusObjective,
+    tokenizer: TextTokenizer,
+    corpora: dict[str, list[Document]],
+    options: TextOptions,
+    progress: bool = False,
+) -> tuple[list[dict], list[dict], dict[str, float]]:
+    """Score both models on ``options.windows`` windows of every corpus -> (perplexity rows, uncertainty rows,
+    FLOPs per token). ``corpora`` maps "validation", "test" and out-of-distribution names to documents."""
+    seq_len = ebt.cfg.data.seq_len
+    flops = pass_flops(ebt, transformer, seq_len)
+    rows, uncertainty = [], []
+    for name, documents in corpora.items():
+        windows = evaluation_windows(token_stream(tokenizer, documents), seq_len, options.windows)
+        labels = {**_labels(name), "windows": windows.shape[0]}
+        ebt_scores = score_ebt(ebt, windows, options.system2, progress=progress)
+        transformer_scores = score_transformer(transformer, windows, options.system2.batch_size)
+        rows += [_with_costs({**labels, **row}, flops) for row in ebt_scores.rows() + transformer_scores.rows()]
+        for method, scores, signal in (("ebt", ebt_scores, "energy"), ("transformer", transformer_scores, "entropy")):
+            steps = ebt.cfg.descent.num_steps if method == "ebt" else 0
+            stats = correlation(scores.uncertainty, scores.losses)
+            uncertainty.append({**labels, "method": method, "steps": steps, "signal": signal, **stats})
+    return rows, uncertainty, flops
+
+
+def _train_or_load(cfg: TextConfig, runs: Path, options: TextOptions, splits: dict, progress: bool):
+    """Both models and their shared tokenizer: trained (or resumed) under ``runs``, or loaded with ``load``."""
+    if options.load:
+        device = resolve_device(options.device if options.device != "auto" else cfg.train.device)
+        ebt, tokenizer = load_text_ebt(runs / "ebt", device)
+        transformer, _ = load_transformer(runs / "transformer", device)
+        return ebt, transformer, tokenizer, None
+    tokenizer = prepare_tokenizer(cfg, runs, splits["train"])
+    results = {}
+    for model in MODELS:
+        run_cfg = cfg if model == "ebt" else dataclasses.replace(cfg, name=f"{cfg.name}-transformer")
+        results[model] = train_text_model(run_cfg, runs / model, model, resume=True, progress=progress,
+                                          tokenizer=tokenizer, splits=splits)  # fmt: skip
+    device = resolve_device(cfg.train.device)
+    ebt, _ = load_text_ebt(runs / "ebt", device)
+    transformer, _ = load_transformer(runs / "transformer", device)
+    return ebt, transformer, tokenizer, results
+
+
+def run_text_experiment(
+    cfg: TextConfig, runs: str | Path, out: str | Path, options: TextOptions | None = None, progress: bool = True
+) -> Path:
+    """Train (or resume, or ``load``) the text EBT and the Transformer++ under ``runs`` on the same windows for
+    ``train.steps`` steps each, evaluate both, and write ``<out>/<stem>.{md,json,png}``. Returns the .md path."""
+    runs, options = Path(runs), options or TextOptions()
+    if options.device != "auto" and not options.load:
+        cfg = with_overrides(cfg, [f"train.device={options.device}"])
+    splits = corpus_splits(cfg.data.corpus)
+    corpora = {"validation": splits["validation"], "test": splits["test"]}
+    corpora.update({name: ood_documents(name) for name in options.ood})
+    ebt, transformer, tokenizer, results = _train_or_load(cfg, runs, options, splits, progress)
+    rows, uncertainty, flops = evaluate_text_models(ebt, transformer, tokenizer, corpora, options, progress)
+    costs = {
+        **{f"{k}_flops_per_token": v for k, v in flops.items()},
+        "ebt_training_flops_per_token": training_step_flops(ebt, ebt.cfg.data.batch_size, ebt.cfg.data.seq_len),
+        "transformer_training_flops_per_token": training_step_flops(
+            transformer, ebt.cfg.data.batch_size, ebt.cfg.data.seq_len
+        ),
+    }
+    data = ebt.cfg.data
+    if data.corpus == "sotu":
+        corpus, held_out = "State of the Union addresses", "held-out years (validation: years ending in 3, test: in 7)"
+    else:
+        corpus, held_out = f"the .txt files of {data.corpus}", "held-out files or text ends (text.corpora.split_folder)"
+    tokenizer_kind = "a BPE trained on it" if data.tokenizer == "bpe" else "GPT-2's BPE"
+    description = (
+        f"train: {corpus} (training split), {tokenizer_kind} ({tokenizer.vocab_size} tokens), windows of "
+        f"{data.seq_len} tokens; {options.windows} evaluation windows per corpus: {held_out}; out of distribution: "
+        f"{', '.join(Path(name).name for name in options.ood) or '-'}"
+    )
+    steps, batch = ebt.cfg.train.steps, data.batch_size
+    tokens = steps * batch * data.seq_len
+    budget = f"same windows for both models: {steps} steps of {batch} x {data.seq_len} tokens ({tokens:,} tokens)"
+    if results is not None:
+        budget += "; " + ", ".join(f"{name} {r.seconds / 60:.1f} min" for name, r in results.items())
+    meta = make_meta(next(ebt.parameters()).device, options.system2.seed, description, budget)
+    return write_text_report(rows, uncertainty, costs, ebt, transformer, meta, out, options.stem)

@@ -1,0 +1,83 @@
+"""The whole video comparison: train (or load) the contenders, evaluate on validation and test, write the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core.config import with_overrides
+from ...core.reports import make_meta
+from ...core.train import resolve_device
+from ...video.config import VideoConfig
+from ...video.data import describe_source
+from .contenders import load_contenders, train_contenders
+from .evaluation import EvalOptions, evaluate_split, predictions_for_strips, setting_costs, settings
+from .report import choose, summarise, write_strips, write_video_report
+
+
+@dataclass(frozen=True)
+class VideoCompareOptions:
+    evaluation: EvalOptions = field(default_factory=EvalOptions)
+    compute_matched: bool = True  # also train the DiT for the EBT's training FLOPs
+    strip_clips: int = 3  # test clips shown as GIF strips
+    load: bool = False  # evaluate finished runs without training
+    device: str = "auto"
+    stem: str = ""  # default: video_mmnist for Moving MNIST, video_real otherwise
+
+
+def default_stem(cfg: VideoConfig) -> str:
+    return "video_mmnist" if cfg.data.source == "moving-mnist" else "video_real"
+
+
+def is_standard_protocol(cfg: VideoConfig) -> bool:
+    """Moving MNIST as OpenSTL evaluates it: 64x64, 10 frames in, 10 out."""
+    d = cfg.data
+    return d.source == "moving-mnist" and (d.frame_size, d.frames, d.context_frames, d.digits) == (64, 20, 10, 2)
+
+
+def run_video_comparison(
+    cfg: VideoConfig, runs: str | Path, out: str | Path, options: VideoCompareOptions, progress: bool = True
+) -> Path:
+    """Train (or resume, or load) every contender under ``runs`` on one clip stream, evaluate every setting on the
+    validation and test splits, and write ``<stem>.{md,json,png}`` and GIF strips to ``out``. Returns the .md path."""
+    device = resolve_device(options.device if options.device != "auto" else cfg.train.device)
+    if options.load:
+        contenders = load_contenders(runs, device)
+    else:
+        run_cfg = cfg if options.device == "auto" else with_overrides(cfg, [f"train.device={device}"])
+        contenders = train_contenders(run_cfg, runs, options.compute_matched, progress)
+    found = settings(contenders, cfg, options.evaluation)
+    costs = setting_costs(contenders, cfg, found)
+    rows, uncertainty, names = [], [], {}
+    for split in ("validation", "test"):
+        result = evaluate_split(contenders, cfg, split, found, costs, options.evaluation, progress)
+        rows += result.rows
+        uncertainty += result.uncertainty
+        names[split] = result.names
+    stem = options.stem or default_stem(cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    strips = []
+    if options.strip_clips:
+        by_label = {s.label: s for s in found}
+        chosen = {model: by_label[row["chosen"]] for model, row in choose(summarise(rows)).items()}
+        frames = predictions_for_strips(contenders, cfg, chosen, options.strip_clips, options.evaluation.seed)
+        strips = write_strips(out, stem, frames, cfg.data.context_frames)
+    parts = [f"{contenders['ebt'].steps} steps of {cfg.data.batch_size} clips of {cfg.data.frames} frames per model"]
+    if "dit-compute" in contenders:
+        parts.append(f"compute-matched DiT: {contenders['dit-compute'].steps} steps (the EBT's training FLOPs)")
+    parts.append(", ".join(f"{c.name} {c.seconds / 60:.1f} min" for c in contenders.values()))
+    budget = "; ".join(parts)
+    meta = make_meta(device, options.evaluation.seed, describe_source(cfg), budget)
+    return write_video_report(
+        rows,
+        uncertainty,
+        contenders,
+        meta,
+        out,
+        stem,
+        cfg.descent.num_steps,
+        names,
+        strips,
+        mmnist_protocol=is_standard_protocol(cfg),
+    )

@@ -1,0 +1,57 @@
+"""What the text models cost per token, measured with ``core.flops.count_flops`` (matrix products and attention in
+every pass): the EBT's context encoding, one energy evaluation and one gradient to the logits, one Transformer++
+forward, and one training step of each. Counts depend on the shapes only, so zeros serve as tokens."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.flops import count_flops
+from .baseline import TransformerPlusPlusObjective
+from .data import TextBatch
+from .objective import TextEBTObjective
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def pass_flops(ebt: TextEBTObjective, transformer: TransformerPlusPlusObjective, seq_len: int) -> dict[str, float]:
+    """FLOPs per token of each pass over a window of ``seq_len`` tokens: ``ebt_encode`` (the real stream, once per
+    descent), ``ebt_forward`` (the candidate stream against it: one energy evaluation), ``ebt_backward`` (the gradient
+    to the candidate logits, as the descent computes it), ``transformer_forward``."""
+    vocab = ebt.cfg.model.vocab_size
+    context = torch.zeros(1, seq_len, dtype=torch.long, device=_device(ebt))
+    logits = torch.zeros(1, seq_len, vocab, device=_device(ebt))
+    with torch.no_grad():
+        encode = count_flops(lambda: ebt.model.encode_context(context))
+        memory = ebt.model.encode_context(context)
+        forward = count_flops(lambda: ebt.model(memory, logits))
+        transformer_forward = count_flops(lambda: transformer.model(context.to(_device(transformer))))
+
+    def gradient():
+        candidate = logits.clone().requires_grad_(True)
+        torch.autograd.grad(ebt.model(memory, candidate).sum(), candidate)
+
+    backward = count_flops(gradient) - forward
+    return {
+        "ebt_encode": encode / seq_len,
+        "ebt_forward": forward / seq_len,
+        "ebt_backward": backward / seq_len,
+        "transformer_forward": transformer_forward / seq_len,
+    }
+
+
+def training_step_flops(objective: nn.Module, batch_size: int, seq_len: int) -> float:
+    """FLOPs per trained token of one training step (forward and backward; the EBT's descent and its second-order
+    graph included) on a batch of ``batch_size`` windows."""
+    was_training = objective.training
+    objective.train()
+    batch = TextBatch(torch.zeros(batch_size, seq_len + 1, dtype=torch.long, device=_device(objective)))
+    try:
+        flops = count_flops(lambda: objective(batch).loss.backward())
+    finally:
+        objective.zero_grad(set_to_none=True)
+        objective.train(was_training)
+    return flops / (batch_size * seq_len)

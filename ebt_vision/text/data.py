@@ -1,0 +1,95 @@
+"""Token streams and windows: documents -> one stream of token ids -> batches of (B, L + 1) windows.
+
+A window of L + 1 tokens gives L predictions: position t sees tokens 0..t and predicts token t + 1. Training windows
+start at seeded random offsets (``WindowSampler``, resumable exactly through ``state_dict``); evaluation windows are
+fixed, evenly spaced and non-overlapping (``evaluation_windows``), so every model is scored on the same tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..core.errors import UserError
+from .corpora import Document
+from .tokenizer import TextTokenizer
+
+
+def token_stream(tokenizer: TextTokenizer, documents: list[Document]) -> Tensor:
+    """Documents -> (N,) int64 token ids, each document followed by the end-of-text token."""
+    encoded = tokenizer.encode_batch([doc.text for doc in documents])
+    ids = [token for doc in encoded for token in (*doc, tokenizer.end_of_text)]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+@dataclass
+class TextBatch:
+    """Windows of token ids (B, L + 1): the context is ``tokens[:, :-1]``, the next-token targets ``tokens[:, 1:]``."""
+
+    tokens: Tensor
+
+    @property
+    def context(self) -> Tensor:
+        return self.tokens[:, :-1]
+
+    @property
+    def targets(self) -> Tensor:
+        return self.tokens[:, 1:]
+
+    def to(self, device: torch.device | str) -> TextBatch:
+        return TextBatch(self.tokens.to(device))
+
+
+def _check_length(stream: Tensor, seq_len: int, what: str) -> None:
+    if stream.dim() != 1 or stream.numel() < seq_len + 1:
+        raise UserError(f"{what} holds {stream.numel()} tokens, fewer than one window of {seq_len + 1}")
+
+
+class WindowSampler:
+    """Endless batches of random windows of a token stream: yields ``TextBatch`` (B, seq_len + 1).
+
+    ``state_dict`` saves the random stream, so a resumed run sees the same windows as an uninterrupted one, and two
+    models built with the same seed train on the same tokens. With ``shards`` > 1 (one per training process) every
+    process draws the same global batch of ``shards * batch_size`` windows and keeps its slice ``shard``.
+    """
+
+    def __init__(
+        self, stream: Tensor, seq_len: int, batch_size: int, seed: int = 0, shard: int = 0, shards: int = 1
+    ) -> None:
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+        _check_length(stream, seq_len, "the training split")
+        self.stream, self.seq_len, self.batch_size = stream, seq_len, batch_size
+        self.shard, self.shards = shard, shards
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def sample(self) -> TextBatch:
+        count = self.batch_size * self.shards
+        starts = torch.randint(self.stream.numel() - self.seq_len, (count,), generator=self.generator)
+        offsets = torch.arange(self.seq_len + 1)
+        windows = self.stream[starts[:, None] + offsets[None, :]]  # (shards * B, L + 1)
+        return TextBatch(windows[self.shard * self.batch_size : (self.shard + 1) * self.batch_size])
+
+    def __iter__(self) -> Iterator[TextBatch]:
+        while True:
+            yield self.sample()
+
+
+def evaluation_windows(stream: Tensor, seq_len: int, count: int) -> Tensor:
+    """(count, seq_len + 1) non-overlapping windows spread evenly over the whole stream (fewer if it is short):
+    deterministic, so every model and every setting is scored on the same tokens."""
+    _check_length(stream, seq_len, "the evaluation split")
+    available = stream.numel() // (seq_len + 1)
+    count = min(count, available)
+    slots = torch.linspace(0, available - 1, count).round().long()  # window indices, evenly spaced
+    offsets = torch.arange(seq_len + 1)
+    return stream[slots[:, None] * (seq_len + 1) + offsets[None, :]]

@@ -1,0 +1,61 @@
+"""Next-token prediction with the text EBT: descend every position's logits from a stated start; cross-entropy of
+every step's candidate against the next tokens, averaged over the steps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..core.hub import HubModel, as_config
+from ..core.objective import EnergyObjective, StepOutput
+from .config import CandidateConfig, TextConfig
+from .data import TextBatch
+from .model import TextEBT
+
+
+def start_logits(context: Tensor, vocab_size: int, cfg: CandidateConfig, generator: torch.Generator | None = None):
+    """(B, L) context -> (B, L, V) starting logits: zeros (the uniform distribution) or Gaussian of ``start_std``.
+    ``generator`` (CPU) makes the start reproducible; without it the global RNG draws (seeded by the train loop)."""
+    shape = (*context.shape, vocab_size)
+    if cfg.start == "zeros":
+        return torch.zeros(shape, device=context.device)
+    return (torch.randn(shape, generator=generator) * cfg.start_std).to(context.device)
+
+
+def token_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """(B, L, V), (B, L) -> (B, L) cross-entropy per token, in float32."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+
+
+class TextEBTObjective(EnergyObjective, HubModel):
+    """The text EBT trained through its descent: the loss is the cross-entropy of every step's candidate logits
+    (``train.loss_on_steps``: averaged over all steps, or the last one only); ``train.loss`` does not apply, and the
+    image landscape terms (``train.stationarity_weight``, ``rank_weight``) are refused by ``TextConfig``."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        cfg = as_config(cfg)
+        super().__init__(TextEBT(cfg.model), cfg.descent)
+        self.cfg = cfg
+
+    def start(self, context: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """(B, L) -> (B, L, V): where the descent starts (``candidate`` section of the config)."""
+        return start_logits(context, self.cfg.model.vocab_size, self.cfg.candidate, generator)
+
+    def forward(self, batch: TextBatch) -> StepOutput:
+        # The real tokens' keys and values do not depend on the candidate: encoded once per descent, not per step
+        # (their graph is shared by the steps, so the gradients are those of encoding at every step). Replayed rows
+        # stay token ids: stored encodings would come from older weights.
+        context = batch.context if self.replay is not None else self.model.encode_context(batch.context)
+        trajectory, targets = self.descend(context, self.start(batch.context), batch.targets)
+        # in training only the candidates that carry the graph count (descent.graph_steps: the last steps only)
+        first = trajectory.graph_from if self.training and trajectory.graph_from < len(trajectory.candidates) else 1
+        losses = [token_cross_entropy(c, targets).mean() for c in trajectory.candidates[first:]]
+        loss = losses[-1] if self.cfg.train.loss_on_steps == "last" else torch.stack(losses).mean()
+        metrics = {
+            "loss": loss.detach(),
+            "loss_last": losses[-1].detach(),
+            "perplexity_last": losses[-1].detach().exp(),
+            **self.descent_metrics(trajectory),
+        }
+        return StepOutput(loss, metrics)

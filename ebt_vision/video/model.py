@@ -1,0 +1,149 @@
+"""The causal video EBT: (real frames = context, candidate next frames) -> one energy per predicted frame.
+
+One transformer runs two token streams. The *real* stream holds the patches of the context frames 1..T and is causal
+over frames (bidirectional within a frame). The *candidate* stream holds K candidate frames; candidate k is the guess
+for the frame after context frame T - K + k and attends to the real frames up to that one and to its own patches
+only. So every prediction sees only the real past, the K predictions are independent of each other (training scores
+all next frames of a clip in one pass, K = T), and a rollout step is the same call with K = 1. The real stream never
+attends to candidates, so its activations do not depend on them: the energy's gradient flows through the candidate
+stream alone.
+
+Each candidate patch is embedded together with the same patch of the last real frame it may see (as the image EBT
+embeds [noisy, candidate] patch pairs), so "what changed since the last frame" is local to a token. Positions are
+the image workload's 2-D sin-cos over the patch grid plus a 1-D sin-cos over the frame index.
+
+The energy of a frame is the SUM of its per-patch energies (``patch_energies`` keeps them apart for maps): a step of
+size s moves a pixel by s * dE/dpixel whatever the number of patches (DESIGN.md trap 4).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch import Tensor, nn
+
+from ..core.errors import InputError
+from ..core.layers import Block, init_linear_layers, patchify, sincos_position_embedding
+from .config import VideoModelConfig
+
+
+def frame_position_embedding(frames: Tensor, dim: int) -> Tensor:
+    """1-D sin-cos of frame indices (F,) -> (F, dim): half the channels sines, half cosines."""
+    half = dim // 2
+    omega = 1.0 / (10000 ** (torch.arange(half, device=frames.device, dtype=torch.float32) / half))
+    angles = frames.float()[:, None] * omega[None]  # (F, D/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+@lru_cache(maxsize=16)
+def frame_mask(context_frames: int, candidates: int) -> Tensor:
+    """Which frame may attend to which: (T + K, T + K) bool, True = may attend, real frames first.
+
+    Real frame i sees real frames <= i. Candidate k (0-based) predicts the frame after real frame T - K + k and sees
+    real frames <= T - K + k and itself.
+    """
+    t, k = context_frames, candidates
+    mask = torch.zeros(t + k, t + k, dtype=torch.bool)
+    mask[:t, :t] = torch.ones(t, t, dtype=torch.bool).tril()
+    for j in range(k):
+        mask[t + j, : t - k + j + 1] = True
+        mask[t + j, t + j] = True
+    return mask
+
+
+@lru_cache(maxsize=16)
+def token_mask(context_frames: int, candidates: int, patches: int, device: torch.device) -> Tensor:
+    """``frame_mask`` expanded to tokens: ((T + K) N, (T + K) N) bool, N patches per frame (all of one frame see
+    each other: bidirectional within a frame)."""
+    mask = frame_mask(context_frames, candidates)
+    return mask.repeat_interleave(patches, 0).repeat_interleave(patches, 1).to(device)
+
+
+def check_frames(context: Tensor, candidate: Tensor | None, channels: int, patch_size: int) -> None:
+    """Clear errors for inputs the model cannot take."""
+    if context.dim() != 5:
+        raise InputError(f"expected context frames of shape (B, T, C, H, W), got {tuple(context.shape)}")
+    _, frames, c, h, w = context.shape
+    if c != channels:
+        raise InputError(f"the model takes {channels}-channel frames, got {c} channels")
+    if h % patch_size or w % patch_size:
+        raise InputError(f"frame size {h}x{w} is not a multiple of the patch size {patch_size}")
+    if candidate is None:
+        return
+    if candidate.dim() != 5 or candidate.shape[0] != context.shape[0] or candidate.shape[2:] != context.shape[2:]:
+        raise InputError(
+            f"candidates must be (B, K, C, H, W) frames like the context {tuple(context.shape)}, got "
+            f"{tuple(candidate.shape)}"
+        )
+    if not 1 <= candidate.shape[1] <= frames:
+        raise InputError(f"need 1 <= K <= T candidates for {frames} context frames, got {candidate.shape[1]}")
+
+
+class VideoEBT(nn.Module):
+    """``forward(context (B, T, C, H, W), candidate (B, K, C, H, W)) -> (B, K)`` energies; see the module doc."""
+
+    def __init__(self, cfg: VideoModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
+        self.embed_frame = nn.Linear(pixels, width)  # a real frame's patch
+        self.embed_candidate = nn.Linear(2 * pixels, width)  # (last real frame's patch, candidate's patch)
+        self.condition = nn.Parameter(torch.randn(width) * 0.02)  # the one learned adaLN condition
+        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.attention) for _ in range(cfg.depth))
+        # No affine in the norm and no bias in the head: a candidate-independent shift of the energy gets no gradient.
+        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.head = nn.Linear(width, 1, bias=False)
+        init_linear_layers(self)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[1].weight)
+            nn.init.zeros_(block.ada[1].bias)
+        nn.init.zeros_(self.head.weight)
+
+    def _patches(self, frames: Tensor) -> Tensor:
+        """(B, F, C, H, W) -> (B, F, N, C p p)."""
+        batch, count = frames.shape[:2]
+        tokens = patchify(frames.flatten(0, 1), self.cfg.patch_size)  # (B F, N, C p p)
+        return tokens.reshape(batch, count, *tokens.shape[1:])
+
+    def tokens(self, context: Tensor, candidate: Tensor | None = None, depth: int | None = None) -> Tensor:
+        """(B, T, C, H, W), (B, K, C, H, W) -> (B, T + K, N, D) after ``depth`` blocks (all by default); real frames
+        first. Without candidates, the real stream alone (its activations are the same either way)."""
+        check_frames(context, candidate, self.cfg.channels, self.cfg.patch_size)
+        batch, frames, _, height, width = context.shape
+        p, dim = self.cfg.patch_size, self.cfg.width
+        grid_h, grid_w = height // p, width // p
+        real = self._patches(context)  # (B, T, N, C p p)
+        space = sincos_position_embedding(grid_h, grid_w, dim, context.device, real.dtype)  # (N, D)
+        time = frame_position_embedding(torch.arange(frames + 1, device=context.device), dim).to(real.dtype)
+        streams = [self.embed_frame(real) + time[:frames, None]]  # (B, T, N, D)
+        count = 0
+        if candidate is not None:
+            count = candidate.shape[1]
+            previous = real[:, frames - count :]  # the last real frame each candidate may see: (B, K, N, C p p)
+            pairs = torch.cat([previous, self._patches(candidate.to(real.dtype))], dim=-1)
+            # candidate k stands at the frame index of the frame it predicts: T - K + k + 1
+            streams.append(self.embed_candidate(pairs) + time[frames - count + 1 :, None])
+        x = torch.cat(streams, dim=1) + space  # (B, T + K, N, D)
+        patches = x.shape[2]
+        x = x.flatten(1, 2)  # (B, (T + K) N, D)
+        mask = token_mask(frames, count, patches, x.device)
+        cond = self.condition.to(x.dtype).expand(batch, -1)
+        for block in self.blocks[:depth]:
+            x = block(x, cond, mask)
+        return x.reshape(batch, frames + count, patches, dim)
+
+    def patch_energies(self, context: Tensor, candidate: Tensor) -> Tensor:
+        """(B, T, C, H, W), (B, K, C, H, W) -> (B, K, H/p, W/p): the energy of every patch of every candidate."""
+        p = self.cfg.patch_size
+        tokens = self.tokens(context, candidate)[:, context.shape[1] :]  # (B, K, N, D)
+        energies = self.head(self.final_norm(tokens)).squeeze(-1)  # (B, K, N)
+        return energies.reshape(*energies.shape[:2], context.shape[3] // p, context.shape[4] // p)
+
+    def forward(self, context: Tensor, candidate: Tensor) -> Tensor:
+        """(B, T, C, H, W), (B, K, C, H, W) -> (B, K): one energy per candidate frame, the sum over its patches."""
+        return self.patch_energies(context, candidate).sum(dim=(2, 3))
+
+    def features(self, context: Tensor, depth: int | None = None) -> Tensor:
+        """(B, T, C, H, W) -> (B, T, D): the real stream's tokens mean-pooled per frame, for probing."""
+        return self.tokens(context, None, depth).mean(dim=2)

@@ -1,0 +1,168 @@
+"""Next-frame prediction with the video EBT: training through the descent, and autoregressive rollouts.
+
+Training descends every next frame of a clip in parallel, from a stated start (the last real frame, or noise), and
+scores every step's candidates against the real next frames (SmoothL1 or MSE, as the image workload). Replay and
+Langevin noise come from ``cfg.descent`` through ``EnergyObjective``. A rollout predicts one frame at a time with the
+same ``minimize_energy``, optionally with more steps than trained, best-of-N by lowest energy per frame, and
+energy-based stopping; it returns the per-frame energies and per-patch energy maps with the predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..core.descent import lowest_energy, minimize_energy
+from ..core.errors import InputError
+from ..core.hub import HubModel, as_config
+from ..core.objective import EnergyObjective, StepOutput
+from .config import VideoConfig
+from .model import VideoEBT
+from .rollout import Rollout, check_context
+
+MAX_STEPS = 64
+MAX_CANDIDATES = 64
+
+
+def clamp_pixels(x: Tensor) -> Tensor:
+    return x.clamp(-1.0, 1.0)
+
+
+class VideoObjective(EnergyObjective, HubModel):
+    """The video EBT with its learned step size. ``forward(clips (B, L, C, H, W)) -> StepOutput`` trains on
+    predicting frames 2..L (or the last ``prediction.train_frames``), each from the real frames before it;
+    ``rollout`` predicts future frames."""
+
+    def __init__(self, cfg: VideoConfig) -> None:
+        cfg = as_config(cfg)
+        super().__init__(VideoEBT(cfg.model), cfg.descent)
+        self.cfg = cfg
+
+    def projection(self):
+        return clamp_pixels
+
+    def starts(self, context: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
+        """(B, T, C, H, W) -> (B, K, C, H, W): where the descent of the last ``count`` next frames starts
+        (``prediction.start``: each one's last real frame, or Gaussian noise)."""
+        if self.cfg.prediction.start == "last-frame":
+            return context[:, context.shape[1] - count :].clone()
+        shape = (context.shape[0], count, *context.shape[2:])
+        return torch.randn(shape, generator=generator).to(context)
+
+    def forward(self, clips: Tensor) -> StepOutput:
+        train = self.cfg.train
+        count = self.cfg.prediction.train_frames or clips.shape[1] - 1
+        context, target = clips[:, :-1], clips[:, -count:]  # frame t + 1 is predicted from the real frames 1..t
+        rows = self.descend_rows(context, self.starts(context, count), target)
+        trajectory, target = rows.trajectory, rows.target
+        reconstruction, loss_last = self.step_losses(trajectory, target, train.loss, train.loss_on_steps)
+        terms = self.landscape_losses(rows, train) if self.training else {}
+        weights = {"stationarity": train.stationarity_weight, "rank": train.rank_weight}
+        loss = reconstruction + sum(weights[name] * value for name, value in terms.items())
+        metrics = {
+            "loss": loss.detach(),
+            "loss_reconstruction": reconstruction.detach(),
+            "loss_last": loss_last.detach(),
+            "mse_last": F.mse_loss(trajectory.final.detach().float(), target),
+            "mse_copy_last": F.mse_loss(rows.context[:, -target.shape[1] :].float(), target),  # the reference
+            **{f"loss_{name}": value.detach() for name, value in terms.items()},
+            **self.descent_metrics(trajectory),
+        }
+        return StepOutput(loss, metrics)
+
+    def _next_frame(
+        self,
+        frames: Tensor,
+        num_steps: int,
+        best_of: int,
+        step_size: Tensor,
+        stop: bool,
+        start_noise: float,
+        generator: torch.Generator,
+        record_steps: bool,
+    ) -> tuple[Tensor, int, int, Tensor | None]:
+        """(B, t, C, H, W) -> (the next frame (B, 1, C, H, W), forward and backward passes per clip, steps)."""
+        batch = frames.shape[0]
+        context = frames.repeat(best_of, 1, 1, 1, 1)  # (N B, t, C, H, W): start n of clip b at row n B + b
+        start = self.starts(context, 1, generator)
+        if best_of > 1 and self.cfg.prediction.start == "last-frame":
+            jitter = torch.randn(start.shape, generator=generator).to(start) * start_noise
+            start = start + torch.cat([torch.zeros_like(jitter[:batch]), jitter[batch:]])
+        trajectory = minimize_energy(
+            self.model,
+            context,
+            start,
+            step_size,
+            num_steps,
+            stop_when_energy_rises=stop,
+            final_energy=best_of > 1 or stop,
+            project=clamp_pixels if self.cfg.descent.clamp_candidate else None,
+        )
+        candidates = torch.stack(trajectory.candidates)  # (S + 1, N B, 1, C, H, W)
+        if best_of > 1:
+            energies = trajectory.position_energies[-1].reshape(best_of, batch, 1)
+            candidates = candidates.reshape(len(candidates), best_of, batch, *candidates.shape[2:])
+            candidates = torch.stack([lowest_energy(c, energies) for c in candidates])  # (S + 1, B, 1, C, H, W)
+        steps = candidates[:, :, 0].transpose(0, 1).clamp(-1, 1) if record_steps else None  # (B, S + 1, C, H, W)
+        passes = (best_of * trajectory.forward_passes, best_of * trajectory.backward_passes)
+        return candidates[-1].clamp(-1, 1), *passes, steps
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        context: Tensor,
+        horizon: int,
+        num_steps: int | None = None,
+        best_of: int = 1,
+        step_scale: float = 1.0,
+        stop_when_energy_rises: bool = False,
+        start_noise: float | None = None,
+        seed: int = 0,
+        energy_maps: bool = True,
+        record_steps: bool = False,
+    ) -> Rollout:
+        """(B, T, C, H, W) real frames in [-1, 1] -> ``horizon`` predicted frames, autoregressively.
+
+        Each frame is found by ``num_steps`` descent steps (default: as trained) with the learned step size times
+        ``step_scale``; ``best_of`` N > 1 descends N starts per frame (the first from the configured start, the
+        others perturbed by Gaussian noise of ``start_noise``, default ``prediction.start_noise``) and keeps the one
+        with the lowest energy; ``stop_when_energy_rises`` undoes a step that raised a frame's energy and stops it.
+        Passes are counted per predicted frame of one clip (the final-energy pass only when the choice needs it).
+        ``energy_maps``: the per-frame energies and per-patch maps of the chosen frames (one uncounted forward pass
+        per frame); ``record_steps``: every descent step's candidate of the chosen start.
+        """
+        check_context(context, horizon, self.cfg.model.channels)
+        steps = self.cfg.descent.num_steps if num_steps is None else num_steps
+        if not 0 <= steps <= MAX_STEPS:
+            raise InputError(f"num_steps must be in [0, {MAX_STEPS}], got {steps}")
+        if not 1 <= best_of <= MAX_CANDIDATES:
+            raise InputError(f"best_of must be in [1, {MAX_CANDIDATES}], got {best_of}")
+        if not step_scale > 0:
+            raise InputError(f"step_scale must be > 0, got {step_scale}")
+        noise = self.cfg.prediction.start_noise if start_noise is None else start_noise
+        device = next(self.parameters()).device
+        frames = context.to(device)
+        step_size = self.step_size() * step_scale
+        generator = torch.Generator().manual_seed(seed)
+        predictions, maps, recorded, passes = [], [], [], (0, 0)
+        for _ in range(horizon):
+            frame, forward, backward, trace = self._next_frame(
+                frames, steps, best_of, step_size, stop_when_energy_rises, noise, generator, record_steps
+            )
+            if energy_maps:
+                maps.append(self.model.patch_energies(frames, frame)[:, 0])  # (B, H/p, W/p)
+            if trace is not None:
+                recorded.append(trace)
+            predictions.append(frame[:, 0])
+            frames = torch.cat([frames, frame], dim=1)
+            passes = (forward, backward)
+        energy_map = torch.stack(maps, dim=1) if maps else None  # (B, horizon, H/p, W/p)
+        return Rollout(
+            predictions=torch.stack(predictions, dim=1),
+            forward_passes=passes[0],
+            backward_passes=passes[1],
+            energies=energy_map.sum(dim=(2, 3)) if energy_map is not None else None,
+            energy_maps=energy_map,
+            steps=torch.stack(recorded, dim=1) if recorded else None,
+        )

@@ -1,0 +1,99 @@
+"""The plain causal transformer baseline: the video EBT's trunk predicting the next frame directly, in one pass.
+
+Frame t's tokens (causal over frames, bidirectional within a frame) predict frame t + 1 as a residual on frame t,
+so training predicts every next frame of a clip in one pass and a rollout takes one forward pass per frame. Each
+patch is embedded together with the same patch of the frame before (the first frame with itself), as the EBT embeds
+each candidate patch with the last real frame's: both see "what changed" locally, and the two models end up within
+a fraction of a percent in parameters (``tests/test_video.py`` checks 2%).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..core.config import OptimConfig
+from ..core.hub import HubModel, as_config
+from ..core.layers import Block, init_linear_layers, patchify, sincos_position_embedding, unpatchify
+from ..core.objective import StepOutput, reconstruction_loss, weight_decay_groups
+from .config import VideoConfig, VideoModelConfig
+from .model import check_frames, frame_position_embedding, token_mask
+from .rollout import Rollout, check_context
+
+
+class PlainVideoTransformer(nn.Module):
+    """``(frames (B, T, C, H, W)) -> (B, T, C, H, W)``: the prediction of frame t + 1 from frames 1..t, for every t."""
+
+    def __init__(self, cfg: VideoModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
+        self.embed = nn.Linear(2 * pixels, width)  # (previous frame's patch, this frame's patch)
+        self.condition = nn.Parameter(torch.randn(width) * 0.02)
+        # one forward pass needs no double backward: PyTorch's fused attention kernels, forward and backward
+        attention = "fused" if cfg.attention == "auto" else cfg.attention
+        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, attention) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.head = nn.Linear(width, pixels)
+        init_linear_layers(self)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[1].weight)
+            nn.init.zeros_(block.ada[1].bias)
+        nn.init.zeros_(self.head.weight)  # starts as copy-last-frame
+
+    def forward(self, frames: Tensor) -> Tensor:
+        check_frames(frames, None, self.cfg.channels, self.cfg.patch_size)
+        batch, count, _, height, width = frames.shape
+        p, dim = self.cfg.patch_size, self.cfg.width
+        patches = patchify(frames.flatten(0, 1), p).reshape(batch, count, -1, frames.shape[2] * p * p)  # (B, T, N, Cpp)
+        previous = torch.cat([patches[:, :1], patches[:, :-1]], dim=1)
+        x = self.embed(torch.cat([previous, patches], dim=-1))  # (B, T, N, D)
+        x = x + sincos_position_embedding(height // p, width // p, dim, x.device, x.dtype)
+        x = x + frame_position_embedding(torch.arange(count, device=x.device), dim).to(x.dtype)[:, None]
+        tokens = x.shape[2]
+        x = x.flatten(1, 2)  # (B, T N, D)
+        mask = token_mask(count, 0, tokens, x.device)
+        cond = self.condition.to(x.dtype).expand(batch, -1)
+        for block in self.blocks:
+            x = block(x, cond, mask)
+        residual = self.head(self.final_norm(x)).reshape(batch * count, tokens, -1)  # (B T, N, C p p)
+        residual = unpatchify(residual, p, height, width).reshape(frames.shape)
+        return frames + residual
+
+
+class PlainVideoObjective(nn.Module, HubModel):
+    """Direct next-frame prediction with the EBT's loss, on the same clips; trains in the same loop."""
+
+    def __init__(self, cfg: VideoConfig) -> None:
+        super().__init__()
+        self.cfg = cfg = as_config(cfg)
+        self.model = PlainVideoTransformer(cfg.model)
+
+    def forward(self, clips: Tensor) -> StepOutput:
+        count = self.cfg.prediction.train_frames or clips.shape[1] - 1  # the frames the EBT is trained to predict
+        prediction, target = self.model(clips[:, :-1])[:, -count:], clips[:, -count:]
+        loss = reconstruction_loss(prediction.float(), target, self.cfg.train.loss)
+        metrics = {
+            "loss": loss.detach(),
+            "mse_last": F.mse_loss(prediction.detach().float(), target),
+            "mse_copy_last": F.mse_loss(clips[:, -count - 1 : -1].float(), target),
+        }
+        return StepOutput(loss, metrics)
+
+    def param_groups(self, optim: OptimConfig) -> list[dict]:
+        return weight_decay_groups(self, optim)
+
+    def compile_for_training(self) -> None:
+        """``train.compile``: compile the network in place (its state-dict keys stay the same)."""
+        self.model.compile()
+
+    @torch.no_grad()
+    def rollout(self, context: Tensor, horizon: int) -> Rollout:
+        """(B, T, C, H, W) -> ``horizon`` frames, one forward pass each (the newest frame's prediction)."""
+        check_context(context, horizon, self.cfg.model.channels)
+        frames = context.to(next(self.parameters()).device)
+        for _ in range(horizon):
+            frame = self.model(frames)[:, -1:].clamp(-1, 1)
+            frames = torch.cat([frames, frame], dim=1)
+        return Rollout(frames[:, context.shape[1] :], 1, 0)

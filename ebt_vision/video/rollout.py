@@ -1,0 +1,48 @@
+"""What every next-frame predictor returns when it rolls out a clip, and the copy-last-frame reference.
+
+A rollout takes the real context frames and predicts ``horizon`` frames autoregressively: each predicted frame is
+appended to the context the next prediction sees. Costs are counted per predicted frame of one clip, in passes
+through the method's network (an EBT descent step is one forward and one backward pass to the candidate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..core.errors import InputError
+
+MAX_HORIZON = 64
+
+
+@dataclass
+class Rollout:
+    predictions: Tensor  # (B, horizon, C, H, W) in [-1, 1]
+    forward_passes: int  # per predicted frame of one clip
+    backward_passes: int  # per predicted frame of one clip (an EBT's gradients to the candidate)
+    energies: Tensor | None = None  # (B, horizon): an EBT's energy of each predicted frame (lower = more confident)
+    energy_maps: Tensor | None = None  # (B, horizon, H/p, W/p): the same per patch
+    steps: Tensor | None = None  # (B, horizon, S + 1, C, H, W): an EBT's candidates after each descent step
+
+
+def check_context(context: Tensor, horizon: int, channels: int | None = None) -> None:
+    """Clear errors for rollout inputs: (B, T, C, H, W) finite frames with ``channels`` channels (any when None),
+    1 <= horizon <= MAX_HORIZON."""
+    if context.dim() != 5:
+        raise InputError(f"expected context frames of shape (B, T, C, H, W), got {tuple(context.shape)}")
+    if channels is not None and context.shape[2] != channels:
+        raise InputError(f"the model takes {channels}-channel frames, got {context.shape[2]} channels")
+    if context.shape[1] < 1:
+        raise InputError("the context needs at least one frame")
+    if not 1 <= horizon <= MAX_HORIZON:
+        raise InputError(f"horizon must be in [1, {MAX_HORIZON}], got {horizon}")
+    if not torch.isfinite(context).all():
+        raise InputError("the context frames contain NaN or infinite values")
+
+
+def copy_last_frame(context: Tensor, horizon: int) -> Rollout:
+    """(B, T, C, H, W) -> every predicted frame is the last context frame (no network, no passes)."""
+    check_context(context, horizon)
+    return Rollout(context[:, -1:].expand(-1, horizon, -1, -1, -1).clone(), 0, 0)

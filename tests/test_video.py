@@ -1,0 +1,418 @@
+"""The video workload: reading video, Moving MNIST, real-clip splits, the causal video EBT, its baselines, metrics and
+the comparison end to end. Tiny configs on the CPU."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ebt_vision.core.config import ConfigError, from_dict
+from ebt_vision.core.errors import InputError
+from ebt_vision.core.layers import count_parameters
+from ebt_vision.core.paths import debian_file
+from ebt_vision.core.train import build_optimizer
+from ebt_vision.video import clips as real_clips
+from ebt_vision.video import moving_mnist
+from ebt_vision.video.dit import VideoDiTObjective
+from ebt_vision.video.metrics import energy_uncertainty, frame_errors, pearson, spearman
+from ebt_vision.video.model import VideoEBT
+from ebt_vision.video.objective import VideoObjective
+from ebt_vision.video.plain import PlainVideoObjective
+from ebt_vision.video.reader import FrameFolder, find_videos, open_video, read_clip
+from ebt_vision.video.rollout import copy_last_frame
+from ebt_vision.video.strips import write_gif
+
+TINY = {
+    "task": "video",
+    "name": "tiny-video",
+    "model": {"patch_size": 4, "width": 32, "depth": 2, "heads": 2},
+    "descent": {"num_steps": 2, "step_size": 5.0},
+    "data": {"frames": 6, "context_frames": 3, "frame_size": 16, "batch_size": 4, "validation_clips": 4,
+             "test_clips": 4},
+    "optim": {"lr": 1e-3, "warmup_steps": 2},
+    "train": {"steps": 3, "log_every": 1, "checkpoint_every": 3, "seed": 0},
+}  # fmt: skip
+TREE_AVI = "usr/share/doc/opencv-doc/examples/data/tree.avi"
+digits_missing = not (moving_mnist.digits_folder() / "0.json").is_file()
+needs_digits = pytest.mark.skipif(digits_missing, reason="MNIST digits not unpacked (bash scripts/fetch-data.sh)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one thread is faster than two fighting over shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny():
+    return from_dict(TINY)
+
+
+def random_clips(batch: int = 2, frames: int = 6, size: int = 16, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, frames, 1, size, size, generator=generator) * 2 - 1
+
+
+def perturbed(module: torch.nn.Module) -> torch.nn.Module:
+    """Zero-initialised heads and gates make an untrained energy constant; perturb every weight for causal tests."""
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return module
+
+
+# --- reading video -------------------------------------------------------------------------------------------------
+
+
+def write_mjpeg_avi(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
+    """A minimal AVI (RIFF) container of JPEG frames (n, H, W, 3) uint8: what decord's FFmpeg reads as MJPEG video.
+    No video encoder ships here (no ffmpeg binary, no PyAV), so the test writes the container itself."""
+
+    def chunk(fourcc: bytes, data: bytes) -> bytes:
+        return fourcc + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
+
+    def group(kind: bytes, body: bytes) -> bytes:
+        return b"LIST" + struct.pack("<I", len(body) + 4) + kind + body
+
+    count, height, width, _ = frames.shape
+    jpegs = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=95)
+        jpegs.append(buffer.getvalue())
+    largest = max(len(j) for j in jpegs)
+    avih = struct.pack("<14I", 1_000_000 // fps, 0, 0, 0x10, count, 0, 1, largest, width, height, 0, 0, 0, 0)
+    strh = b"vidsMJPG" + struct.pack("<IHHIIIIIIIIhhhh", 0, 0, 0, 0, 1, fps, 0, count, largest, 0xFFFFFFFF, 0, 0, 0,
+                                     width, height)  # fmt: skip
+    strf = struct.pack("<IiiHH4sIiiII", 40, width, height, 1, 24, b"MJPG", width * height * 3, 0, 0, 0, 0)
+    header = group(b"hdrl", chunk(b"avih", avih) + group(b"strl", chunk(b"strh", strh) + chunk(b"strf", strf)))
+    movie, index, offset = b"", b"", 4
+    for jpeg in jpegs:
+        index += b"00dc" + struct.pack("<III", 0x10, offset, len(jpeg))
+        movie += chunk(b"00dc", jpeg)
+        offset += len(chunk(b"00dc", jpeg))
+    body = b"AVI " + header + group(b"movi", movie) + chunk(b"idx1", index)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def moving_square(count: int = 12, height: int = 48, width: int = 64) -> np.ndarray:
+    """(count, H, W, 3) uint8: a bright square moving right by 3 px per frame on a dark background."""
+    frames = np.full((count, height, width, 3), 20, dtype=np.uint8)
+    for t in range(count):
+        frames[t, 12:36, 4 + 3 * t : 28 + 3 * t] = (250, 200, 150)
+    return frames
+
+
+def test_decord_reads_a_video_the_test_writes_and_frame_folders_read_the_same(tmp_path):
+    frames = moving_square()
+    video = write_mjpeg_avi(tmp_path / "square.avi", frames)
+    assert len(open_video(video)) == 12
+    clip = read_clip(video, frames=4, stride=3, start=1, frame_size=16, channels=1)
+    assert clip.shape == (4, 1, 16, 16) and clip.min() >= -1 and clip.max() <= 1
+    # the same frames as numbered PNGs (frame_9 must come before frame_10: numeric order, not text order)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"frame_{t}.png")
+    assert [p.name for p in FrameFolder(folder).files][8:11] == ["frame_8.png", "frame_9.png", "frame_10.png"]
+    from_folder = read_clip(folder, frames=4, stride=3, start=1, frame_size=16, channels=1)
+    assert (clip - from_folder).abs().mean() < 0.03  # JPEG vs lossless, each resized by its own reader
+    # the square moves right: the centre of brightness moves right by ~3 px * 16/48 * 3 frames per clip step
+    columns = (from_folder[:, 0] + 1).sum(dim=1)  # (T, W)
+    centre = (columns * torch.arange(16.0)).sum(1) / columns.sum(1)
+    assert torch.all(centre.diff() > 0.5)
+    rgb = read_clip(folder, frames=2, frame_size=16, channels=3)
+    assert rgb.shape == (2, 3, 16, 16) and rgb[0, 0, 8, 4] > rgb[0, 2, 8, 4]  # the square is orange: R > B
+    assert {v.name for v in find_videos(tmp_path)} == {"frames", "square.avi"}
+
+
+@pytest.mark.skipif(debian_file(TREE_AVI) is None, reason="opencv-doc's tree.avi not installed")
+def test_decord_reads_real_footage():
+    clip = read_clip(debian_file(TREE_AVI), frames=20, stride=2, frame_size=32, channels=3)
+    assert clip.shape == (20, 3, 32, 32) and torch.isfinite(clip).all()
+    assert clip.std() > 0.1 and (clip[1:] - clip[:-1]).abs().mean() > 0.005  # real, moving content
+
+
+def test_corrupt_truncated_short_and_missing_videos_give_clear_errors(tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"this is not a video" * 50)
+    with pytest.raises(InputError, match="cannot read .*garbage.mp4 as a video"):
+        read_clip(garbage, frames=2)
+    data = write_mjpeg_avi(tmp_path / "full.avi", moving_square()).read_bytes()
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(data[: len(data) // 3])  # the index and most frames are gone
+    with pytest.raises(InputError, match=r"truncated.avi has \d+ frames; a clip of 10 frames"):
+        read_clip(truncated, frames=10)
+    with pytest.raises(InputError, match="needs 22"):
+        read_clip(tmp_path / "full.avi", frames=8, stride=3)
+    with pytest.raises(InputError, match="no such video"):
+        read_clip(tmp_path / "missing.mp4", frames=2)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="not a video file"):
+        open_video(tmp_path / "notes.txt")
+    broken = tmp_path / "broken_frames"
+    broken.mkdir()
+    Image.fromarray(moving_square()[0]).save(broken / "f1.png")
+    (broken / "f2.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="cannot read frame"):
+        read_clip(broken, frames=2)
+
+
+# --- Moving MNIST and the real-clip split --------------------------------------------------------------------------
+
+
+@needs_digits
+def test_moving_mnist_is_seeded_standard_and_resumable(tiny):
+    cfg = replace(tiny.data, frame_size=64, frames=20, batch_size=3)
+    first, again = moving_mnist.MovingMNISTSampler(cfg, 1, seed=5), moving_mnist.MovingMNISTSampler(cfg, 1, seed=5)
+    batch = first.sample()
+    assert batch.shape == (3, 20, 1, 64, 64) and batch.min() == -1.0 and batch.max() <= 1.0 and batch.max() > 0.9
+    torch.testing.assert_close(batch, again.sample())
+    assert not torch.equal(batch, moving_mnist.MovingMNISTSampler(cfg, 1, seed=6).sample())
+    state = first.state_dict()
+    expected = first.sample()
+    resumed = moving_mnist.MovingMNISTSampler(cfg, 1, seed=0)
+    resumed.load_state_dict(state)
+    torch.testing.assert_close(resumed.sample(), expected)
+    # two digits of ~150 lit pixels each, every frame; they move (frames differ)
+    lit = (batch > 0).flatten(2).sum(2)
+    assert lit.min() > 80 and (batch[:, 1:] != batch[:, :-1]).any()
+    positions = moving_mnist.bouncing_positions(50, 20, 2, torch.Generator().manual_seed(0))
+    assert positions.min() >= 0 and positions.max() <= 64 - 28
+    steps = np.abs(np.diff(positions, axis=2)).max()
+    assert 3 <= steps <= 5  # 3.6 px per frame, rounded, reflected at the walls
+
+
+@needs_digits
+def test_moving_mnist_held_out_digits_are_never_trained_on(tiny):
+    pools = {split: moving_mnist.digit_pool(split) for split in moving_mnist.SPLITS}
+    assert {k: len(v) for k, v in pools.items()} == {"train": 8002, "validation": 999, "test": 999}
+    hashes = {k: {hashlib.sha1(d.tobytes()).hexdigest() for d in v} for k, v in pools.items()}
+    assert not hashes["test"] & hashes["train"] and not hashes["validation"] & hashes["train"]
+    assert not hashes["test"] & hashes["validation"]
+    test = moving_mnist.moving_mnist_set("test", tiny.data, 1)
+    assert test.shape == (4, 6, 1, 16, 16)
+    torch.testing.assert_close(test, moving_mnist.moving_mnist_set("test", tiny.data, 1))  # fixed
+    assert not torch.equal(test, moving_mnist.moving_mnist_set("validation", tiny.data, 1))
+
+
+def test_missing_digits_name_the_fetch_script(tmp_path, monkeypatch):
+    monkeypatch.setenv("EBT_VISION_DATA", str(tmp_path))
+    with pytest.raises(moving_mnist.DigitsUnavailable, match="scripts/fetch-data.sh"):
+        moving_mnist.digit_pool("train")
+
+
+def test_real_clip_split_is_fixed_by_scene_and_user_videos_split_in_time(tmp_path, tiny):
+    splits = {split: {name for name, _, s in real_clips.REAL_CLIPS if s == split} for split in real_clips.SPLITS}
+    assert splits["test"] == {"visp:mbt-cube", "opencv:tree.avi"}
+    assert not splits["test"] & splits["train"] and not splits["validation"] & splits["train"]
+    write_mjpeg_avi(tmp_path / "mine.avi", np.concatenate([moving_square(30)] * 2))  # 60 frames
+    cfg = replace(tiny.data, source=str(tmp_path), frames=6)
+    parts = {s: real_clips.user_footage(str(tmp_path), s, cfg, 1)[0] for s in real_clips.SPLITS}
+    assert {s: len(f) for s, f in parts.items()} == {"train": 48, "validation": 6, "test": 6}
+    names, held = real_clips.held_out_clips([parts["test"]], cfg)
+    assert names == ["mine.avi[54:60]@0"] and held.shape == (1, 6, 1, 16, 16)
+    sampler = real_clips.ClipSampler([parts["train"]], cfg, seed=0)
+    assert sampler.sample().shape == (4, 6, 1, 16, 16)
+    with pytest.raises(real_clips.FootageUnavailable, match="validation part"):
+        real_clips.user_footage(str(tmp_path), "validation", replace(cfg, frames=7), 1)
+
+
+def test_config_checks_ranges_with_clear_messages():
+    for data, message in (({"context_frames": 20}, "context_frames"), ({"frame_size": 60}, "multiple of"),
+                          ({"stride": 0}, "stride")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            from_dict({"task": "video", "data": data})
+    with pytest.raises(ConfigError, match="prediction.start"):
+        from_dict({"task": "video", "prediction": {"start": "middle"}})
+    assert from_dict({"task": "video"}).horizon == 10
+
+
+# --- the causal video EBT and its baselines ------------------------------------------------------------------------
+
+
+def test_a_prediction_sees_only_the_real_past_and_predictions_are_independent(tiny):
+    model = perturbed(VideoEBT(tiny.model)).eval()
+    context, candidate = random_clips(2, 5), random_clips(2, 5, seed=1)  # candidate k predicts frame k + 2
+    energies = model(context, candidate)
+    assert energies.shape == (2, 5) and model.patch_energies(context, candidate).shape == (2, 5, 4, 4)
+    future = context.clone()
+    future[:, 3] += 1.0  # real frame 4 (index 3): only candidates 3 and 4 may see it
+    changed = (model(future, candidate) - energies).abs() > 1e-5
+    assert not changed[:, :3].any() and changed[:, 3:].all()
+    other = candidate.clone()
+    other[:, 1] += 1.0  # one candidate changes: only its own energy may change
+    changed = (model(context, other) - energies).abs() > 1e-5
+    assert changed[:, 1].all() and not changed[:, [0, 2, 3, 4]].any()
+    # the same in training mode (efficient attention, the mask in its hand-written backward)
+    model.train()
+    x = candidate.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(context, x)[:, 2].sum(), x)
+    assert grad[:, 2].abs().sum() > 0 and grad[:, [0, 1, 3, 4]].abs().sum() == 0
+
+
+def test_the_plain_transformer_is_causal_over_frames(tiny):
+    model = perturbed(PlainVideoObjective(tiny).model).eval()
+    frames = random_clips(2, 5)
+    changed = frames.clone()
+    changed[:, 3] += 1.0
+    difference = (model(changed) - model(frames)).flatten(2).abs().amax(2)
+    assert (difference[:, :3] < 1e-5).all() and (difference[:, 3:] > 1e-4).all()
+
+
+def test_rollouts_have_the_stated_shapes_and_pass_counts(tiny):
+    context = random_clips(2, 3)
+    ebt = VideoObjective(tiny).eval()
+    perturbed(ebt.model)
+    out = ebt.rollout(context, 3, num_steps=4, record_steps=True)
+    assert out.predictions.shape == (2, 3, 1, 16, 16) and (out.predictions.abs() <= 1).all()
+    assert (out.forward_passes, out.backward_passes) == (4, 4)
+    assert out.energies.shape == (2, 3) and out.energy_maps.shape == (2, 3, 4, 4)
+    assert out.steps.shape == (2, 3, 5, 1, 16, 16)  # every descent step's candidate, the start included
+    torch.testing.assert_close(out.steps[:, :, -1], out.predictions)
+    best = ebt.rollout(context, 2, num_steps=2, best_of=3, seed=1)
+    assert (best.forward_passes, best.backward_passes) == (9, 6)  # N (steps + the final energy), N steps
+    stop = ebt.rollout(context, 2, num_steps=3, stop_when_energy_rises=True)
+    assert (stop.forward_passes, stop.backward_passes) == (4, 3)
+    torch.testing.assert_close(
+        ebt.rollout(context, 3, num_steps=0).predictions, context[:, -1:].expand(-1, 3, -1, -1, -1)
+    )
+    plain = PlainVideoObjective(tiny).eval().rollout(context, 3)
+    assert plain.predictions.shape == (2, 3, 1, 16, 16) and (plain.forward_passes, plain.backward_passes) == (1, 0)
+    dit = VideoDiTObjective(tiny).eval().rollout(context, 2, num_steps=3)
+    assert dit.predictions.shape == (2, 2, 1, 16, 16) and dit.forward_passes == 3
+    copied = copy_last_frame(context, 3)
+    assert copied.forward_passes == 0 and torch.equal(copied.predictions[:, 2], context[:, -1])
+    with pytest.raises(InputError, match="horizon"):
+        ebt.rollout(context, 0)
+    with pytest.raises(InputError, match="channel"):
+        ebt.rollout(random_clips(2, 3).expand(-1, -1, 3, -1, -1), 1)
+
+
+def test_every_parameter_receives_a_gradient(tiny):
+    """Zero-initialised head and gates pass no gradient at step 0; after a few updates every parameter must."""
+    clips = random_clips(4, 6)
+    for objective in (VideoObjective(tiny), PlainVideoObjective(tiny), VideoDiTObjective(tiny)):
+        optimizer, _ = build_optimizer(objective, tiny, torch.device("cpu"))
+        for _ in range(3):
+            optimizer.zero_grad()
+            objective(clips).loss.backward()
+            optimizer.step()
+        missing = [n for n, p in objective.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+        assert missing == [], type(objective).__name__
+
+
+def test_training_on_the_last_frames_with_replay_and_langevin_noise(tiny):
+    cfg = replace(
+        tiny,
+        prediction=replace(tiny.prediction, train_frames=2),
+        descent=replace(tiny.descent, replay_buffer_size=6, replay_fraction=0.5, langevin_noise=0.01),
+    )
+    objective = VideoObjective(cfg).train()
+    for seed in range(3):
+        out = objective(random_clips(4, 6, seed=seed))
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+    held = objective.replay.storage
+    assert len(objective.replay) == 6 and held["context"].shape == (6, 5, 1, 16, 16)
+    assert held["candidate"].shape == held["target"].shape == (6, 2, 1, 16, 16)  # rows keep their own context
+    plain = PlainVideoObjective(cfg)
+    clips = random_clips(4, 6)
+    expected = torch.nn.functional.mse_loss(clips[:, -3:-1], clips[:, -2:])
+    torch.testing.assert_close(plain(clips).metrics["mse_copy_last"], expected)  # scored on the same frames
+
+
+@needs_digits
+def test_a_tiny_ebt_overfits_one_clip(tiny):
+    cfg = replace(tiny, optim=replace(tiny.optim, lr=1e-2, warmup_steps=5))
+    clip = moving_mnist.moving_mnist_set("validation", cfg.data, 1)[:1].expand(4, -1, -1, -1, -1)
+    objective = VideoObjective(cfg)
+    optimizer, _ = build_optimizer(objective, cfg, torch.device("cpu"))
+    metrics = objective(clip).metrics
+    reference, first = metrics["mse_copy_last"].item(), metrics["mse_last"].item()
+    for _ in range(150):
+        optimizer.zero_grad()
+        objective(clip).loss.backward()
+        optimizer.step()
+    last = objective(clip).metrics["mse_last"].item()
+    assert last < 0.3 * first and last < 0.3 * reference, (reference, first, last)
+
+
+def test_baselines_match_the_ebt_in_parameters_within_2_percent(tiny):
+    for overrides in ({}, {"model": {"width": 64, "depth": 3, "heads": 4}}, {"model": {"channels": 3}}):
+        cfg = from_dict({**TINY, **{k: {**TINY.get(k, {}), **v} for k, v in overrides.items()}})
+        ebt = count_parameters(VideoEBT(cfg.model))
+        for baseline in (PlainVideoObjective(cfg).model, VideoDiTObjective(cfg).model):
+            assert abs(count_parameters(baseline) - ebt) / ebt <= 0.02, (overrides, type(baseline).__name__)
+
+
+# --- metrics, pictures and the comparison end to end ---------------------------------------------------------------
+
+
+def test_metrics_follow_the_openstl_convention():
+    truth = -torch.ones(2, 3, 1, 16, 16)  # black frames: 0 on [0, 1]
+    prediction = truth.clone()
+    prediction[0, 1, 0, :2, :2] = 0.0  # 4 pixels at 0.5 on [0, 1]
+    errors = frame_errors(prediction, truth)
+    assert errors["mse"][0, 1].item() == pytest.approx(4 * 0.25) and errors["mae"][0, 1].item() == pytest.approx(2.0)
+    assert (
+        errors["mse"][1].sum() == 0
+        and errors["psnr"].shape == (2, 3)
+        and errors["ssim"][1, 0] == pytest.approx(1, abs=1e-4)
+    )
+    x = torch.arange(10.0)
+    assert pearson(x, 2 * x + 1) == pytest.approx(1.0) and spearman(x, x**3) == pytest.approx(1.0)
+    assert spearman(x, -x) == pytest.approx(-1.0) and np.isnan(pearson(x, torch.ones(10)))
+    stats = energy_uncertainty(torch.rand(4, 3), torch.rand(4, 3), torch.rand(4, 3, 2, 2), torch.rand(4, 3, 2, 2))
+    assert set(stats) >= {"frame_pearson", "frame_spearman", "frame_spearman_within_step", "patch_spearman"}
+
+
+def test_gif_strips_play_every_frame(tmp_path):
+    frames = random_clips(1, 6)[0]
+    path = write_gif(tmp_path / "strip.gif", {"truth": frames, "ebt": frames.flip(0)}, context_frames=3)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 6 and gif.width == 2 * (16 * 2 + 4)
+
+
+@needs_digits
+def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
+    from ebt_vision.experiments.video.evaluation import EvalOptions
+    from ebt_vision.experiments.video.run import VideoCompareOptions, run_video_comparison
+    from ebt_vision.video.loading import load_video_model
+
+    options = VideoCompareOptions(EvalOptions(ebt_steps=2, dit_steps=(1, 2), best_of=(2,), batch=2), strip_clips=1)
+    md = run_video_comparison(tiny, tmp_path / "runs", tmp_path / "reports", options, progress=False)
+    report = json.loads(md.with_suffix(".json").read_text())
+    assert md.name == "video_mmnist.md" and (tmp_path / "reports" / "video_mmnist.png").is_file()
+    assert (tmp_path / "reports" / "video_mmnist_clip0.gif").is_file()
+    methods = {r["method"] for r in report["rows"]}
+    assert methods == {"copy_last", "transformer", "dit_ddim", "dit_compute_ddim", "ebt", "ebt_stop", "ebt_best_of_n"}
+    assert {r["eval_split"] for r in report["rows"]} == {"validation", "test"}
+    assert {r["horizon"] for r in report["rows"]} == {1, 2, 3}
+    assert all(r["eval_split"] == "test" and "validation_mse" in r for r in report["chosen"])
+    ebt = next(r for r in report["summary"] if r["method"] == "ebt" and r["steps"] == 2 and r["eval_split"] == "test")
+    dit = next(r for r in report["summary"] if r["method"] == "dit_ddim" and r["steps"] == 2)
+    assert ebt["forward_passes"] == 2 and ebt["gflops_per_frame"] > 0 and dit["forward_passes"] == 2
+    assert report["uncertainty"] and report["meta"]["seed"] == 0
+    # the trained EBT loads back, as a checkpoint and through the Hugging Face mixin, identically
+    loaded = load_video_model(tmp_path / "runs" / "ebt", "ebt")
+    hub = VideoObjective.from_pretrained(tmp_path / "runs" / "ebt").eval()
+    context = moving_mnist.moving_mnist_set("test", tiny.data, 1)[:2, :3]
+    first, second = loaded.rollout(context, 3), hub.rollout(context, 3)
+    assert first.predictions.shape == (2, 3, 1, 16, 16) and first.energies.shape == (2, 3)
+    torch.testing.assert_close(first.predictions, second.predictions)
+    with pytest.raises(ValueError, match="video model must be one of"):
+        load_video_model(tmp_path / "runs" / "ebt", "nonsense")
