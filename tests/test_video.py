@@ -264,6 +264,45 @@ def test_a_prediction_sees_only_the_real_past_and_predictions_are_independent(ti
     assert grad[:, 2].abs().sum() > 0 and grad[:, [0, 1, 3, 4]].abs().sum() == 0
 
 
+def joint_energies(model: VideoEBT, context: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+    """Reference: ONE transformer over both streams with the full (T + K) N token mask, no memory."""
+    from ebt_vision.video.model import token_mask
+
+    frames, count = context.shape[1], candidate.shape[1]
+    real = model._patches(context)
+    space, time = model._positions(frames, *context.shape[-2:], context.device, real.dtype)
+    pairs = torch.cat([real[:, frames - count :], model._patches(candidate)], dim=-1)
+    x = torch.cat([model.embed_frame(real) + time[:frames, None],
+                   model.embed_candidate(pairs) + time[frames - count + 1 :, None]], dim=1) + space  # fmt: skip
+    patches = x.shape[2]
+    x = x.flatten(1, 2)
+    mask = token_mask(frames, count, patches, x.device)
+    cond = model.condition.expand(context.shape[0], -1)
+    for block in model.blocks:
+        x = block(x, cond, mask)
+    return model.head(model.final_norm(x[:, frames * patches :])).squeeze(-1).reshape(-1, count, patches).sum(-1)
+
+
+def test_the_cached_real_stream_gives_the_joint_transformers_energies_and_gradients(tiny):
+    """Encoding the real frames once and descending the candidates against that memory is the same computation as
+    one transformer over both streams: same energies, same candidate gradients, same parameter gradients."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = perturbed(VideoEBT(tiny.model)).train()
+        context, candidate = random_clips(2, 5).double(), random_clips(2, 3, seed=1).double().requires_grad_(True)
+        memory = model.encode_context(context)
+        cached, joint = model(memory, candidate), joint_energies(model, context, candidate)
+        torch.testing.assert_close(cached, joint)
+        (a,) = torch.autograd.grad(cached.sum(), candidate, create_graph=True)
+        (b,) = torch.autograd.grad(joint.sum(), candidate, create_graph=True)
+        torch.testing.assert_close(a, b)
+        weight = model.blocks[0].attn.qkv.weight
+        torch.testing.assert_close(torch.autograd.grad((a**2).sum(), weight)[0], torch.autograd.grad((b**2).sum(),
+                                   weight)[0])  # fmt: skip
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def test_the_plain_transformer_is_causal_over_frames(tiny):
     model = perturbed(PlainVideoObjective(tiny).model).eval()
     frames = random_clips(2, 5)

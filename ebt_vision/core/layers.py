@@ -36,6 +36,9 @@ def sincos_position_embedding(grid_h: int, grid_w: int, dim: int, device=None, d
     return torch.cat([row_emb, col_emb], dim=-1).reshape(grid_h * grid_w, dim).to(dtype or torch.float32)
 
 
+KeysValues = tuple[Tensor, Tensor]  # keys and values (B, h, M, d) of M tokens
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with an explicit backend (see ``ebt_vision.ops``).
 
@@ -52,11 +55,22 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """(B, N, D) -> (B, N, D); ``mask`` (N, N) bool, True = may attend (e.g. causal)."""
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, memory: KeysValues | None = None, keep: list | None = None
+    ) -> Tensor:
+        """(B, N, D) -> (B, N, D); ``mask`` (N, M + N) bool, True = may attend (e.g. causal).
+
+        ``memory``: keys and values (B, h, M, d) of M earlier tokens that these tokens also attend to (placed before
+        their own; a prefix computed once and reused, e.g. the real frames of a video while its candidate frames are
+        descended). ``keep``: a list that receives this call's own (keys, values), to serve as a later memory.
+        """
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, dim // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, h, N, d)
+        if keep is not None:
+            keep.append((k, v))
+        if memory is not None:
+            k, v = torch.cat([memory[0], k], dim=2), torch.cat([memory[1], v], dim=2)  # (B, h, M + N, d)
         out = attention(q, k, v, mask, self.backend, self.training)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
@@ -92,10 +106,13 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None) -> Tensor:
-        """(B, N, D), (B, D) -> (B, N, D)."""
+    def forward(
+        self, x: Tensor, cond: Tensor, mask: Tensor | None = None, memory: KeysValues | None = None,
+        keep: list | None = None,
+    ) -> Tensor:  # fmt: skip
+        """(B, N, D), (B, D) -> (B, N, D); ``memory`` and ``keep`` as in ``Attention``."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond).chunk(6, dim=-1)
-        x = x + gate1[:, None, :] * self.attn(modulate(self.norm1(x), shift1, scale1), mask)
+        x = x + gate1[:, None, :] * self.attn(modulate(self.norm1(x), shift1, scale1), mask, memory, keep)
         return x + gate2[:, None, :] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 

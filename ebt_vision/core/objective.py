@@ -94,6 +94,12 @@ class EnergyObjective(nn.Module):
         """Compile the energy's gradient function (``train.compile``); see ``compiled_energy_gradient``."""
         self.gradient_fn = compiled_energy_gradient(self.model)
 
+    def encode(self, context: Tensor) -> Any:
+        """The part of the energy that depends on the context alone, computed once per descent and passed to the
+        model as its context at every step (e.g. a causal model's keys and values of the real tokens); the model
+        must accept it in place of the raw context. Default: the context itself."""
+        return context
+
     def projection(self) -> Projection | None:
         """The projection applied after each step when ``descent.clamp_candidate`` is on; workloads override it."""
         return None
@@ -137,7 +143,7 @@ class EnergyObjective(nn.Module):
         energy_fn, gradient_fn = self._energy_functions(conditioning)
         trajectory = minimize_energy(
             energy_fn,
-            context,
+            self.encode(context),
             start,
             self.step_size(),
             cfg.num_steps if num_steps is None else num_steps,

@@ -12,19 +12,24 @@ Each candidate patch is embedded together with the same patch of the last real f
 embeds [noisy, candidate] patch pairs), so "what changed since the last frame" is local to a token. Positions are
 the image workload's 2-D sin-cos over the patch grid plus a 1-D sin-cos over the frame index.
 
+The real stream never attends to candidates, so ``encode_context`` runs it once (keeping every block's keys and
+values, ``VideoMemory``) and each descent step runs the candidate stream alone against that memory: the same
+energies as one transformer over both streams with the full mask, for a fraction of the work.
+
 The energy of a frame is the SUM of its per-patch energies (``patch_energies`` keeps them apart for maps): a step of
 size s moves a pixel by s * dE/dpixel whatever the number of patches (DESIGN.md trap 4).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
 
 from ..core.errors import InputError
-from ..core.layers import Block, init_linear_layers, patchify, sincos_position_embedding
+from ..core.layers import Block, KeysValues, init_linear_layers, patchify, sincos_position_embedding
 from .config import VideoModelConfig
 
 
@@ -80,8 +85,28 @@ def check_frames(context: Tensor, candidate: Tensor | None, channels: int, patch
         raise InputError(f"need 1 <= K <= T candidates for {frames} context frames, got {candidate.shape[1]}")
 
 
+@dataclass
+class VideoMemory:
+    """Real frames encoded once: every block's keys and values of their tokens, and their patches (each candidate is
+    embedded with the patch of the last real frame it may see). It does not depend on the candidates, so a descent
+    encodes its context once and every step runs the candidate stream alone against it."""
+
+    keys_values: list[KeysValues]  # per block: keys and values (B, h, T N, d)
+    patches: Tensor  # (B, T, N, C p p)
+
+    @property
+    def frames(self) -> int:
+        return self.patches.shape[1]
+
+    def repeat(self, times: int) -> VideoMemory:
+        """The memory of ``times`` copies of the batch (row n B + b is clip b), e.g. for best-of-N starts."""
+        tiled = [(k.repeat(times, 1, 1, 1), v.repeat(times, 1, 1, 1)) for k, v in self.keys_values]
+        return VideoMemory(tiled, self.patches.repeat(times, 1, 1, 1))
+
+
 class VideoEBT(nn.Module):
-    """``forward(context (B, T, C, H, W), candidate (B, K, C, H, W)) -> (B, K)`` energies; see the module doc."""
+    """``forward(context (B, T, C, H, W) or its VideoMemory, candidate (B, K, C, H, W)) -> (B, K)`` energies; see the
+    module doc."""
 
     def __init__(self, cfg: VideoModelConfig) -> None:
         super().__init__()
@@ -106,44 +131,72 @@ class VideoEBT(nn.Module):
         tokens = patchify(frames.flatten(0, 1), self.cfg.patch_size)  # (B F, N, C p p)
         return tokens.reshape(batch, count, *tokens.shape[1:])
 
-    def tokens(self, context: Tensor, candidate: Tensor | None = None, depth: int | None = None) -> Tensor:
-        """(B, T, C, H, W), (B, K, C, H, W) -> (B, T + K, N, D) after ``depth`` blocks (all by default); real frames
-        first. Without candidates, the real stream alone (its activations are the same either way)."""
-        check_frames(context, candidate, self.cfg.channels, self.cfg.patch_size)
-        batch, frames, _, height, width = context.shape
+    def _positions(self, frames: int, height: int, width: int, device, dtype) -> tuple[Tensor, Tensor]:
+        """Space (N, D) over the patch grid and time (frames + 1, D) over frame indices."""
         p, dim = self.cfg.patch_size, self.cfg.width
-        grid_h, grid_w = height // p, width // p
+        space = sincos_position_embedding(height // p, width // p, dim, device, dtype)
+        time = frame_position_embedding(torch.arange(frames + 1, device=device), dim).to(dtype)
+        return space, time
+
+    def _condition(self, batch: int, dtype: torch.dtype) -> Tensor:
+        return self.condition.to(dtype).expand(batch, -1)
+
+    def real_tokens(self, context: Tensor, depth: int | None = None, keep: list | None = None) -> Tensor:
+        """(B, T, C, H, W) -> (B, T, N, D): the real stream (causal over frames) after ``depth`` blocks (all by
+        default); ``keep`` receives every block's keys and values."""
+        check_frames(context, None, self.cfg.channels, self.cfg.patch_size)
+        batch, frames, _, height, width = context.shape
         real = self._patches(context)  # (B, T, N, C p p)
-        space = sincos_position_embedding(grid_h, grid_w, dim, context.device, real.dtype)  # (N, D)
-        time = frame_position_embedding(torch.arange(frames + 1, device=context.device), dim).to(real.dtype)
-        streams = [self.embed_frame(real) + time[:frames, None]]  # (B, T, N, D)
-        count = 0
-        if candidate is not None:
-            count = candidate.shape[1]
-            previous = real[:, frames - count :]  # the last real frame each candidate may see: (B, K, N, C p p)
-            pairs = torch.cat([previous, self._patches(candidate.to(real.dtype))], dim=-1)
-            # candidate k stands at the frame index of the frame it predicts: T - K + k + 1
-            streams.append(self.embed_candidate(pairs) + time[frames - count + 1 :, None])
-        x = torch.cat(streams, dim=1) + space  # (B, T + K, N, D)
+        space, time = self._positions(frames, height, width, context.device, real.dtype)
+        x = self.embed_frame(real) + time[:frames, None] + space  # (B, T, N, D)
         patches = x.shape[2]
-        x = x.flatten(1, 2)  # (B, (T + K) N, D)
-        mask = token_mask(frames, count, patches, x.device)
-        cond = self.condition.to(x.dtype).expand(batch, -1)
+        x = x.flatten(1, 2)  # (B, T N, D)
+        mask = token_mask(frames, 0, patches, x.device)
+        cond = self._condition(batch, x.dtype)
         for block in self.blocks[:depth]:
-            x = block(x, cond, mask)
-        return x.reshape(batch, frames + count, patches, dim)
+            x = block(x, cond, mask, keep=keep)
+        return x.reshape(batch, frames, patches, self.cfg.width)
 
-    def patch_energies(self, context: Tensor, candidate: Tensor) -> Tensor:
-        """(B, T, C, H, W), (B, K, C, H, W) -> (B, K, H/p, W/p): the energy of every patch of every candidate."""
+    def encode_context(self, context: Tensor) -> VideoMemory:
+        """(B, T, C, H, W) real frames -> their ``VideoMemory`` (one pass of the real stream)."""
+        keep: list[KeysValues] = []
+        self.real_tokens(context, keep=keep)
+        return VideoMemory(keep, self._patches(context))
+
+    def candidate_tokens(self, memory: VideoMemory, candidate: Tensor) -> Tensor:
+        """``VideoMemory`` of T frames, (B, K, C, H, W) -> (B, K, N, D): the candidate stream, candidate k attending
+        to the real frames up to T - K + k (from the memory) and to its own patches."""
+        frames, count = memory.frames, candidate.shape[1]
+        batch, _, patches, _ = memory.patches.shape
+        if not 1 <= count <= frames or candidate.shape[0] != batch:
+            raise InputError(f"need (B={batch}, 1 <= K <= {frames}, C, H, W) candidates, got {tuple(candidate.shape)}")
+        height, width = candidate.shape[-2:]
+        space, time = self._positions(frames, height, width, candidate.device, memory.patches.dtype)
+        previous = memory.patches[:, frames - count :]  # the last real frame each candidate may see
+        pairs = torch.cat([previous, self._patches(candidate.to(previous.dtype))], dim=-1)  # (B, K, N, 2 C p p)
+        # candidate k stands at the frame index of the frame it predicts: T - K + k + 1
+        x = (self.embed_candidate(pairs) + time[frames - count + 1 :, None] + space).flatten(1, 2)  # (B, K N, D)
+        mask = token_mask(frames, count, patches, x.device)[frames * patches :]  # the candidate rows
+        cond = self._condition(batch, x.dtype)
+        for block, memory_kv in zip(self.blocks, memory.keys_values, strict=True):
+            x = block(x, cond, mask, memory=memory_kv)
+        return x.reshape(batch, count, patches, self.cfg.width)
+
+    def patch_energies(self, context: Tensor | VideoMemory, candidate: Tensor) -> Tensor:
+        """(B, T, C, H, W) frames or their memory, (B, K, C, H, W) -> (B, K, H/p, W/p): every candidate patch's
+        energy."""
+        memory = context if isinstance(context, VideoMemory) else self.encode_context(context)
+        if isinstance(context, Tensor):
+            check_frames(context, candidate, self.cfg.channels, self.cfg.patch_size)
         p = self.cfg.patch_size
-        tokens = self.tokens(context, candidate)[:, context.shape[1] :]  # (B, K, N, D)
-        energies = self.head(self.final_norm(tokens)).squeeze(-1)  # (B, K, N)
-        return energies.reshape(*energies.shape[:2], context.shape[3] // p, context.shape[4] // p)
+        energies = self.head(self.final_norm(self.candidate_tokens(memory, candidate))).squeeze(-1)  # (B, K, N)
+        return energies.reshape(*energies.shape[:2], candidate.shape[-2] // p, candidate.shape[-1] // p)
 
-    def forward(self, context: Tensor, candidate: Tensor) -> Tensor:
-        """(B, T, C, H, W), (B, K, C, H, W) -> (B, K): one energy per candidate frame, the sum over its patches."""
+    def forward(self, context: Tensor | VideoMemory, candidate: Tensor) -> Tensor:
+        """(B, T, C, H, W) frames or their memory, (B, K, C, H, W) -> (B, K): one energy per candidate frame, the
+        sum over its patches."""
         return self.patch_energies(context, candidate).sum(dim=(2, 3))
 
     def features(self, context: Tensor, depth: int | None = None) -> Tensor:
         """(B, T, C, H, W) -> (B, T, D): the real stream's tokens mean-pooled per frame, for probing."""
-        return self.tokens(context, None, depth).mean(dim=2)
+        return self.real_tokens(context, depth).mean(dim=2)

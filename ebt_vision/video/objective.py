@@ -18,7 +18,7 @@ from ..core.errors import InputError
 from ..core.hub import HubModel, as_config
 from ..core.objective import EnergyObjective, StepOutput
 from .config import VideoConfig
-from .model import VideoEBT
+from .model import VideoEBT, VideoMemory
 from .rollout import Rollout, check_context
 
 MAX_STEPS = 64
@@ -41,6 +41,11 @@ class VideoObjective(EnergyObjective, HubModel):
 
     def projection(self):
         return clamp_pixels
+
+    def encode(self, context: Tensor) -> VideoMemory | Tensor:
+        """The real frames' memory, once per descent (not with checkpointed steps: a reentrant checkpoint cannot
+        follow tensors hidden in the memory, so those steps re-encode the frames themselves)."""
+        return context if self.cfg.descent.checkpoint_steps else self.model.encode_context(context)
 
     def starts(self, context: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
         """(B, T, C, H, W) -> (B, K, C, H, W): where the descent of the last ``count`` next frames starts
@@ -85,13 +90,14 @@ class VideoObjective(EnergyObjective, HubModel):
         """(B, t, C, H, W) -> (the next frame (B, 1, C, H, W), forward and backward passes per clip, steps)."""
         batch = frames.shape[0]
         context = frames.repeat(best_of, 1, 1, 1, 1)  # (N B, t, C, H, W): start n of clip b at row n B + b
+        memory = self.model.encode_context(frames).repeat(best_of)  # the real stream, once for every step
         start = self.starts(context, 1, generator)
         if best_of > 1 and self.cfg.prediction.start == "last-frame":
             jitter = torch.randn(start.shape, generator=generator).to(start) * start_noise
             start = start + torch.cat([torch.zeros_like(jitter[:batch]), jitter[batch:]])
         trajectory = minimize_energy(
             self.model,
-            context,
+            memory,
             start,
             step_size,
             num_steps,
