@@ -1,162 +1,96 @@
-"""Gradio app: watch the image EBT think. ``ebt-vision demo`` or ``python -m apps.demo``.
+"""Gradio app: watch the EBTs think. ``ebt-vision demo`` or ``python -m apps.demo``.
 
-A thin layer over ``ebt_vision.image.visualize``: pick a held-out sample photo or upload one, choose the noise, the
-number of descent steps, the step-size scale and best-of-N, and see every refinement step with its per-patch energy
-map and gradient-magnitude map (each with a colour bar), energy and PSNR per step, and the DiT baseline on the same
-noisy input with its pass count. Everything runs offline from the shipped checkpoints.
+Three tabs, each a thin layer over library functions that are tested without a browser: **Image** (denoising, step
+by step, with energy and gradient maps and the DiT baseline; ``apps/image_tab.py``), **Video** (next-frame prediction
+with every descent step, energy maps per predicted frame and the baselines; ``apps/video_tab.py``) and **Text**
+(generation with every token coloured by its energy, beside the Transformer++; ``apps/text_tab.py``). Everything runs
+offline. A video or text tab whose checkpoint is missing says where it looked and which command trains one.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
+import sys
+from typing import TYPE_CHECKING
+
+from .image_tab import DEFAULT_DIT, DEFAULT_EBT, ImageTab, build_image_tab
+from .text_tab import DEFAULT_TEXT_EBT, DEFAULT_TEXT_TRANSFORMER, TextTab, build_text_tab, open_text_tab
+from .video_tab import (
+    DEFAULT_VIDEO_DIT,
+    DEFAULT_VIDEO_EBT,
+    DEFAULT_VIDEO_TRANSFORMER,
+    VideoTab,
+    build_video_tab,
+    open_video_tab,
+)
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
 
-DEFAULT_EBT = "checkpoints/ebt-image-s"
-DEFAULT_DIT = "checkpoints/dit-image-s"
-DEFAULT_SAMPLE = "skimage:astronaut"
-SAMPLE_SIDE = 256  # sample photos are shown at 256 px: an interactive CPU denoise
+__all__ = ["ImageTab", "VideoTab", "TextTab", "build_app", "add_arguments", "launch", "main"]
+MAX_UPLOAD = "100mb"  # the largest upload any tab takes (a video); each tab checks its own, smaller limits
 
 
-class ImageTab:
-    """The image tab's handler, independent of Gradio so tests can call it directly."""
-
-    def __init__(self, ebt_path: str | Path = DEFAULT_EBT, dit_path: str | Path | None = DEFAULT_DIT) -> None:
-        from ebt_vision.image.data import held_out_photos
-        from ebt_vision.image.dit import load_dit
-        from ebt_vision.image.inference import load_denoiser
-
-        self.objective = load_denoiser(ebt_path)
-        self.dit = load_dit(dit_path) if dit_path else None
-        self.samples = {photo.name: photo.image for photo in held_out_photos(max_side=SAMPLE_SIDE)}
-
-    def run(
-        self,
-        sample: str | None,
-        upload: str | None,
-        sigma: float,
-        steps: int,
-        step_scale: float,
-        best_of: int,
-        dit_steps: int,
-        seed: int = 0,
-        fast: bool = True,
-    ):
-        """-> (clean, noisy, step gallery, EBT result, DiT result, energy/PSNR figure, summary markdown)."""
-        from ebt_vision.core.errors import InputError
-        from ebt_vision.image.data import to_uint8
-        from ebt_vision.image.visualize import (
-            denoise_story,
-            load_upload,
-            prepare_image,
-            story_figure,
-            story_frames,
-            story_summary,
-        )
-
-        if upload:  # an upload wins over the sample, and the summary says which was used
-            image, notes = load_upload(upload)
-            notes = [f"your upload {Path(upload).name} (clear it to use the sample photos)", *notes]
-        elif sample in self.samples:
-            image, notes = prepare_image(self.samples[sample])
-            notes = [f"sample photo {sample} (held out from training)", *notes]
-        else:
-            raise InputError("pick a sample photo or upload one")
-        story = denoise_story(
-            self.objective,
-            image,
-            float(sigma),
-            int(steps),
-            float(step_scale),
-            int(best_of),
-            dit=self.dit,
-            dit_steps=None if int(dit_steps) == 0 else int(dit_steps),
-            seed=int(seed),
-            tile_overlap=1 if fast else 2,
-        )
-        story.notes = notes + story.notes
-        dit = to_uint8(story.dit) if story.dit is not None else None
-        return (
-            to_uint8(story.clean) if story.clean is not None else None,
-            to_uint8(story.noisy),
-            story_frames(story),
-            to_uint8(story.final),
-            dit,
-            story_figure(story),
-            story_summary(story),
-        )
-
-
-def build_app(tab: ImageTab):
+def build_app(image: ImageTab, video: VideoTab | str | None = None, text: TextTab | str | None = None) -> gr.Blocks:
+    """The Gradio app: the image tab, and the video and text tabs when given (a handler, or the message a tab shows
+    in place of a model it could not load)."""
     import gradio as gr
-
-    from ebt_vision.core.errors import InputError
-    from ebt_vision.image.visualize import MAX_BEST_OF, MAX_STEPS
-
-    def handler(*args):
-        try:
-            return tab.run(*args)
-        except InputError as error:  # a clear message in the UI; no stack trace there or in the console
-            raise gr.Error(str(error), print_exception=False) from None
 
     with gr.Blocks(title="ebt-vision: watch the model think") as app:
         gr.Markdown(
             "# ebt-vision · watch the model think\n"
-            "An energy-based transformer denoises by **gradient descent on its energy**. Each step below shows the "
-            "candidate, its per-patch energy (bright = the model finds this patch implausible) and the gradient "
-            "magnitude that moves it. The DiT baseline denoises the same noisy image by DDIM from the timestep of the "
-            "estimated noise. Video and text tabs arrive with the video-prediction and text modules."
+            "An energy-based transformer does not output its answer: it **finds** it, by gradient descent on a learned "
+            "energy. Each tab shows every step of that descent, where the model is unsure, and a baseline beside it."
         )
-        with gr.Tab("Image"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    sample = gr.Dropdown(list(tab.samples), value=DEFAULT_SAMPLE, label="Sample photo (held out)")
-                    # no file-type filter: a rejected file would silently leave the sample in use; the handler says why
-                    upload = gr.File(label="…or upload a photo (≤ 20 MiB; downscaled to 384 px)")
-                    sigma = gr.Slider(0, 100, value=25, step=1, label="Noise sigma (0-255 scale)")
-                    steps = gr.Slider(1, MAX_STEPS, value=2, step=1, label="EBT descent steps (trained with 1-2)")
-                    step_scale = gr.Slider(0.1, 4.0, value=1.0, step=0.1, label="Step-size scale")
-                    best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best-of-N (lowest energy wins)")
-                    dit_steps = gr.Slider(0, 100, value=2, step=1, label="DiT DDIM steps (0 = all)")
-                    seed = gr.Number(0, precision=0, label="Noise seed", elem_id="seed")
-                    fast = gr.Checkbox(True, label="Fast tiling: tiles side by side (4x faster, ~0.15 dB lower)")
-                    run = gr.Button("Denoise", variant="primary", elem_id="denoise-button")
-                with gr.Column(scale=2):
-                    summary = gr.Markdown(elem_id="summary")
-                    with gr.Row():
-                        clean = gr.Image(label="Clean", type="numpy", interactive=False)
-                        noisy = gr.Image(label="Noisy", type="numpy", interactive=False)
-                        ebt = gr.Image(label="EBT result", type="numpy", interactive=False)
-                        dit = gr.Image(label="DiT result", type="numpy", interactive=False)
-                    plot = gr.Plot(label="Energy and PSNR per step")
-            gallery = gr.Gallery(
-                label="Every step: candidate · energy per patch · |dE/dx| (each map has its colour bar)",
-                columns=3,
-                height="auto",
-                object_fit="contain",
-                elem_id="steps",
-            )
-            run.click(
-                handler,
-                [sample, upload, sigma, steps, step_scale, best_of, dit_steps, seed, fast],
-                [clean, noisy, gallery, ebt, dit, plot, summary],
-            )
+        build_image_tab(image)
+        if video is not None:
+            build_video_tab(video)
+        if text is not None:
+            build_text_tab(text)
     return app
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The app's options, shared by ``ebt-vision demo`` and ``python -m apps.demo``."""
     parser.add_argument("--checkpoint", default=DEFAULT_EBT, help="image EBT: model folder or .safetensors")
-    parser.add_argument("--dit-checkpoint", default=DEFAULT_DIT, help="DiT baseline checkpoint ('' for none)")
+    parser.add_argument("--dit-checkpoint", default=DEFAULT_DIT, help="image DiT baseline checkpoint ('' for none)")
+    parser.add_argument("--video-checkpoint", default=DEFAULT_VIDEO_EBT, help="video EBT: model folder or .safetensors")
+    parser.add_argument("--video-transformer-checkpoint", default=DEFAULT_VIDEO_TRANSFORMER,
+                        help="video plain-transformer baseline ('' for none)")  # fmt: skip
+    parser.add_argument("--video-dit-checkpoint", default=DEFAULT_VIDEO_DIT, help="video DiT baseline ('' for none)")
+    parser.add_argument("--text-checkpoint", default=DEFAULT_TEXT_EBT, help="text EBT: model folder with its tokenizer")
+    parser.add_argument("--text-transformer-checkpoint", default=DEFAULT_TEXT_TRANSFORMER,
+                        help="text Transformer++ baseline ('' for none)")  # fmt: skip
+    parser.add_argument("--threads", type=_positive, default=1,
+                        help="PyTorch threads per computation (more only on an idle many-core machine: on a busy "
+                        "2-core CPU, two threads waiting on each other made an image-tab click 8x slower and a tiny "
+                        "text model's 200x)")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="interface to serve on (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on")
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
 def launch(args: argparse.Namespace) -> int:
-    app = build_app(ImageTab(args.checkpoint, args.dit_checkpoint or None))
-    app.launch(server_name=args.host, server_port=args.port, show_error=True)
+    """Load the models (a video or text tab without its model shows why), build the app and serve it."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    video = open_video_tab(args.video_checkpoint, args.video_transformer_checkpoint, args.video_dit_checkpoint)
+    text = open_text_tab(args.text_checkpoint, args.text_transformer_checkpoint)
+    for name, tab in (("video", video), ("text", text)):
+        if isinstance(tab, str):  # one line on the console too: the app still starts
+            print(f"{name} tab unavailable: {tab.splitlines()[-1]}", file=sys.stderr)
+    app = build_app(ImageTab(args.checkpoint, args.dit_checkpoint or None), video, text)
+    app.launch(server_name=args.host, server_port=args.port, show_error=True, max_file_size=MAX_UPLOAD)
     return 0
 
 

@@ -1,10 +1,13 @@
 """A real browser test of the Gradio app: headless Chromium (Debian package) driven by Playwright.
 
-It starts the app on the shipped checkpoints, runs a denoise on a sample photo, waits for the steps gallery, the
-energy maps and the summary, and saves a screenshot (under the test's tmp folder, and under $EBT_SCREENSHOT_DIR when
-set). A second click with the default settings (another noise seed) is timed from the click to the updated summary,
-as a user sees it; the seconds are written beside the screenshot (click-latency.txt). Skipped with the reason when
-Chromium or Playwright is missing.
+One app serves every test of this file: the shipped image checkpoints, and tiny untrained video and text checkpoints
+written by the test and passed by option (the shipped video and text models may not exist yet). The image test runs
+a denoise on a sample photo and waits for the steps gallery, the energy maps and the summary; the video test predicts
+a Moving MNIST test clip and waits for the strips, the energy maps and the summary; the text test generates from the
+default prompt and checks every token is coloured, then that an empty prompt gives its message. Each then times a
+second click with the default settings (another seed) from the click to the updated summary, as a user sees it, and
+saves a screenshot and the seconds (under the test's tmp folder, and under $EBT_SCREENSHOT_DIR when set). Skipped
+with the reason when Chromium or Playwright is missing.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.test_app_video_text import tiny_text_checkpoints, tiny_video_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/lib/chromium/chromium") if p and Path(p).exists()), None)
@@ -40,13 +45,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app_url(tmp_path):
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The app's URL and its log file (everything it printed)."""
+    folder = tmp_path_factory.mktemp("app")
+    video, text = tiny_video_checkpoints(folder), tiny_text_checkpoints(folder)
+    options = ["--video-checkpoint", video["ebt"], "--video-transformer-checkpoint", video["transformer"],
+               "--video-dit-checkpoint", video["dit"], "--text-checkpoint", text["ebt"],
+               "--text-transformer-checkpoint", text["transformer"]]  # fmt: skip
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(tmp_path / "app.log", "w")  # noqa: SIM115 - closed below
+    log_path = folder / "app.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "apps.demo", "--port", str(port)],
+        [sys.executable, "-m", "apps.demo", "--port", str(port), *map(str, options)],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -56,7 +68,7 @@ def app_url(tmp_path):
     try:
         for _ in range(240):
             if process.poll() is not None:
-                pytest.fail(f"the app exited: {(tmp_path / 'app.log').read_text()[-2000:]}")
+                pytest.fail(f"the app exited: {log_path.read_text()[-2000:]}")
             try:
                 urllib.request.urlopen(url, timeout=1)
                 break
@@ -64,40 +76,87 @@ def app_url(tmp_path):
                 time.sleep(0.5)
         else:
             pytest.fail("the app did not start within 120 s")
-        yield url
+        yield url, log_path
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
 
 
-def test_denoise_in_the_browser_shows_steps_and_energy_maps(app_url, tmp_path):
+@pytest.fixture
+def page(app):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1300})
-        page.goto(app_url, wait_until="domcontentloaded")
-        page.locator("#denoise-button").click()
-        summary = page.locator("#summary")
-        summary.get_by_text("descent steps").wait_for(timeout=180_000)
-        assert "forward" in summary.inner_text() and "DiT" in summary.inner_text()
-        gallery = page.locator("#steps img")
-        gallery.first.wait_for(timeout=60_000)
-        assert gallery.count() >= 3 + 3 + 2  # 3 candidates, their energy maps, the 2 gradient maps of the steps
-        # the default click, timed as a user sees it (the first click above paid the one-off warm-up)
-        page.locator("#seed input").fill("1")
-        started = time.perf_counter()
-        page.locator("#denoise-button").click()
-        summary.get_by_text("noise seed 1").wait_for(timeout=120_000)
-        latency = time.perf_counter() - started
-        page.wait_for_timeout(1000)  # let the images finish painting before the screenshot
-        folders = [tmp_path] + (
-            [Path(os.environ["EBT_SCREENSHOT_DIR"])] if os.environ.get("EBT_SCREENSHOT_DIR") else []
-        )
-        for folder in folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(folder / "app-image-tab.png"), full_page=True)
-            (folder / "click-latency.txt").write_text(f"{latency:.2f} s from click to updated summary\n")
-        print(f"default click: {latency:.2f} s")
-        assert (tmp_path / "app-image-tab.png").stat().st_size > 50_000
-        assert latency < 10, f"the default click took {latency:.1f} s (goal: under 3 s on a 2-core CPU)"
+        page.goto(app[0], wait_until="domcontentloaded")
+        yield page
         browser.close()
+
+
+def _save(page, tmp_path: Path, name: str, latency: float) -> None:
+    """A full-page screenshot and the click latency, beside the test and in $EBT_SCREENSHOT_DIR when set."""
+    page.wait_for_timeout(1000)  # let the images finish painting before the screenshot
+    folders = [tmp_path] + ([Path(os.environ["EBT_SCREENSHOT_DIR"])] if os.environ.get("EBT_SCREENSHOT_DIR") else [])
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"app-{name}-tab.png"), full_page=True)
+        stem = "click-latency" if name == "image" else f"{name}-click-latency"
+        (folder / f"{stem}.txt").write_text(f"{latency:.2f} s from click to updated summary\n")
+    print(f"{name} tab, default click: {latency:.2f} s")
+    assert (tmp_path / f"app-{name}-tab.png").stat().st_size > 50_000
+
+
+def _timed_click(page, seed_field: str, button: str, summary, expected: str) -> float:
+    """Seconds from a click (after setting the seed) to the summary showing ``expected``."""
+    page.locator(f"{seed_field} input").fill("1")
+    started = time.perf_counter()
+    page.locator(button).click()
+    summary.get_by_text(expected).wait_for(timeout=120_000)
+    return time.perf_counter() - started
+
+
+def test_denoise_in_the_browser_shows_steps_and_energy_maps(page, tmp_path):
+    page.locator("#denoise-button").click()
+    summary = page.locator("#summary")
+    summary.get_by_text("descent steps").wait_for(timeout=180_000)
+    assert "forward" in summary.inner_text() and "DiT" in summary.inner_text()
+    gallery = page.locator("#steps img")
+    gallery.first.wait_for(timeout=60_000)
+    assert gallery.count() >= 3 + 3 + 2  # 3 candidates, their energy maps, the 2 gradient maps of the steps
+    # the default click, timed as a user sees it (the first click above paid the one-off warm-up)
+    latency = _timed_click(page, "#seed", "#denoise-button", summary, "noise seed 1")
+    _save(page, tmp_path, "image", latency)
+    assert latency < 10, f"the default click took {latency:.1f} s (goal: under 3 s on a 2-core CPU)"
+
+
+def test_video_tab_in_the_browser_shows_strips_maps_and_baselines(page, tmp_path):
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-button").click()
+    summary = page.locator("#video-summary")
+    summary.get_by_text("descent steps per frame").wait_for(timeout=120_000)
+    for name in ("copy-last", "transformer", "DiT", "mean PSNR"):
+        assert name in summary.inner_text()
+    for strip in ("#video-context img", "#video-comparison img", "#video-steps img"):
+        page.locator(strip).first.wait_for(timeout=60_000)
+    page.locator("#video-maps img").first.wait_for(timeout=60_000)
+    assert page.locator("#video-maps img").count() == 3  # one energy map per predicted frame (the tiny horizon)
+    latency = _timed_click(page, "#video-seed", "#video-button", summary, "seed 1")
+    _save(page, tmp_path, "video", latency)
+    assert latency < 10, f"the default video click took {latency:.1f} s on tiny checkpoints"
+
+
+def test_text_tab_in_the_browser_colours_tokens_and_refuses_an_empty_prompt(page, app, tmp_path):
+    page.get_by_role("tab", name="Text").click()
+    page.locator("#text-button").click()
+    summary = page.locator("#text-summary")
+    summary.get_by_text("descent steps per token").wait_for(timeout=120_000)
+    assert "Transformer++" in summary.inner_text()
+    assert page.locator("#ebt-tokens span[title]").count() == 40  # every new token, coloured by its energy
+    assert page.locator("#transformer-tokens").is_visible()
+    latency = _timed_click(page, "#text-seed", "#text-button", summary, "seed 1")
+    _save(page, tmp_path, "text", latency)
+    assert latency < 10, f"the default text click took {latency:.1f} s on tiny checkpoints"
+    page.locator("#text-prompt textarea").fill("")
+    page.locator("#text-button").click()
+    page.get_by_text("the prompt is empty").first.wait_for(timeout=30_000)
+    assert "Traceback" not in app[1].read_text()  # a user error is a message, not a stack trace on the console

@@ -1,0 +1,155 @@
+"""The text tab: watch the text EBT write. A thin layer over ``ebt_vision.text.visualize``.
+
+Give a prompt, choose the length, temperature, descent steps and best-of-N, and read the EBT's continuation with every
+token coloured by its energy (its uncertainty), beside the Transformer++ baseline's continuation of the same prompt,
+with the passes and seconds each spent.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import partial
+from pathlib import Path
+
+from .common import find_checkpoint, unavailable_message, without_traceback
+
+DEFAULT_TEXT_EBT = "checkpoints/text-sotu-s"
+DEFAULT_TEXT_TRANSFORMER = "checkpoints/text-sotu-s-transformer"
+TEXT_CONFIG = "configs/text-cpu.yaml"
+MAX_TOKENS = 200  # the UI's limit on new tokens: a CPU click stays interactive
+DEFAULT_TOKENS = 40
+# in distribution (State of the Union addresses) first, then out of it (Shakespeare, the World English Bible)
+EXAMPLE_PROMPTS = [
+    "The state of our Union is",
+    "Fellow citizens of the Senate and House of Representatives:",
+    "To be, or not to be, that is the question:",
+    "In the beginning, God created the heavens and the earth.",
+]
+
+
+def train_command(kind: str, path: str | Path) -> str:
+    """The command that trains the ``kind`` text model into ``path``."""
+    model = "" if kind == "ebt" else f" --model {kind}"
+    return f"ebt-vision train --config {TEXT_CONFIG}{model} --out {path}"
+
+
+class TextTab:
+    """The text tab's handler, independent of Gradio so tests can call it directly.
+
+    The EBT checkpoint is required (a ``UserError`` naming the path and the training command otherwise); without the
+    Transformer++ checkpoint the tab shows the EBT alone and says why.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path = DEFAULT_TEXT_EBT,
+        transformer_checkpoint: str | Path | None = DEFAULT_TEXT_TRANSFORMER,
+    ) -> None:
+        from ebt_vision.core.errors import UserError
+        from ebt_vision.text.checkpoints import load_text_ebt, load_transformer
+
+        path = find_checkpoint(checkpoint, "text EBT", train_command("ebt", checkpoint), "--text-checkpoint")
+        self.objective, self.tokenizer = load_text_ebt(path)
+        self.transformer = self.transformer_tokenizer = None
+        self.missing = ""  # why there is no baseline, shown in its place
+        if transformer_checkpoint:
+            what, option = "Transformer++ text baseline", "--text-transformer-checkpoint"
+            command = train_command("transformer", transformer_checkpoint)
+            try:
+                found = find_checkpoint(transformer_checkpoint, what, command, option)
+                self.transformer, self.transformer_tokenizer = load_transformer(found)
+            except UserError as error:
+                self.missing = str(error)
+
+    @property
+    def trained_steps(self) -> int:
+        return self.objective.cfg.descent.num_steps
+
+    def run(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        steps: int,
+        best_of: int,
+        seed: int = 0,
+    ) -> tuple[str, str, str]:
+        """-> (the EBT's continuation as HTML coloured by energy, the baseline's as HTML, summary markdown)."""
+        from ebt_vision.core.errors import InputError
+        from ebt_vision.text.visualize import continue_prompt, energy_html, plain_html, text_summary
+
+        if not 1 <= int(max_new_tokens) <= MAX_TOKENS:
+            raise InputError(f"new tokens must be in [1, {MAX_TOKENS}], got {max_new_tokens}")
+        story = continue_prompt(
+            self.objective,
+            self.tokenizer,
+            prompt,
+            int(max_new_tokens),
+            float(temperature),
+            int(steps),
+            int(best_of),
+            int(seed),
+            self.transformer,
+            self.transformer_tokenizer,
+        )
+        ebt = energy_html(story.prompt, story.ebt.pieces, story.ebt.energies)
+        if story.transformer is not None:
+            baseline = plain_html(story.prompt, story.transformer.text)
+        else:
+            baseline = f"<p>{html.escape(self.missing or 'No Transformer++ baseline given.')}</p>"
+        return ebt, baseline, text_summary(story)
+
+
+def open_text_tab(
+    checkpoint: str | Path | None = DEFAULT_TEXT_EBT,
+    transformer_checkpoint: str | Path | None = DEFAULT_TEXT_TRANSFORMER,
+) -> TextTab | str:
+    """The tab's handler, or (when the EBT cannot be loaded) the Markdown message the tab shows instead."""
+    from ebt_vision.core.errors import UserError
+
+    try:
+        return TextTab(checkpoint or "", transformer_checkpoint)
+    except UserError as error:
+        return unavailable_message("text", str(error))
+
+
+def build_text_tab(tab: TextTab | str) -> None:
+    """The text tab's components and events (or its message), inside the app's ``gr.Blocks``."""
+    import gradio as gr
+
+    from ebt_vision.text.generate import MAX_PROMPT_CHARS
+    from ebt_vision.text.visualize import MAX_BEST_OF, MAX_STEPS
+
+    with gr.Tab("Text"):
+        if isinstance(tab, str):
+            gr.Markdown(tab, elem_id="text-unavailable")
+            return
+        trained = tab.trained_steps
+        gr.Markdown(
+            "The text EBT chooses each next token by **descending its energy** over the next-token distribution. "
+            "Each generated token is coloured by the energy it ended with: the model's own uncertainty. The "
+            "Transformer++ baseline (same size, same tokens) continues the same prompt."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                prompt = gr.Textbox(EXAMPLE_PROMPTS[0], lines=3, label=f"Prompt (up to {MAX_PROMPT_CHARS} characters)",
+                                    elem_id="text-prompt")  # fmt: skip
+                gr.Examples([[p] for p in EXAMPLE_PROMPTS], [prompt], label="In distribution, then out of it")
+                tokens = gr.Slider(1, MAX_TOKENS, value=DEFAULT_TOKENS, step=1, label="New tokens")
+                temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)")
+                steps = gr.Slider(1, MAX_STEPS, value=min(trained, MAX_STEPS), step=1,
+                                  label=f"EBT descent steps per token (trained with {trained})")  # fmt: skip
+                best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best-of-N per token (lowest energy wins)")
+                seed = gr.Number(0, precision=0, label="Seed (sampling, best-of-N starts)", elem_id="text-seed")
+                run = gr.Button("Generate", variant="primary", elem_id="text-button")
+            with gr.Column(scale=2):
+                summary = gr.Markdown(elem_id="text-summary")
+                html_box = partial(gr.HTML, show_label=True, container=True, js_on_load=None)  # no click handler needed
+                with gr.Row():
+                    ebt = html_box(label="EBT: each token coloured by its energy")
+                    baseline = html_box(label="Transformer++ baseline")
+        run.click(
+            without_traceback(tab.run),
+            [prompt, tokens, temperature, steps, best_of, seed],
+            [ebt, baseline, summary],
+        )

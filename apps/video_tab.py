@@ -1,0 +1,218 @@
+"""The video tab: watch the video EBT predict the next frames. A thin layer over ``ebt_vision.video.visualize``.
+
+Pick a test clip (Moving MNIST test sequences, real test footage; no model trained on either) or upload a video,
+choose the horizon, the descent steps and best-of-N, and see the context, each predicted frame after every descent
+step, the per-patch energy map of every predicted frame, the baselines' predictions of the same context (copy-last,
+the plain transformer and the DiT when their checkpoints exist), PSNR per horizon step and the passes each spent.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .common import find_checkpoint, unavailable_message, without_traceback
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import Tensor
+
+DEFAULT_VIDEO_EBT = "checkpoints/video-mmnist-s"
+DEFAULT_VIDEO_TRANSFORMER = "checkpoints/video-mmnist-s-transformer"
+DEFAULT_VIDEO_DIT = "checkpoints/video-mmnist-s-dit"
+VIDEO_CONFIG = "configs/video-mmnist-cpu.yaml"
+OPTIONS = {
+    "ebt": "--video-checkpoint",
+    "transformer": "--video-transformer-checkpoint",
+    "dit": "--video-dit-checkpoint",
+}
+NAMES = {"ebt": "video EBT", "transformer": "plain-transformer video baseline", "dit": "DiT video baseline"}
+MAX_DIT_STEPS = 50
+
+
+def train_command(kind: str, path: str | Path) -> str:
+    """The command that trains the ``kind`` video model into ``path``."""
+    model = "" if kind == "ebt" else f" --model {kind}"
+    return f"ebt-vision train --config {VIDEO_CONFIG}{model} --out {path}"
+
+
+def _checkpoint(kind: str, path: str | Path | None) -> Path:
+    return find_checkpoint(path, NAMES[kind], train_command(kind, path), OPTIONS[kind])
+
+
+class VideoTab:
+    """The video tab's handler, independent of Gradio so tests can call it directly.
+
+    The EBT checkpoint is required (a ``UserError`` naming the path and the training command otherwise); a baseline
+    whose checkpoint is missing, unreadable or made for other frames is left out, and every summary says why.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path = DEFAULT_VIDEO_EBT,
+        transformer_checkpoint: str | Path | None = DEFAULT_VIDEO_TRANSFORMER,
+        dit_checkpoint: str | Path | None = DEFAULT_VIDEO_DIT,
+    ) -> None:
+        from ebt_vision.video.loading import load_video_model
+        from ebt_vision.video.visualize import sample_clips
+
+        self.objective = load_video_model(_checkpoint("ebt", checkpoint), "ebt")
+        self.cfg = self.objective.cfg
+        self.notes: list[str] = []
+        self.transformer = self._baseline("transformer", transformer_checkpoint)
+        self.dit = self._baseline("dit", dit_checkpoint)
+        self.samples, sample_notes = sample_clips(self.cfg)
+        self.notes += sample_notes
+
+    def _baseline(self, kind: str, path: str | Path | None):
+        from ebt_vision.core.errors import UserError
+        from ebt_vision.video.loading import load_video_model
+
+        if not path:  # left out on purpose ('' on the command line)
+            return None
+        try:
+            model = load_video_model(_checkpoint(kind, path), kind)
+        except UserError as error:
+            self.notes.append(f"{NAMES[kind]} left out: {error}")
+            return None
+        mine, theirs = self.cfg, model.cfg
+        if (theirs.data.frame_size, theirs.model.channels) != (mine.data.frame_size, mine.model.channels):
+            self.notes.append(f"{NAMES[kind]} left out: it predicts {theirs.data.frame_size} px frames with "
+                              f"{theirs.model.channels} channels, the EBT {mine.data.frame_size} px with "
+                              f"{mine.model.channels}")  # fmt: skip
+            return None
+        return model
+
+    @property
+    def context_frames(self) -> int:
+        return self.cfg.data.context_frames
+
+    def clip(self, sample: str | None, upload: str | None, horizon: int) -> tuple[Tensor, Tensor, str, list[str]]:
+        """-> (context (T, C, S, S), truth (H', C, S, S), clip name, notes): an upload wins over the sample."""
+        from ebt_vision.core.errors import InputError
+        from ebt_vision.video.visualize import load_video_upload
+
+        if upload:
+            data = self.cfg.data
+            frames = self.context_frames + horizon
+            clip, notes = load_video_upload(upload, frames, data.frame_size, self.cfg.model.channels, data.stride)
+            name = Path(upload).name
+            notes = [f"your upload {name} (clear it to use the sample clips): {notes[0]}", *notes[1:]]
+        elif sample in self.samples:
+            clip, name, notes = self.samples[sample], sample, ["a test-split clip: no model was trained on it"]
+        else:
+            raise InputError("pick a sample clip or upload a video")
+        return clip[: self.context_frames], clip[self.context_frames :], name, notes
+
+    def run(
+        self,
+        sample: str | None,
+        upload: str | None,
+        horizon: int,
+        steps: int,
+        best_of: int,
+        dit_steps: int,
+        seed: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, object, str]:
+        """-> (context strip, predictions-vs-truth strip, descent-steps strip, energy-map gallery, PSNR/energy
+        figure, summary markdown)."""
+        from ebt_vision.video.rollout import copy_last_frame
+        from ebt_vision.video.visualize import (
+            comparison_strip,
+            context_strip,
+            energy_map_frames,
+            horizon_figure,
+            predict_story,
+            steps_strip,
+            story_summary,
+        )
+
+        horizon, seed = int(horizon), int(seed)
+        context, truth, name, notes = self.clip(sample, upload, horizon)
+        baselines = {"copy-last": copy_last_frame}
+        if self.transformer is not None:
+            baselines["transformer"] = self.transformer.rollout
+        if self.dit is not None:
+            baselines[f"DiT {int(dit_steps)} DDIM"] = partial(self.dit.rollout, num_steps=int(dit_steps), seed=seed)
+        story = predict_story(self.objective, context, horizon, truth, int(steps), int(best_of), baselines, seed)
+        story.name, story.notes = name, notes + self.notes
+        return (
+            context_strip(story),
+            comparison_strip(story),
+            steps_strip(story),
+            energy_map_frames(story),
+            horizon_figure(story),
+            story_summary(story),
+        )
+
+
+def open_video_tab(
+    checkpoint: str | Path | None = DEFAULT_VIDEO_EBT,
+    transformer_checkpoint: str | Path | None = DEFAULT_VIDEO_TRANSFORMER,
+    dit_checkpoint: str | Path | None = DEFAULT_VIDEO_DIT,
+) -> VideoTab | str:
+    """The tab's handler, or (when the EBT cannot be loaded) the Markdown message the tab shows instead."""
+    from ebt_vision.core.errors import UserError
+
+    try:
+        return VideoTab(checkpoint or "", transformer_checkpoint, dit_checkpoint)
+    except UserError as error:
+        return unavailable_message("video", str(error))
+
+
+def build_video_tab(tab: VideoTab | str) -> None:
+    """The video tab's components and events (or its message), inside the app's ``gr.Blocks``."""
+    import gradio as gr
+
+    from ebt_vision.video.visualize import MAX_BEST_OF, MAX_STEPS
+
+    with gr.Tab("Video"):
+        if isinstance(tab, str):
+            gr.Markdown(tab, elem_id="video-unavailable")
+            return
+        cfg = tab.cfg
+        trained = cfg.descent.num_steps
+        gr.Markdown(
+            f"The video EBT predicts each next frame by **descending its energy** from the last frame, "
+            f"{tab.context_frames} real frames in, one frame at a time (each prediction joins the context of the "
+            "next). Below: every descent step of every predicted frame, where the model is unsure (energy per "
+            "patch), and the baselines on the same context."
+        )
+        if tab.notes:  # baselines left out, sample sources unavailable: said before the first click too
+            gr.Markdown("\n\n".join(f"*{note}*" for note in tab.notes))
+        with gr.Row():
+            with gr.Column(scale=1):
+                first = next(iter(tab.samples), None)
+                sample = gr.Dropdown(list(tab.samples), value=first, label="Sample clip (test split, never trained on)")
+                upload = gr.File(label=f"…or upload a video (≤ 100 MiB; its first {tab.context_frames} + horizon "
+                                       "frames are used)")  # fmt: skip
+                horizon = gr.Slider(1, cfg.horizon, value=cfg.horizon, step=1, label="Horizon: frames to predict")
+                steps = gr.Slider(1, MAX_STEPS, value=min(trained, MAX_STEPS), step=1,
+                                  label=f"EBT descent steps per frame (trained with {trained})")  # fmt: skip
+                best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best-of-N per frame (lowest energy wins)")
+                dit_default = min(tab.dit.cfg.dit.sampling_steps, MAX_DIT_STEPS) if tab.dit is not None else 1
+                dit_steps = gr.Slider(1, MAX_DIT_STEPS, value=dit_default, step=1, label="DiT DDIM steps per frame",
+                                      visible=tab.dit is not None)  # fmt: skip
+                seed = gr.Number(0, precision=0, label="Seed (best-of-N starts, DiT noise)", elem_id="video-seed")
+                run = gr.Button("Predict", variant="primary", elem_id="video-button")
+            with gr.Column(scale=2):
+                summary = gr.Markdown(elem_id="video-summary")
+                plot = gr.Plot(label="PSNR and energy per predicted frame")
+        image = partial(gr.Image, type="numpy", format="png", interactive=False)
+        context = image(label="Context: the real frames the models see", elem_id="video-context")
+        comparison = image(label="Predictions beside the truth (red frame = predicted)", elem_id="video-comparison")
+        descent = image(label="EBT descent: each predicted frame after every step", elem_id="video-steps")
+        maps = gr.Gallery(
+            label="Energy per patch of each predicted frame (bright = implausible; each map has its colour bar)",
+            columns=5,
+            height="auto",
+            object_fit="contain",
+            format="png",
+            elem_id="video-maps",
+        )
+        run.click(
+            without_traceback(tab.run),
+            [sample, upload, horizon, steps, best_of, dit_steps, seed],
+            [context, comparison, descent, maps, plot, summary],
+        )
