@@ -455,3 +455,11 @@ def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
     torch.testing.assert_close(first.predictions, second.predictions)
     with pytest.raises(ValueError, match="video model must be one of"):
         load_video_model(tmp_path / "runs" / "ebt", "nonsense")
+
+
+def test_small_frame_sizes_decode_even_where_decord_cannot_scale_to_them(tmp_path):
+    """decord 0.6 fails to decode some videos straight to very small sizes (e.g. 128x128 to 16): the reader then
+    decodes at full size and resizes itself."""
+    frames = (np.random.default_rng(0).random((8, 128, 128, 3)) * 255).astype(np.uint8)
+    clip = read_clip(write_mjpeg_avi(tmp_path / "square.avi", frames), 4, frame_size=16)
+    assert clip.shape == (4, 1, 16, 16) and clip.min() >= -1 and clip.max() <= 1

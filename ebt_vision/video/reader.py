@@ -86,11 +86,17 @@ class DecordVideo:
         return self.scaled[shorter]
 
     def read(self, indices: Sequence[int], shorter: int | None = None) -> np.ndarray:
+        """Frames (n, H, W, 3) uint8, decoded already scaled when ``shorter`` is given (the caller resizes what is not:
+        decord 0.6 fails to scale some videos down to very small sizes, e.g. 128x128 to 16, so a failed scaled decode
+        falls back to full size)."""
         import decord
 
         try:
             return self._reader(shorter).get_batch(list(indices)).asnumpy()
         except (RuntimeError, decord.DECORDError) as error:
+            if shorter is not None:
+                self.scaled.pop(shorter, None)
+                return self.read(indices, None)
             raise InputError(
                 f"cannot decode frames of {self.path} ({_decord_failure(error)}); is it corrupt or truncated?"
             ) from None
