@@ -64,3 +64,15 @@ def test_bf16_training_step_on_cuda(tiny_cfg):
     out.loss.backward()
     grads = [p.grad for p in objective.parameters() if p.requires_grad]
     assert torch.isfinite(out.loss) and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_the_truncated_descent_costs_fewer_flops_than_the_full_graph():
+    """descent.graph_steps=1: of 4 descent steps only the last carries the second-order graph."""
+    from dataclasses import replace
+
+    from ebt_vision.experiments.bench import BenchCase, run_case
+
+    fast = BenchCase("ebt", 4, "EBT-T/4", 16, 2, "cpu", False, "fast", "train", warmup=0, repeats=1)
+    full, truncated = run_case(fast), run_case(replace(fast, variant="truncated"))
+    assert full["status"] == truncated["status"] == "ok"
+    assert truncated["gflop_per_step"] < 0.75 * full["gflop_per_step"]

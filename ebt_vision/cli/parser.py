@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", nargs="+", help="default: cpu, and cuda when available")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per case (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
-    p.add_argument("--variants", nargs="+", default=["naive", "fast", "checkpoint"],
-                   choices=["naive", "fast", "checkpoint", "compiled"],
+    p.add_argument("--variants", nargs="+", default=["naive", "fast", "checkpoint", "truncated"],
+                   choices=["naive", "fast", "checkpoint", "truncated", "compiled"],
                    help="EBT training paths to time (compiled takes minutes to compile on a CPU)")  # fmt: skip
     p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"], help="what to time")
     p.add_argument("--out", default="runs/bench", help="report folder")

@@ -116,7 +116,7 @@ class TrainConfig:
     max_abs_energy: float = 1e6  # stop when any energy exceeds this: the landscape is exploding
     # Landscape terms of an EBT objective (0 = off), so the answer is the energy's minimum and the energy ranks
     # quality. stationarity: the loss of the step the descent would take AT the target (it should not move).
-    # rank: hinge on E(target) + rank_margin * |x - target|^2 / (2 step size) <= E(x) for the descent's final
+    # rank: hinge on E(target) + rank_margin * |x - target|^2 / (2 descent.step_size) <= E(x) for the descent's final
     # candidate x and a perturbed target x, so stopping and best-of-N have an energy that orders answers by error.
     stationarity_weight: float = 0.0
     rank_weight: float = 0.0

@@ -177,10 +177,11 @@ class EnergyObjective(nn.Module):
 
         - ``stationarity``: the loss of the step the descent would take at the target, ``target - step * dE/dtarget``
           against the target (so the answer is a fixed point of the descent);
-        - ``rank``: ``relu(E(target) + margin * |x - target|^2 / (2 step) - E(x))`` for the descent's final candidate
-          and a perturbed target (so lower energy means a smaller error: what stopping and best-of-N read). The gap is
-          scaled by the step size: ``|x - y|^2 / (2 step)`` is the depth of the quadratic bowl one step of that size
-          would cross from x to its bottom y, so ``margin`` is unit-free (1: as deep as that bowl).
+        - ``rank``: ``relu(E(target) + margin * |x - target|^2 / (2 s0) - E(x))`` for the descent's final candidate
+          and a perturbed target (so lower energy means a smaller error: what stopping and best-of-N read), with s0
+          the configured initial step size: ``|x - y|^2 / (2 s0)`` is the depth of the quadratic bowl one step of that
+          size would cross from x to its bottom y, so ``margin`` is unit-free. (Scaling by the learned step size
+          instead ran away, measured: a steeper energy shrinks the step, which raises the required gap, and so on.)
         Energies are per sample (summed over positions).
         """
         terms: dict[str, Tensor] = {}
@@ -203,7 +204,7 @@ class EnergyObjective(nn.Module):
                 for negative in (final, perturbed.detach()):
                     gap = _per_sample(energy_fn(rows.context, negative)) - _per_sample(energy_target)
                     distance = ((negative - rows.target) ** 2).flatten(1).sum(1)
-                    needed = train.rank_margin * distance / (2 * self.step_size().detach())
+                    needed = train.rank_margin * distance / (2 * self.descent_cfg.step_size)
                     hinges.append(F.relu(needed - gap).mean())
                 terms["rank"] = torch.stack(hinges).mean()
         return terms

@@ -22,11 +22,12 @@ from ..core.layers import count_parameters
 from ..core.reports import markdown_table
 from ..image.config import ImageConfig
 
-EBT_VARIANTS = ("naive", "fast", "checkpoint", "compiled")
+EBT_VARIANTS = ("naive", "fast", "checkpoint", "truncated", "compiled")
 VARIANT_NOTES = {
     "naive": "PyTorch's own second-order formulas: math attention, nn.GELU",
     "fast": "efficient attention and GELU with hand-written differentiable backwards (the default)",
     "checkpoint": "fast + descent.checkpoint_steps (each step's graph recomputed in the backward pass)",
+    "truncated": "fast + descent.graph_steps=1 (the second-order graph through the last descent step only)",
     "compiled": "train.compile: the energy-gradient function (EBT) or the network (transformer) under torch.compile",
     "eager": "PyTorch's fused attention kernels, no compilation",
 }
@@ -52,7 +53,12 @@ def _config(case: BenchCase) -> ImageConfig:
     return from_dict(
         {
             "preset": case.preset,
-            "descent": {"num_steps": steps, "min_steps": steps, "checkpoint_steps": case.variant == "checkpoint"},
+            "descent": {
+                "num_steps": steps,
+                "min_steps": steps,
+                "checkpoint_steps": case.variant == "checkpoint",
+                "graph_steps": 1 if case.variant == "truncated" else 0,
+            },
             "data": {"crop_size": case.image_size, "batch_size": case.batch},
             "train": {"compile": case.variant == "compiled"},
         }
@@ -167,7 +173,7 @@ def run_isolated(case: BenchCase) -> dict:
 
 def bench_cases(
     presets, image_sizes, batches, descent_steps, devices, bf16=True, repeats=5,
-    variants=("naive", "fast", "checkpoint"), modes=("train", "infer"), warmup=2,
+    variants=("naive", "fast", "checkpoint", "truncated"), modes=("train", "infer"), warmup=2,
 ) -> list[BenchCase]:  # fmt: skip
     """Every setting, each with the plain transformer first (eager, and compiled when "compiled" is asked for),
     then the EBT variants for every K; inference rows (mode "infer") for the fast (and compiled) EBT only."""
@@ -278,7 +284,7 @@ def run_bench(
     out: str | Path,
     stem: str = "bench",
     presets=("EBT-S/4",), image_sizes=(32,), batches=(32,), descent_steps=(1, 2, 4), devices=None,
-    repeats: int = 5, warmup: int = 2, variants=("naive", "fast", "checkpoint"), modes=("train", "infer"),
+    repeats: int = 5, warmup: int = 2, variants=("naive", "fast", "checkpoint", "truncated"), modes=("train", "infer"),
 ) -> tuple[Path, str]:  # fmt: skip
     """``ebt-vision bench``: every case in a fresh process; writes ``stem.{md,json,png}``; -> (report, table)."""
     from ..core.progress import progress

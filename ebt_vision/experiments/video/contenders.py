@@ -87,9 +87,7 @@ def train_contenders(
     run_root = Path(run_root)
     contenders = {name: _fit(name, c, run_root, progress) for name, c in model_configs(cfg).items()}
     if compute_matched:
-        matched = compute_matched_config(
-            model_configs(cfg)["dit"], contenders["ebt"].step_flops, contenders["dit"].step_flops
-        )
+        matched = compute_matched_config(cfg, contenders["ebt"].step_flops, contenders["dit"].step_flops)
         contenders["dit-compute"] = _fit("dit-compute", matched, run_root, progress)
     return contenders
 
