@@ -1,8 +1,9 @@
 """The image tab: watch the image EBT denoise. A thin layer over ``ebt_vision.image.visualize``.
 
 Pick a held-out sample photo or upload one, choose the noise, the number of descent steps, the step-size scale and
-best-of-N, and see every refinement step with its per-patch energy map and gradient-magnitude map (each with a colour
-bar), energy and PSNR per step, and the DiT baseline on the same noisy input with its pass count.
+best-of-N (or adaptive per-patch steps, with a map of each patch's step count), and see every refinement step with
+its per-patch energy map and gradient-magnitude map (each with a colour bar), energy and PSNR per step, and the DiT
+baseline on the same noisy input with its pass count.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class ImageTab:
         dit_steps: int,
         seed: int = 0,
         fast: bool = True,
+        adaptive: float = 0.0,
     ) -> tuple[np.ndarray | None, np.ndarray, list, np.ndarray, np.ndarray | None, object, str]:
         """-> (clean, noisy, step gallery, EBT result, DiT result, energy/PSNR figure, summary markdown)."""
         from ebt_vision.core.errors import InputError
@@ -76,6 +78,7 @@ class ImageTab:
             dit_steps=None if int(dit_steps) == 0 else int(dit_steps),
             seed=int(seed),
             tile_overlap=1 if fast else 2,
+            adaptive=float(adaptive),
         )
         story.notes = notes + story.notes
         dit = to_uint8(story.dit) if story.dit is not None else None
@@ -114,6 +117,8 @@ def build_image_tab(tab: ImageTab) -> None:
                 dit_steps = gr.Slider(0, 100, value=2, step=1, label="DiT DDIM steps (0 = all)")
                 seed = gr.Number(0, precision=0, label="Noise seed", elem_id="seed")
                 fast = gr.Checkbox(True, label="Fast tiling: tiles side by side (4x faster, ~0.15 dB lower)")
+                adaptive_label = "Adaptive per-patch steps: stop a patch whose energy falls by < this x the median drop"
+                adaptive = gr.Slider(0, 0.3, value=0, step=0.01, label=f"{adaptive_label} (0 = off)")
                 run = gr.Button("Denoise", variant="primary", elem_id="denoise-button")
             with gr.Column(scale=2):
                 summary = gr.Markdown(elem_id="summary")
@@ -132,6 +137,6 @@ def build_image_tab(tab: ImageTab) -> None:
         )
         run.click(
             without_traceback(tab.run),
-            [sample, upload, sigma, steps, step_scale, best_of, dit_steps, seed, fast],
+            [sample, upload, sigma, steps, step_scale, best_of, dit_steps, seed, fast, adaptive],
             [clean, noisy, gallery, ebt, dit, plot, summary],
         )

@@ -61,6 +61,19 @@ def test_the_story_energy_is_the_descent_energy(objective):
     assert np.allclose(story.energies, trajectory.energies[:, 0].tolist(), rtol=1e-4, atol=1e-4)
 
 
+def test_adaptive_story_has_a_steps_map_that_matches_the_descent(objective):
+    image = torch.rand(3, 32, 48) * 2 - 1
+    story = denoise_story(objective, image, sigma=30, steps=4, adaptive=0.3)
+    assert story.steps_map.shape == (8, 12) and len(story.energy_maps) == 5
+    assert 0 <= float(story.steps_map.min()) and float(story.steps_map.max()) <= 4
+    uniform = denoise_story(objective, image, sigma=30, steps=4)
+    assert uniform.steps_map is None and story.forward_passes == uniform.forward_passes + 2  # the probe step
+    frames = story_frames(story)
+    assert "steps per patch" in frames[-1][1] and "adaptive" in visualize.story_summary(story)
+    with pytest.raises(InputError, match="best-of-N 1"):
+        denoise_story(objective, image, sigma=30, steps=4, best_of=2, adaptive=0.1)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"sigma": 150}, "sigma"), ({"steps": 0}, "steps"), ({"best_of": 9}, "best-of"), ({"step_scale": 0}, "scale")],

@@ -82,3 +82,19 @@ def test_diffusion_trained_models_get_their_own_input_and_split_labels(tiny_cfg)
     unit = 50 * 2 / 255
     torch.testing.assert_close(as_model_input(noisy, 50.0, "diffusion"), noisy / (1 + unit**2) ** 0.5)
     assert torch.equal(as_model_input(noisy, 50.0, "gaussian"), noisy)
+
+
+def test_adaptive_report_compares_at_equal_patch_steps(tmp_path, objective):
+    from ebt_vision.experiments.adaptive import run_adaptive, summarise, write_adaptive_report
+
+    torch.nn.init.normal_(objective.model.head.weight)  # a non-trivial energy
+    rows = run_adaptive(objective, sigmas=(25.0,), max_steps=3, max_side=32, fractions=(0.0, 5.0), limit=1,
+                        progress=False)  # fmt: skip
+    uniform = [r for r in rows if r["method"] == "uniform"]
+    assert [r["steps_per_patch"] for r in uniform if r["eval_split"] == "test"] == [0.0, 1.0, 2.0, 3.0]
+    adaptive = {r["tolerance_fraction"]: r for r in rows if r["method"] == "adaptive" and r["eval_split"] == "test"}
+    assert adaptive[5.0]["steps_per_patch"] <= adaptive[0.0]["steps_per_patch"] <= 3.0  # a looser stop, fewer steps
+    for row in summarise(rows):
+        assert row["gain_db"] == pytest.approx(row["psnr_adaptive"] - row["psnr_uniform_same_steps"])
+    report = write_adaptive_report(rows, make_meta("cpu", 0, "test", "test"), tmp_path)
+    assert report.exists() and (tmp_path / "adaptive.png").exists() and "gain" in report.read_text()

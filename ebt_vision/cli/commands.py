@@ -91,6 +91,55 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def paper(args: argparse.Namespace) -> int:
+    from ..core.config import with_overrides
+    from ..core.reports import make_meta
+    from ..core.train import resolve_device
+    from ..experiments import paper as protocol
+
+    cfg = _config(args.config, args.set)
+    device = resolve_device(args.device if args.device != "auto" else cfg.train.device)
+    cfg = with_overrides(cfg, [f"train.device={device}"]) if args.device != "auto" else cfg
+    runs = Path(args.runs or f"runs/{cfg.name}")
+    models = protocol.train_models(cfg, runs, progress=not args.quiet)
+    rows = []
+    for split in ("validation", "test"):
+        rows += protocol.evaluate(models, split, args.eval_size, args.ebt_steps, tuple(args.dit_passes), args.reruns,
+                                  args.seed, args.limit, progress=not args.quiet)  # fmt: skip
+    images = {s: len({r["image"] for r in rows if r["eval_split"] == s}) for s in ("validation", "test")}
+    data = (
+        f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops at diffusion level {cfg.data.level_max} "
+        f"(t = {round(cfg.data.level_max * 1000) - 1}), one crop stream for all models; settings chosen on "
+        f"{images['validation']} validation photos, reported on {images['test']} test photos ({args.eval_size}px)"
+    )
+    budget = f"each model {cfg.train.steps} steps of batch {cfg.data.batch_size}; " + ", ".join(
+        f"{name} {info['seconds'] / 60:.1f} min" for name, info in models.items()
+    )
+    meta = make_meta(device, args.seed, data, budget)
+    report = protocol.write_paper_report(rows, models, meta, Path(args.out or runs), args.stem)
+    print(report.read_text())
+    print(f"report: {report} (+ .json, .png)")
+    return 0
+
+
+def adaptive(args: argparse.Namespace) -> int:
+    from ..core.reports import make_meta
+    from ..core.train import resolve_device
+    from ..experiments.adaptive import run_adaptive, write_adaptive_report
+    from ..image.inference import load_denoiser
+
+    device = resolve_device(args.device)
+    objective = load_denoiser(args.checkpoint, device)
+    rows = run_adaptive(objective, tuple(args.sigmas), args.max_steps, args.max_side, limit=args.limit,
+                        progress=not args.quiet)  # fmt: skip
+    data = f"held-out photos (validation to choose, test to report) downscaled to {args.max_side} px, Gaussian noise"
+    budget = f"{args.checkpoint}; up to {args.max_steps} descent steps per patch"
+    report = write_adaptive_report(rows, make_meta(device, 0, data, budget), args.out, args.stem)
+    print(report.read_text())
+    print(f"report: {report} (+ .json, .png)")
+    return 0
+
+
 def ablate(args: argparse.Namespace) -> int:
     from ..core.reports import make_meta
     from ..core.train import resolve_device

@@ -140,6 +140,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "paper",
+        commands.paper,
+        "The original work's denoising protocol: trained at diffusion level 0.1, tested at 0.1 and 0.2",
+        "Trains four EBTs (energy of the candidate alone or with the noisy image; 1 or 2-3 training steps)\n"
+        "and the diffusers DiT on one crop stream, chooses settings on validation, reports on test\n"
+        "(PSNR, SSIM, passes, FLOPs per image) with the original's numbers beside ours.",
+    )
+    p.add_argument("--config", default="configs/paper-cpu.yaml", help="the protocol's base config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    p.add_argument("--runs", help="folder of the trained models (default runs/<config name>)")
+    p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
+    p.add_argument("--ebt-steps", type=int, default=4, help="most EBT descent steps (PSNR after each)")
+    p.add_argument("--dit-passes", type=int, nargs="+", default=[1, 2, 5, 10, 25, 50, 0],
+                   help="DDIM pass counts from the level's own t; 0 = all t + 1")  # fmt: skip
+    p.add_argument("--reruns", type=int, default=3, help="the all-pass DiT run on its own output this many times")
+    p.add_argument("--limit", type=int, help="only the first N photos of each held-out split")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--out", help="report folder (default: the --runs folder)")
+    p.add_argument("--stem", default="denoise_paper", help="report file name stem")
+    _common(p)
+
+    p = _command(
+        sub,
+        "adaptive",
+        commands.adaptive,
+        "Adaptive per-patch compute vs uniform descent at equal patch-steps",
+        "Patches whose energy has stopped falling stop descending while the others go on; the tolerance is\n"
+        "chosen on the validation photos and the PSNR at equal total patch-steps reported on the test photos.",
+    )
+    p.add_argument("--checkpoint", default=DEFAULT_EBT, help="EBT model folder or .safetensors file")
+    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
+    p.add_argument("--max-steps", type=int, default=16, help="most descent steps per patch")
+    p.add_argument("--max-side", type=int, default=128, help="photos downscaled to this longest side")
+    p.add_argument("--limit", type=int, help="only the first N photos of each split")
+    p.add_argument("--out", default="runs/adaptive", help="report folder")
+    p.add_argument("--stem", default="adaptive", help="report file name stem")
+    _common(p)
+
+    p = _command(
+        sub,
         "quickstart",
         commands.compare,
         "The main job: the EBT vs DiT comparison at toy scale (~12 min on CPU)",

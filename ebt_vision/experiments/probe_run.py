@@ -43,6 +43,7 @@ class Backbone:
     channels: int
     params: int
     note: str
+    levels: tuple[float, ...] = LEVELS  # noise levels swept (extraction over 70,000 images costs minutes per level)
 
 
 def pretrain(cfg: ImageConfig, run_root: Path, progress: bool = True) -> dict[str, torch.nn.Module]:
@@ -71,17 +72,18 @@ def backbones(cfg: ImageConfig, trained: dict[str, torch.nn.Module]) -> list[Bac
         Backbone("dit", partial(dit_features, trained["dit"]), cfg.model.channels,
                  count_parameters(trained["dit"].model), "pre-trained by denoising (DDPM), timestep-conditioned"),
         Backbone("ebt-random", partial(ebt_features, random_ebt), cfg.model.channels,
-                 count_parameters(random_ebt.model), "random weights (adaLN-Zero: blocks start as the identity)"),
+                 count_parameters(random_ebt.model), "random weights (adaLN-Zero: blocks start as the identity)",
+                 (0.0,)),
         Backbone("dit-random", partial(dit_features, random_dit), cfg.model.channels,
-                 count_parameters(random_dit.model), "random weights (diffusers' initialisation)"),
-        Backbone("pixels", pixel_features, cfg.model.channels, 0, "raw pixels"),
+                 count_parameters(random_dit.model), "random weights (diffusers' initialisation)", (0.0,)),
+        Backbone("pixels", pixel_features, cfg.model.channels, 0, "raw pixels", (0.0,)),
     ]  # fmt: skip
     for name, path in SHIPPED.items():
         build = DenoisingObjective if name.startswith("ebt") else DiTObjective
         model = load_trained(path, build, name)[0]
         extract = ebt_features if name.startswith("ebt") else dit_features
         out.append(Backbone(name, partial(extract, model), model.cfg.model.channels, count_parameters(model.model),
-                            f"shipped {path}, trained on photos (transfer)"))  # fmt: skip
+                            f"shipped {path}, trained on photos (transfer)", (0.0, 30.0)))  # fmt: skip
     return out
 
 
@@ -95,8 +97,7 @@ def evaluate_backbone(backbone: Backbone, train_set: LabelledImages, test_set: L
     10 and 100 images per class (mean over ``seeds`` draws)."""
     classes = len(train_set.classes)
     images = _as_channels(torch.cat([train_set.images, test_set.images]), backbone.channels)
-    levels = (0.0,) if backbone.name == "pixels" else LEVELS
-    features = cached_features(cache / f"{backbone.name}.safetensors", backbone.extract, images, levels)
+    features = cached_features(cache / f"{backbone.name}.safetensors", backbone.extract, images, backbone.levels)
     n_train = len(train_set)
     fit, held = split_validation(train_set)
     sweep = []

@@ -14,6 +14,9 @@ class ModelConfig(TransformerConfig):
     channels: int = 3
     # Non-blind image EBT: condition every block on the noise sigma (adaLN), as a DiT is conditioned on its timestep.
     sigma_conditioning: bool = False
+    # The energy sees the noisy image as a second input beside the candidate (True), or only the candidate (False:
+    # the original work's denoiser, where the noisy image enters only as the descent's starting point).
+    noisy_context: bool = True
 
 
 # Named sizes; a preset fills ModelConfig fields, explicit values in a config file win.

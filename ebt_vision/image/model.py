@@ -1,4 +1,7 @@
-"""Bidirectional image EBT: (noisy image = context, candidate image) -> one energy per image."""
+"""Bidirectional image EBT: (noisy image = context, candidate image) -> one energy per image.
+
+With ``model.noisy_context`` off the energy sees the candidate alone (the original work's denoiser): the noisy image
+is then only where the descent starts, and the context argument is checked for shape but never read."""
 
 from __future__ import annotations
 
@@ -59,7 +62,8 @@ class ImageEBT(nn.Module):
         super().__init__()
         self.cfg = cfg
         width, p = cfg.width, cfg.patch_size
-        self.embed = nn.Linear(2 * cfg.channels * p * p, width)  # context and candidate pixels of one patch
+        inputs = 2 if cfg.noisy_context else 1
+        self.embed = nn.Linear(inputs * cfg.channels * p * p, width)  # (context and) candidate pixels of one patch
         self.condition = nn.Parameter(torch.randn(width) * 0.02)  # the one learned adaLN condition
         # Non-blind variant: the noise sigma (0-255) is embedded and added to the condition, as DiT adds its timestep.
         self.sigma_embed = SigmaEmbedding(width) if cfg.sigma_conditioning else None
@@ -98,7 +102,8 @@ class ImageEBT(nn.Module):
         check_image_pair(context, candidate, self.cfg.channels, self.cfg.patch_size)
         p = self.cfg.patch_size
         grid_h, grid_w = context.shape[2] // p, context.shape[3] // p
-        x = self.embed(torch.cat([patchify(context, p), patchify(candidate, p)], dim=-1))
+        pixels = [patchify(context, p), patchify(candidate, p)] if self.cfg.noisy_context else [patchify(candidate, p)]
+        x = self.embed(torch.cat(pixels, dim=-1))
         x = x + sincos_position_embedding(grid_h, grid_w, self.cfg.width, x.device, x.dtype)
         return x, self._condition(x.shape[0], sigma, x.dtype)
 

@@ -20,7 +20,7 @@ from ..core.errors import InputError
 from ..core.metrics import psnr
 from .data import load_image, to_uint8
 from .dit import DiTObjective, dit_denoise
-from .inference import best_of_n, check_images, crop_to_patches
+from .inference import best_of_n, check_images, crop_to_patches, denoise
 from .noise import add_gaussian_noise, estimate_noise_sigma, sigma_to_timestep
 from .objective import DenoisingObjective
 
@@ -101,6 +101,7 @@ class DenoiseStory:
     notes: list[str] = field(default_factory=list)
     seed: int = 0
     tile_overlap: int = 2
+    steps_map: Tensor | None = None  # adaptive per-patch descent: descent steps each patch took (H/p, W/p)
 
     @property
     def final(self) -> Tensor:
@@ -136,6 +137,7 @@ def denoise_story(
     dit_steps: int | None = 2,
     seed: int = 0,
     tile_overlap: int = 2,
+    adaptive: float = 0.0,
 ) -> DenoiseStory:
     """Denoise ``image`` (3, H, W) with the blind EBT and record every step.
 
@@ -143,23 +145,35 @@ def denoise_story(
     otherwise it is taken as already noisy and ``sigma`` only sets the DiT when the estimate is unavailable. The DiT,
     when given, denoises the same noisy image from the timestep of the sigma estimated from it (it is not told the
     true sigma, like the blind EBT) with ``dit_steps`` DDIM steps (None: all). ``tile_overlap`` 1 tiles both models
-    side by side (4x faster, 0.1-0.2 dB lower; see ``tiling``), 2 as the evaluations do.
+    side by side (4x faster, 0.1-0.2 dB lower; see ``tiling``), 2 as the evaluations do. ``adaptive`` > 0: adaptive
+    per-patch compute (each patch stops once its energy falls by less than ``adaptive`` times the median first-step
+    drop; ``steps_map`` then holds each patch's step count); it needs a single start (``best_of`` 1).
     """
     _check_settings(sigma, steps, step_scale, best_of)
+    if adaptive < 0 or (adaptive > 0 and best_of != 1):
+        raise InputError(f"adaptive per-patch steps need a tolerance >= 0 and best-of-N 1, got {adaptive:g}, {best_of}")
     check_images(image[None], objective.cfg.model.patch_size)
     clean = image if add_noise else None
     generator = torch.Generator().manual_seed(seed)
     noisy = add_gaussian_noise(image[None], sigma, generator)[0] if add_noise else image
     estimated = float(estimate_noise_sigma(noisy[None])[0])
     started = time.perf_counter()
-    found = best_of_n(objective, noisy[None], best_of, steps, step_scale=step_scale, seed=seed, record_maps=True,
-                      tile_overlap=tile_overlap)  # fmt: skip
+    steps_map, probe_passes = None, (0, 0)
+    if adaptive > 0:
+        trajectory, steps_map, probe_passes = _adaptive_descent(
+            objective, noisy, steps, step_scale, adaptive, tile_overlap
+        )
+        winner = 0
+        energy_maps = [e[0].cpu() for e in trajectory.position_energies]  # per-patch energies of every candidate
+    else:
+        found = best_of_n(objective, noisy[None], best_of, steps, step_scale=step_scale, seed=seed, record_maps=True,
+                          tile_overlap=tile_overlap)  # fmt: skip
+        winner = int(found.final_energies[:, 0].argmin())
+        trajectory = found.trajectory
+        energy_maps = [m[winner].cpu() for m in found.energy.maps]  # recorded by the descent's own forward passes
     seconds = time.perf_counter() - started
-    winner = int(found.final_energies[:, 0].argmin())
-    trajectory = found.trajectory
     candidates = [c.reshape(best_of, *noisy.shape)[winner].cpu() for c in trajectory.candidates]
     energies = trajectory.energies[:, winner].tolist()  # (K + 1): the descent's own energies, final one included
-    energy_maps = [m[winner].cpu() for m in found.energy.maps]  # recorded by the descent's own forward passes
     gradient_maps = _gradient_maps(candidates, float(objective.step_size().detach()) * step_scale)
     story = DenoiseStory(
         noisy=noisy,
@@ -171,11 +185,12 @@ def denoise_story(
         gradient_maps=gradient_maps,
         clean=clean,
         best_of=best_of,
-        forward_passes=best_of * trajectory.forward_passes,
-        backward_passes=best_of * trajectory.backward_passes,
+        forward_passes=best_of * trajectory.forward_passes + probe_passes[0],
+        backward_passes=best_of * trajectory.backward_passes + probe_passes[1],
         seconds=seconds,
         seed=seed,
         tile_overlap=tile_overlap,
+        steps_map=steps_map,
     )
     if clean is not None:
         story.psnrs = [float(psnr(c[None], clean[None])[0]) for c in candidates]
@@ -187,6 +202,18 @@ def denoise_story(
         if clean is not None:
             story.dit_psnr = float(psnr(estimate.cpu(), clean[None])[0])
     return story
+
+
+def _adaptive_descent(objective, noisy: Tensor, steps: int, step_scale: float, fraction: float, tile_overlap: int):
+    """Per-patch descent where each patch stops once its energy falls by less than ``fraction`` x the median
+    first-step drop (measured by one probe step): -> (trajectory, steps per patch (H/p, W/p), the probe's passes)."""
+    kwargs = dict(step_scale=step_scale, per_patch=True, tile_overlap=tile_overlap)
+    probe, _ = denoise(objective, noisy[None], 1, final_energy=True, **kwargs)
+    first_drop = float((probe.position_energies[0] - probe.position_energies[1]).median())
+    trajectory, _ = denoise(objective, noisy[None], steps, stop_when_energy_rises=True,
+                            stop_tolerance=fraction * abs(first_drop), final_energy=True, **kwargs)  # fmt: skip
+    extra = (probe.forward_passes, probe.backward_passes)
+    return trajectory, trajectory.steps_taken[0].float().cpu(), extra
 
 
 def robust_range(values: Tensor) -> tuple[float, float]:
@@ -249,6 +276,9 @@ def story_frames(story: DenoiseStory) -> list[tuple[np.ndarray, str]]:
             pooled = F.avg_pool2d(story.gradient_maps[k][None, None], patch)[0, 0]
             grad = render_map(pooled, f"{name}: mean |dE/dx| per patch", cmap="magma")
             frames.append((grad, f"{name} · |dE/dx|"))
+    if story.steps_map is not None:
+        title = f"descent steps per patch (mean {float(story.steps_map.mean()):.2f})"
+        frames.append((render_map(story.steps_map, title, cmap="cividis"), "adaptive · steps per patch"))
     return frames
 
 
@@ -293,6 +323,8 @@ def story_summary(story: DenoiseStory) -> str:
     ebt = f"**EBT**: {len(story.candidates) - 1} descent steps"
     if story.best_of > 1:
         ebt += f", best of {story.best_of} starts by lowest energy"
+    if story.steps_map is not None:
+        ebt += f" at most, adaptive per patch (mean {float(story.steps_map.mean()):.2f} steps per patch)"
     ebt += f"; {story.forward_passes} forward + {story.backward_passes} backward passes, {story.seconds:.2f} s"
     if story.psnrs:
         ebt += f"; PSNR {story.psnrs[0]:.2f} → {story.psnrs[-1]:.2f} dB"

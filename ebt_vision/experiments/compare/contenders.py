@@ -60,7 +60,7 @@ class Contender:
         return float(self.step_flops) * self.steps
 
 
-def _fit(name: str, cfg: ImageConfig, photos: list[Photo], run_root: Path, progress: bool) -> Contender:
+def fit_model(name: str, cfg: ImageConfig, photos: list[Photo], run_root: Path, progress: bool) -> Contender:
     seed_everything(cfg.train.seed)
     objective = build_objective(name, cfg)
     step_flops = training_step_flops(objective, cfg)
@@ -74,9 +74,9 @@ def _fit(name: str, cfg: ImageConfig, photos: list[Photo], run_root: Path, progr
 def train_contenders(cfg: ImageConfig, run_root: str | Path, progress: bool = True) -> dict[str, Contender]:
     """Train (or resume, or reuse when finished with the same config) each model under ``run_root/<name>``."""
     photos, run_root = training_photos(cfg.data), Path(run_root)
-    contenders = {name: _fit(name, c, photos, run_root, progress) for name, c in model_configs(cfg).items()}
+    contenders = {name: fit_model(name, c, photos, run_root, progress) for name, c in model_configs(cfg).items()}
     matched = compute_matched_config(cfg, contenders["ebt"].step_flops, contenders["dit"].step_flops)
-    contenders["dit-compute"] = _fit("dit-compute", matched, photos, run_root, progress)
+    contenders["dit-compute"] = fit_model("dit-compute", matched, photos, run_root, progress)
     return contenders
 
 

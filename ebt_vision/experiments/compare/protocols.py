@@ -38,7 +38,7 @@ def eval_images(split: str, size: int, limit: int | None = None) -> tuple[list[s
     return square_crops(held_out_photos(split=split)[:limit], size)
 
 
-def _score(estimates: Tensor, clean: Tensor) -> list[tuple[float, float]]:
+def score(estimates: Tensor, clean: Tensor) -> list[tuple[float, float]]:
     return [
         (float(psnr(e[None], c[None])), float(ssim(e[None], c[None])))
         for e, c in zip(estimates.cpu().float(), clean, strict=True)
@@ -54,7 +54,7 @@ class RowWriter:
     def add(self, base: dict, method: str, steps: int, estimates: Tensor, forward: int | list[int], backward: int = 0):
         """Score ``estimates`` (one per image) against the clean images; ``forward`` per image or for all."""
         forwards = forward if isinstance(forward, list) else [forward] * len(self.names)
-        for i, (p, s) in enumerate(_score(estimates, self.clean)):
+        for i, (p, s) in enumerate(score(estimates, self.clean)):
             if method.startswith("dit"):
                 flop = forwards[i]
             elif method.startswith("ebt"):

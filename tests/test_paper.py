@@ -1,0 +1,91 @@
+"""The original work's denoising protocol: its noise, the context-free EBT, the DiT's pass counts, the report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ebt_vision.core.config import ConfigError, from_dict, with_overrides
+from ebt_vision.experiments import paper
+from ebt_vision.image.dit import DiTObjective
+from ebt_vision.image.model import ImageEBT
+from ebt_vision.image.objective import DenoisingObjective
+
+from .conftest import TINY
+
+
+def paper_cfg(**data):
+    return from_dict({**TINY, "data": {**TINY["data"], "noise": "diffusion", "level_min": 0.1, "level_max": 0.1,
+                                        **data}})  # fmt: skip
+
+
+@pytest.mark.parametrize(("level", "signal", "noise"), [(0.1, 0.947, 0.321), (0.2, 0.812, 0.584)])
+def test_protocol_noise_matches_the_closed_form(level, signal, noise):
+    clean = torch.rand(2, 3, 8, 8) * 2 - 1
+    x_t = paper.paper_noise(clean, level, torch.Generator().manual_seed(3))
+    eps = torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    a = ((x_t - noise * eps) * clean).sum() / (clean * clean).sum()  # least-squares signal coefficient
+    assert float(a) == pytest.approx(signal, abs=1e-3)
+    assert torch.allclose(x_t, signal * clean + noise * eps, atol=2e-3)
+
+
+def test_the_context_free_energy_ignores_the_noisy_image():
+    cfg = paper_cfg()
+    models = {ctx: ImageEBT(replace(cfg.model, noisy_context=ctx)) for ctx in (False, True)}
+    candidate, first, second = (torch.rand(2, 3, 16, 16) * 2 - 1 for _ in range(3))
+    energies = {}
+    for ctx, model in models.items():
+        torch.nn.init.normal_(model.head.weight)  # the head starts at zero: make the energy non-trivial
+        for block in model.blocks:
+            torch.nn.init.normal_(block.ada[1].weight, std=0.02)
+        energies[ctx] = (model(first, candidate), model(second, candidate))
+    assert torch.equal(*energies[False])
+    assert not torch.allclose(*energies[True])  # the context variant does read it (so the check can fail)
+    assert models[False].embed.in_features * 2 == models[True].embed.in_features
+
+
+def test_models_train_at_one_level_and_the_dit_on_t_below_100():
+    configs = paper.model_configs(paper_cfg())
+    assert set(configs) == {"ebt-1", "ebt-23", "ebt-ctx-1", "ebt-ctx-23", "dit"}
+    assert [c.model.noisy_context for c in configs.values()] == [False, False, True, True, True]
+    assert configs["ebt-1"].descent.num_steps == 1 and configs["ebt-23"].descent.min_steps == 2
+    assert DiTObjective(configs["dit"]).max_timestep == 99
+    objective = DenoisingObjective(configs["ebt-1"])
+    batch_noise = paper.paper_noise(torch.zeros(1, 3, 16, 16), 0.1, torch.Generator().manual_seed(0))
+    assert batch_noise.std() == pytest.approx(0.321, rel=0.2) and objective.cfg.data.level_max == 0.1
+    with pytest.raises(ConfigError, match="one diffusion level"):
+        paper.model_configs(paper_cfg(level_min=0.0))
+    with pytest.raises(ConfigError, match="diffusion"):
+        paper.model_configs(with_overrides(paper_cfg(), ["data.noise=gaussian"]))
+
+
+@pytest.mark.parametrize(("level", "expected"), [(0.1, [1, 2, 5, 100, 300]), (0.2, [1, 2, 5, 200, 600])])
+def test_dit_pass_counts_per_setting(level, expected):
+    dit = DiTObjective(paper_cfg()).eval()
+    x_t = paper.paper_noise(torch.rand(1, 3, 16, 16) * 2 - 1, level)
+    counts = [paper.dit_passes(dit, x_t, level, k)[1] for k in (1, 2, 5, 0)]
+    counts.append(paper.dit_passes(dit, x_t, level, 0, reruns=3)[1])
+    assert counts == expected == paper.count_by_setting(level, (1, 2, 5, 0), 3)
+
+
+def test_the_protocol_end_to_end_chooses_on_validation(tmp_path):
+    cfg = with_overrides(paper_cfg(), ["train.steps=2", "train.log_every=1"])
+    models = paper.train_models(cfg, tmp_path / "runs", progress=False)
+    rows = []
+    for split in ("validation", "test"):
+        rows += paper.evaluate(models, split, 16, ebt_steps=2, passes=(1, 0), reruns=2, limit=1, progress=False)
+    report = paper.write_paper_report(rows, models, {"machine": "test"}, tmp_path, "paper")
+    data = json.loads((tmp_path / "paper.json").read_text())
+    assert report.exists() and (tmp_path / "paper.png").exists()
+    assert {r["method"] for r in data["rows"]} == {"noisy", "ebt_1", "ebt_23", "ebt_ctx_1", "ebt_ctx_23", "dit",
+                                                     "dit_x2"}  # fmt: skip
+    for key, choice in data["chosen"].items():  # each choice is its family's best on validation
+        level, family = key.split("/")
+        scores = [r["psnr"] for r in data["averaged"] if r["eval_split"] == "validation"
+                  and r["noise_level"] == float(level)
+                  and (r["method"].startswith("dit") if family == "dit" else r["method"] == family)]  # fmt: skip
+        assert len(scores) >= 2 and choice["validation_psnr"] == max(scores)
+    assert len(data["verdicts"]) == 8 and "original work" in report.read_text().lower()
