@@ -176,3 +176,19 @@ def test_cli_train_and_eval_end_to_end(tmp_path, tiny_run_config):
     changed = subprocess.run([*train_cmd, "--resume", "--set", "optim.lr=0.5"], capture_output=True, text=True, env=env)
     assert changed.returncode == 2 and "optim.lr" in changed.stderr and "Traceback" not in changed.stderr
     assert len(changed.stderr.strip().splitlines()) == 1
+
+
+def test_init_from_starts_a_fresh_run_from_trained_weights(tmp_path, tiny_run_config):
+    cfg = load_config(tiny_run_config, ["train.steps=3", "train.log_every=1"])
+    train_denoiser(cfg, tmp_path / "first", progress=False)
+    first = load_file(str(tmp_path / "first" / "model.safetensors"))
+    init = f"train.init_from={tmp_path / 'first'}"
+    tuned = load_config(tiny_run_config, ["train.steps=1", "optim.lr=1e-30", init])  # one step that moves nothing
+    train_denoiser(tuned, tmp_path / "tuned", progress=False)
+    loaded = load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    assert all(torch.allclose(first[k], loaded[k], rtol=0, atol=1e-20) for k in first)
+    other = load_config(tiny_run_config, ["train.steps=1", "model.width=32", init])
+    with pytest.raises(CheckpointError, match="do not fit"):
+        train_denoiser(other, tmp_path / "other", progress=False)
+    with pytest.raises(CheckpointError, match="init_from"):
+        train_denoiser(load_config(tiny_run_config, ["train.init_from=nowhere/model"]), tmp_path / "x", progress=False)

@@ -121,6 +121,9 @@ class TrainConfig:
     stationarity_weight: float = 0.0
     rank_weight: float = 0.0
     rank_margin: float = 1.0
+    # Fine-tuning: a fresh run starts from these weights (a model folder or .safetensors of the same architecture)
+    # instead of a random initialisation; a resumed run ignores it (its checkpoint holds the weights).
+    init_from: str = ""
 
 
 # Settings a resumed run may change: they decide how long and how loudly it runs, not what it learns.

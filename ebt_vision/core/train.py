@@ -26,9 +26,12 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import (
+    CheckpointError,
     checkpoint_config,
     latest_checkpoint,
     load_training_checkpoint,
+    read_pretrained,
+    read_weights,
     save_pretrained_folder,
     save_training_checkpoint,
 )
@@ -36,6 +39,7 @@ from .config import ExperimentConfig, OptimConfig, config_differences, dump_yaml
 from .distributed import Distributed
 from .errors import UserError
 from .objective import Objective
+from .paths import resolve_path
 from .progress import progress as progress_bar
 
 
@@ -245,6 +249,17 @@ def _resume_state(run_dir: Path, cfg: ExperimentConfig, objective: Objective, re
     return load_training_checkpoint(found, objective)
 
 
+def _initialise_from(objective: nn.Module, path: str) -> None:
+    """``train.init_from``: load a trained model's weights (same architecture) before the first step."""
+    found = resolve_path(path, "train.init_from checkpoint", CheckpointError)
+    tensors = read_pretrained(found)[0] if found.is_dir() else read_weights(found)[0]
+    try:
+        objective.load_state_dict(tensors)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(f"train.init_from {path}: its weights do not fit this model ({first})") from None
+
+
 def train(
     objective: Objective,
     batches: Iterator,
@@ -273,6 +288,8 @@ def train(
     optimizer, scheduler = build_optimizer(objective, cfg, device)
     step, seconds = 0, 0.0
     state = _resume_state(run_dir, cfg, objective, resume)
+    if state is None and cfg.train.init_from:
+        _initialise_from(objective, cfg.train.init_from)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
