@@ -81,11 +81,14 @@ def test_the_protocol_end_to_end_chooses_on_validation(tmp_path):
     data = json.loads((tmp_path / "paper.json").read_text())
     assert report.exists() and (tmp_path / "paper.png").exists()
     assert {r["method"] for r in data["rows"]} == {"noisy", "ebt_1", "ebt_23", "ebt_ctx_1", "ebt_ctx_23", "dit",
-                                                     "dit_x2"}  # fmt: skip
+                                                     "dit_x2", "dit_compute", "dit_compute_x2"}  # fmt: skip
+    ratio = models["ebt-1"]["step_flops"] / models["dit"]["step_flops"]
+    assert models["dit-compute"]["steps"] == round(2 * ratio) > 2  # the EBT's training FLOPs in more DiT steps
     for key, choice in data["chosen"].items():  # each choice is its family's best on validation
         level, family = key.split("/")
         scores = [r["psnr"] for r in data["averaged"] if r["eval_split"] == "validation"
                   and r["noise_level"] == float(level)
-                  and (r["method"].startswith("dit") if family == "dit" else r["method"] == family)]  # fmt: skip
+                  and paper.family_of(r["method"]) == family]  # fmt: skip
         assert len(scores) >= 2 and choice["validation_psnr"] == max(scores)
     assert len(data["verdicts"]) == 8 and "original work" in report.read_text().lower()
+    assert all("dit_compute_psnr" in v for v in data["verdicts"])

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from ebt_vision.core.errors import InputError
@@ -138,3 +139,26 @@ def test_probe_command_end_to_end_on_a_tiny_budget(tmp_path):
     assert all(0 <= r["top1"] <= 100 and r["top1"] <= r["top5"] for r in results)
     assert "10-shot" in report.read_text() and (tmp_path / "out" / "probe.png").stat().st_size > 10_000
     assert (tmp_path / "runs" / "ebt" / "model.safetensors").is_file()  # resumable pre-training runs
+
+
+def test_probe_command_runs_the_protocol_on_an_image_folder(tmp_path):
+    """A user's ImageFolder tree (train/ and val/ of class folders): one command pre-trains, probes and reports."""
+    from ebt_vision.cli import main
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 14), ("val", 4)):
+        for name, level in (("dark", 40), ("bright", 200)):  # separable classes
+            (tmp_path / "tree" / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(rng.normal(level, 30, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "tree" / split / name / f"{i}.png")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "name": "probe-folder", "data": {**TINY["data"], "crop_size": 32},
+                                      "train": {**TINY["train"], "steps": 2}}))  # fmt: skip
+    code = main(["probe", "--config", str(config), "--data", str(tmp_path / "tree"), "--probe-steps", "30",
+                 "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--quiet"])  # fmt: skip
+    report = json.loads((tmp_path / "out" / "probe.json").read_text())
+    assert code == 0 and "ImageFolder" in report["meta"]["data"] and "2 classes" in report["meta"]["data"]
+    pixels = next(r for r in report["rows"] if r["method"] == "pixels")
+    assert pixels["top1"] == 100.0  # the classes differ in brightness: a linear probe on pixels separates them
+    assert main(["probe", "--data", str(tmp_path / "nowhere"), "--quiet"]) == 2  # one clear line, no traceback

@@ -227,9 +227,18 @@ def probe(args: argparse.Namespace) -> int:
     from ..experiments.probe_run import run_probe
 
     cfg = _config(args.config, args.set)
+    if args.data:  # an ImageFolder tree: pre-train on its train/ images, in colour
+        from ..core.config import with_overrides
+        from ..core.errors import InputError
+
+        folder = Path(args.data)
+        if not (folder / "train").is_dir() or not (folder / "val").is_dir():
+            raise InputError(f"--data {folder}: expected train/ and val/ folders of class sub-folders")
+        cfg = with_overrides(cfg, [f"name={cfg.name}-{folder.name}", f"data.source={folder / 'train'}",
+                                   "model.channels=3"])  # fmt: skip
     runs = Path(args.runs or f"runs/{cfg.name}")
     report = run_probe(cfg, runs, Path(args.out or runs), ProbeSettings(steps=args.probe_steps), args.limit,
-                       not args.quiet, args.stem)  # fmt: skip
+                       not args.quiet, args.stem, folder=args.data)  # fmt: skip
     print(report.read_text())
     print(f"report: {report} (+ .json, .png)")
     return 0

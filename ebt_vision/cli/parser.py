@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/probe-cpu.yaml", help="pre-training config of both backbones")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     p.add_argument("--runs", help="folder of the pre-trained backbones and cached features (default runs/<name>)")
+    p.add_argument("--data", help="an ImageFolder tree (train/ and val/ of class sub-folders, e.g. ImageNet) "
+                   "instead of Fashion-MNIST; the backbones pre-train on its train/ images")  # fmt: skip
     p.add_argument("--probe-steps", type=int, default=2000, help="optimiser steps of every linear probe")
     p.add_argument("--limit", type=int, help="only the first N training images (a quick look)")
     p.add_argument("--out", help="report folder (default: the --runs folder)")

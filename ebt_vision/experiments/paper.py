@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..core.config import ConfigError
+from ..core.config import ConfigError, with_overrides
 from ..core.flops import count_flops
 from ..core.progress import progress as progress_bar
 from ..core.reports import markdown_table, write_report
@@ -40,6 +40,7 @@ RERUNS = 3  # all passes, then twice more on the DiT's own output
 # The original work (their Table: COCO 128x128 crops, 24 blocks of width 1536, 100k steps), PSNR in dB.
 ORIGINAL = {0.1: {"ebt": 27.25, "dit": 26.58}, 0.2: {"ebt": 23.29, "dit": 19.56}}
 ORIGINAL_SCALE = "24 blocks of width 1536, 128x128 COCO crops, 100k training steps, on GPUs"
+COMPUTE_REFERENCE = "ebt-1"  # the EBT whose training FLOPs the compute-matched DiT gets
 RECIPES = {
     "1": {"num_steps": 1, "min_steps": 1, "step_size_jitter": 1.0},
     "23": {"num_steps": 3, "min_steps": 2, "step_size_jitter": 2.0},
@@ -72,11 +73,19 @@ def model_configs(cfg: ImageConfig) -> dict[str, ImageConfig]:
 def train_models(cfg: ImageConfig, run_root: str | Path, progress: bool = True) -> dict[str, dict]:
     """Train (or reuse when finished with the same config) every model on one crop stream."""
     photos, run_root = training_photos(cfg.data), Path(run_root)
-    out = {}
-    for name, model_cfg in model_configs(cfg).items():
+    configs, out = model_configs(cfg), {}
+
+    def fit(name: str, model_cfg: ImageConfig) -> None:
         contender = fit_model(name, model_cfg, photos, run_root, progress)
         out[name] = {"objective": contender.objective, "steps": contender.steps, "seconds": contender.seconds,
                      "params": contender.params, "step_flops": contender.step_flops}  # fmt: skip
+
+    for name, model_cfg in configs.items():
+        fit(name, model_cfg)
+    # The compute-matched DiT: as many training FLOPs as the cheapest EBT recipe (one descent step), more steps.
+    ebt, dit = out[COMPUTE_REFERENCE], out["dit"]
+    steps = max(1, round(ebt["steps"] * ebt["step_flops"] / dit["step_flops"]))
+    fit("dit-compute", with_overrides(configs["dit"], [f"name={cfg.name}-dit-compute", f"train.steps={steps}"]))
     return out
 
 
@@ -97,7 +106,7 @@ def _per_image_flops(models: dict[str, dict], image: Tensor, level: float) -> di
     out = {}
     for name, info in models.items():
         model = info["objective"]
-        if name == "dit":
+        if name.startswith("dit"):
             out[name] = count_flops(lambda m=model: dit_denoise(m, image, level_to_sigma(level), 1))
         else:
             out[name] = count_flops(lambda m=model: denoise(m, image, 1, final_energy=False))
@@ -125,18 +134,18 @@ def evaluate(models: dict[str, dict], split: str, size: int, ebt_steps: int = EB
         x_t = paper_noise(clean, level, generator)
         add(level, "noisy", 0, x_t, 0, 0, 0.0)
         for name, info in models.items():
-            if name == "dit":
+            method = name.replace("-", "_")
+            if name.startswith("dit"):
+                for k in passes:
+                    estimate, count = dit_passes(info["objective"], x_t, level, k)
+                    add(level, method, count, estimate, count, 0, count * flops[name] / 1e9)
+                if reruns > 1:
+                    estimate, count = dit_passes(info["objective"], x_t, level, 0, reruns)
+                    add(level, f"{method}_x{reruns}", count, estimate, count, 0, count * flops[name] / 1e9)
                 continue
             trajectory, _ = denoise(info["objective"], x_t, ebt_steps, final_energy=False)
             for k in range(1, ebt_steps + 1):
-                add(level, name.replace("-", "_"), k, trajectory.candidates[k], k, k, k * flops[name] / 1e9)
-        dit = models["dit"]["objective"]
-        for k in passes:
-            estimate, count = dit_passes(dit, x_t, level, k)
-            add(level, "dit", count, estimate, count, 0, count * flops["dit"] / 1e9)
-        if reruns > 1:
-            estimate, count = dit_passes(dit, x_t, level, 0, reruns)
-            add(level, f"dit_x{reruns}", count, estimate, count, 0, count * flops["dit"] / 1e9)
+                add(level, method, k, trajectory.candidates[k], k, k, k * flops[name] / 1e9)
     return rows
 
 
@@ -159,13 +168,20 @@ class Choice:
     validation_psnr: float
 
 
+def family_of(method: str) -> str:
+    """A row's model: DiT re-runs belong to their DiT (``dit_x3`` -> ``dit``, ``dit_compute_x3`` -> ``dit_compute``)."""
+    if method.startswith("dit"):
+        return "dit_compute" if method.startswith("dit_compute") else "dit"
+    return method
+
+
 def choose(averaged: list[dict]) -> dict[tuple[float, str], Choice]:
     """Per (level, model family) the validation-best setting; DiT re-runs count as DiT settings."""
     best: dict[tuple[float, str], Choice] = {}
     for row in averaged:
         if row["eval_split"] != "validation" or row["method"] == "noisy":
             continue
-        family = "dit" if row["method"].startswith("dit") else row["method"]
+        family = family_of(row["method"])
         key = (row["noise_level"], family)
         if key not in best or row["psnr"] > best[key].validation_psnr:
             best[key] = Choice(row["method"], row["steps"], row["psnr"])
@@ -180,21 +196,30 @@ def _find(averaged: list[dict], split: str, level: float, method: str, steps: in
 
 
 def verdicts(averaged: list[dict], chosen: dict) -> list[dict]:
-    """Per level: every EBT variant (validation-chosen steps) against the validation-chosen DiT, on the test split."""
+    """Per level: every EBT variant (validation-chosen steps) against the validation-chosen step-matched and
+    compute-matched DiTs, on the test split."""
     out = []
     for level in LEVELS:
-        dit_choice = chosen[(level, "dit")]
-        dit = _find(averaged, "test", level, dit_choice.method, dit_choice.steps)
-        for family in sorted(f for lv, f in chosen if lv == level and f != "dit"):
+        dits = {}
+        for family in ("dit", "dit_compute"):
+            if (level, family) in chosen:
+                c = chosen[(level, family)]
+                dits[family] = (c, _find(averaged, "test", level, c.method, c.steps))
+        dit_choice, dit = dits["dit"]
+        for family in sorted(f for lv, f in chosen if lv == level and not f.startswith("dit")):
             c = chosen[(level, family)]
             ebt = _find(averaged, "test", level, c.method, c.steps)
-            out.append({
+            row = {
                 "noise_level": level, "ebt": family, "ebt_steps": c.steps, "ebt_psnr": ebt["psnr"],
                 "ebt_gflops": ebt["gflops"], "dit": f"{dit_choice.method} {dit_choice.steps} passes",
                 "dit_psnr": dit["psnr"], "dit_gflops": dit["gflops"], "psnr_gap": ebt["psnr"] - dit["psnr"],
                 "ebt_wins": ebt["psnr"] > dit["psnr"],
                 "pass_ratio": (ebt["forward_passes"] + ebt["backward_passes"]) / max(1, dit["forward_passes"]),
-            })  # fmt: skip
+            }  # fmt: skip
+            if "dit_compute" in dits:
+                row["dit_compute_psnr"] = dits["dit_compute"][1]["psnr"]
+                row["psnr_gap_compute"] = ebt["psnr"] - row["dit_compute_psnr"]
+            out.append(row)
     return out
 
 
@@ -202,10 +227,11 @@ def _label(row: dict) -> str:
     steps = int(row["steps"])
     if row["method"] == "noisy":
         return "noisy input"
-    if row["method"].startswith("dit_x"):
-        return f"DiT DDIM {steps} passes (all, run {row['method'][5:]}x on its own output)"
-    if row["method"] == "dit":
-        return f"DiT DDIM {steps} pass{'es' if steps > 1 else ''}"
+    if row["method"].startswith("dit"):
+        name = "DiT compute-matched" if row["method"].startswith("dit_compute") else "DiT"
+        if "_x" in row["method"]:
+            return f"{name} DDIM {steps} passes (all, run {row['method'].rsplit('_x', 1)[1]}x on its own output)"
+        return f"{name} DDIM {steps} pass{'es' if steps > 1 else ''}"
     return f"{row['method']} {steps} step{'s' if steps > 1 else ''}"
 
 
@@ -256,7 +282,8 @@ def write_paper_report(rows: list[dict], models: dict[str, dict], meta: dict, ou
         "The original work's image denoising protocol (see `ebt_vision/experiments/paper.py`): diffusion noise on the "
         "1000-step linear-beta schedule, every EBT trained at exactly level 0.1 (t = 99) and descending from the noisy "
         "image, the diffusers DiT trained on t in [0, 100) with epsilon prediction, same photos, crops, crop stream "
-        "and number of steps. `ebt-*` models: the energy sees only the candidate (the original's denoiser); "
+        "and number of steps (and a compute-matched DiT: the training FLOPs of `ebt-1`, in more steps). "
+        "`ebt-*` models: the energy sees only the candidate (the original's denoiser); "
         "`ebt-ctx-*`: the noisy image is also an input. Recipe `-1`: one descent step in training; `-23`: 2-3 "
         "randomised steps with a step size jittered in [1/2, 2]x (the original's second recipe). PSNR on clamped "
         "0-255 pixels; GFLOPs per image measured (an EBT step = one forward and one backward pass to the image).",
@@ -277,7 +304,8 @@ def write_paper_report(rows: list[dict], models: dict[str, dict], meta: dict, ou
         ]
     verdict_rows = [[v["noise_level"], f"{v['ebt']} ({v['ebt_steps']} steps)", f"{v['ebt_psnr']:.2f}", v["dit"],
                      f"{v['dit_psnr']:.2f}", f"{v['psnr_gap']:+.2f}", f"{v['pass_ratio']:.3f}",
-                     "yes" if v["ebt_wins"] else "no"] for v in verdict]  # fmt: skip
+                     "yes" if v["ebt_wins"] else "no", f"{v.get('dit_compute_psnr', float('nan')):.2f}",
+                     f"{v.get('psnr_gap_compute', float('nan')):+.2f}"] for v in verdict]  # fmt: skip
     parts += [
         "### Claims check (settings chosen on validation, PSNR on test)",
         markdown_table(

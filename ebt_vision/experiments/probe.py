@@ -139,11 +139,12 @@ def train_probe(features: Tensor, labels: Tensor, classes: int, settings: ProbeS
 
 @torch.no_grad()
 def accuracy(probe: LinearProbe, features: Tensor, labels: Tensor, classes: int) -> tuple[float, float]:
-    """(top-1, top-5) in percent, with torchmetrics."""
+    """(top-1, top-5) in percent, with torchmetrics (with 5 classes or fewer, top-5 is 100% by definition)."""
     from torchmetrics.functional.classification import multiclass_accuracy
 
     logits = probe(features)
-    top = [multiclass_accuracy(logits, labels, num_classes=classes, top_k=k, average="micro") for k in (1, 5)]
+    top = [multiclass_accuracy(logits, labels, num_classes=classes, top_k=min(k, classes), average="micro")
+           if k < classes else torch.tensor(1.0) for k in (1, 5)]  # fmt: skip
     return 100 * float(top[0]), 100 * float(top[1])
 
 

@@ -17,7 +17,7 @@ from ..core.reports import make_meta, markdown_table, write_report
 from ..core.train import seed_everything, train
 from ..image.config import ImageConfig
 from ..image.dit import DiTObjective
-from ..image.labelled import LabelledImages, fashion_mnist, few_shot
+from ..image.labelled import LabelledImages, fashion_mnist, few_shot, image_folder
 from ..image.objective import DenoisingObjective
 from .probe import (
     LEVELS,
@@ -131,13 +131,21 @@ def evaluate_backbone(backbone: Backbone, train_set: LabelledImages, test_set: L
 
 
 def run_probe(cfg: ImageConfig, run_root: str | Path, out: str | Path, settings: ProbeSettings | None = None,
-              limit: int | None = None, progress: bool = True, stem: str = "probe") -> Path:  # fmt: skip
-    """Pre-train, extract, sweep, probe; write ``stem.{md,json,png}`` to ``out``."""
+              limit: int | None = None, progress: bool = True, stem: str = "probe",
+              folder: str | Path | None = None) -> Path:  # fmt: skip
+    """Pre-train, extract, sweep, probe; write ``stem.{md,json,png}`` to ``out``. ``folder``: an ImageFolder tree
+    (``train/`` and ``val/`` of class sub-folders, e.g. ImageNet) instead of Fashion-MNIST; the backbones then
+    pre-train on its ``train/`` images (``cfg.data.source`` should name that folder)."""
     settings = settings or ProbeSettings()
     run_root = Path(run_root)
     trained = pretrain(cfg, run_root, progress)
-    train_set = fashion_mnist("train", cfg.data.crop_size, cfg.model.channels)
-    test_set = fashion_mnist("test", cfg.data.crop_size, cfg.model.channels)
+    size, channels = cfg.data.crop_size, cfg.model.channels
+    if folder is None:
+        train_set, test_set = fashion_mnist("train", size, channels), fashion_mnist("test", size, channels)
+        dataset = "Fashion-MNIST (Debian dataset-fashion-mnist)"
+    else:
+        train_set, test_set = image_folder(folder, "train", size, channels), image_folder(folder, "val", size, channels)
+        dataset = f"ImageFolder {folder} ({len(train_set.classes)} classes; train/ to fit, val/ to test)"
     if limit:
         train_set = train_set.subset(torch.arange(min(limit, len(train_set))))
         test_set = test_set.subset(torch.arange(min(limit // 6 + 1, len(test_set))))
@@ -147,8 +155,9 @@ def run_probe(cfg: ImageConfig, run_root: str | Path, out: str | Path, settings:
         evaluated = evaluate_backbone(backbone, train_set, test_set, cache, settings)
         results.append(evaluated["result"])
         sweeps += evaluated["sweep"]
-    data = (f"Fashion-MNIST (Debian dataset-fashion-mnist): probe trained on {len(train_set)} training images "
-            f"(layer and noise level chosen on 10,000 of them held out), reported on {len(test_set)} test images, "
+    held = len(split_validation(train_set)[1])
+    data = (f"{dataset}: probe trained on {len(train_set)} training images "
+            f"(layer and noise level chosen on {held:,} of them held out), reported on {len(test_set)} test images, "
             f"{cfg.data.crop_size}px")  # fmt: skip
     steps = cfg.train.steps * cfg.data.batch_size
     budget = f"pre-training: {cfg.train.steps} steps of batch {cfg.data.batch_size} ({steps} images) per backbone"
