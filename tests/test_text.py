@@ -368,3 +368,10 @@ def test_tiny_train_evaluate_report(tmp_path):
     assert tokenizer.vocab_size <= objective.cfg.model.vocab_size
     again = run_text_experiment(cfg, tmp_path / "runs", tmp_path / "again", options, progress=False)  # resumes
     assert json.loads(again.with_suffix(".json").read_text())["rows"] == report["rows"]
+    from ebt_vision.cli import main
+
+    for model in ("ebt", "transformer"):  # `ebt-vision generate` on the trained folders, seeded
+        args = ["generate", "The state", "--model", model, "--checkpoint", str(tmp_path / "runs" / model),
+                "--max-new-tokens", "3", "--temperature", "1", "--seed", "5", "--energies"]  # fmt: skip
+        assert main(args) == 0
+    assert main(["generate", "", "--checkpoint", str(tmp_path / "runs" / "ebt")]) == 2

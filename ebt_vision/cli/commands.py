@@ -244,6 +244,28 @@ def probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate(args: argparse.Namespace) -> int:
+    from ..text.checkpoints import load_text_ebt, load_transformer
+    from ..text.generate import generate_ebt, generate_transformer
+    from ..text.system2 import Thinking
+
+    if args.model == "ebt":
+        objective, tokenizer = load_text_ebt(args.checkpoint or "checkpoints/text-sotu-s")
+        thinking = Thinking(num_steps=args.steps, n_candidates=args.best_of)
+        result = generate_ebt(objective, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.seed,
+                              thinking)  # fmt: skip
+    else:
+        objective, tokenizer = load_transformer(args.checkpoint or "checkpoints/text-sotu-s-transformer")
+        result = generate_transformer(objective, tokenizer, args.prompt, args.max_new_tokens, args.temperature,
+                                      args.seed)  # fmt: skip
+    print(result.prompt + result.text)
+    if args.energies and result.energies is not None:
+        print("\ntoken\tenergy")
+        for piece, energy in zip(result.pieces, result.energies, strict=True):
+            print(f"{piece!r}\t{energy:.4f}")
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from apps.demo import launch
 

@@ -180,6 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "generate",
+        commands.generate,
+        "Continue a prompt with the shipped text EBT (or the Transformer++ baseline)",
+        "Prints the continuation; with --energies each EBT token with its energy (its uncertainty).\n"
+        "Greedy at temperature 0, sampled otherwise; the seed makes both reproducible.",
+    )
+    p.add_argument("prompt", help="the text to continue (UTF-8, at most 4,000 characters)")
+    p.add_argument("--model", choices=["ebt", "transformer"], default="ebt", help="which model family")
+    p.add_argument("--checkpoint", help="model folder with its tokenizer.json (default: checkpoints/text-sotu-s or "
+                   "checkpoints/text-sotu-s-transformer)")  # fmt: skip
+    p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate (1-512)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--seed", type=int, default=0, help="sampling and best-of-N seed")
+    p.add_argument("--steps", type=int, help="EBT descent steps per token (default: as trained)")
+    p.add_argument("--best-of", type=int, default=1, help="EBT: N descents per token, the lowest energy wins")
+    p.add_argument("--energies", action="store_true", help="EBT: also print every token with its energy")
+
+    p = _command(
+        sub,
         "quickstart",
         commands.compare,
         "The main job: the EBT vs DiT comparison at toy scale (~12 min on CPU)",
