@@ -99,6 +99,15 @@ def read_pretrained(folder: str | Path) -> tuple[dict[str, torch.Tensor], Experi
     return tensors, cfg, extra
 
 
+def read_checkpoint(
+    path: str | Path, what: str = "checkpoint"
+) -> tuple[Path, dict[str, torch.Tensor], ExperimentConfig, dict[str, Any]]:
+    """-> (the resolved path, state dict, config, extra metadata) of a ``.safetensors`` file with the config in its
+    metadata or a folder in the Hugging Face layout; relative paths are also looked up in the project checkout."""
+    path = resolve_path(path, what, CheckpointError)
+    return (path, *(read_pretrained(path) if path.is_dir() else read_weights(path)))
+
+
 def load_trained(
     path: str | Path, build: Callable[[ExperimentConfig], nn.Module], what: str, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -106,8 +115,7 @@ def load_trained(
     and the checkpoint's extra metadata. ``path``: a ``.safetensors`` file with the config in its metadata, or a
     folder in the Hugging Face layout (``save_pretrained``); relative paths are also looked up in the project
     checkout. ``what`` names the model in the error when the weights do not fit."""
-    path = resolve_path(path, "checkpoint", CheckpointError)
-    tensors, cfg, extra = read_pretrained(path) if path.is_dir() else read_weights(path)
+    path, tensors, cfg, extra = read_checkpoint(path)
     module = build(cfg)
     try:
         module.load_state_dict(tensors)

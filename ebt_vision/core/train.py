@@ -30,8 +30,7 @@ from .checkpoint import (
     checkpoint_config,
     latest_checkpoint,
     load_training_checkpoint,
-    read_pretrained,
-    read_weights,
+    read_checkpoint,
     save_pretrained_folder,
     save_training_checkpoint,
 )
@@ -39,7 +38,6 @@ from .config import ExperimentConfig, OptimConfig, config_differences, dump_yaml
 from .distributed import Distributed
 from .errors import UserError
 from .objective import Objective
-from .paths import resolve_path
 from .progress import progress as progress_bar
 
 
@@ -251,8 +249,7 @@ def _resume_state(run_dir: Path, cfg: ExperimentConfig, objective: Objective, re
 
 def _initialise_from(objective: nn.Module, path: str) -> None:
     """``train.init_from``: load a trained model's weights (same architecture) before the first step."""
-    found = resolve_path(path, "train.init_from checkpoint", CheckpointError)
-    tensors = read_pretrained(found)[0] if found.is_dir() else read_weights(found)[0]
+    tensors = read_checkpoint(path, "train.init_from checkpoint")[1]
     try:
         objective.load_state_dict(tensors)
     except RuntimeError as error:

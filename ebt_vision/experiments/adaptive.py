@@ -18,7 +18,7 @@ from ..core.metrics import psnr
 from ..core.progress import progress as progress_bar
 from ..core.reports import markdown_table, write_report
 from ..image.data import Photo, held_out_photos
-from ..image.inference import crop_to_patches, denoise
+from ..image.inference import adaptive_tolerance, crop_to_patches, denoise
 from ..image.noise import noisy_copy
 from ..image.objective import DenoisingObjective
 from .compare.protocols import SPLIT_SEED_OFFSET
@@ -34,10 +34,9 @@ def _photo_rows(objective, photo: Photo, index: int, split: str, sigma: float, m
     uniform, _ = denoise(objective, noisy, max_steps, per_patch=True, final_energy=True)
     rows = [{**base, "method": "uniform", "steps_per_patch": float(k), "psnr": float(psnr(c, clean))}
             for k, c in enumerate(uniform.candidates)]  # fmt: skip
-    first_drop = float((uniform.position_energies[0] - uniform.position_energies[1]).median())
     for fraction in fractions:
         adaptive, _ = denoise(objective, noisy, max_steps, per_patch=True, stop_when_energy_rises=True,
-                              stop_tolerance=fraction * abs(first_drop))  # fmt: skip
+                              stop_tolerance=adaptive_tolerance(uniform, fraction))  # fmt: skip
         rows.append({**base, "method": "adaptive", "tolerance_fraction": fraction,
                      "steps_per_patch": float(adaptive.steps_taken.float().mean()),
                      "psnr": float(psnr(adaptive.final, clean))})  # fmt: skip

@@ -28,6 +28,7 @@ from ..image.data import training_photos
 from ..image.dit import dit_denoise
 from ..image.inference import denoise
 from ..image.noise import NoiseLevel, alphas_cumprod, level_to_sigma, level_to_timestep
+from .compare import selection
 from .compare.contenders import fit_model
 from .compare.protocols import SPLIT_SEED_OFFSET, eval_images, score
 
@@ -151,14 +152,7 @@ def evaluate(models: dict[str, dict], split: str, size: int, ebt_steps: int = EB
 
 def average(rows: list[dict]) -> list[dict]:
     """Means over the images of each (split, level, method, setting)."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in GROUP), []).append(row)
-    return [
-        {**dict(zip(GROUP, key, strict=True)), **{k: sum(r[k] for r in group) / len(group) for k in MEANS},
-         "images": len(group)}
-        for key, group in groups.items()
-    ]  # fmt: skip
+    return selection.average(rows, GROUP, MEANS)
 
 
 @dataclass(frozen=True)

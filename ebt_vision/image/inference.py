@@ -126,6 +126,13 @@ def denoise(
     return trajectory, energy
 
 
+def adaptive_tolerance(reference: Trajectory, fraction: float) -> float:
+    """The stop tolerance of adaptive per-patch descent: ``fraction`` times the median first-step energy drop per
+    patch of ``reference``, a per-patch descent (``per_patch=True``) of the same image with at least one step."""
+    first_drop = float((reference.position_energies[0] - reference.position_energies[1]).median())
+    return fraction * abs(first_drop)
+
+
 @dataclass
 class BestOfN:
     """What ``best_of_n`` found: the lowest-energy estimates, every start's final energy, the descent of all starts."""

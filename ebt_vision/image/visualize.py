@@ -20,7 +20,7 @@ from ..core.errors import InputError
 from ..core.metrics import psnr
 from .data import load_image, to_uint8
 from .dit import DiTObjective, dit_denoise
-from .inference import best_of_n, check_images, crop_to_patches, denoise
+from .inference import adaptive_tolerance, best_of_n, check_images, crop_to_patches, denoise
 from .noise import add_gaussian_noise, estimate_noise_sigma, sigma_to_timestep
 from .objective import DenoisingObjective
 
@@ -209,9 +209,9 @@ def _adaptive_descent(objective, noisy: Tensor, steps: int, step_scale: float, f
     first-step drop (measured by one probe step): -> (trajectory, steps per patch (H/p, W/p), the probe's passes)."""
     kwargs = dict(step_scale=step_scale, per_patch=True, tile_overlap=tile_overlap)
     probe, _ = denoise(objective, noisy[None], 1, final_energy=True, **kwargs)
-    first_drop = float((probe.position_energies[0] - probe.position_energies[1]).median())
-    trajectory, _ = denoise(objective, noisy[None], steps, stop_when_energy_rises=True,
-                            stop_tolerance=fraction * abs(first_drop), final_energy=True, **kwargs)  # fmt: skip
+    tolerance = adaptive_tolerance(probe, fraction)
+    trajectory, _ = denoise(objective, noisy[None], steps, stop_when_energy_rises=True, stop_tolerance=tolerance,
+                            final_energy=True, **kwargs)  # fmt: skip
     extra = (probe.forward_passes, probe.backward_passes)
     return trajectory, trajectory.steps_taken[0].float().cpu(), extra
 

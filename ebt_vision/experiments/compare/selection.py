@@ -23,15 +23,16 @@ CONDITION = ("noise", "sigma", "noise_level", "setting")  # a choice is made per
 CONFIG = ("method", "steps", "n_candidates")  # what is chosen
 
 
-def average(rows: list[dict]) -> list[dict]:
-    """Mean over images per (split, noise, sigma, level, setting, method, steps, candidates)."""
+def average(rows: list[dict], group_by: tuple[str, ...] = GROUP, fields: tuple[str, ...] = MEANS) -> list[dict]:
+    """Mean of ``fields`` over images per ``group_by`` (by default: split, noise, sigma, level, setting, method, steps,
+    candidates); keys a row lacks are left out of its group."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        groups[tuple(row.get(k) for k in GROUP)].append(row)
+        groups[tuple(row.get(k) for k in group_by)].append(row)
     out = []
     for key, group in groups.items():
-        kept = {k: v for k, v in zip(GROUP, key, strict=True) if v is not None}
-        means = {k: float(np.mean([r[k] for r in group])) for k in MEANS}
+        kept = {k: v for k, v in zip(group_by, key, strict=True) if v is not None}
+        means = {k: float(np.mean([r[k] for r in group])) for k in fields}
         out.append({**kept, "split": group[0]["split"], **means, "images": len(group)})
     return out
 
