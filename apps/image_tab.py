@@ -29,8 +29,10 @@ class ImageTab:
         from ebt_vision.image.data import held_out_photos
         from ebt_vision.image.dit import load_dit
         from ebt_vision.image.inference import load_denoiser
+        from ebt_vision.image.schedule import StepSchedule
 
         self.objective = load_denoiser(ebt_path)
+        self.schedule = StepSchedule.load(ebt_path)  # steps by the estimated noise level, when calibrated
         self.dit = load_dit(dit_path) if dit_path else None
         self.samples = {photo.name: photo.image for photo in held_out_photos(max_side=SAMPLE_SIDE)}
 
@@ -46,8 +48,10 @@ class ImageTab:
         seed: int = 0,
         fast: bool = True,
         adaptive: float = 0.0,
+        auto_steps: bool = False,
     ) -> tuple[np.ndarray | None, np.ndarray, list, np.ndarray, np.ndarray | None, object, str]:
-        """-> (clean, noisy, step gallery, EBT result, DiT result, energy/PSNR figure, summary markdown)."""
+        """-> (clean, noisy, step gallery, EBT result, DiT result, energy/PSNR figure, summary markdown).
+        ``auto_steps``: the steps and step scale come from the checkpoint's step schedule (by the estimated noise)."""
         from ebt_vision.core.errors import InputError
         from ebt_vision.image.data import to_uint8
         from ebt_vision.image.visualize import (
@@ -79,7 +83,10 @@ class ImageTab:
             seed=int(seed),
             tile_overlap=1 if fast else 2,
             adaptive=float(adaptive),
+            schedule=self.schedule if auto_steps else None,
         )
+        if auto_steps and self.schedule is None:
+            notes.append("this checkpoint has no step schedule (ebt-vision calibrate): the steps slider was used")
         story.notes = notes + story.notes
         dit = to_uint8(story.dit) if story.dit is not None else None
         return (
@@ -111,7 +118,16 @@ def build_image_tab(tab: ImageTab) -> None:
                 # no file-type filter: a rejected file would silently leave the sample in use; the handler says why
                 upload = gr.File(label="…or upload a photo (≤ 20 MiB; downscaled to 384 px)")
                 sigma = gr.Slider(0, 100, value=25, step=1, label="Noise sigma (0-255 scale)")
-                steps = gr.Slider(1, MAX_STEPS, value=2, step=1, label="EBT descent steps (trained with 1-2)")
+                descent = tab.objective.cfg.descent
+                trained = (
+                    f"{descent.min_steps}-{descent.num_steps}"
+                    if descent.min_steps < descent.num_steps
+                    else str(descent.num_steps)
+                )
+                auto_steps = gr.Checkbox(tab.schedule is not None, elem_id="auto-steps",
+                                         label="Steps from the estimated noise (the model's calibrated step schedule; "
+                                               "overrides the two sliders below)")  # fmt: skip
+                steps = gr.Slider(1, MAX_STEPS, value=2, step=1, label=f"EBT descent steps (trained with {trained})")
                 step_scale = gr.Slider(0.1, 4.0, value=1.0, step=0.1, label="Step-size scale")
                 best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best-of-N (lowest energy wins)")
                 dit_steps = gr.Slider(0, 100, value=2, step=1, label="DiT DDIM steps (0 = all)")
@@ -137,6 +153,6 @@ def build_image_tab(tab: ImageTab) -> None:
         )
         run.click(
             without_traceback(tab.run),
-            [sample, upload, sigma, steps, step_scale, best_of, dit_steps, seed, fast, adaptive],
+            [sample, upload, sigma, steps, step_scale, best_of, dit_steps, seed, fast, adaptive, auto_steps],
             [clean, noisy, gallery, ebt, dit, plot, summary],
         )

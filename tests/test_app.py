@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -124,6 +126,21 @@ def test_image_tab_handler_outputs(checkpoints, tmp_path):
     with pytest.raises(InputError, match="pick a sample"):
         tab.run(None, None, 25, 2, 1.0, 1, 3)
     assert ImageTab(ebt, None).run("skimage:coffee", None, 25, 1, 1.0, 1, 3)[4] is None  # no DiT checkpoint
+
+
+def test_image_tab_takes_its_steps_from_the_step_schedule(checkpoints):
+    from ebt_vision.image.schedule import StepSchedule
+
+    ebt, _ = checkpoints
+    out = ImageTab(ebt, None).run("skimage:coffee", None, 25, 2, 1.0, 1, 0, auto_steps=True)
+    assert "no step schedule" in out[6] and len(out[2]) == 3 + 3 + 2  # without one: the slider's 2 steps
+    StepSchedule([5.0, 120.0], [1, 4], [0.5, 1.5], [0.0, 0.0], [5.0, 120.0]).save(Path(ebt).parent)
+    tab = ImageTab(ebt, None)
+    light = tab.run("skimage:coffee", None, 2, 3, 1.0, 1, 0, auto_steps=True)
+    heavy = tab.run("skimage:coffee", None, 100, 3, 1.0, 1, 0, auto_steps=True)
+    assert "schedule says 1 step at step scale 0.5" in light[6] and len(light[2]) == 2 + 2 + 1
+    assert "schedule says 4 steps at step scale 1.5" in heavy[6] and len(heavy[2]) == 5 + 5 + 4
+    assert len(tab.run("skimage:coffee", None, 100, 3, 1.0, 1, 0)[2]) == 4 + 4 + 3  # unchecked: the sliders
 
 
 def test_app_builds_offline_with_the_image_tab_wired(checkpoints):

@@ -72,6 +72,22 @@ def test_the_descent_result_is_what_is_written(objective, images, tmp_path):
     assert np.abs(iio.imread(path).astype(int) - expected.astype(int)).max() <= 1
 
 
+def test_without_steps_the_step_schedule_sets_them(objective, images, tmp_path):
+    from ebt_vision.image.inference import denoise
+    from ebt_vision.image.schedule import StepSchedule
+
+    schedule = StepSchedule([0.0, 50.0], [1, 3], [0.5, 2.0], [0.0, 0.0], [0.0, 50.0])  # random pixels: heavy "noise"
+    (path,) = denoise_files(objective, [images / "rgb.png"], tmp_path / "o", DenoiseOptions(schedule=schedule),
+                            progress=False)  # fmt: skip
+    trajectory, _ = denoise(objective, read_user_image(images / "rgb.png").rgb[None], 3, step_scale=2.0)
+    expected = ((trajectory.final[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.abs(iio.imread(path).astype(int) - expected.astype(int)).max() <= 1
+    (fixed,) = denoise_files(
+        objective, [images / "rgb.png"], tmp_path / "p", DenoiseOptions(steps=1, schedule=schedule), progress=False
+    )  # fmt: skip  (--steps wins over the schedule)
+    assert np.abs(iio.imread(fixed).astype(int) - iio.imread(path).astype(int)).max() > 1
+
+
 def test_never_overwrites_inputs_or_earlier_results_unless_asked(objective, images, tmp_path):
     options = DenoiseOptions(steps=1)
     out = tmp_path / "out"

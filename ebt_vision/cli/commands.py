@@ -67,7 +67,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
     report = run_evaluation(
         args.checkpoint, args.out, args.stem, tuple(args.sigmas), args.steps, args.max_side, args.split, args.limit,
-        args.seed, not args.no_bm3d, args.device, not args.quiet, args.dit_checkpoint or None,
+        args.seed, not args.no_bm3d, args.device, not args.quiet, args.dit_checkpoint or None, not args.no_schedule,
+        tuple(args.dit_steps),
     )  # fmt: skip
     print(report.read_text())
     print(f"report: {report} (+ .json, .png)")
@@ -140,6 +141,21 @@ def adaptive(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibrate(args: argparse.Namespace) -> int:
+    from ..core.train import resolve_device
+    from ..experiments.calibration import run_calibration
+    from ..image.inference import load_denoiser
+
+    device = resolve_device(args.device)
+    objective = load_denoiser(args.checkpoint, device)
+    schedule, report = run_calibration(objective, device, args.checkpoint, args.out, args.stem, args.crop,
+                                       args.per_photo, args.max_steps, not args.no_save, not args.quiet)  # fmt: skip
+    print(report.read_text())
+    saved = "" if args.no_save else f"; schedule saved beside {args.checkpoint}"
+    print(f"report: {report} (+ .json, .png){saved}")
+    return 0
+
+
 def ablate(args: argparse.Namespace) -> int:
     from ..core.reports import make_meta
     from ..core.train import resolve_device
@@ -181,8 +197,11 @@ def denoise(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or (DEFAULT_DIT if args.model == "dit" else DEFAULT_EBT)
     build, what = (DiTObjective, "a DiT baseline") if args.model == "dit" else (DenoisingObjective, "an image EBT")
     model, _ = load_trained(checkpoint, build, what, resolve_device(args.device))
+    from ..image.schedule import StepSchedule
+
+    schedule = StepSchedule.load(checkpoint) if args.model == "ebt" else None
     options = DenoiseOptions(args.steps, args.best_of, args.sigma, args.save_steps, args.save_energy_map,
-                             args.overwrite)  # fmt: skip
+                             args.overwrite, schedule)  # fmt: skip
     written = denoise_files(model, args.inputs, args.output, options, progress=not args.quiet)
     print("\n".join(str(path) for path in written))
     return 0

@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--model", choices=["ebt", "dit"], default="ebt", help="which model family")
     p.add_argument("--checkpoint", help=f"model folder or .safetensors (default: {DEFAULT_EBT} or {DEFAULT_DIT})")
-    p.add_argument("--steps", type=int, help="EBT descent steps (default: as trained) or DiT DDIM steps (default 2)")
+    p.add_argument("--steps", type=int, help="EBT descent steps (default: set by the estimated noise through the "
+                   "checkpoint's step schedule, else as trained) or DiT DDIM steps (default 2)")  # fmt: skip
     p.add_argument("--best-of", type=int, default=1, help="EBT: N descents, keep the lowest final energy")
     p.add_argument("--sigma", type=float, help="noise sigma (0-255) for a sigma-conditioned EBT or the DiT; "
                    "default: estimated from the image (the blind EBT needs none)")  # fmt: skip
@@ -119,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dit-checkpoint", default="", help="also the DiT baseline (blind, estimated sigma), e.g. "
                    f"{DEFAULT_DIT}")  # fmt: skip
+    p.add_argument("--dit-steps", type=int, nargs="+", default=[1, 2, 5, 10], help="the DiT's DDIM step counts")
+    p.add_argument(
+        "--no-schedule",
+        action="store_true",
+        help="leave out the 'auto steps' row of the checkpoint's step schedule (ebt-vision calibrate)",
+    )
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D (slow on big photos)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
@@ -176,6 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N photos of each split")
     p.add_argument("--out", default="runs/adaptive", help="report folder")
     p.add_argument("--stem", default="adaptive", help="report file name stem")
+    _common(p)
+
+    p = _command(
+        sub,
+        "calibrate",
+        commands.calibrate,
+        "Fit a blind EBT's step schedule: descent steps and step scale per estimated noise level",
+        "On full-resolution crops of the validation photos, at a grid of noise levels, finds the step count and\n"
+        "step-size scale with the best PSNR and files it under the sigma estimated from the noisy crops. Saved as\n"
+        "step_schedule.json beside the weights: denoise, eval and the app then let the estimated noise set the steps.",
+    )
+    p.add_argument("--checkpoint", default=DEFAULT_EBT, help="EBT model folder or .safetensors file")
+    p.add_argument("--crop", type=int, default=96, help="calibration crop side (full-resolution pixels)")
+    p.add_argument("--per-photo", type=int, default=2, help="crops per validation photo")
+    p.add_argument("--max-steps", type=int, default=8, help="most descent steps tried")
+    p.add_argument("--no-save", action="store_true", help="report only; do not write step_schedule.json")
+    p.add_argument("--out", default="runs/calibrate", help="report folder")
+    p.add_argument("--stem", default="step_schedule", help="report file name stem")
     _common(p)
 
     p = _command(

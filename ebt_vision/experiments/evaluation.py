@@ -19,6 +19,7 @@ from ..image.dit import DiTObjective, dit_denoise
 from ..image.inference import crop_to_patches, denoise
 from ..image.noise import as_model_input, estimate_noise_sigma, noisy_copy, training_sigma_max
 from ..image.objective import DenoisingObjective
+from ..image.schedule import StepSchedule
 from .compare.protocols import SPLIT_SEED_OFFSET
 
 DIT_STEPS = (1, 2, 5, 10)
@@ -40,12 +41,14 @@ def evaluate_denoiser(
     split: str = "test",
     dit: DiTObjective | None = None,
     dit_steps: tuple[int, ...] = DIT_STEPS,
+    schedule: StepSchedule | None = None,
 ) -> list[dict]:
     """Per image and sigma: one row per method/step with PSNR, SSIM and forward/backward passes.
 
     EBT rows after k descent steps cost k forward and k backward passes of the model (the tiled energy of a
     whole photo counts as one pass; its tiles are batched); ``ebt_stop`` is ``num_steps`` steps with energy-based
-    stopping. The DiT is blind like the EBT: it starts DDIM at the timestep of the sigma estimated from the noisy photo.
+    stopping; ``ebt_auto`` (with a ``schedule``) takes the steps its estimated noise level looks up. The DiT is
+    blind like the EBT: it starts DDIM at the timestep of the sigma estimated from the noisy photo.
     The split label compares sigma with the highest (Gaussian-equivalent) sigma the model trained on; a
     diffusion-trained model gets the noisy photo in its own convention (``as_model_input``).
     """
@@ -66,16 +69,27 @@ def evaluate_denoiser(
                                 seconds=time.perf_counter() - started))  # fmt: skip
         model_input = as_model_input(noisy[None], sigma, objective.cfg.data.noise)
         started = time.perf_counter()
-        trajectory, _ = denoise(objective, model_input, num_steps=num_steps, final_energy=False)
+        trajectory, _ = denoise(objective, model_input, num_steps=num_steps, final_energy=True)
         seconds = time.perf_counter() - started
         for k, candidate in enumerate(trajectory.candidates[1:], start=1):
             timing = {"seconds": seconds} if k == num_steps else {}  # measured for the whole K-step run only
             rows.append(_scored(base, "ebt", candidate[0], clean, steps=k, forward_passes=k, backward_passes=k,
                                 **timing))  # fmt: skip
-        stopped, _ = denoise(objective, model_input, num_steps=num_steps, stop_when_energy_rises=True)
-        rows.append(_scored(base, "ebt_stop", stopped.final[0], clean, steps=num_steps,
-                            forward_passes=stopped.forward_passes, backward_passes=stopped.backward_passes,
-                            steps_taken=float(stopped.steps_taken.float().mean())))  # fmt: skip
+        stop = first_energy_rise(trajectory.energies[:, 0])
+        rows.append(
+            _scored(
+                base,
+                "ebt_stop",
+                trajectory.candidates[stop][0],
+                clean,
+                steps=num_steps,
+                forward_passes=num_steps + 1,
+                backward_passes=num_steps,
+                steps_taken=float(stop),
+            )
+        )
+        if schedule is not None:
+            rows.append(_scheduled_row(objective, schedule, noisy[None], model_input, trajectory, base, clean))
         if dit is not None:
             estimated = float(estimate_noise_sigma(noisy[None])[0])
             for k in dit_steps:
@@ -83,6 +97,27 @@ def evaluate_denoiser(
                 rows.append(_scored(base, "dit_ddim", estimate[0], clean, steps=k, forward_passes=passes[0],
                                     backward_passes=0))  # fmt: skip
     return rows
+
+
+def first_energy_rise(energies: torch.Tensor) -> int:
+    """Energy-based stopping read off one image's energies (K + 1,) along a plain descent: the step count k where
+    the next step would first raise the energy (K if it never does). Equals ``denoise(...,
+    stop_when_energy_rises=True)`` on that image, which also spends K + 1 forward and K backward passes."""
+    rises = (energies[1:] > energies[:-1]).nonzero()
+    return int(rises[0]) if len(rises) else len(energies) - 1
+
+
+def _scheduled_row(objective, schedule: StepSchedule, noisy, model_input, trajectory, base: dict, clean) -> dict:
+    """The EBT with its step schedule: steps and step scale looked up by the noise level estimated from the noisy
+    photo (at step scale 1 the plain descent's candidate is reused)."""
+    estimated = float(estimate_noise_sigma(noisy)[0])
+    steps, scale = schedule.lookup(estimated)
+    if scale == 1.0 and steps < len(trajectory.candidates):
+        estimate = trajectory.candidates[steps][0]
+    else:
+        estimate = denoise(objective, model_input, num_steps=steps, step_scale=scale, final_energy=False)[0].final[0]
+    return _scored(base, "ebt_auto", estimate, clean, steps=0, forward_passes=steps, backward_passes=steps,
+                   steps_taken=float(steps), step_scale=scale, estimated_sigma=estimated)  # fmt: skip
 
 
 def average_rows(rows: list[dict]) -> list[dict]:
@@ -127,7 +162,15 @@ def summary_table(averaged: list[dict]) -> str:
     names = {"noisy": "NOISY", "cbm3d": "CBM3D", "ebt_stop": f"EBT stop@{steps[-1]}"}
     headers = ["sigma", "split"] + [names.get(m) or f"EBT {k} step{'s' * (k > 1)}" for m, k in methods]
     with_dit = any(r["method"] == "dit_ddim" for r in test)
-    headers += ["EBT (chosen k)"] + (["DiT (chosen DDIM steps)"] if with_dit else [])
+    with_validation = any(r["eval_split"] == "validation" for r in averaged)
+    with_auto = any(r["method"] == "ebt_auto" for r in test)
+    dit_steps = sorted({r["steps"] for r in test if r["method"] == "dit_ddim"})
+    if with_auto:
+        headers.append("EBT auto steps (mean steps)")
+    if with_validation:
+        headers += ["EBT (chosen k)"] + (["DiT (chosen DDIM steps)"] if with_dit else [])
+    elif with_dit:
+        headers += [f"DiT {k} DDIM step{'s' * (k > 1)}" for k in dit_steps]
 
     def cell(row: dict | None, label: bool = False) -> str:
         if row is None:
@@ -138,9 +181,15 @@ def summary_table(averaged: list[dict]) -> str:
     table = []
     for sigma in sigmas:
         cells = [cell(lookup.get((m, sigma, k))) for m, k in methods]
-        cells.append(cell(_chosen(averaged, "ebt", sigma), label=True))
-        if with_dit:
-            cells.append(cell(_chosen(averaged, "dit_ddim", sigma), label=True))
+        if with_auto:
+            auto = lookup[("ebt_auto", sigma, 0)]
+            cells.append(f"{cell(auto)} ({auto['forward_passes']:.1f})")
+        if with_validation:
+            cells.append(cell(_chosen(averaged, "ebt", sigma), label=True))
+            if with_dit:
+                cells.append(cell(_chosen(averaged, "dit_ddim", sigma), label=True))
+        elif with_dit:
+            cells += [cell(lookup.get(("dit_ddim", sigma, k))) for k in dit_steps]
         table.append([f"{sigma:g}", lookup[("noisy", sigma, 0)]["split"], *cells])
     return markdown_table(headers, table)
 
@@ -163,6 +212,16 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
         dit = _chosen(averaged, "dit_ddim", sigma)
         if dit is not None:
             references.append((f"DiT ({dit['steps']} DDIM steps)", dit))
+        else:  # no validation split to choose on: every DDIM step count, against its forward passes
+            dits = sorted((r for r in test if r["method"] == "dit_ddim" and r["sigma"] == sigma),
+                          key=lambda r: r["steps"])  # fmt: skip
+            if dits:
+                ax.plot([r["forward_passes"] for r in dits], [r["psnr"] for r in dits], "s--", markersize=3,
+                        color="C2", label="DiT (DDIM forward passes)")  # fmt: skip
+        auto = [r for r in test if r["method"] == "ebt_auto" and r["sigma"] == sigma]
+        if auto:
+            ax.plot([auto[0]["forward_passes"]], [auto[0]["psnr"]], "*", markersize=10, color="C1",
+                    label="EBT, steps from est. noise")  # fmt: skip
         for (name, ref), (style, color) in zip(references, ((":", "grey"), ("--", "C3"), ("-.", "C2")), strict=False):
             ax.axhline(ref["psnr"], linestyle=style, color=color, label=name)
         split = "in-dist." if ebt and ebt[0]["split"] == "id" else "out-of-dist."
@@ -187,7 +246,9 @@ def write_denoise_report(rows: list[dict], meta: dict, out_dir: str | Path, stem
         "is blind (not told sigma); CBM3D is told the true sigma; the DiT (when given) is blind too: DDIM starts at "
         "the timestep of the sigma estimated from the noisy photo. *(chosen)* columns: the step count with the best "
         "mean PSNR on the **validation** photos at that sigma, quoted on the test photos. An EBT step is one forward "
-        "and one backward pass of the model; *stop@K*: K steps with energy-based stopping.\n\n"
+        "and one backward pass of the model; *stop@K*: K steps with energy-based stopping; *auto steps*: the step "
+        "count and step-size scale that the noise level estimated from the noisy photo looks up in the checkpoint's "
+        "step schedule (`ebt-vision calibrate`, fitted on validation crops; the model itself stays blind).\n\n"
         f"{summary_table(averaged)}\n\n![PSNR after each descent step]({plot.name})\n"
     )
     return write_report(out_dir, stem, meta, averaged, body, per_image=rows)
@@ -207,6 +268,8 @@ def run_evaluation(
     device: str = "auto",
     progress: bool = True,
     dit_checkpoint: str | Path | None = None,
+    use_schedule: bool = True,
+    dit_steps: tuple[int, ...] = DIT_STEPS,
 ) -> Path:
     """``ebt-vision eval``: one checkpoint on the held-out photos ("both" splits: choices on validation, quoted on
     test); writes ``stem.{md,json,png}`` to ``out_dir``."""
@@ -218,16 +281,19 @@ def run_evaluation(
     torch_device = resolve_device(device)
     objective, extra = load_trained(checkpoint, DenoisingObjective, "an image EBT denoiser", torch_device)
     dit = load_trained(dit_checkpoint, DiTObjective, "a DiT baseline", torch_device)[0] if dit_checkpoint else None
+    schedule = StepSchedule.load(checkpoint) if use_schedule else None
     cfg = objective.cfg
     budget = f"{cfg.name}: {extra.get('step', '?')} steps of batch {cfg.data.batch_size}, crops {cfg.data.crop_size}px"
     if "train_seconds" in extra:
         budget += f", {extra['train_seconds'] / 60:.1f} min training"
+    if schedule is not None:
+        budget += f"; its step schedule (calibrated on validation crops): {StepSchedule.describe(schedule)}"
     rows, described = [], []
     for name in ("validation", "test") if split == "both" else (split,):
         photos = held_out_photos(max_side, name)[:limit]
         described.append(f"{name}: {len(photos)} photos ({', '.join(p.name for p in photos)})")
         rows += evaluate_denoiser(objective, photos, sigmas, steps, seed, with_bm3d and name == "test", progress,
-                                  name, dit)  # fmt: skip
+                                  name, dit, dit_steps, schedule)  # fmt: skip
     scale = f"downscaled to at most {max_side}px" if max_side else "full resolution"
     data = f"held-out photos, {scale}; " + "; ".join(described)
     return write_denoise_report(rows, make_meta(torch_device, seed, data, budget), out_dir, stem)

@@ -14,16 +14,18 @@ from .dit import DiTObjective, dit_denoise
 from .files import UserImage, collect_inputs, output_path, read_user_image, to_array, write_image
 from .inference import MAX_STEPS, best_of_n, crop_to_patches, denoise
 from .noise import estimate_noise_sigma
+from .schedule import StepSchedule
 
 
 @dataclass(frozen=True)
 class DenoiseOptions:
-    steps: int | None = None  # EBT descent steps (default: as trained) or DiT DDIM steps (default 2)
+    steps: int | None = None  # EBT descent steps (default: the schedule's, else as trained) or DiT DDIM steps (2)
     best_of: int = 1  # EBT only: N descents, keep the lowest final energy
     sigma: float | None = None  # 0-255; None: the EBT is blind, DiT and sigma-conditioned EBT use the estimate
     save_steps: bool = False  # EBT only: every step's candidate too
     save_energy_map: bool = False  # EBT only: the per-patch energy of the result, as a PNG with a colour bar
     overwrite: bool = False  # replace earlier results (never an input)
+    schedule: StepSchedule | None = None  # EBT without --steps: steps and step scale by the estimated noise level
 
     def check(self) -> None:
         if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
@@ -60,11 +62,14 @@ def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions,
     sigma = options.sigma
     if objective.cfg.model.sigma_conditioning and sigma is None:
         sigma = float(estimate_noise_sigma(noisy)[0])
+    steps, scale = options.steps, 1.0
+    if steps is None and options.schedule is not None and not objective.cfg.model.sigma_conditioning:
+        steps, scale = options.schedule.lookup(float(estimate_noise_sigma(noisy)[0]))
     trajectory = None
     if options.best_of > 1:
-        result = best_of_n(objective, noisy, options.best_of, options.steps, sigma=sigma).best
+        result = best_of_n(objective, noisy, options.best_of, steps, sigma=sigma, step_scale=scale).best
     else:
-        trajectory, _ = denoise(objective, noisy, options.steps, sigma=sigma, final_energy=False)
+        trajectory, _ = denoise(objective, noisy, steps, step_scale=scale, sigma=sigma, final_energy=False)
         result = trajectory.final
     written = [out]
     write_image(to_array(image, result[0]), out)

@@ -23,6 +23,7 @@ from .dit import DiTObjective, dit_denoise
 from .inference import adaptive_tolerance, best_of_n, check_images, crop_to_patches, denoise
 from .noise import add_gaussian_noise, estimate_noise_sigma, sigma_to_timestep
 from .objective import DenoisingObjective
+from .schedule import StepSchedule
 
 MAX_SIDE = 384  # larger uploads are downscaled (the UI says so): keeps a CPU denoise interactive
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -138,6 +139,7 @@ def denoise_story(
     seed: int = 0,
     tile_overlap: int = 2,
     adaptive: float = 0.0,
+    schedule: StepSchedule | None = None,
 ) -> DenoiseStory:
     """Denoise ``image`` (3, H, W) with the blind EBT and record every step.
 
@@ -147,7 +149,8 @@ def denoise_story(
     true sigma, like the blind EBT) with ``dit_steps`` DDIM steps (None: all). ``tile_overlap`` 1 tiles both models
     side by side (4x faster, 0.1-0.2 dB lower; see ``tiling``), 2 as the evaluations do. ``adaptive`` > 0: adaptive
     per-patch compute (each patch stops once its energy falls by less than ``adaptive`` times the median first-step
-    drop; ``steps_map`` then holds each patch's step count); it needs a single start (``best_of`` 1).
+    drop; ``steps_map`` then holds each patch's step count); it needs a single start (``best_of`` 1). ``schedule``:
+    the steps and step scale are those the estimated noise level looks up (``steps``/``step_scale`` are ignored).
     """
     _check_settings(sigma, steps, step_scale, best_of)
     if adaptive < 0 or (adaptive > 0 and best_of != 1):
@@ -157,6 +160,11 @@ def denoise_story(
     generator = torch.Generator().manual_seed(seed)
     noisy = add_gaussian_noise(image[None], sigma, generator)[0] if add_noise else image
     estimated = float(estimate_noise_sigma(noisy[None])[0])
+    notes = []
+    if schedule is not None:
+        steps, step_scale = schedule.lookup(estimated)
+        notes.append(f"steps from the estimated noise (sigma ~{estimated:.1f}): the step schedule says {steps} "
+                     f"step{'s' * (steps > 1)} at step scale {step_scale:g}")  # fmt: skip
     started = time.perf_counter()
     steps_map, probe_passes = None, (0, 0)
     if adaptive > 0:
@@ -191,6 +199,7 @@ def denoise_story(
         seed=seed,
         tile_overlap=tile_overlap,
         steps_map=steps_map,
+        notes=notes,
     )
     if clean is not None:
         story.psnrs = [float(psnr(c[None], clean[None])[0]) for c in candidates]

@@ -1,0 +1,91 @@
+"""``ebt-vision calibrate``: fit a blind EBT's step schedule (steps and step scale per estimated noise level) on
+full-resolution crops of the validation photos, save it beside the weights, and report what it chose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.reports import make_meta, markdown_table, write_report
+from ..image.data import held_out_photos
+from ..image.schedule import CALIBRATION_SCALES, CALIBRATION_SIGMAS, StepSchedule, fit_schedule, full_resolution_crops
+
+
+def _plot(rows: list[dict], schedule: StepSchedule, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sigmas = schedule.calibration_sigmas
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    colors = plt.get_cmap("viridis")
+    for i, sigma in enumerate(sigmas):
+        curve = sorted((r for r in rows if r["sigma"] == sigma and r["scale"] == 1.0), key=lambda r: r["steps"])
+        axes[0].plot([r["steps"] for r in curve], [r["psnr"] for r in curve], "o-", markersize=3,
+                     color=colors(i / max(1, len(sigmas) - 1)), label=f"sigma {sigma:g}")  # fmt: skip
+    axes[0].set_xlabel("descent steps (step scale 1)")
+    axes[0].set_ylabel("PSNR (dB), validation crops")
+    axes[0].set_title("more noise wants more steps")
+    axes[0].legend(fontsize=6, ncol=2)
+    axes[0].grid(alpha=0.3)
+    axes[1].plot(schedule.estimated, [k * s for k, s in zip(schedule.steps, schedule.scales, strict=True)], "o-")
+    for x, k, s in zip(schedule.estimated, schedule.steps, schedule.scales, strict=True):
+        axes[1].annotate(f"{k}x{s:g}", (x, k * s), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    axes[1].set_xlabel("estimated sigma (0-255)")
+    axes[1].set_ylabel("steps x step scale (chosen)")
+    axes[1].set_title("the schedule")
+    axes[1].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_calibration_report(rows: list[dict], schedule: StepSchedule, meta: dict, out_dir: str | Path,
+                             stem: str) -> Path:  # fmt: skip
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot = _plot(rows, schedule, out_dir / f"{stem}.png")
+    table = []
+    for i, sigma in enumerate(schedule.calibration_sigmas):
+        at = {(r["scale"], r["steps"]): r["psnr"] for r in rows if r["sigma"] == sigma}
+        table.append([f"{sigma:g}", f"{schedule.estimated[i]:.1f}", f"{schedule.steps[i]} x {schedule.scales[i]:g}",
+                      f"{schedule.psnr[i]:.2f}", f"{at.get((1.0, 2), float('nan')):.2f}",
+                      f"{max(v for (s, _), v in at.items() if s == 1.0):.2f}"])  # fmt: skip
+    body = (
+        "A blind EBT's step schedule: at each calibration sigma, every validation crop is noised once, the model "
+        "descends at each step-size scale, and the (steps, scale) with the best mean PSNR is filed under the mean "
+        "sigma that `estimate_noise_sigma` reads off the noisy crops. At test time the model stays blind; the "
+        "estimate only sets how long and how far it descends (nearest calibrated level).\n\n"
+        + markdown_table(
+            ["sigma", "estimated", "chosen steps x scale", "PSNR chosen", "PSNR 2 steps x 1", "PSNR best steps x 1"],
+            table,
+        )  # fmt: skip
+        + f"\n\n![PSNR per step and the chosen schedule]({plot.name})\n"
+    )
+    return write_report(out_dir, stem, meta, rows, body, schedule=schedule.__dict__)
+
+
+def run_calibration(
+    objective,
+    device,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    stem: str = "step_schedule",
+    crop: int = 96,
+    per_photo: int = 2,
+    max_steps: int = 8,
+    save: bool = True,
+    progress: bool = True,
+) -> tuple[StepSchedule, Path]:
+    photos = held_out_photos(None, "validation")
+    crops = full_resolution_crops(photos, crop, per_photo)
+    schedule, rows = fit_schedule(objective, crops, CALIBRATION_SIGMAS, max_steps, CALIBRATION_SCALES,
+                                  progress=progress)  # fmt: skip
+    if save:
+        schedule.save(checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent)
+    data = (f"validation photos ({', '.join(p.name for p in photos)}), {per_photo} full-resolution {crop}px crops "
+            f"each, Gaussian noise at sigma {', '.join(f'{s:g}' for s in CALIBRATION_SIGMAS)}")  # fmt: skip
+    budget = f"{checkpoint}; 1-{max_steps} descent steps at step scales {', '.join(map(str, CALIBRATION_SCALES))}"
+    report = write_calibration_report(rows, schedule, make_meta(device, 0, data, budget), out_dir, stem)
+    return schedule, report

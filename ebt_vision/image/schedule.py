@@ -1,0 +1,149 @@
+"""Noise-level adaptation of a blind EBT without retraining: how many descent steps, at what step-size scale, for
+the noise level estimated from the noisy image.
+
+A blind EBT's descent takes the same steps whatever the noise: too far for light noise (in distribution its PSNR
+falls after 1-2 steps), too short for heavy noise (out of distribution it keeps gaining up to 4+ steps). A
+``StepSchedule`` maps the sigma that ``estimate_noise_sigma`` reads off the noisy image (what a blind method may
+know) to the step count and step-size scale that gave the best mean PSNR on *validation* crops noised at a grid of
+calibration levels. The model is still blind and is never told sigma; the estimate only sets how long it thinks.
+``fit_schedule`` calibrates (``ebt-vision calibrate``), the schedule is saved beside the weights
+(``step_schedule.json``), and ``denoise_scheduled`` applies it per image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..core.errors import InputError
+from ..core.metrics import psnr
+from ..core.progress import progress as progress_bar
+from .data import Photo
+from .inference import denoise
+from .noise import estimate_noise_sigma, noisy_copy
+from .objective import DenoisingObjective
+
+SCHEDULE_FILE = "step_schedule.json"
+CALIBRATION_SIGMAS = (5.0, 10.0, 20.0, 30.0, 40.0, 55.0, 70.0, 90.0, 120.0)
+CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.5)
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """Calibrated levels, ascending in estimated sigma: at ``estimated[i]`` take ``steps[i]`` steps of the learned
+    step size times ``scales[i]``. ``psnr[i]`` is the validation PSNR that choice reached (for the record)."""
+
+    estimated: list[float]
+    steps: list[int]
+    scales: list[float]
+    psnr: list[float]
+    calibration_sigmas: list[float]
+
+    def __post_init__(self) -> None:
+        lengths = {len(self.estimated), len(self.steps), len(self.scales), len(self.psnr)}
+        if len(lengths) != 1 or not self.estimated:
+            raise InputError("a step schedule needs one step count, scale and PSNR per calibrated level")
+        if any(b < a for a, b in zip(self.estimated, self.estimated[1:], strict=False)):
+            raise InputError("a step schedule's estimated sigmas must be ascending")
+
+    def lookup(self, estimated_sigma: float) -> tuple[int, float]:
+        """(steps, step scale) of the calibrated level whose estimated sigma is nearest (below the first level: the
+        first; above the last: the last)."""
+        nearest = min(range(len(self.estimated)), key=lambda i: abs(self.estimated[i] - estimated_sigma))
+        return self.steps[nearest], self.scales[nearest]
+
+    def describe(self) -> str:
+        """One line: 'estimated sigma -> steps x scale' per level."""
+        return ", ".join(f"{e:.0f}->{k}x{s:g}" for e, k, s in zip(self.estimated, self.steps, self.scales, strict=True))
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / SCHEDULE_FILE
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> StepSchedule | None:
+        """The schedule saved beside a model folder's weights, or None when it has none."""
+        path = Path(folder) / SCHEDULE_FILE if Path(folder).is_dir() else Path(folder).with_name(SCHEDULE_FILE)
+        if not path.is_file():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise InputError(f"{path}: not a step schedule ({error})") from None
+
+
+def full_resolution_crops(photos: list[Photo], size: int = 96, per_photo: int = 2) -> list[Tensor]:
+    """``per_photo`` (3, size, size) crops of each photo at full resolution (not resized: the noise estimate and the
+    descent see the statistics they will meet), spread along the photo's diagonal."""
+    crops = []
+    for photo in photos:
+        _, h, w = photo.image.shape
+        if min(h, w) < size:
+            raise InputError(f"{photo.name} ({h}x{w}) is smaller than the {size}px calibration crop")
+        for i in range(per_photo):
+            t = (i + 1) / (per_photo + 1)
+            top, left = round(t * (h - size)), round(t * (w - size))
+            crops.append(photo.image[:, top : top + size, left : left + size])
+    return crops
+
+
+def fit_schedule(
+    objective: DenoisingObjective,
+    crops: list[Tensor],
+    sigmas: tuple[float, ...] = CALIBRATION_SIGMAS,
+    max_steps: int = 8,
+    scales: tuple[float, ...] = CALIBRATION_SCALES,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[StepSchedule, list[dict]]:
+    """Calibrate on clean validation ``crops`` ((3, h, w) each, one size): at each sigma, every crop noised once;
+    the (steps in 1..max_steps, scale) with the best mean PSNR wins, filed under the mean *estimated* sigma.
+    Returns the schedule and one row per (sigma, scale, steps) with its mean PSNR."""
+    if not crops or len({tuple(c.shape) for c in crops}) != 1:
+        raise InputError("fit_schedule needs one or more crops of one size")
+    if not 1 <= max_steps <= 64 or not scales or min(scales) <= 0:
+        raise InputError(f"max_steps must be in [1, 64] and scales > 0, got {max_steps}, {scales}")
+    clean = torch.stack(crops)
+    rows, levels = [], []
+    jobs = [(sigma, scale) for sigma in sigmas for scale in scales]
+    noisy_by_sigma = {
+        sigma: torch.stack([noisy_copy(c, sigma, seed, 50_000 + i) for i, c in enumerate(crops)]) for sigma in sigmas
+    }
+    for sigma, scale in progress_bar(jobs, desc="calibrate step schedule", disable=not progress):
+        trajectory, _ = denoise(objective, noisy_by_sigma[sigma], max_steps, step_scale=scale, final_energy=False)
+        for k, candidate in enumerate(trajectory.candidates[1:], start=1):
+            value = float(psnr(candidate.cpu(), clean).mean())
+            rows.append({"sigma": sigma, "scale": scale, "steps": k, "psnr": value})
+    for sigma in sigmas:
+        best = max((r for r in rows if r["sigma"] == sigma), key=lambda r: r["psnr"])
+        estimated = float(estimate_noise_sigma(noisy_by_sigma[sigma]).mean())
+        levels.append((estimated, best["steps"], best["scale"], best["psnr"], sigma))
+    levels.sort()
+    schedule = StepSchedule(
+        estimated=[round(level[0], 3) for level in levels],
+        steps=[level[1] for level in levels],
+        scales=[level[2] for level in levels],
+        psnr=[round(level[3], 3) for level in levels],
+        calibration_sigmas=[level[4] for level in levels],
+    )
+    return schedule, rows
+
+
+def denoise_scheduled(
+    objective: DenoisingObjective, noisy: Tensor, schedule: StepSchedule
+) -> tuple[Tensor, Tensor, list[tuple[int, float]]]:
+    """(B, 3, H, W) noisy -> (estimates, estimated sigmas, (steps, scale) per image): each image descends for the
+    steps and step scale its estimated noise level looks up in ``schedule``."""
+    estimated = estimate_noise_sigma(noisy)
+    choices = [schedule.lookup(float(s)) for s in estimated]
+    estimates = torch.empty_like(noisy)
+    for choice in sorted(set(choices)):
+        index = torch.tensor([i for i, c in enumerate(choices) if c == choice])
+        trajectory, _ = denoise(objective, noisy[index], choice[0], step_scale=choice[1], final_energy=False)
+        estimates[index] = trajectory.final.to(estimates)
+    return estimates, estimated, choices

@@ -1,0 +1,109 @@
+"""Noise-level adaptation: the step schedule (fit, lookup, save/load), its use in eval and denoise, and energy-based
+stopping read off a plain descent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ebt_vision.core.descent import minimize_energy
+from ebt_vision.core.reports import make_meta
+from ebt_vision.experiments.evaluation import evaluate_denoiser, first_energy_rise, write_denoise_report
+from ebt_vision.image.data import held_out_photos
+from ebt_vision.image.inference import denoise
+from ebt_vision.image.noise import add_gaussian_noise
+from ebt_vision.image.objective import DenoisingObjective
+from ebt_vision.image.schedule import (
+    SCHEDULE_FILE,
+    StepSchedule,
+    denoise_scheduled,
+    fit_schedule,
+    full_resolution_crops,
+)
+
+
+@pytest.fixture
+def objective(tiny_cfg) -> DenoisingObjective:
+    return DenoisingObjective(tiny_cfg).eval()
+
+
+def _schedule() -> StepSchedule:
+    return StepSchedule(estimated=[10.0, 40.0, 90.0], steps=[1, 2, 5], scales=[0.5, 1.0, 1.5],
+                        psnr=[30.0, 25.0, 20.0], calibration_sigmas=[10.0, 40.0, 90.0])  # fmt: skip
+
+
+def test_lookup_takes_the_nearest_calibrated_level():
+    schedule = _schedule()
+    assert schedule.lookup(0.0) == (1, 0.5) and schedule.lookup(24.0) == (1, 0.5)
+    assert schedule.lookup(30.0) == (2, 1.0) and schedule.lookup(70.0) == (5, 1.5) and schedule.lookup(500) == (5, 1.5)
+
+
+def test_schedule_round_trips_and_bad_files_are_refused(tmp_path):
+    assert StepSchedule.load(tmp_path) is None  # no schedule: callers fall back to the trained step count
+    _schedule().save(tmp_path)
+    assert StepSchedule.load(tmp_path) == _schedule()
+    assert StepSchedule.load(tmp_path / "model.safetensors") == _schedule()  # a weights file finds its neighbour
+    (tmp_path / SCHEDULE_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not a step schedule"):
+        StepSchedule.load(tmp_path)
+    with pytest.raises(ValueError, match="ascending"):
+        StepSchedule([40.0, 10.0], [1, 2], [1.0, 1.0], [0.0, 0.0], [40.0, 10.0])
+
+
+def test_fit_schedule_picks_the_best_validation_choice(objective):
+    crops = full_resolution_crops(held_out_photos(None, "validation")[:1], size=32, per_photo=2)
+    assert len(crops) == 2 and crops[0].shape == (3, 32, 32)
+    schedule, rows = fit_schedule(objective, crops, sigmas=(10.0, 60.0), max_steps=3, scales=(0.5, 1.0),
+                                  progress=False)  # fmt: skip
+    assert len(rows) == 2 * 2 * 3  # sigmas x scales x steps
+    for i, sigma in enumerate(schedule.calibration_sigmas):
+        best = max((r for r in rows if r["sigma"] == sigma), key=lambda r: r["psnr"])
+        assert (schedule.steps[i], schedule.scales[i]) == (best["steps"], best["scale"])
+        assert schedule.psnr[i] == pytest.approx(best["psnr"], abs=1e-3)
+    assert schedule.estimated == sorted(schedule.estimated)
+    assert schedule.estimated[-1] > 30  # heavy noise is estimated as heavy
+    with pytest.raises(ValueError, match="one size"):
+        fit_schedule(objective, [crops[0], crops[0][:, :16]], progress=False)
+
+
+def test_denoise_scheduled_gives_each_image_its_own_steps(objective):
+    clean = held_out_photos(64)[0].image[None, :, :32, :32]
+    light = add_gaussian_noise(clean, 5.0, torch.Generator().manual_seed(0))
+    heavy = add_gaussian_noise(clean, 100.0, torch.Generator().manual_seed(1))
+    estimates, estimated, choices = denoise_scheduled(objective, torch.cat([light, heavy]), _schedule())
+    assert estimated[0] < estimated[1] and choices == [(1, 0.5), (5, 1.5)]
+    for i, (steps, scale) in enumerate(choices):
+        alone = denoise(objective, torch.cat([light, heavy])[i : i + 1], steps, step_scale=scale)[0].final
+        torch.testing.assert_close(estimates[i : i + 1], alone)
+
+
+def test_stopping_read_off_a_plain_descent_matches_the_stopping_descent():
+    # A quadratic whose stiff direction overshoots (grows x1.21 per step) while the soft one shrinks: the energy
+    # falls for a few steps, then rises, as a too-long descent of a learned landscape can.
+    curvature = torch.tensor([1.0, 0.05])
+
+    def energy(context, x):
+        return (curvature * (x - context) ** 2).sum(1)
+
+    context, start = torch.zeros(1, 2), torch.tensor([[0.3, 3.0]])
+    plain = minimize_energy(energy, context, start, 1.05, 12, final_energy=True)
+    stopped = minimize_energy(energy, context, start, 1.05, 12, stop_when_energy_rises=True)
+    k = first_energy_rise(plain.energies[:, 0])
+    assert 0 < k < 12 and k == int(stopped.steps_taken[0])
+    torch.testing.assert_close(plain.candidates[k], stopped.final)
+    assert (plain.forward_passes, plain.backward_passes) == (stopped.forward_passes, stopped.backward_passes)
+    assert first_energy_rise(torch.tensor([3.0, 2.0, 2.5, 1.0])) == 1
+    assert first_energy_rise(torch.tensor([3.0, 2.0, 1.0])) == 2
+
+
+def test_evaluation_reports_the_scheduled_row(tmp_path, objective):
+    photos = held_out_photos(max_side=40)[:1]
+    rows = evaluate_denoiser(objective, photos, (15, 100), 2, with_bm3d=False, progress=False, schedule=_schedule())
+    auto = [r for r in rows if r["method"] == "ebt_auto"]
+    assert len(auto) == 2 and auto[0]["estimated_sigma"] < auto[1]["estimated_sigma"]
+    assert auto[1]["forward_passes"] == 5 and auto[1]["step_scale"] == 1.5
+    md = write_denoise_report(rows, make_meta("cpu", 0, "test", "none", command="pytest"), tmp_path)
+    assert "EBT auto steps (mean steps)" in md.read_text()
+    assert json.loads((tmp_path / "denoise_eval.json").read_text())["meta"]["command"] == "pytest"
