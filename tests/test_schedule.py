@@ -42,6 +42,7 @@ def test_lookup_takes_the_nearest_calibrated_level():
 
 def test_schedule_round_trips_and_bad_files_are_refused(tmp_path):
     assert StepSchedule.load(tmp_path) is None  # no schedule: callers fall back to the trained step count
+    assert StepSchedule.load(tmp_path / "missing") is None
     _schedule().save(tmp_path)
     assert StepSchedule.load(tmp_path) == _schedule()
     assert StepSchedule.load(tmp_path / "model.safetensors") == _schedule()  # a weights file finds its neighbour

@@ -226,7 +226,7 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
             ax.axhline(ref["psnr"], linestyle=style, color=color, label=name)
         split = "in-dist." if ebt and ebt[0]["split"] == "id" else "out-of-dist."
         ax.set_title(f"sigma {sigma:g} ({split})")
-        ax.set_xlabel("descent steps (= forward + backward passes)")
+        ax.set_xlabel("descent steps (fwd + bwd passes)", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("PSNR (dB), test split")
     axes[0][0].legend(fontsize=7)
@@ -236,13 +236,15 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
     return Path(path)
 
 
-def write_denoise_report(rows: list[dict], meta: dict, out_dir: str | Path, stem: str = "denoise_eval") -> Path:
+def write_denoise_report(
+    rows: list[dict], meta: dict, out_dir: str | Path, stem: str = "denoise_eval", resolution: str = "full resolution"
+) -> Path:
     averaged = average_rows(rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = plot_psnr_vs_steps(averaged, out_dir / f"{stem}.png")
     body = (
-        "Mean PSNR (dB) / SSIM over the held-out **test** photos at full resolution, on clamped 0-255 pixels. The EBT "
+        f"Mean PSNR (dB) / SSIM over the held-out **test** photos ({resolution}), on clamped 0-255 pixels. The EBT "
         "is blind (not told sigma); CBM3D is told the true sigma; the DiT (when given) is blind too: DDIM starts at "
         "the timestep of the sigma estimated from the noisy photo. *(chosen)* columns: the step count with the best "
         "mean PSNR on the **validation** photos at that sigma, quoted on the test photos. An EBT step is one forward "
@@ -296,4 +298,4 @@ def run_evaluation(
                                   name, dit, dit_steps, schedule)  # fmt: skip
     scale = f"downscaled to at most {max_side}px" if max_side else "full resolution"
     data = f"held-out photos, {scale}; " + "; ".join(described)
-    return write_denoise_report(rows, make_meta(torch_device, seed, data, budget), out_dir, stem)
+    return write_denoise_report(rows, make_meta(torch_device, seed, data, budget), out_dir, stem, scale)

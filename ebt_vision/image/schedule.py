@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..core.errors import InputError
+from ..core.errors import InputError, UserError
 from ..core.metrics import psnr
+from ..core.paths import resolve_path
 from ..core.progress import progress as progress_bar
 from .data import Photo
 from .inference import denoise
@@ -67,8 +68,13 @@ class StepSchedule:
 
     @classmethod
     def load(cls, folder: str | Path) -> StepSchedule | None:
-        """The schedule saved beside a model folder's weights, or None when it has none."""
-        path = Path(folder) / SCHEDULE_FILE if Path(folder).is_dir() else Path(folder).with_name(SCHEDULE_FILE)
+        """The schedule saved beside a model folder's weights, or None when it has none (the shipped
+        ``checkpoints/...`` folders are found from any directory, as ``load_trained`` finds them)."""
+        try:
+            folder = resolve_path(folder, "model")
+        except UserError:
+            return None
+        path = folder / SCHEDULE_FILE if folder.is_dir() else folder.with_name(SCHEDULE_FILE)
         if not path.is_file():
             return None
         try:
