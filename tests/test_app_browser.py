@@ -13,6 +13,7 @@ with the reason when Chromium or Playwright is missing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -122,7 +123,9 @@ def test_denoise_in_the_browser_shows_steps_and_energy_maps(page, tmp_path):
     assert "forward" in summary.inner_text() and "DiT" in summary.inner_text()
     gallery = page.locator("#steps img")
     gallery.first.wait_for(timeout=60_000)
-    assert gallery.count() >= 3 + 3 + 2  # 3 candidates, their energy maps, the 2 gradient maps of the steps
+    steps = int(re.search(r"EBT: (\d+) descent steps", summary.inner_text()).group(1))  # the schedule's, by default
+    assert steps >= 1 and "step schedule says" in summary.inner_text()
+    assert gallery.count() == 3 * steps + 2  # every candidate, its energy map, and the gradient map of each step
     # the default click, timed as a user sees it (the first click above paid the one-off warm-up)
     latency = _timed_click(page, "#seed", "#denoise-button", summary, "noise seed 1")
     _save(page, tmp_path, "image", latency)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ebt_vision.core.reports import make_meta
-from ebt_vision.experiments.evaluation import average_rows, evaluate_denoiser, write_denoise_report
+from ebt_vision.experiments.evaluation import STOP_FRACTIONS, average_rows, evaluate_denoiser, write_denoise_report
 from ebt_vision.image.data import held_out_photos
 from ebt_vision.image.dit import DiTObjective
 from ebt_vision.image.inference import denoise
@@ -44,7 +44,10 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     pytest.importorskip("bm3d", reason="bm3d (a dependency) is the classical baseline")
     photos = held_out_photos(max_side=40)[:2]
     rows = evaluate_denoiser(objective, photos, sigmas=(25, 75), num_steps=2, progress=False)
-    assert len(rows) == 2 * 2 * (2 + 2 + 1)  # images x sigmas x (noisy, cbm3d, 2 EBT steps, EBT with stopping)
+    # images x sigmas x (noisy, cbm3d, 2 EBT steps, EBT with stopping, stopping with each relative tolerance)
+    assert len(rows) == 2 * 2 * (2 + 2 + 1 + len(STOP_FRACTIONS))
+    stopped = [r for r in rows if r["method"].startswith("ebt_stop")]
+    assert all(0 <= r["steps_taken"] <= 2 for r in stopped)
     ebt = [r for r in rows if r["method"] == "ebt"]
     assert [r["forward_passes"] for r in ebt[:2]] == [1, 2] and [r["backward_passes"] for r in ebt[:2]] == [1, 2]
     assert {r["split"] for r in rows if r["sigma"] == 75} == {"ood"}
@@ -52,15 +55,17 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     noisy = [r for r in rows if r["method"] == "noisy"]
     assert all(c["psnr"] > n["psnr"] + 3 for c, n in zip(cbm3d, noisy, strict=True))  # CBM3D really denoises
     averaged = average_rows(rows)
-    assert len(averaged) == 2 * 5 and all(r["images"] == 2 for r in averaged)
+    assert len(averaged) == 2 * (5 + len(STOP_FRACTIONS)) and all(r["images"] == 2 for r in averaged)
     dit = DiTObjective(objective.cfg).eval()
     validation = evaluate_denoiser(objective, held_out_photos(40, "validation")[:1], (25, 75), 2, with_bm3d=False,
                                    progress=False, split="validation", dit=dit, dit_steps=(1, 2))  # fmt: skip
-    assert {r["method"] for r in validation} == {"noisy", "ebt", "ebt_stop", "dit_ddim"}
+    relative = {f"ebt_stop_rel@{f:g}" for f in STOP_FRACTIONS}
+    assert {r["method"] for r in validation} == {"noisy", "ebt", "ebt_stop", "dit_ddim"} | relative
     rows += validation + evaluate_denoiser(objective, photos[:1], (25, 75), 2, with_bm3d=False, progress=False,
                                            dit=dit, dit_steps=(1, 2))  # fmt: skip
     md = write_denoise_report(rows, make_meta("cpu", 0, "test", "none", command="pytest"), tmp_path)
     assert "EBT (chosen k)" in md.read_text() and "DiT (chosen DDIM steps)" in md.read_text()
+    assert "EBT stop, chosen tolerance" in md.read_text()
     report = json.loads((tmp_path / "denoise_eval.json").read_text())
     assert set(report) == {"meta", "rows", "per_image"} and report["meta"]["command"] == "pytest"
     assert "| 75 | ood |" in md.read_text() and (tmp_path / "denoise_eval.png").stat().st_size > 0

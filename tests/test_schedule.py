@@ -10,7 +10,7 @@ import torch
 
 from ebt_vision.core.descent import minimize_energy
 from ebt_vision.core.reports import make_meta
-from ebt_vision.experiments.evaluation import evaluate_denoiser, first_energy_rise, write_denoise_report
+from ebt_vision.experiments.evaluation import energy_stop_step, evaluate_denoiser, write_denoise_report
 from ebt_vision.image.data import held_out_photos
 from ebt_vision.image.inference import denoise
 from ebt_vision.image.noise import add_gaussian_noise
@@ -91,12 +91,18 @@ def test_stopping_read_off_a_plain_descent_matches_the_stopping_descent():
     context, start = torch.zeros(1, 2), torch.tensor([[0.3, 3.0]])
     plain = minimize_energy(energy, context, start, 1.05, 12, final_energy=True)
     stopped = minimize_energy(energy, context, start, 1.05, 12, stop_when_energy_rises=True)
-    k = first_energy_rise(plain.energies[:, 0])
+    k = energy_stop_step(plain.energies[:, 0])
     assert 0 < k < 12 and k == int(stopped.steps_taken[0])
     torch.testing.assert_close(plain.candidates[k], stopped.final)
     assert (plain.forward_passes, plain.backward_passes) == (stopped.forward_passes, stopped.backward_passes)
-    assert first_energy_rise(torch.tensor([3.0, 2.0, 2.5, 1.0])) == 1
-    assert first_energy_rise(torch.tensor([3.0, 2.0, 1.0])) == 2
+    assert energy_stop_step(torch.tensor([3.0, 2.0, 2.5, 1.0])) == 1
+    assert energy_stop_step(torch.tensor([3.0, 2.0, 1.0])) == 2
+    assert energy_stop_step(torch.tensor([3.0, 2.0, 1.9, 1.0]), tolerance=0.5) == 2  # the small step is kept
+    tolerance = 0.5 * float(plain.energies[0, 0] - plain.energies[1, 0])
+    k = energy_stop_step(plain.energies[:, 0], tolerance)
+    stalled = minimize_energy(energy, context, start, 1.05, 12, stop_when_energy_rises=True, stop_tolerance=tolerance)
+    assert 0 < k < 4 and k == int(stalled.steps_taken[0])  # it stops before the energy rises (at step 4)
+    torch.testing.assert_close(plain.candidates[k], stalled.final)
 
 
 def test_evaluation_reports_the_scheduled_row(tmp_path, objective):

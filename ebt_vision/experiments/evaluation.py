@@ -23,6 +23,7 @@ from ..image.schedule import StepSchedule
 from .compare.protocols import SPLIT_SEED_OFFSET
 
 DIT_STEPS = (1, 2, 5, 10)
+STOP_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.4)  # energy-based stopping: tolerance as a fraction of the first drop
 
 
 def _scored(base: dict, method: str, estimate: torch.Tensor, clean: torch.Tensor, **extra) -> dict:
@@ -75,7 +76,8 @@ def evaluate_denoiser(
             timing = {"seconds": seconds} if k == num_steps else {}  # measured for the whole K-step run only
             rows.append(_scored(base, "ebt", candidate[0], clean, steps=k, forward_passes=k, backward_passes=k,
                                 **timing))  # fmt: skip
-        stop = first_energy_rise(trajectory.energies[:, 0])
+        energies = trajectory.energies[:, 0]
+        stop = energy_stop_step(energies)
         rows.append(
             _scored(
                 base,
@@ -88,6 +90,12 @@ def evaluate_denoiser(
                 steps_taken=float(stop),
             )
         )
+        first_drop = max(float(energies[0] - energies[1]), 0.0) if num_steps else 0.0
+        for fraction in STOP_FRACTIONS:  # stop once a step lowers the energy by < fraction x the first step's drop
+            k = energy_stop_step(energies, fraction * first_drop)
+            rows.append(_scored(base, f"ebt_stop_rel@{fraction:g}", trajectory.candidates[k][0], clean,
+                                steps=num_steps, forward_passes=num_steps + 1, backward_passes=num_steps,
+                                steps_taken=float(k), tolerance_fraction=fraction))  # fmt: skip
         if schedule is not None:
             rows.append(_scheduled_row(objective, schedule, noisy[None], model_input, trajectory, base, clean))
         if dit is not None:
@@ -99,12 +107,19 @@ def evaluate_denoiser(
     return rows
 
 
-def first_energy_rise(energies: torch.Tensor) -> int:
-    """Energy-based stopping read off one image's energies (K + 1,) along a plain descent: the step count k where
-    the next step would first raise the energy (K if it never does). Equals ``denoise(...,
-    stop_when_energy_rises=True)`` on that image, which also spends K + 1 forward and K backward passes."""
-    rises = (energies[1:] > energies[:-1]).nonzero()
-    return int(rises[0]) if len(rises) else len(energies) - 1
+def energy_stop_step(energies: torch.Tensor, tolerance: float = 0.0) -> int:
+    """Energy-based stopping read off one image's energies (K + 1,) along a plain descent: the step count where it
+    stops. A step that would raise the energy is not taken (stop at k); one that lowers it by less than
+    ``tolerance`` is taken and is the last (stop at k + 1); K if neither happens. Equals ``denoise(...,
+    stop_when_energy_rises=True, stop_tolerance=tolerance)`` on that image (which spends K + 1 forward and K
+    backward passes, as it does not leave its loop early)."""
+    drops = (energies[:-1] - energies[1:]).tolist()
+    for k, drop in enumerate(drops):
+        if drop < 0:
+            return k
+        if drop < tolerance:
+            return k + 1
+    return len(drops)
 
 
 def _scheduled_row(objective, schedule: StepSchedule, noisy, model_input, trajectory, base: dict, clean) -> dict:
@@ -134,20 +149,24 @@ def average_rows(rows: list[dict]) -> list[dict]:
             "backward_passes": sum(r["backward_passes"] for r in group) / len(group),
             "psnr": sum(r["psnr"] for r in group) / len(group), "ssim": sum(r["ssim"] for r in group) / len(group),
             "images": len(group),
+            **({"steps_taken": sum(r["steps_taken"] for r in group) / len(group)} if "steps_taken" in first else {}),
         })  # fmt: skip
     return sorted(averaged, key=lambda r: (r["eval_split"], r["sigma"], r["method"], r["steps"]))
 
 
 def _chosen(averaged: list[dict], method: str, sigma: float) -> dict | None:
-    """The test row of ``method``'s step count with the best mean validation PSNR at ``sigma`` (None without a
-    validation split)."""
-    validation = [r for r in averaged if (r["eval_split"], r["method"], r["sigma"]) == ("validation", method, sigma)]
+    """The test row of ``method``'s setting (step count; for a ``method`` ending in "@", also which of its variants,
+    e.g. the stopping tolerance) with the best mean validation PSNR at ``sigma`` (None without a validation split)."""
+
+    def matches(row: dict) -> bool:
+        return row["method"].startswith(method) if method.endswith("@") else row["method"] == method
+
+    validation = [r for r in averaged if r["eval_split"] == "validation" and r["sigma"] == sigma and matches(r)]
     if not validation:
         return None
-    steps = max(validation, key=lambda r: r["psnr"])["steps"]
-    return next((r for r in averaged if (r["eval_split"], r["method"], r["sigma"], r["steps"]) == ("test", method,
-                                                                                                     sigma, steps)),
-                None)  # fmt: skip
+    best = max(validation, key=lambda r: r["psnr"])
+    wanted = ("test", best["method"], sigma, best["steps"])
+    return next((r for r in averaged if (r["eval_split"], r["method"], r["sigma"], r["steps"]) == wanted), None)
 
 
 def summary_table(averaged: list[dict]) -> str:
@@ -167,8 +186,10 @@ def summary_table(averaged: list[dict]) -> str:
     dit_steps = sorted({r["steps"] for r in test if r["method"] == "dit_ddim"})
     if with_auto:
         headers.append("EBT auto steps (mean steps)")
+    with_rel = any(r["method"].startswith("ebt_stop_rel@") for r in test)
     if with_validation:
-        headers += ["EBT (chosen k)"] + (["DiT (chosen DDIM steps)"] if with_dit else [])
+        headers += ["EBT (chosen k)"] + (["EBT stop, chosen tolerance (fraction; mean steps)"] if with_rel else [])
+        headers += ["DiT (chosen DDIM steps)"] if with_dit else []
     elif with_dit:
         headers += [f"DiT {k} DDIM step{'s' * (k > 1)}" for k in dit_steps]
 
@@ -186,6 +207,9 @@ def summary_table(averaged: list[dict]) -> str:
             cells.append(f"{cell(auto)} ({auto['forward_passes']:.1f})")
         if with_validation:
             cells.append(cell(_chosen(averaged, "ebt", sigma), label=True))
+            rel = _chosen(averaged, "ebt_stop_rel@", sigma) if with_rel else None
+            if rel is not None:
+                cells.append(f"{cell(rel)} ({rel['method'].split('@')[1]}; {rel['steps_taken']:.1f})")
             if with_dit:
                 cells.append(cell(_chosen(averaged, "dit_ddim", sigma), label=True))
         elif with_dit:
@@ -218,6 +242,10 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
             if dits:
                 ax.plot([r["forward_passes"] for r in dits], [r["psnr"] for r in dits], "s--", markersize=3,
                         color="C2", label="DiT (DDIM forward passes)")  # fmt: skip
+        rel = _chosen(averaged, "ebt_stop_rel@", sigma)
+        if rel is not None:
+            ax.plot([rel["steps_taken"]], [rel["psnr"]], "X", markersize=8, color="C4",
+                    label="EBT, energy stop (tolerance chosen)")  # fmt: skip
         auto = [r for r in test if r["method"] == "ebt_auto" and r["sigma"] == sigma]
         if auto:
             ax.plot([auto[0]["forward_passes"]], [auto[0]["psnr"]], "*", markersize=10, color="C1",
@@ -250,7 +278,9 @@ def write_denoise_report(
         "mean PSNR on the **validation** photos at that sigma, quoted on the test photos. An EBT step is one forward "
         "and one backward pass of the model; *stop@K*: K steps with energy-based stopping; *auto steps*: the step "
         "count and step-size scale that the noise level estimated from the noisy photo looks up in the checkpoint's "
-        "step schedule (`ebt-vision calibrate`, fitted on validation crops; the model itself stays blind).\n\n"
+        "step schedule (`ebt-vision calibrate`, fitted on validation crops; the model itself stays blind); *stop, "
+        "chosen tolerance*: energy-based stopping that also ends the descent once a step lowers the energy by less "
+        "than a fraction of the first step's drop, the fraction chosen on validation.\n\n"
         f"{summary_table(averaged)}\n\n![PSNR after each descent step]({plot.name})\n"
     )
     return write_report(out_dir, stem, meta, averaged, body, per_image=rows)
