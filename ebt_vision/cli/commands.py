@@ -193,12 +193,11 @@ def denoise(args: argparse.Namespace) -> int:
     from ..image.denoise_files import DenoiseOptions, denoise_files
     from ..image.dit import DiTObjective
     from ..image.objective import DenoisingObjective
+    from ..image.schedule import StepSchedule
 
     checkpoint = args.checkpoint or (DEFAULT_DIT if args.model == "dit" else DEFAULT_EBT)
     build, what = (DiTObjective, "a DiT baseline") if args.model == "dit" else (DenoisingObjective, "an image EBT")
     model, _ = load_trained(checkpoint, build, what, resolve_device(args.device))
-    from ..image.schedule import StepSchedule
-
     schedule = StepSchedule.load(checkpoint) if args.model == "ebt" else None
     options = DenoiseOptions(args.steps, args.best_of, args.sigma, args.save_steps, args.save_energy_map,
                              args.overwrite, schedule)  # fmt: skip

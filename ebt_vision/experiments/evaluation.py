@@ -96,10 +96,11 @@ def evaluate_denoiser(
             rows.append(_scored(base, f"ebt_stop_rel@{fraction:g}", trajectory.candidates[k][0], clean,
                                 steps=num_steps, forward_passes=num_steps + 1, backward_passes=num_steps,
                                 steps_taken=float(k), tolerance_fraction=fraction))  # fmt: skip
+        # what a blind method may know, read once for the step schedule and the DiT
+        estimated = float(estimate_noise_sigma(noisy[None])[0]) if schedule is not None or dit is not None else None
         if schedule is not None:
-            rows.append(_scheduled_row(objective, schedule, noisy[None], model_input, trajectory, base, clean))
+            rows.append(_scheduled_row(objective, schedule, estimated, model_input, trajectory, base, clean))
         if dit is not None:
-            estimated = float(estimate_noise_sigma(noisy[None])[0])
             for k in dit_steps:
                 estimate, passes = dit_denoise(dit, noisy[None], estimated, k)
                 rows.append(_scored(base, "dit_ddim", estimate[0], clean, steps=k, forward_passes=passes[0],
@@ -122,10 +123,11 @@ def energy_stop_step(energies: torch.Tensor, tolerance: float = 0.0) -> int:
     return len(drops)
 
 
-def _scheduled_row(objective, schedule: StepSchedule, noisy, model_input, trajectory, base: dict, clean) -> dict:
+def _scheduled_row(
+    objective, schedule: StepSchedule, estimated: float, model_input, trajectory, base: dict, clean
+) -> dict:
     """The EBT with its step schedule: steps and step scale looked up by the noise level estimated from the noisy
     photo (at step scale 1 the plain descent's candidate is reused)."""
-    estimated = float(estimate_noise_sigma(noisy)[0])
     steps, scale = schedule.lookup(estimated)
     if scale == 1.0 and steps < len(trajectory.candidates):
         estimate = trajectory.candidates[steps][0]
@@ -319,7 +321,7 @@ def run_evaluation(
     if "train_seconds" in extra:
         budget += f", {extra['train_seconds'] / 60:.1f} min training"
     if schedule is not None:
-        budget += f"; its step schedule (calibrated on validation crops): {StepSchedule.describe(schedule)}"
+        budget += f"; its step schedule (calibrated on validation crops): {schedule.describe()}"
     rows, described = [], []
     for name in ("validation", "test") if split == "both" else (split,):
         photos = held_out_photos(max_side, name)[:limit]

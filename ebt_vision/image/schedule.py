@@ -45,7 +45,7 @@ class StepSchedule:
     calibration_sigmas: list[float]
 
     def __post_init__(self) -> None:
-        lengths = {len(self.estimated), len(self.steps), len(self.scales), len(self.psnr)}
+        lengths = {len(self.estimated), len(self.steps), len(self.scales), len(self.psnr), len(self.calibration_sigmas)}
         if len(lengths) != 1 or not self.estimated:
             raise InputError("a step schedule needs one step count, scale and PSNR per calibrated level")
         if any(b < a for a, b in zip(self.estimated, self.estimated[1:], strict=False)):
