@@ -21,7 +21,7 @@ from ebt_vision.image.visualize import denoise_story, load_upload, prepare_image
 @pytest.fixture
 def objective(tiny_cfg):
     objective = DenoisingObjective(tiny_cfg).eval()
-    torch.nn.init.normal_(objective.model.head.weight)  # a non-zero energy, so maps and gradients are not flat
+    torch.nn.init.normal_(objective.model.head.out.weight)  # a non-zero energy, so maps and gradients are not flat
     return objective
 
 

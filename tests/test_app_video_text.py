@@ -63,7 +63,7 @@ def tiny_video_checkpoints(folder: Path) -> dict[str, Path]:
     """Untrained tiny video EBT (with a non-zero energy head, so maps are not flat), plain transformer and DiT."""
     cfg = from_dict(TINY_VIDEO)
     ebt = VideoObjective(cfg)
-    torch.nn.init.normal_(ebt.model.head.weight)
+    torch.nn.init.normal_(ebt.model.head.out.weight)
     models = {"ebt": ebt, "transformer": PlainVideoObjective(cfg), "dit": VideoDiTObjective(cfg)}
     return {kind: save_pretrained_folder(model, cfg, folder / f"video-{kind}") for kind, model in models.items()}
 

@@ -32,7 +32,7 @@ def cond_cfg(tiny_cfg):
 
 def test_sigma_conditioned_energy_depends_on_sigma_and_blind_models_refuse_it(tiny_cfg, cond_cfg):
     model = ImageEBT(cond_cfg.model)
-    torch.nn.init.normal_(model.head.weight)  # zero-initialised heads give zero energy for every sigma
+    torch.nn.init.normal_(model.head.out.weight)  # zero-initialised heads give zero energy for every sigma
     for block in model.blocks:
         torch.nn.init.normal_(block.ada[1].weight, std=0.1)
     x, y = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
@@ -46,7 +46,7 @@ def test_sigma_conditioned_energy_depends_on_sigma_and_blind_models_refuse_it(ti
 
 def test_tiled_energy_passes_each_image_its_own_sigma(cond_cfg):
     model = ImageEBT(cond_cfg.model)
-    torch.nn.init.normal_(model.head.weight)
+    torch.nn.init.normal_(model.head.out.weight)
     for block in model.blocks:
         torch.nn.init.normal_(block.ada[1].weight, std=0.1)
     x, y = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
@@ -72,7 +72,7 @@ def test_conditioned_objective_trains_and_denoise_requires_sigma(cond_cfg):
 
 def test_best_of_n_keeps_the_lowest_energy_and_n1_is_plain_descent(tiny_cfg):
     objective = DenoisingObjective(tiny_cfg).eval()
-    torch.nn.init.normal_(objective.model.head.weight)
+    torch.nn.init.normal_(objective.model.head.out.weight)
     noisy = torch.rand(3, 3, 16, 16) * 2 - 1
     found = best_of_n(objective, noisy, 4, num_steps=2, start_noise=20.0)
     best, energies, trajectory = found.best, found.final_energies, found.trajectory

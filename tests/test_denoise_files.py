@@ -27,7 +27,7 @@ rng = np.random.default_rng(0)
 @pytest.fixture
 def objective(tiny_cfg):
     objective = DenoisingObjective(tiny_cfg).eval()
-    torch.nn.init.normal_(objective.model.head.weight)  # a non-zero energy, so the descent moves the pixels
+    torch.nn.init.normal_(objective.model.head.out.weight)  # a non-zero energy, so the descent moves the pixels
     return objective
 
 

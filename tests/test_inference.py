@@ -92,7 +92,7 @@ def test_diffusion_trained_models_get_their_own_input_and_split_labels(tiny_cfg)
 def test_adaptive_report_compares_at_equal_patch_steps(tmp_path, objective):
     from ebt_vision.experiments.adaptive import run_adaptive, summarise, write_adaptive_report
 
-    torch.nn.init.normal_(objective.model.head.weight)  # a non-trivial energy
+    torch.nn.init.normal_(objective.model.head.out.weight)  # a non-trivial energy
     rows = run_adaptive(objective, sigmas=(25.0,), max_steps=3, max_side=32, fractions=(0.0, 5.0), limit=1,
                         progress=False)  # fmt: skip
     uniform = [r for r in rows if r["method"] == "uniform"]

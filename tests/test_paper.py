@@ -38,7 +38,7 @@ def test_the_context_free_energy_ignores_the_noisy_image():
     candidate, first, second = (torch.rand(2, 3, 16, 16) * 2 - 1 for _ in range(3))
     energies = {}
     for ctx, model in models.items():
-        torch.nn.init.normal_(model.head.weight)  # the head starts at zero: make the energy non-trivial
+        torch.nn.init.normal_(model.head.out.weight)  # the head starts at zero: make the energy non-trivial
         for block in model.blocks:
             torch.nn.init.normal_(block.ada[1].weight, std=0.02)
         energies[ctx] = (model(first, candidate), model(second, candidate))

@@ -47,7 +47,7 @@ def tiny_run_config(tmp_path) -> Path:
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, tiny_cfg):
     objective = DenoisingObjective(tiny_cfg).eval()
     with torch.no_grad():
-        objective.model.head.weight.normal_()
+        objective.model.head.out.weight.normal_()
     save_weights(objective, tiny_cfg, tmp_path / "m.safetensors")
     loaded = load_denoiser(tmp_path / "m.safetensors")
     assert loaded.cfg == tiny_cfg

@@ -280,7 +280,8 @@ def joint_energies(model: VideoEBT, context: torch.Tensor, candidate: torch.Tens
     cond = model.condition.expand(context.shape[0], -1)
     for block in model.blocks:
         x = block(x, cond, mask)
-    return model.head(model.final_norm(x[:, frames * patches :])).squeeze(-1).reshape(-1, count, patches).sum(-1)
+    energies = model.head(x[:, frames * patches :], model._patches(candidate).flatten(1, 2))
+    return energies.reshape(-1, count, patches).sum(-1)
 
 
 def test_the_cached_real_stream_gives_the_joint_transformers_energies_and_gradients(tiny):

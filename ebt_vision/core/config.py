@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .energy import ENERGY_KINDS, check_energy_step_size
 from .errors import UserError
 from .ops import ATTENTION_BACKENDS
 
@@ -46,6 +47,15 @@ class TransformerConfig:
     # "auto": efficient attention while training (fused forward, a backward that has its own backward, which the
     # second-order graph through the descent needs), fused otherwise. "math": the plain-ops reference.
     attention: str = "auto"
+    # How the final tokens become per-position energies (ebt_vision.core.energy): linear | dot | l2 | residual.
+    # Baselines that are not energy models ignore it.
+    energy: str = "linear"
+
+
+def check_energy_model(m: TransformerConfig, descent: DescentConfig) -> None:
+    """The energy parameterisation and the descent's step size must fit together (``ebt_vision.core.energy``)."""
+    problem = check_energy_step_size(m.energy, descent.step_size)
+    check(problem is None, problem or "")
 
 
 def check_transformer(m: TransformerConfig, section: str = "model") -> None:
@@ -54,6 +64,7 @@ def check_transformer(m: TransformerConfig, section: str = "model") -> None:
     check(
         m.attention in ATTENTION_BACKENDS, f"{section}.attention must be one of {ATTENTION_BACKENDS}: {m.attention!r}"
     )
+    check(m.energy in ENERGY_KINDS, f"{section}.energy must be one of {ENERGY_KINDS}: {m.energy!r}")
 
 
 @dataclass(frozen=True)
@@ -121,10 +132,24 @@ class TrainConfig:
     stationarity_weight: float = 0.0
     rank_weight: float = 0.0
     rank_margin: float = 1.0
+    # What trains an EBT (ebt_vision.core.objective): "unrolled": the loss of the candidates a descent from the start
+    # reaches (backpropagated through the steps; the original work's objective); "equilibrium": the energy's gradient
+    # itself, at random points between the start and the target, so that one step from there moves towards the
+    # target by min(gamma, equilibrium_max_move) of (start - target), gamma the point's distance from the target as a
+    # fraction of the start's: the gradient vanishes at the target (Equilibrium Matching's truncated decay, written
+    # in the descent's own step size); "both": their sum, the equilibrium term weighted by equilibrium_weight.
+    objective: str = "unrolled"
+    equilibrium_max_move: float = 1.0
+    equilibrium_weight: float = 1.0
+    # Exponential moving average of the weights (0 = off): what evaluation and the saved model use when on; the decay
+    # ramps up as min(ema_decay, (1 + step) / (10 + step)) so short runs average their later steps only.
+    ema_decay: float = 0.0
     # Fine-tuning: a fresh run starts from these weights (a model folder or .safetensors of the same architecture)
     # instead of a random initialisation; a resumed run ignores it (its checkpoint holds the weights).
     init_from: str = ""
 
+
+OBJECTIVES = ("unrolled", "equilibrium", "both")
 
 # Settings a resumed run may change: they decide how long and how loudly it runs, not what it learns.
 RESUMABLE_CHANGES = ("name", "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
@@ -170,6 +195,10 @@ class ExperimentConfig:
             not (t.compile and d.checkpoint_steps),
             "train.compile and descent.checkpoint_steps do not combine; the compiler rematerialises activations itself",
         )
+        check(t.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {t.objective!r}")
+        check(0 < t.equilibrium_max_move <= 1, "train.equilibrium_max_move must be in (0, 1]")
+        check(t.equilibrium_weight >= 0, "train.equilibrium_weight must be >= 0")
+        check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
         check(t.loss in ("smooth_l1", "mse"), f"train.loss must be smooth_l1|mse, got {t.loss!r}")
         check(t.loss_on_steps in ("all", "last"), f"train.loss_on_steps must be all|last, got {t.loss_on_steps!r}")
 

@@ -26,6 +26,9 @@ EnergyFn = Callable[[Tensor, Tensor], Tensor]
 GradientFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (context, candidate) -> (dE/dcandidate, E)
 Projection = Callable[[Tensor], Tensor]
 PositionExpander = Callable[[Tensor, Tensor], Tensor]  # (values (B, *P), candidate) -> broadcastable to candidate
+PositionReducer = Callable[
+    [Tensor, Tensor], Tensor
+]  # (per-element values like the candidate, energy (B, *P)) -> (B, *P)
 
 
 def compiled_energy_gradient(model: nn.Module) -> GradientFn:
@@ -147,6 +150,12 @@ def expand_to_candidate(values: Tensor, candidate: Tensor) -> Tensor:
     return values.reshape(*values.shape, *([1] * (candidate.dim() - values.dim())))
 
 
+def mean_over_positions(values: Tensor, energy: Tensor) -> Tensor:
+    """Per-element values shaped like the candidate -> their mean per position (B, *P), the positions being the
+    candidate's leading dimensions (as ``expand_to_candidate``) or the whole sample for per-sample energies."""
+    return values.flatten(energy.dim()).mean(-1)
+
+
 def _energy_and_gradient(
     energy_fn: EnergyFn, gradient_fn: GradientFn | None, context: Tensor, x: Tensor, create_graph: bool | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -179,10 +188,13 @@ def minimize_energy(
     *,
     stop_when_energy_rises: bool = False,
     stop_tolerance: float = 0.0,
+    stop_step_below: float = 0.0,
+    momentum: float = 0.0,
     final_energy: bool = False,
     langevin_noise: float = 0.0,
     project: Projection | None = None,
     expand_positions: PositionExpander = expand_to_candidate,
+    reduce_positions: PositionReducer = mean_over_positions,
     gradient_fn: GradientFn | None = None,
     training: TrainingDescent | None = None,
 ) -> Trajectory:
@@ -194,9 +206,16 @@ def minimize_energy(
     ``final_energy`` (one more forward pass). ``stop_tolerance`` (with it): a position whose energy fell by less than
     this also stops (the step is kept): adaptive compute per position. ``langevin_noise``: Gaussian noise of this
     scale after every step.
+    ``stop_step_below``: a position stops (without taking the step) once the step it would take is smaller than this,
+    as the root mean square of ``step_size * dE/dx`` over its elements (in candidate units, e.g. pixels in [-1, 1]):
+    on a landscape whose gradient vanishes at the answer, "the gradient has become small" means "arrived".
+    ``momentum``: Nesterov-accelerated descent: each step evaluates the gradient at ``x + momentum * v`` (v the last
+    step taken) and moves by ``momentum * v - step_size * dE/dx`` there; the recorded energies are those of the
+    evaluated points. It does not combine with ``stop_when_energy_rises`` (which compares candidates' energies).
     ``project``: applied to the candidate after every step (e.g. a clamp to the valid pixel range).
     ``expand_positions(values (B, *P), x)``: how per-position energies map onto the candidate (default: the candidate's
-    leading dimensions are the positions). ``gradient_fn(context, x) -> (dE/dx, E)``, when given, replaces
+    leading dimensions are the positions); ``reduce_positions(values like x, energy (B, *P))`` the way back (the mean
+    per position), for ``stop_step_below``. ``gradient_fn(context, x) -> (dE/dx, E)``, when given, replaces
     ``energy_fn`` plus ``torch.autograd.grad`` for the steps (e.g. ``compiled_energy_gradient``).
     ``training``: keep the second-order graph (when grad mode is on) so a loss on the candidates trains the energy,
     and apply the training-only options; with ``training.checkpoint_steps`` the loss must be reduced with
@@ -209,6 +228,10 @@ def minimize_energy(
         )
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if momentum and stop_when_energy_rises:
+        raise ValueError("momentum does not combine with stop_when_energy_rises; stop on the step size instead")
     create_graph = training is not None and torch.is_grad_enabled()
     checkpointed = create_graph and training.checkpoint_steps
     if checkpointed and gradient_fn is not None:
@@ -223,22 +246,24 @@ def minimize_energy(
     candidates, energies, grad_norms = [candidate], [], []
     stopped = steps_taken = None  # (B, *P), once the energy's shape is known
     graph_from = 1
-    x = candidate
+    x, velocity = candidate, None
     for k in range(num_steps + int(final_energy)):
         step_graph = create_graph and k < num_steps and training.keeps_graph(k, num_steps)
         if k < num_steps and not step_graph:
             graph_from = k + 2  # candidate k + 1, this step's result, carries no graph
         if not step_graph or training.detach_between_steps or not x.requires_grad:
             x = x.detach().requires_grad_(True)
+            velocity = velocity.detach() if velocity is not None else None
+        evaluated = x if velocity is None or k == num_steps else x + momentum * velocity  # Nesterov's look-ahead
         if k == num_steps:  # the final energy only: no gradient
             with torch.no_grad():
                 grad, energy = None, energy_fn(context, x)
         elif checkpointed and step_graph:  # keep only x; the step's graph is rebuilt and differentiated in backward
             grad, energy = torch.utils.checkpoint.checkpoint(
-                _energy_and_gradient, energy_fn, None, context, x, use_reentrant=True
+                _energy_and_gradient, energy_fn, None, context, evaluated, use_reentrant=True
             )
         else:
-            grad, energy = _energy_and_gradient(energy_fn, gradient_fn, context, x, step_graph)
+            grad, energy = _energy_and_gradient(energy_fn, gradient_fn, context, evaluated, step_graph)
         _check_energy(energy, batch)
         recorded = energy.detach()
         if stopped is None:
@@ -258,15 +283,25 @@ def minimize_energy(
         if grad is None:
             break
         grad_norms.append(grad.detach().flatten(1).norm(dim=1))
+        if stop_step_below > 0:  # arrived: the step this position would take is too small to matter
+            step_rms = reduce_positions((float(step_size) * grad.detach()).pow(2), recorded).sqrt()
+            stopped = stopped | (step_rms < stop_step_below)
         wanted = steps_wanted.reshape(-1, *([1] * (stopped.dim() - 1)))
         taking = training.active(k, num_steps, wanted) if training is not None else k < wanted
         active = taking & ~stopped  # (B, *P)
         with torch.set_grad_enabled(torch.is_grad_enabled() and (step_graph or not create_graph)):
-            x = x - expand_positions(active * jitter.reshape(wanted.shape), x) * step_size * grad
+            # (without momentum: from x, which an undone step may have moved back since it was evaluated)
+            moved = (x if velocity is None else evaluated) - expand_positions(
+                active * jitter.reshape(wanted.shape), x
+            ) * step_size * grad
+            if velocity is not None:  # the look-ahead is taken only where the position moves
+                moved = moved - expand_positions(~active, x) * momentum * velocity
             if langevin_noise > 0:
-                x = x + expand_positions(active, x) * langevin_noise * torch.randn_like(x)
+                moved = moved + expand_positions(active, x) * langevin_noise * torch.randn_like(x)
             if project is not None:
-                x = project(x)
+                moved = project(moved)
+            velocity = moved - x if momentum else None
+            x = moved
         steps_taken = steps_taken + active.long()
         candidates.append(x)
     if not create_graph:

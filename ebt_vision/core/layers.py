@@ -116,18 +116,19 @@ class Block(nn.Module):
         return x + gate2[:, None, :] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
-def init_linear_layers(module: nn.Module) -> None:
-    """Xavier-uniform weights and zero biases for every Linear (as DiT does), before zero-init overrides."""
+def init_adaln_trunk(module: nn.Module, blocks: nn.ModuleList) -> None:
+    """The one initialisation of every adaLN trunk (energy models and plain baselines): Xavier-uniform weights and
+    zero biases for every Linear (as DiT does), then adaLN-Zero: each block's modulation zero, so every block starts
+    as the identity. Output layers are initialised after it, by their owner."""
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
             nn.init.xavier_uniform_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+    for block in blocks:
+        nn.init.zeros_(block.ada[1].weight)
+        nn.init.zeros_(block.ada[1].bias)
 
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def param_count_str(count: int) -> str:
-    return f"{count / 1e6:.2f}M" if count >= 1e5 else f"{count / 1e3:.1f}K"

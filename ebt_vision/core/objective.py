@@ -1,5 +1,7 @@
 """Objectives compose a model, (for an EBT) the descent, and a loss. The training loop depends on the ``Objective``
-interface alone and knows nothing EBT-specific; ``EnergyObjective`` is the shared base of every EBT workload."""
+interface alone and knows nothing EBT-specific; ``EnergyObjective`` is the shared base of every EBT workload: it holds
+the EBT's own steps (the descent, which candidates carry the graph, the unrolled and equilibrium objectives, the
+landscape terms, the metrics), so a workload states only its data, its start, its target and its loss."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import DescentConfig, OptimConfig, TrainConfig
+from .config import ExperimentConfig, OptimConfig, TrainConfig
 from .descent import (
     PositionExpander,
     Projection,
@@ -58,6 +60,11 @@ class Objective(Protocol):
     def compile_for_training(self) -> None: ...
 
 
+def clamp_unit_range(x: Tensor) -> Tensor:
+    """The projection of pixel candidates (images, frames) onto their valid range [-1, 1]."""
+    return x.clamp(-1.0, 1.0)
+
+
 def reconstruction_loss(prediction: Tensor, target: Tensor, kind: str) -> Tensor:
     if kind == "mse":
         return F.mse_loss(prediction, target)
@@ -79,13 +86,16 @@ def weight_decay_groups(module: nn.Module, optim: OptimConfig, skip: frozenset[i
 
 class EnergyObjective(nn.Module):
     """The shared half of every EBT objective: the energy model, its learned step size, the optional replay buffer
-    and compiled gradient, and ``descend``, which calls the one descent loop with the training options when training.
-    Subclasses write ``forward(batch) -> StepOutput`` (the data and the loss of their workload)."""
+    and compiled gradient; ``descend``, which calls the one descent loop with the training options when training;
+    and ``energy_step``, the training step of ``train.objective``. Subclasses write ``forward(batch) -> StepOutput``
+    (their data, start and target, usually one call of ``energy_step``) and, when it is not the configured
+    reconstruction loss, ``loss(prediction, target)``."""
 
-    def __init__(self, model: nn.Module, descent: DescentConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: ExperimentConfig) -> None:
         super().__init__()
         self.model = model
-        self.descent_cfg = descent
+        self.cfg = cfg
+        descent = self.descent_cfg = cfg.descent
         self.step_size = StepSize(descent.step_size, descent.learn_step_size)
         self.replay = ReplayBuffer(descent.replay_buffer_size) if descent.replay_buffer_size > 0 else None
         self.gradient_fn = None
@@ -164,13 +174,74 @@ class EnergyObjective(nn.Module):
             gradient_fn = gradient_fn and partial(gradient_fn, **conditioning)
         return energy_fn, gradient_fn
 
-    def step_losses(self, trajectory: Trajectory, target: Tensor, kind: str, on_steps: str) -> tuple[Tensor, Tensor]:
+    def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """The workload's loss of one candidate against its target (default: ``train.loss`` on the values)."""
+        return reconstruction_loss(prediction.float(), target, self.cfg.train.loss)
+
+    def step_losses(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, Tensor]:
         """(loss over the configured steps, loss of the last step) of the descent's candidates vs ``target``; in
         training only the candidates that carry the graph count (see ``TrainingDescent.graph_steps``)."""
         first = trajectory.graph_from if self.training and trajectory.graph_from < len(trajectory.candidates) else 1
-        losses = [reconstruction_loss(c.float(), target, kind) for c in trajectory.candidates[first:]]
-        loss = losses[-1] if on_steps == "last" else torch.stack(losses).mean()
+        losses = [self.loss(c, target) for c in trajectory.candidates[first:]]
+        loss = losses[-1] if self.cfg.train.loss_on_steps == "last" else torch.stack(losses).mean()
         return loss, losses[-1]
+
+    def equilibrium_loss(
+        self, context: Tensor, start: Tensor, target: Tensor, conditioning: dict[str, Tensor] | None = None
+    ) -> Tensor:
+        """The equilibrium objective (``train.objective``): at a point ``target + gamma (start - target)``, gamma
+        uniform in [0, 1] per row, the step the descent would take, ``step_size * dE/dpoint``, is regressed (with the
+        workload's loss, on where it lands) onto ``min(gamma, m) (start - target)``, m = ``train.equilibrium_max_move``:
+        from within m of the target one step lands on it, from further away it moves m of the way. So the gradient
+        vanishes at the target and points at it from everywhere on the way: descents converge there however long they
+        run (Equilibrium Matching's truncated decay, Wang and Du 2025, with the noise replaced by the descent's start).
+        Candidate-shaped targets only (pixels, frames)."""
+        if target.shape != start.shape:
+            raise ValueError(
+                f"the equilibrium objective needs candidate-shaped targets: {target.shape} vs {start.shape}"
+            )
+        shape = (start.shape[0], *([1] * (start.dim() - 1)))
+        gamma = torch.rand(shape, device=start.device)
+        offset = (start - target).detach()
+        point = (target + gamma * offset).detach().requires_grad_(True)
+        energy_fn, _ = self._energy_functions(dict(conditioning or {}))
+        with torch.enable_grad():
+            energy = energy_fn(self.encode(context), point)
+            (grad,) = torch.autograd.grad(energy.sum(), point, create_graph=True)
+        landed = point - self.step_size() * grad
+        aim = point - torch.minimum(gamma, torch.tensor(self.cfg.train.equilibrium_max_move)) * offset
+        return self.loss(landed, aim.detach())
+
+    def energy_step(
+        self, context: Tensor, start: Tensor, target: Tensor, conditioning: dict[str, Tensor] | None = None
+    ) -> tuple[StepOutput, Descended | None]:
+        """One step of ``train.objective`` on rows descended from ``start`` towards ``target``: the unrolled loss
+        (over the descent's steps, plus the landscape terms), the equilibrium loss, or both; with the metrics the
+        training loop logs. -> (the step's output, the descent it ran, None for a pure equilibrium training step)."""
+        train = self.cfg.train
+        terms: dict[str, Tensor] = {}
+        metrics: dict[str, Tensor] = {}
+        rows = None
+        if train.objective != "equilibrium" or not self.training:
+            rows = self.descend_rows(context, start, target, conditioning)
+            terms["reconstruction"], loss_last = self.step_losses(rows.trajectory, rows.target)
+            metrics["loss_last"] = loss_last.detach()
+            metrics.update(self.descent_metrics(rows.trajectory))
+            if self.training:
+                terms.update(self.landscape_losses(rows, train))
+        if train.objective != "unrolled" and self.training:
+            terms["equilibrium"] = self.equilibrium_loss(context, start, target, conditioning)
+        weights = {
+            "reconstruction": 1.0,
+            "stationarity": train.stationarity_weight,
+            "rank": train.rank_weight,
+            "equilibrium": 1.0 if train.objective == "equilibrium" else train.equilibrium_weight,
+        }
+        loss = sum(weights[name] * value for name, value in terms.items())
+        metrics = {"loss": loss.detach(), **{f"loss_{name}": v.detach() for name, v in terms.items()}, **metrics}
+        if rows is None:
+            metrics["step_size"] = self.step_size().detach()
+        return StepOutput(loss, metrics), rows
 
     def landscape_losses(self, rows: Descended, train: TrainConfig) -> dict[str, Tensor]:
         """The terms that shape the energy landscape itself (weights in ``train``; off when 0):
@@ -194,7 +265,7 @@ class EnergyObjective(nn.Module):
             if train.stationarity_weight:
                 (grad,) = torch.autograd.grad(energy_target.sum(), target, create_graph=True)
                 moved = target - self.step_size() * grad
-                terms["stationarity"] = reconstruction_loss(moved.float(), rows.target, train.loss)
+                terms["stationarity"] = self.loss(moved, rows.target)
             if train.rank_weight:
                 final = rows.trajectory.final.detach()
                 perturbed = rows.target + (final - rows.target).flatten(1).std(1).view(-1, *[1] * (final.dim() - 1)) * (

@@ -5,7 +5,9 @@ An objective (``ebt_vision.core.objective.Objective``) is an ``nn.Module`` whose
 Batches are anything with ``.to(device)`` (or tuples of tensors). The loop adds the rest: warmup + cosine learning
 rate, gradient clipping, bf16 autocast on CUDA, fused AdamW, ``torch.compile``, gradient accumulation, DDP under
 ``torchrun``, seeding, a progress bar, ``metrics.csv`` and ``loss.png``, atomic checkpoints and ``resume``, which
-refuses a run whose stored config differs from the requested one.
+refuses a run whose stored config differs from the requested one. With ``train.ema_decay`` it keeps an average of
+the weights (``ebt_vision.core.ema``): checkpoints hold both (the raw weights resume training exactly), and the finished
+run folder, like the objective after ``train`` returns, holds the average.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .checkpoint import (
 )
 from .config import ExperimentConfig, OptimConfig, config_differences, dump_yaml
 from .distributed import Distributed
+from .ema import WeightAverage
 from .errors import UserError
 from .objective import Objective
 from .progress import progress as progress_bar
@@ -287,7 +290,10 @@ def train(
     state = _resume_state(run_dir, cfg, objective, resume)
     if state is None and cfg.train.init_from:
         _initialise_from(objective, cfg.train.init_from)
+    average = WeightAverage(objective, cfg.train.ema_decay) if cfg.train.ema_decay else None
     if state is not None:
+        if average is not None:
+            average.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, seconds = state["step"], state["seconds"]
@@ -312,6 +318,7 @@ def train(
                 "seconds": seconds,
                 "rng": rng,
                 "sampler": sampler_state.state_dict() if sampler_state is not None else None,
+                "ema": average.state_dict() if average is not None else None,
             }
             save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)
         distributed.barrier(ctx)
@@ -343,6 +350,8 @@ def train(
         grad_norm = nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         scheduler.step()
+        if average is not None:
+            average.update(objective, step)
         step += 1
         seconds += time.perf_counter() - started
         bar.update(1)
@@ -358,8 +367,12 @@ def train(
                 log.plot()
                 last_plot = time.perf_counter()
     bar.close()
+    if average is not None:  # from here on the objective holds the averaged weights: what is saved and evaluated
+        average.copy_to(objective)
     if ctx.is_main:
         extra = {"step": step, "train_seconds": seconds, "world_size": ctx.world_size}
+        if average is not None:
+            extra["weights"] = f"exponential moving average, decay {cfg.train.ema_decay:g}"
         save_pretrained_folder(objective, cfg, run_dir, extra=extra)  # the run folder is a loadable model folder
         log.plot()
     distributed.barrier(ctx)

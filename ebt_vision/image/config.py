@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.config import ConfigError, ExperimentConfig, TransformerConfig, check, check_transformer
+from ..core.config import ConfigError, ExperimentConfig, TransformerConfig, check, check_energy_model, check_transformer
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ class ImageConfig(ExperimentConfig):
         super().validate()
         m, data = self.model, self.data
         check_transformer(m)
+        check_energy_model(m, self.descent)
         check(m.patch_size >= 1 and m.channels >= 1, "model.patch_size and model.channels must be positive")
         check(
             data.crop_size % m.patch_size == 0, f"data.crop_size {data.crop_size} is not a multiple of the patch size"

@@ -11,8 +11,9 @@ from torch import Tensor
 from ..core.checkpoint import load_trained
 from ..core.descent import Trajectory, expand_to_candidate, lowest_energy, minimize_energy
 from ..core.errors import InputError
+from ..core.objective import clamp_unit_range
 from .noise import training_sigma_max
-from .objective import DenoisingObjective, clamp_pixels
+from .objective import DenoisingObjective
 from .tiling import TiledEnergy
 
 MAX_STEPS = 64
@@ -121,7 +122,7 @@ def denoise(
         expand_positions=patch_expander(cfg.model.patch_size) if per_patch else expand_to_candidate,
         final_energy=final_energy,
         langevin_noise=langevin_noise,
-        project=clamp_pixels if clamp else None,
+        project=clamp_unit_range if clamp else None,
     )
     return trajectory, energy
 

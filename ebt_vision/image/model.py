@@ -10,8 +10,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..core.energy import EnergyHead
 from ..core.errors import InputError
-from ..core.layers import Block, init_linear_layers, patchify, sincos_position_embedding
+from ..core.layers import Block, init_adaln_trunk, patchify, sincos_position_embedding
 from .config import ModelConfig
 
 
@@ -51,7 +52,8 @@ class SigmaEmbedding(nn.Module):
 
 
 class ImageEBT(nn.Module):
-    """A transformer over patches of [context, candidate] whose head gives one energy per patch.
+    """A transformer over patches of [context, candidate] whose head gives one energy per patch (``model.energy``:
+    the parameterisations of ``ebt_vision.core.energy``).
 
     The image energy is the SUM of the per-patch energies (``forward``); ``patch_energies`` keeps them apart for
     energy maps. Summing (rather than the mean used in the original work) makes dE/dpixel, and so the step size,
@@ -68,14 +70,9 @@ class ImageEBT(nn.Module):
         # Non-blind variant: the noise sigma (0-255) is embedded and added to the condition, as DiT adds its timestep.
         self.sigma_embed = SigmaEmbedding(width) if cfg.sigma_conditioning else None
         self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.attention) for _ in range(cfg.depth))
-        # No affine in the norm and no bias in the head: a candidate-independent shift of the energy gets no gradient.
-        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.head = nn.Linear(width, 1, bias=False)
-        init_linear_layers(self)
-        for block in self.blocks:
-            nn.init.zeros_(block.ada[1].weight)
-            nn.init.zeros_(block.ada[1].bias)
-        nn.init.zeros_(self.head.weight)
+        self.head = EnergyHead(width, cfg.channels * p * p, cfg.energy)  # per patch: tokens and candidate pixels
+        init_adaln_trunk(self, self.blocks)
+        self.head.reset_parameters()
 
     def _condition(self, batch: int, sigma: Tensor | None, dtype: torch.dtype) -> Tensor:
         cond = self.condition.to(dtype).expand(batch, -1)
@@ -111,7 +108,7 @@ class ImageEBT(nn.Module):
         """(B, C, H, W), (B, C, H, W) -> (B, H/p, W/p) energy per patch; ``sigma`` (B,) for conditioned models."""
         p = self.cfg.patch_size
         tokens = self.tokens(context, candidate, sigma=sigma)
-        energies = self.head(self.final_norm(tokens)).squeeze(-1)  # (B, N)
+        energies = self.head(tokens, patchify(candidate, p))  # (B, N)
         return energies.reshape(context.shape[0], context.shape[2] // p, context.shape[3] // p)
 
     def forward(self, context: Tensor, candidate: Tensor, sigma: Tensor | None = None) -> Tensor:

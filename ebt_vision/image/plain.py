@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..core.config import OptimConfig
 from ..core.hub import HubModel, as_config
-from ..core.layers import Block, init_linear_layers, patchify, sincos_position_embedding, unpatchify
+from ..core.layers import Block, init_adaln_trunk, patchify, sincos_position_embedding, unpatchify
 from ..core.objective import StepOutput, reconstruction_loss, weight_decay_groups
 from .config import ImageConfig, ModelConfig
 from .data import DenoisingBatch
@@ -32,10 +32,7 @@ class PlainDenoiser(nn.Module):
         self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, attention) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.head = nn.Linear(width, pixels)
-        init_linear_layers(self)
-        for block in self.blocks:
-            nn.init.zeros_(block.ada[1].weight)
-            nn.init.zeros_(block.ada[1].bias)
+        init_adaln_trunk(self, self.blocks)
         nn.init.zeros_(self.head.weight)
 
     def forward(self, noisy: Tensor) -> Tensor:

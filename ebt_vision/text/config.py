@@ -92,6 +92,12 @@ class TextConfig(ExperimentConfig):
         super().validate()
         m, data, cand = self.model, self.data, self.candidate
         check_transformer(m)
+        check(m.energy == "linear", f"model.energy={m.energy!r}: the text EBT has the linear energy head only")
+        check(
+            self.train.objective == "unrolled",
+            f"train.objective={self.train.objective!r}: text trains the unrolled objective only (its targets are token "
+            "ids, not candidate logits)",
+        )
         check(
             not (self.train.stationarity_weight or self.train.rank_weight),
             "train.stationarity_weight and train.rank_weight are not defined for text (the targets are token ids, "

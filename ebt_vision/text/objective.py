@@ -35,27 +35,23 @@ class TextEBTObjective(EnergyObjective, HubModel):
 
     def __init__(self, cfg: TextConfig) -> None:
         cfg = as_config(cfg)
-        super().__init__(TextEBT(cfg.model), cfg.descent)
-        self.cfg = cfg
+        super().__init__(TextEBT(cfg.model), cfg)
 
     def start(self, context: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(B, L) -> (B, L, V): where the descent starts (``candidate`` section of the config)."""
         return start_logits(context, self.cfg.model.vocab_size, self.cfg.candidate, generator)
 
+    def encode(self, context: Tensor) -> Tensor:
+        """The real tokens' keys and values do not depend on the candidate: encoded once per descent, not per step
+        (their graph is shared by the steps, so the gradients are those of encoding at every step). The descent
+        encodes after replay, so replayed rows stay token ids (stored encodings would come from older weights)."""
+        return self.model.encode_context(context)
+
+    def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy of candidate logits (B, L, V) against the next tokens (B, L)."""
+        return token_cross_entropy(prediction, target).mean()
+
     def forward(self, batch: TextBatch) -> StepOutput:
-        # The real tokens' keys and values do not depend on the candidate: encoded once per descent, not per step
-        # (their graph is shared by the steps, so the gradients are those of encoding at every step). Replayed rows
-        # stay token ids: stored encodings would come from older weights.
-        context = batch.context if self.replay is not None else self.model.encode_context(batch.context)
-        trajectory, targets = self.descend(context, self.start(batch.context), batch.targets)
-        # in training only the candidates that carry the graph count (descent.graph_steps: the last steps only)
-        first = trajectory.graph_from if self.training and trajectory.graph_from < len(trajectory.candidates) else 1
-        losses = [token_cross_entropy(c, targets).mean() for c in trajectory.candidates[first:]]
-        loss = losses[-1] if self.cfg.train.loss_on_steps == "last" else torch.stack(losses).mean()
-        metrics = {
-            "loss": loss.detach(),
-            "loss_last": losses[-1].detach(),
-            "perplexity_last": losses[-1].detach().exp(),
-            **self.descent_metrics(trajectory),
-        }
-        return StepOutput(loss, metrics)
+        out, _ = self.energy_step(batch.context, self.start(batch.context), batch.targets)
+        out.metrics["perplexity_last"] = out.metrics["loss_last"].exp()
+        return out

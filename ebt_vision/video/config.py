@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core.config import ExperimentConfig, TransformerConfig, check, check_transformer
+from ..core.config import ExperimentConfig, TransformerConfig, check, check_energy_model, check_transformer
 
 SOURCES = ("moving-mnist", "real-clips")  # or a path: a video file, a folder of videos, a folder of numbered frames
 STARTS = ("last-frame", "noise")
@@ -72,6 +72,7 @@ class VideoConfig(ExperimentConfig):
         m, d, p = self.model, self.data, self.prediction
         check(self.task == "video", f"a VideoConfig has task 'video', got {self.task!r}")
         check_transformer(m)
+        check_energy_model(m, self.descent)
         check(m.width % 4 == 0, f"model.width must be a multiple of 4 (2-D sin-cos positions), got {m.width}")
         check(m.patch_size >= 1, f"model.patch_size must be >= 1, got {m.patch_size}")
         check(m.channels in (1, 3), f"model.channels must be 1 (grey) or 3 (RGB), got {m.channels}")

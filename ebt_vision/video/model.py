@@ -17,7 +17,7 @@ values, ``VideoMemory``) and each descent step runs the candidate stream alone a
 energies as one transformer over both streams with the full mask, for a fraction of the work.
 
 The energy of a frame is the SUM of its per-patch energies (``patch_energies`` keeps them apart for maps): a step of
-size s moves a pixel by s * dE/dpixel whatever the number of patches (DESIGN.md trap 4).
+size s moves a pixel by s * dE/dpixel whatever the number of patches (``ebt_vision.core.energy``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
+from ..core.energy import EnergyHead
 from ..core.errors import InputError
-from ..core.layers import Block, KeysValues, init_linear_layers, patchify, sincos_position_embedding
+from ..core.layers import Block, KeysValues, init_adaln_trunk, patchify, sincos_position_embedding
 from .config import VideoModelConfig
 
 
@@ -116,14 +117,9 @@ class VideoEBT(nn.Module):
         self.embed_candidate = nn.Linear(2 * pixels, width)  # (last real frame's patch, candidate's patch)
         self.condition = nn.Parameter(torch.randn(width) * 0.02)  # the one learned adaLN condition
         self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.attention) for _ in range(cfg.depth))
-        # No affine in the norm and no bias in the head: a candidate-independent shift of the energy gets no gradient.
-        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.head = nn.Linear(width, 1, bias=False)
-        init_linear_layers(self)
-        for block in self.blocks:
-            nn.init.zeros_(block.ada[1].weight)
-            nn.init.zeros_(block.ada[1].bias)
-        nn.init.zeros_(self.head.weight)
+        self.head = EnergyHead(width, pixels, cfg.energy)  # per candidate patch: tokens and candidate pixels
+        init_adaln_trunk(self, self.blocks)
+        self.head.reset_parameters()
 
     def _patches(self, frames: Tensor) -> Tensor:
         """(B, F, C, H, W) -> (B, F, N, C p p)."""
@@ -189,7 +185,7 @@ class VideoEBT(nn.Module):
         if isinstance(context, Tensor):
             check_frames(context, candidate, self.cfg.channels, self.cfg.patch_size)
         p = self.cfg.patch_size
-        energies = self.head(self.final_norm(self.candidate_tokens(memory, candidate))).squeeze(-1)  # (B, K, N)
+        energies = self.head(self.candidate_tokens(memory, candidate), self._patches(candidate))  # (B, K, N)
         return energies.reshape(*energies.shape[:2], candidate.shape[-2] // p, candidate.shape[-1] // p)
 
     def forward(self, context: Tensor | VideoMemory, candidate: Tensor) -> Tensor:

@@ -16,17 +16,13 @@ from torch import Tensor
 from ..core.descent import lowest_energy, minimize_energy
 from ..core.errors import InputError
 from ..core.hub import HubModel, as_config
-from ..core.objective import EnergyObjective, StepOutput
+from ..core.objective import EnergyObjective, StepOutput, clamp_unit_range
 from .config import VideoConfig
 from .model import VideoEBT, VideoMemory
 from .rollout import Rollout, check_context
 
 MAX_STEPS = 64
 MAX_CANDIDATES = 64
-
-
-def clamp_pixels(x: Tensor) -> Tensor:
-    return x.clamp(-1.0, 1.0)
 
 
 class VideoObjective(EnergyObjective, HubModel):
@@ -36,11 +32,10 @@ class VideoObjective(EnergyObjective, HubModel):
 
     def __init__(self, cfg: VideoConfig) -> None:
         cfg = as_config(cfg)
-        super().__init__(VideoEBT(cfg.model), cfg.descent)
-        self.cfg = cfg
+        super().__init__(VideoEBT(cfg.model), cfg)
 
     def projection(self):
-        return clamp_pixels
+        return clamp_unit_range
 
     def encode(self, context: Tensor) -> VideoMemory | Tensor:
         """The real frames' memory, once per descent (not with checkpointed steps: a reentrant checkpoint cannot
@@ -56,25 +51,14 @@ class VideoObjective(EnergyObjective, HubModel):
         return torch.randn(shape, generator=generator).to(context)
 
     def forward(self, clips: Tensor) -> StepOutput:
-        train = self.cfg.train
         count = self.cfg.prediction.train_frames or clips.shape[1] - 1
         context, target = clips[:, :-1], clips[:, -count:]  # frame t + 1 is predicted from the real frames 1..t
-        rows = self.descend_rows(context, self.starts(context, count), target)
-        trajectory, target = rows.trajectory, rows.target
-        reconstruction, loss_last = self.step_losses(trajectory, target, train.loss, train.loss_on_steps)
-        terms = self.landscape_losses(rows, train) if self.training else {}
-        weights = {"stationarity": train.stationarity_weight, "rank": train.rank_weight}
-        loss = reconstruction + sum(weights[name] * value for name, value in terms.items())
-        metrics = {
-            "loss": loss.detach(),
-            "loss_reconstruction": reconstruction.detach(),
-            "loss_last": loss_last.detach(),
-            "mse_last": F.mse_loss(trajectory.final.detach().float(), target),
-            "mse_copy_last": F.mse_loss(rows.context[:, -target.shape[1] :].float(), target),  # the reference
-            **{f"loss_{name}": value.detach() for name, value in terms.items()},
-            **self.descent_metrics(trajectory),
-        }
-        return StepOutput(loss, metrics)
+        out, rows = self.energy_step(context, self.starts(context, count), target)
+        if rows is not None:
+            out.metrics["mse_last"] = F.mse_loss(rows.trajectory.final.detach().float(), rows.target)
+            copy_last = rows.context[:, -rows.target.shape[1] :].float()
+            out.metrics["mse_copy_last"] = F.mse_loss(copy_last, rows.target)  # the reference
+        return out
 
     def _next_frame(
         self,
@@ -103,7 +87,7 @@ class VideoObjective(EnergyObjective, HubModel):
             num_steps,
             stop_when_energy_rises=stop,
             final_energy=best_of > 1 or stop,
-            project=clamp_pixels if self.cfg.descent.clamp_candidate else None,
+            project=clamp_unit_range if self.cfg.descent.clamp_candidate else None,
         )
         candidates = torch.stack(trajectory.candidates)  # (S + 1, N B, 1, C, H, W)
         if best_of > 1:
