@@ -175,7 +175,8 @@ def test_compare_command_end_to_end_on_a_tiny_config(tmp_path):
 
 def test_ablation_variants_train_on_the_same_crops_and_report(tmp_path, tiny_cfg):
     from ebt_vision.core.reports import make_meta
-    from ebt_vision.experiments.ablation import VARIANTS, run_ablation, variant_config, write_ablation_report
+    from ebt_vision.experiments.ablation import VARIANTS, run_ablation, variant_config
+    from ebt_vision.experiments.ablation_report import write_ablation_report
 
     cfg = variant_config(tiny_cfg, "loss-last", VARIANTS["loss-last"][0])
     assert cfg.train.loss_on_steps == "last" and cfg.name == "tiny-loss-last" and cfg.model == tiny_cfg.model

@@ -211,3 +211,22 @@ def test_configs_refuse_what_cannot_work():
         from_dict({**TINY, "train": {"objective": "contrastive"}})
     with pytest.raises(ConfigError, match="ema_decay"):
         from_dict({**TINY, "train": {"ema_decay": 1.0}})
+
+
+def test_stopping_on_the_step_size_read_off_a_plain_descent_equals_the_descent_that_stops(tiny_cfg):
+    """The ablation reads every tolerance's stop off one plain descent; that must be what ``stop_step_below`` does."""
+    from ebt_vision.experiments.ablation import stop_on_step_size
+    from ebt_vision.image.inference import denoise
+
+    objective = DenoisingObjective(tiny_cfg).eval()
+    with torch.no_grad():
+        objective.model.head.out.weight.normal_()
+    noisy = torch.rand(3, 3, 16, 32) * 2 - 1
+    plain, _ = denoise(objective, noisy, 6, final_energy=False)
+    step = float(objective.step_size())
+    moves = step * plain.grad_norms / (3 * 16 * 32) ** 0.5
+    for tolerance in (float(moves.median()), float(moves.min()) / 2, float(moves.max()) * 2):
+        expected, taken = stop_on_step_size(plain, step, tolerance)
+        stopped, _ = denoise(objective, noisy, 6, final_energy=False, stop_step_below=tolerance)
+        assert torch.allclose(stopped.final, expected, atol=1e-6)
+        assert torch.equal(stopped.steps_taken, taken)

@@ -159,17 +159,21 @@ def calibrate(args: argparse.Namespace) -> int:
 def ablate(args: argparse.Namespace) -> int:
     from ..core.reports import make_meta
     from ..core.train import resolve_device
-    from ..experiments.ablation import VARIANTS, run_ablation, write_ablation_report
+    from ..experiments.ablation import VARIANTS, run_ablation
+    from ..experiments.ablation_report import write_ablation_report
 
     cfg = _config(args.config, args.set)
     sigmas = tuple(args.sigmas)
     result = run_ablation(cfg, args.variants or list(VARIANTS), args.runs, sigmas, args.eval_size, args.max_steps,
-                          seed=args.seed, limit=args.limit, progress=not args.quiet, best_of=args.best_of)  # fmt: skip
+                          seed=args.seed, limit=args.limit, progress=not args.quiet, best_of=args.best_of,
+                          equal_flops=args.equal_flops)  # fmt: skip
     data = (
         f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, one crop stream for all; step counts chosen "
         f"on the validation photos, reported on the test photos, resized/centre-cropped to {args.eval_size}px"
     )
     budget = f"each variant {cfg.train.steps} steps of batch {cfg.data.batch_size} ({cfg.model.width}-wide EBT)"
+    if args.equal_flops:
+        budget = f"each variant the training FLOPs of {cfg.train.steps} base steps of batch {cfg.data.batch_size}"
     meta = make_meta(resolve_device(cfg.train.device), args.seed, data, budget)
     report = write_ablation_report(result, cfg, sigmas, meta, args.out or args.runs, args.stem)
     print(report.read_text())

@@ -252,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--out", help="report folder (default: the --runs folder)")
     p.add_argument("--stem", default="ablation", help="report file name stem")
+    p.add_argument(
+        "--equal-flops",
+        action="store_true",
+        help="train every variant for the base config's training FLOPs (not the same step count)",
+    )
     _common(p, device=False)
 
     p = _command(

@@ -75,6 +75,8 @@ def denoise(
     per_patch: bool = False,
     stop_tolerance: float = 0.0,
     clamp_sigma: bool = True,
+    momentum: float = 0.0,
+    stop_step_below: float = 0.0,
 ) -> tuple[Trajectory, TiledEnergy]:
     """(B, 3, H, W) noisy in [-1, 1] -> the descent trajectory from the noisy image (tiled at the training crop size).
 
@@ -91,6 +93,8 @@ def denoise(
     ``per_patch``: descend the per-patch energies (each patch's energy averaged over the tiles that cover it) so
     stopping works patch by patch: with ``stop_when_energy_rises`` and ``stop_tolerance``, a patch whose energy has
     stopped falling stops while the others continue (``trajectory.steps_taken`` is then a (B, H/p, W/p) map).
+    ``momentum``: Nesterov-accelerated descent; ``stop_step_below``: an image stops once its step would move its
+    pixels by less than this (root mean square, [-1, 1] units); see ``minimize_energy``.
     """
     cfg = objective.cfg
     check_images(noisy, cfg.model.patch_size)
@@ -119,6 +123,8 @@ def denoise(
         steps,
         stop_when_energy_rises=stop_when_energy_rises,
         stop_tolerance=stop_tolerance,
+        stop_step_below=stop_step_below,
+        momentum=momentum,
         expand_positions=patch_expander(cfg.model.patch_size) if per_patch else expand_to_candidate,
         final_energy=final_energy,
         langevin_noise=langevin_noise,
