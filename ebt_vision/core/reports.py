@@ -1,4 +1,4 @@
-"""Reports under ``reports/``: NAME.md for people, NAME.json for programs, NAME*.png plots (see shared/REPORTS.md)."""
+"""Reports under ``reports/``: NAME.md for people, NAME.json for programs, NAME*.png plots (see docs/reports.md)."""
 
 from __future__ import annotations
 

@@ -61,8 +61,8 @@ class CandidateConfig:
 # gradient of the sum, so the step size acts per token whatever the sequence length. dE/dlogit of a token carries
 # that token's probability (the softmax Jacobian), about 1/V near the uniform start, so the step size is of the
 # order of the vocabulary size V (it is learnable; measured on CPU at V = 1024, it settled near 0.8 V from 1000 and
-# from 5000, and starting at 5000 fit worse). Two randomised steps with a jittered step size, as trap 7 asks for if
-# thinking longer is to help.
+# from 5000, and starting at 5000 fit worse). Two randomised steps with a jittered step size, as trap 7 of
+# docs/design.md asks for if thinking longer is to help.
 TEXT_DESCENT = dict(num_steps=2, min_steps=1, step_size=3000.0, step_size_jitter=2.0)
 TEXT_OPTIM = dict(lr=1e-3, warmup_steps=100)
 

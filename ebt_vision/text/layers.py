@@ -3,8 +3,8 @@
 timm supplies the pieces: ``RmsNorm``, ``SwiGLU`` and ``RotaryEmbeddingCat`` (1-D, language-model frequencies
 ``10000^(-2i/d)`` over integer positions); all are plain differentiable ops, so autograd can differentiate them
 twice. Attention goes through ``core.ops.attention`` with an explicit mask, whose ``efficient`` backend keeps the
-fused forward and a cheap double backward (trap 1): the EBT trains through its descent with it, the baseline uses
-the fused kernel. One block class for both models makes their parameter counts match by construction.
+fused forward and a cheap double backward (docs/design.md, trap 1): the EBT trains through its descent with it, the
+baseline uses the fused kernel. One block class for both models makes their parameter counts match by construction.
 """
 
 from __future__ import annotations

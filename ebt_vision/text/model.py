@@ -45,8 +45,9 @@ class TextEBT(nn.Module):
     """Per-token energies of next-token candidates given the previous tokens.
 
     The energy head reads the candidate stream through a norm without affine and ``Linear(D, 1, bias=False)``,
-    zero-initialised (trap 3: a candidate-independent shift of the energy would get no gradient). The token embedding
-    is shared by both streams: a candidate that puts all its mass on one token is embedded as that token.
+    zero-initialised (docs/design.md, trap 3: a candidate-independent shift of the energy would get no gradient). The
+    token embedding is shared by both streams: a candidate that puts all its mass on one token is embedded as that
+    token.
     """
 
     def __init__(self, cfg: TextModelConfig) -> None:

@@ -3,7 +3,7 @@ noise, stopping per token when a step raises its energy, and best-of-N by the lo
 
 Everything goes through ``core.descent.minimize_energy`` (the one descent loop) and ``core.descent.lowest_energy``;
 the per-token energies (B, L) make stopping and selection per token, not per window. Evaluation descents need only
-first derivatives: run them under ``torch.no_grad()`` or plain, never ``torch.inference_mode()`` (trap 2).
+first derivatives: run them under ``torch.no_grad()`` or plain, never ``torch.inference_mode()`` (docs/design.md, trap 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Real footage: the offline clips of shared/DATA.md with a fixed train/validation/test split, user videos, a sampler.
+"""Real footage: the offline clips of docs/data.md with a fixed train/validation/test split, user videos, a sampler.
 
 The split is by *scene*, never by time within one scene, so a test clip shows a place the model has never seen (a
 static-camera scene split in time would let a model memorise its background): training uses ViSP's ``mire-2``,

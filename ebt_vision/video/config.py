@@ -19,7 +19,7 @@ class VideoModelConfig(TransformerConfig):
 
 @dataclass(frozen=True)
 class VideoDataConfig:
-    # "moving-mnist" (generated from real MNIST digits), "real-clips" (the offline footage of shared/DATA.md with a
+    # "moving-mnist" (generated from real MNIST digits), "real-clips" (the offline footage of docs/data.md with a
     # fixed train/validation/test split, see ebt_vision.video.clips) or a path to your own video(s).
     source: str = "moving-mnist"
     frames: int = 20  # frames per clip: the model trains on all of them, predicting each from the real ones before

@@ -6,7 +6,7 @@ next frame with ``DDPMScheduler`` on the project's one schedule (``ebt_vision.im
 linear betas) at a uniform timestep; every next frame of a clip that has W real frames before it is a training
 sample. Prediction runs deterministic DDIM from pure noise (t = 999, "trailing" spacing) to the clean frame in k
 steps, one forward pass each. The width and depth are chosen so the parameter count is within 2% of the video EBT's:
-diffusers' adaLN-Zero blocks hold about twice a plain block's parameters (DESIGN.md trap 8).
+diffusers' adaLN-Zero blocks hold about twice a plain block's parameters (docs/design.md, trap 8).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from ...image.dit import DiTObjective
 from ...image.objective import DenoisingObjective
 from .costs import training_step_flops
 
-MODELS = ("ebt", "ebt-cond", "dit", "dit-compute")  # run folders; row methods use underscores (shared/REPORTS.md)
+MODELS = ("ebt", "ebt-cond", "dit", "dit-compute")  # run folders; row methods use underscores (docs/reports.md)
 
 
 def model_configs(cfg: ImageConfig) -> dict[str, ImageConfig]:

@@ -20,7 +20,7 @@ from ...video.data import training_stream
 from ...video.loading import build_video_model
 from .costs import training_step_flops
 
-MODELS = ("ebt", "transformer", "dit", "dit-compute")  # run folders; row methods use underscores (shared/REPORTS.md)
+MODELS = ("ebt", "transformer", "dit", "dit-compute")  # run folders; row methods use underscores (docs/reports.md)
 
 
 def kind_of(name: str) -> str:
