@@ -14,6 +14,7 @@ import difflib
 import importlib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,29 @@ from .energy import ENERGY_KINDS, check_energy_step_size
 from .errors import UserError
 from .ops import ATTENTION_BACKENDS
 
-# task name -> "module:class" of its config schema; imported only when a config of that task is built
-TASKS: dict[str, str] = {
-    "image": "ebt_vision.image.config:ImageConfig",
-    "text": "ebt_vision.text.config:TextConfig",
-    "video": "ebt_vision.video.config:VideoConfig",
-}
-
 
 class ConfigError(UserError):
     """A configuration file or override that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A workload as the rest of the code finds it by name: its config schema and its training recipe (each
+    ``"module:name"``, imported only when used), and the model families the recipe trains (the EBT first). A recipe
+    is ``train_model(cfg, run_dir, model, resume, progress) -> TrainResult``."""
+
+    config: str
+    recipe: str
+    models: tuple[str, ...]
+
+
+TASKS: dict[str, Task] = {
+    "image": Task("ebt_vision.image.config:ImageConfig", "ebt_vision.image.training:train_model", ("ebt", "dit")),
+    "text": Task("ebt_vision.text.config:TextConfig", "ebt_vision.text.training:train_model", ("ebt", "transformer")),
+    "video": Task(
+        "ebt_vision.video.config:VideoConfig", "ebt_vision.video.training:train_model", ("ebt", "transformer", "dit")
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -258,12 +272,28 @@ def _typed_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, An
     return {k: _coerce(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in values.items()}
 
 
-def config_class(task: str) -> type[ExperimentConfig]:
-    """The config schema of a workload (``TASKS``)."""
+def _task(task: str) -> Task:
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
-    module, name = TASKS[task].split(":")
+    return TASKS[task]
+
+
+def _resolve(target: str) -> Any:
+    module, name = target.split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def config_class(task: str) -> type[ExperimentConfig]:
+    """The config schema of a workload (``TASKS``)."""
+    return _resolve(_task(task).config)
+
+
+def training_recipe(task: str, model: str) -> Callable[..., Any]:
+    """The training recipe of a workload (``TASKS``) for one of its model families."""
+    found = _task(task)
+    if model not in found.models:
+        raise ConfigError(f"{model} is not a {task} model; choose from {', '.join(found.models)}")
+    return _resolve(found.recipe)
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

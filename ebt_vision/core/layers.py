@@ -6,6 +6,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from .config import TransformerConfig
 from .ops import ATTENTION_BACKENDS, attention, gelu_tanh
 
 
@@ -116,6 +117,13 @@ class Block(nn.Module):
         return x + gate2[:, None, :] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
+def adaln_blocks(cfg: TransformerConfig, one_pass: bool = False) -> nn.ModuleList:
+    """The trunk's ``cfg.depth`` adaLN-Zero blocks. ``one_pass``: the trunk of a baseline that predicts in one forward
+    pass, which needs no double backward, so ``auto`` attention is PyTorch's fused kernel, forward and backward."""
+    attention = "fused" if one_pass and cfg.attention == "auto" else cfg.attention
+    return nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, attention) for _ in range(cfg.depth))
+
+
 def init_adaln_trunk(module: nn.Module, blocks: nn.ModuleList) -> None:
     """The one initialisation of every adaLN trunk (energy models and plain baselines): Xavier-uniform weights and
     zero biases for every Linear (as DiT does), then adaLN-Zero: each block's modulation zero, so every block starts
@@ -128,6 +136,13 @@ def init_adaln_trunk(module: nn.Module, blocks: nn.ModuleList) -> None:
     for block in blocks:
         nn.init.zeros_(block.ada[1].weight)
         nn.init.zeros_(block.ada[1].bias)
+
+
+def init_residual_predictor(module: nn.Module, blocks: nn.ModuleList, head: nn.Linear) -> None:
+    """``init_adaln_trunk``, then the output layer's weight zero: a baseline that predicts a residual on its input
+    starts as the identity (the noisy image, the last frame)."""
+    init_adaln_trunk(module, blocks)
+    nn.init.zeros_(head.weight)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from .config import ExperimentConfig, OptimConfig, TrainConfig
 from .descent import (
+    EnergyFn,
+    GradientFn,
     PositionExpander,
     Projection,
     ReplayBuffer,
@@ -25,6 +27,7 @@ from .descent import (
     expand_to_candidate,
     minimize_energy,
 )
+from .inference import Thinking
 
 
 @dataclass
@@ -84,6 +87,30 @@ def weight_decay_groups(module: nn.Module, optim: OptimConfig, skip: frozenset[i
     ]
 
 
+class DirectObjective(nn.Module):
+    """The shared half of every baseline that predicts in one pass (plain transformers, DiTs): its network
+    ``model``, optimiser groups that decay matrices only, and ``train.compile`` compiling the network in place (its
+    state-dict keys stay the same). Subclasses write ``forward(batch) -> StepOutput``."""
+
+    def __init__(self, model: nn.Module, cfg: ExperimentConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = model
+
+    def prediction_step(self, prediction: Tensor, target: Tensor, **metrics: Tensor) -> StepOutput:
+        """The configured reconstruction loss (``train.loss``) of a prediction shaped like its target, with its MSE
+        (and ``metrics``) for the log."""
+        loss = reconstruction_loss(prediction.float(), target, self.cfg.train.loss)
+        mse = F.mse_loss(prediction.detach().float(), target)
+        return StepOutput(loss, {"loss": loss.detach(), "mse_last": mse, **metrics})
+
+    def param_groups(self, optim: OptimConfig) -> list[dict]:
+        return weight_decay_groups(self, optim)
+
+    def compile_for_training(self) -> None:
+        self.model.compile()
+
+
 class EnergyObjective(nn.Module):
     """The shared half of every EBT objective: the energy model, its learned step size, the optional replay buffer
     and compiled gradient; ``descend``, which calls the one descent loop with the training options when training;
@@ -118,18 +145,6 @@ class EnergyObjective(nn.Module):
         """How the model's per-position energies map onto its candidate; workloads override it."""
         return expand_to_candidate
 
-    def descend(
-        self,
-        context: Tensor,
-        start: Tensor,
-        target: Tensor,
-        conditioning: dict[str, Tensor] | None = None,
-        num_steps: int | None = None,
-    ) -> tuple[Trajectory, Tensor]:
-        """Descend from ``start``; -> (trajectory, the target each row is scored against). See ``descend_rows``."""
-        rows = self.descend_rows(context, start, target, conditioning, num_steps)
-        return rows.trajectory, rows.target
-
     def descend_rows(
         self,
         context: Tensor,
@@ -158,7 +173,7 @@ class EnergyObjective(nn.Module):
             self.step_size(),
             cfg.num_steps if num_steps is None else num_steps,
             langevin_noise=cfg.langevin_noise if self.training else 0.0,
-            project=self.projection() if cfg.clamp_candidate else None,
+            project=self._projection(cfg.clamp_candidate),
             expand_positions=self.expand_positions(),
             gradient_fn=gradient_fn,
             training=TrainingDescent.from_config(cfg) if self.training else None,
@@ -166,6 +181,47 @@ class EnergyObjective(nn.Module):
         if self.training and self.replay is not None:
             self.replay.push(context=context, candidate=trajectory.final, target=target, **conditioning)
         return Descended(trajectory, context, target, conditioning)
+
+    def infer(
+        self,
+        context: Any,
+        start: Tensor,
+        thinking: Thinking = Thinking(),
+        energy: EnergyFn | None = None,
+        expand_positions: PositionExpander | None = None,
+        gradient_fn: GradientFn | None = None,
+    ) -> Trajectory:
+        """Test-time descent from ``start`` (B, ...) with ``thinking``'s options -> its Trajectory.
+
+        The one way inference reaches ``minimize_energy``: the learned step size times ``thinking.step_scale``, the
+        workload's projection when clamping (as trained unless ``thinking.clamp`` says), no second-order graph.
+        ``context`` goes to the energy as given (encode it first where a workload encodes once per descent);
+        ``energy`` replaces the model (e.g. a tiled energy over a whole photo), ``expand_positions`` the workload's
+        mapping of per-position energies, ``gradient_fn`` the autograd gradient (e.g. the compiled one).
+        """
+        thinking.check(self.descent_cfg.num_steps)
+        with torch.no_grad():
+            step_size = self.step_size() * thinking.step_scale
+        return minimize_energy(
+            self.model if energy is None else energy,
+            context,
+            start,
+            step_size,
+            thinking.steps(self.descent_cfg.num_steps),
+            stop_when_energy_rises=thinking.stop_when_energy_rises,
+            stop_tolerance=thinking.stop_tolerance,
+            stop_step_below=thinking.stop_step_below,
+            momentum=thinking.momentum,
+            final_energy=thinking.final_energy,
+            langevin_noise=thinking.langevin_noise,
+            project=self._projection(self.descent_cfg.clamp_candidate if thinking.clamp is None else thinking.clamp),
+            expand_positions=expand_positions or self.expand_positions(),
+            gradient_fn=gradient_fn,
+        )
+
+    def _projection(self, clamp: bool) -> Projection | None:
+        """The rule every descent follows: the workload's projection after each step when clamping, else none."""
+        return self.projection() if clamp else None
 
     def _energy_functions(self, conditioning: dict[str, Tensor]):
         energy_fn, gradient_fn = self.model, self.gradient_fn
@@ -241,6 +297,8 @@ class EnergyObjective(nn.Module):
         metrics = {"loss": loss.detach(), **{f"loss_{name}": v.detach() for name, v in terms.items()}, **metrics}
         if rows is None:
             metrics["step_size"] = self.step_size().detach()
+        elif rows.target.shape == rows.trajectory.final.shape:  # candidate-shaped targets: the error of the answer
+            metrics["mse_last"] = F.mse_loss(rows.trajectory.final.detach().float(), rows.target)
         return StepOutput(loss, metrics), rows
 
     def landscape_losses(self, rows: Descended, train: TrainConfig) -> dict[str, Tensor]:

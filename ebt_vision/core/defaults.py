@@ -1,0 +1,45 @@
+"""Input limits and shipped defaults, the one home of each: the library's checks, the command line and the app all
+read them from here. Plain values, no imports."""
+
+from __future__ import annotations
+
+# One inference call of the library: descent steps and best-of-N starts. Far beyond what helps any shipped model;
+# they bound the time and memory a single call may take.
+MAX_STEPS = 64
+MAX_CANDIDATES = 64
+# `ebt-vision denoise --best-of`: every start is a full descent of a full-size photo.
+MAX_FILE_CANDIDATES = 16
+# The app: a click must stay interactive on a CPU.
+APP_MAX_STEPS = 16
+APP_MAX_BEST_OF = 8
+APP_MAX_DIT_STEPS = 50  # the video tab's DDIM steps per frame
+APP_MAX_NEW_TOKENS = 200
+APP_MAX_SIDE = 384  # larger image uploads are downscaled (the tab says so)
+APP_SIGMA_RANGE = (0.0, 100.0)
+APP_STEP_SCALE_RANGE = (0.1, 4.0)
+
+# Files a user hands in. Pixel counts are read from the header, before anything large is decoded.
+MAX_FILE_PIXELS = 100_000_000  # `ebt-vision denoise`
+APP_MAX_PIXELS = 40_000_000  # an image upload
+APP_MAX_IMAGE_BYTES = 20 * 2**20
+APP_MAX_VIDEO_BYTES = 100 * 2**20
+MAX_FRAME_SIDE = 4096  # a decoder told to open an 8K-plus stream could take the machine's memory first
+MAX_HORIZON = 64  # predicted frames of one rollout
+MAX_PROMPT_CHARS = 4000
+MAX_NEW_TOKENS = 512
+
+# What the evaluations measure when not told otherwise: Gaussian noise sigmas on the 0-255 scale (15-50 inside the
+# shipped models' training range, 75 and 100 outside it).
+SIGMAS = (15.0, 25.0, 50.0, 75.0, 100.0)
+
+# The shipped models (folders in the Hugging Face layout, found from any directory by ``core.paths.resolve_path``).
+IMAGE_EBT = "checkpoints/ebt-image-s"
+IMAGE_DIT = "checkpoints/dit-image-s"
+VIDEO_EBT = "checkpoints/video-mmnist-s"
+VIDEO_TRANSFORMER = "checkpoints/video-mmnist-s-transformer"
+VIDEO_DIT = "checkpoints/video-mmnist-s-dit"
+TEXT_EBT = "checkpoints/text-sotu-s"
+TEXT_TRANSFORMER = "checkpoints/text-sotu-s-transformer"
+# The configs that train them (what the app tells a user whose checkpoint is missing).
+VIDEO_CONFIG = "configs/video-mmnist-cpu.yaml"
+TEXT_CONFIG = "configs/text-cpu.yaml"
