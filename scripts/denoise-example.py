@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ebt_vision.core import defaults
 from ebt_vision.core.checkpoint import load_trained
 from ebt_vision.core.metrics import psnr, ssim
 from ebt_vision.image.data import held_out_photos, square_crops
@@ -26,7 +27,7 @@ from ebt_vision.image.objective import DenoisingObjective
 from ebt_vision.image.schedule import StepSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
-EBT, DIT = ROOT / "checkpoints/ebt-image-s", ROOT / "checkpoints/dit-image-s"
+EBT, DIT = ROOT / defaults.IMAGE_EBT, ROOT / defaults.IMAGE_DIT
 
 
 def read(path: Path) -> torch.Tensor:

@@ -13,6 +13,7 @@ from ebt_vision.core.errors import InputError
 from ebt_vision.core.metrics import psnr, ssim
 from ebt_vision.image import data
 from ebt_vision.image.config import DataConfig
+from ebt_vision.image.files import from_pixels, read_image
 from ebt_vision.image.noise import NoiseLevel, add_gaussian_noise, alphas_cumprod, level_to_timestep
 
 skimage = pytest.importorskip("skimage", reason="scikit-image (a dependency) ships the held-out photos")
@@ -103,11 +104,11 @@ def test_non_image_file_gives_a_clear_error(tmp_path):
     path = tmp_path / "photo.png"
     path.write_text("hello")
     with pytest.raises(ValueError, match="cannot read"):
-        data.load_image(path)
+        read_image(path)
 
 
 def test_crop_sampler_is_reproducible_and_resumable():
-    photos = [data.Photo("coffee", data.to_tensor(skimage.data.coffee()))]
+    photos = [data.Photo("coffee", from_pixels(skimage.data.coffee()).rgb)]
     cfg = DataConfig(crop_size=16, batch_size=4)
     first = data.CropSampler(photos, cfg, seed=3)
     first.sample()

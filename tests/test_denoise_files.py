@@ -15,9 +15,10 @@ import torch
 
 from ebt_vision.core.checkpoint import load_trained, save_pretrained_folder
 from ebt_vision.core.errors import InputError
+from ebt_vision.core.inference import Thinking
 from ebt_vision.image.denoise_files import DenoiseOptions, denoise_files
 from ebt_vision.image.dit import DiTObjective
-from ebt_vision.image.files import read_user_image
+from ebt_vision.image.files import read_image
 from ebt_vision.image.objective import DenoisingObjective
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,14 +61,14 @@ def test_results_keep_grey_alpha_and_bit_depth(objective, images, tmp_path):
     assert deep.dtype == np.uint16 and deep.shape == (32, 48, 3)
     assert len(np.unique(deep)) > 256  # real 16-bit values, not 8-bit ones scaled up
     assert tifffile.imread(out / "grey16.ebt.tif").shape == (32, 48)
-    assert read_user_image(images / "grey16.png").bit_depth == 16
+    assert read_image(images / "grey16.png").bit_depth == 16
 
 
 def test_the_descent_result_is_what_is_written(objective, images, tmp_path):
     from ebt_vision.image.inference import denoise
 
     (path,) = denoise_files(objective, [images / "rgb.png"], tmp_path / "o", DenoiseOptions(steps=2), progress=False)
-    trajectory, _ = denoise(objective, read_user_image(images / "rgb.png").rgb[None], 2)
+    trajectory, _ = denoise(objective, read_image(images / "rgb.png").rgb[None], Thinking(2))
     expected = ((trajectory.final[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     assert np.abs(iio.imread(path).astype(int) - expected.astype(int)).max() <= 1
 
@@ -79,7 +80,7 @@ def test_without_steps_the_step_schedule_sets_them(objective, images, tmp_path):
     schedule = StepSchedule([0.0, 50.0], [1, 3], [0.5, 2.0], [0.0, 0.0], [0.0, 50.0])  # random pixels: heavy "noise"
     (path,) = denoise_files(objective, [images / "rgb.png"], tmp_path / "o", DenoiseOptions(schedule=schedule),
                             progress=False)  # fmt: skip
-    trajectory, _ = denoise(objective, read_user_image(images / "rgb.png").rgb[None], 3, step_scale=2.0)
+    trajectory, _ = denoise(objective, read_image(images / "rgb.png").rgb[None], Thinking(3, step_scale=2.0))
     expected = ((trajectory.final[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     assert np.abs(iio.imread(path).astype(int) - expected.astype(int)).max() <= 1
     (fixed,) = denoise_files(

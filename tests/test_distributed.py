@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from ebt_vision.core.checkpoint import latest_checkpoint
 from ebt_vision.core.config import from_dict, load_config
 from ebt_vision.core.train import seed_everything, train
-from ebt_vision.experiments.training import train_denoiser
 from ebt_vision.image.data import CropSampler, folder_photos
 from ebt_vision.image.objective import DenoisingObjective
+from ebt_vision.image.training import train_model
 
 from .conftest import TINY, denoising_batch
 
@@ -71,7 +71,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     done = subprocess.run(_torchrun(ddp_config, folder / "ddp"), capture_output=True, text=True, env=_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on 2 processes" in done.stdout
-    single = train_denoiser(load_config(_config(folder, 2 * PER_RANK_BATCH, "single")), folder / "one", progress=False)
+    single = train_model(load_config(_config(folder, 2 * PER_RANK_BATCH, "single")), folder / "one", progress=False)
     return {"folder": folder, "config": ddp_config, "ddp": folder / "ddp", "single": single.run_dir}
 
 
@@ -136,7 +136,7 @@ def test_resuming_with_another_number_of_processes_warns_and_continues(runs, tmp
     shutil.copytree(runs["ddp"], run)
     cfg = load_config(runs["config"], ["train.steps=42"])  # two more steps, in one process
     with pytest.warns(UserWarning, match="written by 2 process"):
-        result = train_denoiser(cfg, run, resume=True, progress=False)
+        result = train_model(cfg, run, resume=True, progress=False)
     assert result.step == 42 and sorted(_losses(run))[-3:] == [40, 41, 42]
 
 

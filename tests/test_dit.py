@@ -12,7 +12,8 @@ from torch import nn
 from ebt_vision.core.config import from_dict, load_config
 from ebt_vision.core.layers import count_parameters
 from ebt_vision.image.config import DiTConfig
-from ebt_vision.image.dit import DiTObjective, ddim_scheduler, dit_denoise, training_max_timestep
+from ebt_vision.image.diffusion import ddim_scheduler
+from ebt_vision.image.dit import DiTObjective, dit_denoise, training_max_timestep
 from ebt_vision.image.model import ImageEBT
 from ebt_vision.image.noise import add_gaussian_noise, alphas_cumprod, sigma_to_timestep, timestep_to_sigma
 from ebt_vision.image.tiling import tiled_map

@@ -12,6 +12,7 @@ from ebt_vision.core.config import ConfigError, from_dict
 from ebt_vision.core.descent import minimize_energy
 from ebt_vision.core.ema import WeightAverage
 from ebt_vision.core.energy import ENERGY_KINDS, EnergyHead
+from ebt_vision.core.inference import Thinking
 from ebt_vision.core.objective import EnergyObjective
 from ebt_vision.core.train import build_optimizer, train
 from ebt_vision.image.objective import DenoisingObjective
@@ -215,18 +216,18 @@ def test_configs_refuse_what_cannot_work():
 
 def test_stopping_on_the_step_size_read_off_a_plain_descent_equals_the_descent_that_stops(tiny_cfg):
     """The ablation reads every tolerance's stop off one plain descent; that must be what ``stop_step_below`` does."""
-    from ebt_vision.experiments.ablation import stop_on_step_size
+    from ebt_vision.experiments.image.ablation import stop_on_step_size
     from ebt_vision.image.inference import denoise
 
     objective = DenoisingObjective(tiny_cfg).eval()
     with torch.no_grad():
         objective.model.head.out.weight.normal_()
     noisy = torch.rand(3, 3, 16, 32) * 2 - 1
-    plain, _ = denoise(objective, noisy, 6, final_energy=False)
+    plain, _ = denoise(objective, noisy, Thinking(6, final_energy=False))
     step = float(objective.step_size())
     moves = step * plain.grad_norms / (3 * 16 * 32) ** 0.5
     for tolerance in (float(moves.median()), float(moves.min()) / 2, float(moves.max()) * 2):
         expected, taken = stop_on_step_size(plain, step, tolerance)
-        stopped, _ = denoise(objective, noisy, 6, final_energy=False, stop_step_below=tolerance)
+        stopped, _ = denoise(objective, noisy, Thinking(6, stop_step_below=tolerance, final_energy=False))
         assert torch.allclose(stopped.final, expected, atol=1e-6)
         assert torch.equal(stopped.steps_taken, taken)

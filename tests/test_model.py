@@ -183,7 +183,8 @@ def test_replay_buffer_size_turns_replay_on_and_replays_whole_rows(tiny_cfg):
         row = [i for i in range(4) if torch.equal(first.noisy[i], context)]
         assert len(row) == 1 and torch.equal(first.clean[row[0]], target)
     second = fixed_batch(cfg, seed=1)
-    trajectory, target = objective.descend(second.noisy, second.noisy, second.clean)
+    rows = objective.descend_rows(second.noisy, second.noisy, second.clean)
+    trajectory, target = rows.trajectory, rows.target
     start = trajectory.candidates[0]
     for i in range(2):  # replayed rows: a stored (candidate, target) pair, not this batch's
         match = [j for j in range(4) if torch.equal(stored["candidate"][j], start[i].detach())]

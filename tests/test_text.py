@@ -10,6 +10,7 @@ import torch
 
 from ebt_vision.core.config import ConfigError, from_dict
 from ebt_vision.core.errors import InputError
+from ebt_vision.core.inference import Thinking
 from ebt_vision.core.layers import count_parameters
 from ebt_vision.core.paths import data_root
 from ebt_vision.core.train import build_optimizer
@@ -24,9 +25,9 @@ from ebt_vision.text.corpora import (
     split_folder,
 )
 from ebt_vision.text.data import TextBatch, WindowSampler, evaluation_windows
-from ebt_vision.text.generate import check_prompt, generate_ebt, generate_transformer
+from ebt_vision.text.generate import Sampling, check_prompt, generate_ebt, generate_transformer
 from ebt_vision.text.objective import TextEBTObjective, token_cross_entropy
-from ebt_vision.text.system2 import Thinking, think
+from ebt_vision.text.system2 import think
 from ebt_vision.text.tokenizer import BPETokenizer, GPT2Tokenizer
 
 VOCAB = 260
@@ -243,7 +244,8 @@ def test_encoding_the_context_once_gives_the_same_gradients():
     cached.backward()
     expected = {n: p.grad.clone() for n, p in objective.named_parameters()}
     objective.zero_grad()
-    trajectory, targets = objective.descend(batch.context, objective.start(batch.context), batch.targets)
+    rows = objective.descend_rows(batch.context, objective.start(batch.context), batch.targets)
+    trajectory, targets = rows.trajectory, rows.target
     plain = torch.stack([token_cross_entropy(c, targets).mean() for c in trajectory.candidates[1:]]).mean()
     plain.backward()
     torch.testing.assert_close(plain, cached)
@@ -320,24 +322,25 @@ def test_generation_is_seeded_and_checks_its_prompt():
     tokenizer = BPETokenizer.train([Document("a", "We the people of the United States. " * 10)], VOCAB)
     ebt, baseline = TextEBTObjective(cfg), TransformerPlusPlusObjective(cfg)
     _trained_head(ebt)
-    first = generate_ebt(ebt, tokenizer, "We the people", 5, temperature=1.0, seed=4)
-    assert first == generate_ebt(ebt, tokenizer, "We the people", 5, temperature=1.0, seed=4)
+    sampled = Sampling(5, temperature=1.0, seed=4)
+    first = generate_ebt(ebt, tokenizer, "We the people", sampled)
+    assert first == generate_ebt(ebt, tokenizer, "We the people", sampled)
     assert len(first.tokens) == len(first.energies) == len(first.pieces) == 5
     assert first.text == tokenizer.decode(first.tokens)
-    greedy = generate_transformer(baseline, tokenizer, "We the people", 4, temperature=0.0, seed=1)
-    assert greedy == generate_transformer(baseline, tokenizer, "We the people", 4, temperature=0.0, seed=2)
+    greedy = generate_transformer(baseline, tokenizer, "We the people", Sampling(4, temperature=0.0, seed=1))
+    assert greedy == generate_transformer(baseline, tokenizer, "We the people", Sampling(4, temperature=0.0, seed=2))
     for bad, message in (("   ", "empty"), (b"\xff\xfe", "not UTF-8"), ("x" * 5000, "limit")):
         with pytest.raises(InputError, match=message):
             check_prompt(bad)
     with pytest.raises(InputError, match="max_new_tokens"):
-        generate_transformer(baseline, tokenizer, "We", 0)
+        generate_transformer(baseline, tokenizer, "We", Sampling(0))
 
 
 # --- end to end ---------------------------------------------------------------------------------------------------
 
 
 def test_tiny_train_evaluate_report(tmp_path):
-    from ebt_vision.experiments.text import TextOptions, run_text_experiment
+    from ebt_vision.experiments.text.run import TextOptions, run_text_experiment
     from ebt_vision.text.checkpoints import load_text_ebt
     from ebt_vision.text.evaluate import System2Settings
 

@@ -18,11 +18,12 @@ from torch import nn
 
 from ebt_vision.core.checkpoint import CheckpointError, latest_checkpoint, save_weights
 from ebt_vision.core.config import load_config
+from ebt_vision.core.inference import Thinking
 from ebt_vision.core.objective import StepOutput
 from ebt_vision.core.train import RunConflict, TrainingDiverged, train
-from ebt_vision.experiments.training import train_denoiser
 from ebt_vision.image.inference import denoise, load_denoiser
 from ebt_vision.image.objective import DenoisingObjective
+from ebt_vision.image.training import train_model
 
 from .conftest import TINY
 
@@ -52,8 +53,8 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, tiny_cfg):
     loaded = load_denoiser(tmp_path / "m.safetensors")
     assert loaded.cfg == tiny_cfg
     noisy = torch.randn(1, 3, 32, 48)
-    expected, _ = denoise(objective, noisy, num_steps=2)
-    got, _ = denoise(loaded, noisy, num_steps=2)
+    expected, _ = denoise(objective, noisy, Thinking(2))
+    got, _ = denoise(loaded, noisy, Thinking(2))
     assert torch.equal(expected.final, got.final) and torch.equal(expected.energies, got.energies)
 
 
@@ -68,7 +69,7 @@ def test_unreadable_checkpoints_give_clear_errors(tmp_path):
 
 def test_killed_run_resumes_like_an_uninterrupted_one(tmp_path, tiny_run_config):
     cfg = load_config(tiny_run_config)
-    reference = train_denoiser(cfg, tmp_path / "reference", progress=False)
+    reference = train_model(cfg, tmp_path / "reference", progress=False)
 
     killed_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "ebt_vision", "train", "--config", str(tiny_run_config)]
@@ -84,7 +85,7 @@ def test_killed_run_resumes_like_an_uninterrupted_one(tmp_path, tiny_run_config)
     stopped_at = latest_checkpoint(killed_dir)
     assert stopped_at is not None and not (killed_dir / "model.safetensors").exists(), "was not killed mid-run"
 
-    resumed = train_denoiser(cfg, killed_dir, resume=True, progress=False)
+    resumed = train_model(cfg, killed_dir, resume=True, progress=False)
     assert resumed.step == reference.step == 60
     want, got = load_file(tmp_path / "reference" / "model.safetensors"), load_file(killed_dir / "model.safetensors")
     for name in want:
@@ -96,20 +97,20 @@ def test_killed_run_resumes_like_an_uninterrupted_one(tmp_path, tiny_run_config)
 
 def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_to_overwrite(tmp_path, tiny_run_config):
     run = tmp_path / "run"
-    train_denoiser(load_config(tiny_run_config, ["train.steps=4"]), run, progress=False)
+    train_model(load_config(tiny_run_config, ["train.steps=4"]), run, progress=False)
     with pytest.raises(RunConflict, match=r"optim\.lr: 0\.001 -> 0\.5"):
-        train_denoiser(load_config(tiny_run_config, ["train.steps=6", "optim.lr=0.5"]), run, resume=True)
+        train_model(load_config(tiny_run_config, ["train.steps=6", "optim.lr=0.5"]), run, resume=True)
     with pytest.raises(RunConflict, match=r"model\.depth: 1 -> 2"):  # refused before any weights are loaded
-        train_denoiser(load_config(tiny_run_config, ["train.steps=6", "model.depth=2"]), run, resume=True)
+        train_model(load_config(tiny_run_config, ["train.steps=6", "model.depth=2"]), run, resume=True)
     with pytest.raises(RunConflict, match="--resume"):
-        train_denoiser(load_config(tiny_run_config, ["train.steps=4"]), run, progress=False)
-    longer = train_denoiser(load_config(tiny_run_config, ["train.steps=6"]), run, resume=True, progress=False)
+        train_model(load_config(tiny_run_config, ["train.steps=4"]), run, progress=False)
+    longer = train_model(load_config(tiny_run_config, ["train.steps=6"]), run, resume=True, progress=False)
     assert longer.step == 6  # train.steps (and logging/checkpoint cadence) may change on resume
 
 
 def test_training_state_loads_without_unrestricted_pickle(tmp_path, tiny_run_config):
     run = tmp_path / "run"
-    train_denoiser(load_config(tiny_run_config, ["train.steps=2"]), run, progress=False)
+    train_model(load_config(tiny_run_config, ["train.steps=2"]), run, progress=False)
     state = torch.load(latest_checkpoint(run) / "train_state.pt", weights_only=True)
     assert state["step"] == 2 and {"optimizer", "scheduler", "rng", "sampler"} <= set(state)
 
@@ -180,15 +181,15 @@ def test_cli_train_and_eval_end_to_end(tmp_path, tiny_run_config):
 
 def test_init_from_starts_a_fresh_run_from_trained_weights(tmp_path, tiny_run_config):
     cfg = load_config(tiny_run_config, ["train.steps=3", "train.log_every=1"])
-    train_denoiser(cfg, tmp_path / "first", progress=False)
+    train_model(cfg, tmp_path / "first", progress=False)
     first = load_file(str(tmp_path / "first" / "model.safetensors"))
     init = f"train.init_from={tmp_path / 'first'}"
     tuned = load_config(tiny_run_config, ["train.steps=1", "optim.lr=1e-30", init])  # one step that moves nothing
-    train_denoiser(tuned, tmp_path / "tuned", progress=False)
+    train_model(tuned, tmp_path / "tuned", progress=False)
     loaded = load_file(str(tmp_path / "tuned" / "model.safetensors"))
     assert all(torch.allclose(first[k], loaded[k], rtol=0, atol=1e-20) for k in first)
     other = load_config(tiny_run_config, ["train.steps=1", "model.width=32", init])
     with pytest.raises(CheckpointError, match="do not fit"):
-        train_denoiser(other, tmp_path / "other", progress=False)
+        train_model(other, tmp_path / "other", progress=False)
     with pytest.raises(CheckpointError, match="init_from"):
-        train_denoiser(load_config(tiny_run_config, ["train.init_from=nowhere/model"]), tmp_path / "x", progress=False)
+        train_model(load_config(tiny_run_config, ["train.init_from=nowhere/model"]), tmp_path / "x", progress=False)

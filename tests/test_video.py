@@ -17,6 +17,7 @@ from PIL import Image
 
 from ebt_vision.core.config import ConfigError, from_dict
 from ebt_vision.core.errors import InputError
+from ebt_vision.core.inference import Thinking
 from ebt_vision.core.layers import count_parameters
 from ebt_vision.core.paths import debian_file
 from ebt_vision.core.train import build_optimizer
@@ -317,18 +318,18 @@ def test_rollouts_have_the_stated_shapes_and_pass_counts(tiny):
     context = random_clips(2, 3)
     ebt = VideoObjective(tiny).eval()
     perturbed(ebt.model)
-    out = ebt.rollout(context, 3, num_steps=4, record_steps=True)
+    out = ebt.rollout(context, 3, Thinking(4), record_steps=True)
     assert out.predictions.shape == (2, 3, 1, 16, 16) and (out.predictions.abs() <= 1).all()
     assert (out.forward_passes, out.backward_passes) == (4, 4)
     assert out.energies.shape == (2, 3) and out.energy_maps.shape == (2, 3, 4, 4)
     assert out.steps.shape == (2, 3, 5, 1, 16, 16)  # every descent step's candidate, the start included
     torch.testing.assert_close(out.steps[:, :, -1], out.predictions)
-    best = ebt.rollout(context, 2, num_steps=2, best_of=3, seed=1)
+    best = ebt.rollout(context, 2, Thinking(2, n_candidates=3), seed=1)
     assert (best.forward_passes, best.backward_passes) == (9, 6)  # N (steps + the final energy), N steps
-    stop = ebt.rollout(context, 2, num_steps=3, stop_when_energy_rises=True)
+    stop = ebt.rollout(context, 2, Thinking(3, stop_when_energy_rises=True))
     assert (stop.forward_passes, stop.backward_passes) == (4, 3)
     torch.testing.assert_close(
-        ebt.rollout(context, 3, num_steps=0).predictions, context[:, -1:].expand(-1, 3, -1, -1, -1)
+        ebt.rollout(context, 3, Thinking(0)).predictions, context[:, -1:].expand(-1, 3, -1, -1, -1)
     )
     plain = PlainVideoObjective(tiny).eval().rollout(context, 3)
     assert plain.predictions.shape == (2, 3, 1, 16, 16) and (plain.forward_passes, plain.backward_passes) == (1, 0)

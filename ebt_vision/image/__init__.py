@@ -1,2 +1,3 @@
-"""The image workload: the bidirectional image EBT, tiling, noise, photo data, the denoising objective, inference,
-the diffusers DiT and plain-transformer baselines, CBM3D, and the visualisation the app shows."""
+"""The image workload: the bidirectional image EBT, tiling, noise, photo data and image files, the denoising
+objective, its training recipe, inference and the step schedule, the diffusers DiT and plain-transformer baselines,
+CBM3D."""

@@ -9,21 +9,21 @@ they are reported); neither held-out split ever enters training.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from ..core.errors import InputError, UserError
+from ..core.sampling import ShardedSampler
 from .config import DataConfig
+from .files import READABLE, from_pixels, read_image
 from .noise import NoiseLevel, training_noise
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 # Real photos among opencv-doc's samples; logos, charts, chessboards, text, renders and paintings are left out.
 OPENCV_PHOTOS = (
@@ -54,37 +54,9 @@ class DataUnavailable(UserError):
     """A packaged photo source is not installed."""
 
 
-def to_tensor(array: np.ndarray) -> Tensor:
-    """(H, W) or (H, W, C) uint8 -> (3, H, W) float in [-1, 1]; grey is repeated, alpha dropped."""
-    if array.dtype != np.uint8:
-        raise InputError(f"expected 8-bit pixels, got {array.dtype}")
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise InputError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {array.shape}")
-    tensor = torch.from_numpy(np.array(array[:, :, :3], copy=True)).permute(2, 0, 1).float()
-    return tensor / 127.5 - 1.0
-
-
 def to_uint8(image: Tensor) -> np.ndarray:
     """(3, H, W) in [-1, 1] -> (H, W, 3) uint8, clamped."""
     return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def load_image(path: str | Path, max_side: int | None = None) -> Tensor:
-    """Read one image file -> (3, H, W) in [-1, 1]; a clear error for missing, corrupt or unsupported files."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such image file: {path}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise InputError(f"cannot read {path} as an image ({error}); supported: {', '.join(IMAGE_SUFFIXES)}") from None
-    if max_side and max(image.size) > max_side:
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return to_tensor(np.asarray(image))
 
 
 def downscale(image: Tensor, factor: float) -> Tensor:
@@ -93,13 +65,9 @@ def downscale(image: Tensor, factor: float) -> Tensor:
     return torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
 
 
-def _packaged_loader(name: str) -> Callable[[], np.ndarray]:
+def _packaged_array(name: str) -> Callable[[], np.ndarray]:
+    """The function that returns a Python package's photo as pixels."""
     source, key = name.split(":")
-    if source == "opencv":
-        path = OPENCV_DATA / key
-        if not path.is_file():
-            raise ImportError(f"{path} not found (Debian package opencv-doc)")
-        return lambda: np.asarray(Image.open(path).convert("RGB"))
     if source == "skimage":
         import skimage.data
 
@@ -118,9 +86,16 @@ def _packaged_loader(name: str) -> Callable[[], np.ndarray]:
 
 
 def load_packaged(name: str) -> Tensor:
-    """A named photo (``"skimage:astronaut"``) -> (3, H, W). JPEG sources are downscaled by 2 against artefacts."""
+    """A named photo (``"skimage:astronaut"``, ``"opencv:stuff.jpg"``) -> (3, H, W). JPEG sources are downscaled by 2
+    against artefacts."""
+    source, key = name.split(":")
     try:
-        image = to_tensor(np.asarray(_packaged_loader(name)()))
+        if source == "opencv":
+            if not (OPENCV_DATA / key).is_file():
+                raise ImportError(f"{OPENCV_DATA / key} not found (Debian package opencv-doc)")
+            image = read_image(OPENCV_DATA / key).rgb
+        else:
+            image = from_pixels(np.asarray(_packaged_array(name)()), name).rgb
     except ImportError as error:
         raise DataUnavailable(f"{name}: its package is not installed ({error})") from None
     jpeg = name.startswith("sklearn:") or name.endswith((".jpg", "rocket", "hubble_deep_field", "retina"))
@@ -173,7 +148,7 @@ def packaged_training_photos() -> list[Photo]:
     if OPENCV_DATA.is_dir():
         # JPEG sources: halve them so compression artefacts shrink below the noise we add.
         photos += [
-            Photo(f"opencv:{n}", downscale(load_image(OPENCV_DATA / n), 0.5 if n.endswith(".jpg") else 1.0))
+            Photo(f"opencv:{n}", downscale(read_image(OPENCV_DATA / n).rgb, 0.5 if n.endswith(".jpg") else 1.0))
             for n in OPENCV_PHOTOS
             if (OPENCV_DATA / n).is_file() and f"opencv:{n}" not in VALIDATION_PHOTOS
         ]
@@ -191,10 +166,10 @@ def folder_photos(root: str | Path) -> list[Photo]:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"photo folder not found: {root}")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in READABLE)
     if not paths:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
-    return [Photo(str(p.relative_to(root)), load_image(p)) for p in paths]
+        raise InputError(f"no images ({', '.join(READABLE)}) found under {root}")
+    return [Photo(str(p.relative_to(root)), read_image(p).rgb) for p in paths]
 
 
 def training_photos(cfg: DataConfig) -> list[Photo]:
@@ -217,32 +192,33 @@ class DenoisingBatch:
         return DenoisingBatch(self.noisy.to(device), self.clean.to(device), self.noise.to(device))
 
 
-class CropSampler:
-    """Endless batches of random crops (flips and 90-degree turns) with fresh noise: yields ``DenoisingBatch``.
+class NoisedSampler(ShardedSampler):
+    """What both photo streams share: clean images of a global batch get fresh training noise (``data.noise``), and
+    this process keeps its rows. Resumable and sharded (``ShardedSampler``)."""
 
-    Photos are drawn in proportion to their area so every pixel is equally likely. ``state_dict`` saves the random
-    stream so a resumed run continues with the same batches. With ``shards`` > 1 (one per training process) every
-    process draws the same global batch of ``shards * batch_size`` and ``sample`` returns its slice ``shard``: the
-    processes together see exactly what one process with a ``shards`` times larger batch would.
-    """
+    def __init__(self, cfg: DataConfig, seed: int = 0, shard: int = 0, shards: int = 1) -> None:
+        super().__init__(cfg.batch_size, seed, shard, shards)
+        self.cfg = cfg
+
+    def _noised(self, clean: Tensor) -> DenoisingBatch:
+        """(shards * B, C, H, W) clean images -> this process's ``DenoisingBatch``."""
+        noise = training_noise(self.cfg, clean.shape[0], self.generator)
+        noisy = noise.add_to(clean, self.generator)
+        mine = self.mine
+        return DenoisingBatch(noisy[mine], clean[mine], NoiseLevel(noise.kind, noise.value[mine]))
+
+
+class CropSampler(NoisedSampler):
+    """Endless batches of random crops (flips and 90-degree turns) with fresh noise: yields ``DenoisingBatch``.
+    Photos are drawn in proportion to their area so every pixel is equally likely."""
 
     def __init__(self, photos: list[Photo], cfg: DataConfig, seed: int = 0, shard: int = 0, shards: int = 1) -> None:
-        if not 0 <= shard < shards:
-            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+        super().__init__(cfg, seed, shard, shards)
         if not photos:
             raise InputError("no training photos")
-        self.shard, self.shards = shard, shards
         self.images = [p.image for p in photos]
-        self.cfg = cfg
         areas = torch.tensor([float(im.shape[1] * im.shape[2]) for im in self.images])
         self.weights = areas / areas.sum()
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
     def _crop(self) -> Tensor:
         g, size = self.generator, self.cfg.crop_size
@@ -255,46 +231,22 @@ class CropSampler:
         return torch.rot90(crop, int(torch.randint(4, (1,), generator=g)), dims=(1, 2))
 
     def sample(self) -> DenoisingBatch:
-        clean = torch.stack([self._crop() for _ in range(self.cfg.batch_size * self.shards)])
-        noise = training_noise(self.cfg, clean.shape[0], self.generator)
-        noisy = noise.add_to(clean, self.generator)
-        mine = slice(self.shard * self.cfg.batch_size, (self.shard + 1) * self.cfg.batch_size)
-        return DenoisingBatch(noisy[mine], clean[mine], NoiseLevel(noise.kind, noise.value[mine]))
-
-    def __iter__(self) -> Iterator[DenoisingBatch]:
-        while True:
-            yield self.sample()
+        return self._noised(torch.stack([self._crop() for _ in range(self.global_batch)]))
 
 
-class TensorSampler:
+class TensorSampler(NoisedSampler):
     """Endless batches from a stack of equal-size images (e.g. Fashion-MNIST): random images, horizontal flips,
     fresh noise; yields ``DenoisingBatch``. Resumable and sharded like ``CropSampler`` (no 90-degree turns: a
     sideways garment is another picture)."""
 
     def __init__(self, images: Tensor, cfg: DataConfig, seed: int = 0, shard: int = 0, shards: int = 1) -> None:
-        if not 0 <= shard < shards:
-            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+        super().__init__(cfg, seed, shard, shards)
         if images.dim() != 4 or images.shape[-1] != cfg.crop_size or images.shape[-2] != cfg.crop_size:
             raise InputError(f"expected images (N, C, {cfg.crop_size}, {cfg.crop_size}), got {tuple(images.shape)}")
-        self.images, self.cfg, self.shard, self.shards = images, cfg, shard, shards
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.images = images
 
     def sample(self) -> DenoisingBatch:
-        count = self.cfg.batch_size * self.shards
+        count = self.global_batch
         index = torch.randint(len(self.images), (count,), generator=self.generator)
         flip = torch.rand(count, generator=self.generator) < 0.5
-        clean = torch.where(flip[:, None, None, None], self.images[index].flip(-1), self.images[index])
-        noise = training_noise(self.cfg, count, self.generator)
-        noisy = noise.add_to(clean, self.generator)
-        mine = slice(self.shard * self.cfg.batch_size, (self.shard + 1) * self.cfg.batch_size)
-        return DenoisingBatch(noisy[mine], clean[mine], NoiseLevel(noise.kind, noise.value[mine]))
-
-    def __iter__(self) -> Iterator[DenoisingBatch]:
-        while True:
-            yield self.sample()
+        return self._noised(torch.where(flip[:, None, None, None], self.images[index].flip(-1), self.images[index]))

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..core.defaults import MAX_FILE_CANDIDATES, MAX_STEPS
 from ..core.errors import InputError
+from ..core.inference import Thinking
+from ..core.maps import render_map
 from ..core.progress import progress as progress_bar
 from .dit import DiTObjective, dit_denoise
-from .files import UserImage, collect_inputs, output_path, read_user_image, to_array, write_image
-from .inference import MAX_STEPS, best_of_n, crop_to_patches, denoise
+from .files import UserImage, collect_inputs, output_path, read_image, to_array, write_image
+from .inference import best_of_n, crop_to_patches, denoise
 from .noise import estimate_noise_sigma
 from .schedule import StepSchedule
+from .tiling import TiledEnergy
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,8 @@ class DenoiseOptions:
     def check(self) -> None:
         if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
             raise InputError(f"--steps must be in [1, {MAX_STEPS}], got {self.steps}")
-        if not 1 <= self.best_of <= 16:
-            raise InputError(f"--best-of must be in [1, 16], got {self.best_of}")
+        if not 1 <= self.best_of <= MAX_FILE_CANDIDATES:
+            raise InputError(f"--best-of must be in [1, {MAX_FILE_CANDIDATES}], got {self.best_of}")
         if self.sigma is not None and not 0 <= self.sigma <= 255:
             raise InputError(f"--sigma must be in [0, 255] (the 0-255 pixel scale), got {self.sigma}")
 
@@ -52,8 +56,6 @@ def _plan(inputs: list[str | Path], out_dir: Path, tag: str, overwrite: bool) ->
 
 
 def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions, out: Path) -> list[Path]:
-    from .visualize import render_map
-
     patch = objective.cfg.model.patch_size
     noisy = crop_to_patches(image.rgb[None], patch)
     if noisy.shape[-2:] != image.rgb.shape[-2:]:
@@ -62,14 +64,14 @@ def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions,
     sigma = options.sigma
     if objective.cfg.model.sigma_conditioning and sigma is None:
         sigma = float(estimate_noise_sigma(noisy)[0])
-    steps, scale = options.steps, 1.0
-    if steps is None and options.schedule is not None and not objective.cfg.model.sigma_conditioning:
-        steps, scale = options.schedule.lookup(float(estimate_noise_sigma(noisy)[0]))
+    thinking = Thinking(options.steps, final_energy=False)
+    if options.steps is None and options.schedule is not None and not objective.cfg.model.sigma_conditioning:
+        thinking = options.schedule.thinking(float(estimate_noise_sigma(noisy)[0]), thinking)
     trajectory = None
     if options.best_of > 1:
-        result = best_of_n(objective, noisy, options.best_of, steps, sigma=sigma, step_scale=scale).best
+        result = best_of_n(objective, noisy, replace(thinking, n_candidates=options.best_of), sigma).best
     else:
-        trajectory, _ = denoise(objective, noisy, steps, step_scale=scale, sigma=sigma, final_energy=False)
+        trajectory, _ = denoise(objective, noisy, thinking, sigma)
         result = trajectory.final
     written = [out]
     write_image(to_array(image, result[0]), out)
@@ -79,8 +81,6 @@ def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions,
             write_image(to_array(image, candidate[0]), path)
             written.append(path)
     if options.save_energy_map:
-        from .tiling import TiledEnergy
-
         energy = TiledEnergy(objective.model, objective.cfg.data.crop_size)
         with torch.no_grad():
             patch_map = energy.patch_energy_map(noisy, result.to(noisy))[0]
@@ -111,7 +111,7 @@ def denoise_files(
     jobs = _plan(inputs, out_dir, tag, options.overwrite)
     written = []
     for path, root in progress_bar(jobs, desc="denoise", unit="image", disable=not progress):
-        image = read_user_image(path)
+        image = read_image(path)
         out = output_path(path, image.bit_depth, out_dir, tag, root)
         if out.resolve() == path.resolve():
             raise InputError(f"the result {out} would overwrite its input")

@@ -1,6 +1,7 @@
-"""Users' image files in and out: 8- and 16-bit, grey, RGB, with or without alpha; results never overwrite inputs.
+"""Image files in and out, the one reader every caller uses (training folders, opencv-doc's photos, the app's
+uploads, ``ebt-vision denoise``): 8- and 16-bit, grey, RGB, with or without alpha; results never overwrite inputs.
 
-Denoising works on RGB in [-1, 1]. Grey images are denoised as three equal channels and written back grey; an alpha
+Models work on RGB in [-1, 1]. Grey images are denoised as three equal channels and written back grey; an alpha
 channel is kept as it was and re-attached; 16-bit images are denoised at full precision and written as 16-bit TIFF
 (8-bit ones as PNG: lossless, so no compression artefacts are added to the result).
 """
@@ -14,10 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.defaults import MAX_FILE_PIXELS
 from ..core.errors import InputError
 
 READABLE = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".ppm", ".pgm")
-MAX_PIXELS = 100_000_000  # refuse decompression bombs before decoding
 
 
 @dataclass
@@ -31,28 +32,33 @@ class UserImage:
     grey: bool
 
 
-def read_user_image(path: str | Path) -> UserImage:
-    """Read a PNG/JPEG/TIFF/WebP/BMP/PPM/PGM file; clear errors for what cannot be denoised."""
+def read_image(path: str | Path, max_pixels: int = MAX_FILE_PIXELS) -> UserImage:
+    """Read a PNG/JPEG/TIFF/WebP/BMP/PPM/PGM file; clear errors naming the file for what cannot be read. Images over
+    ``max_pixels`` are refused from their header, before anything large is decoded."""
     import imageio.v3 as iio
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such image file: {path}")
     if path.suffix.lower() not in READABLE:
-        raise InputError(f"{path.name}: unsupported format {path.suffix!r}; supported: {', '.join(READABLE)}")
+        raise InputError(f"{path.name} is not an image this can read: unsupported format {path.suffix!r}; "
+                         f"supported: {', '.join(READABLE)}")  # fmt: skip
     try:
-        shape = iio.improps(path).shape  # read from the header, before decoding anything large
-        if int(np.prod(shape[:2])) > MAX_PIXELS:
-            raise InputError(f"{path.name} is {shape[1]}x{shape[0]}; the limit is {MAX_PIXELS // 1_000_000} megapixels")
+        shape = iio.improps(path).shape
+        if int(np.prod(shape[:2])) > max_pixels:
+            raise InputError(f"{path.name} is {shape[1]}x{shape[0]}; the limit is {max_pixels // 1_000_000} megapixels")
         array = iio.imread(path)
     except InputError:
         raise
     except Exception as error:  # every decoder raises its own type for a corrupt file
         raise InputError(f"cannot read {path} as an image ({type(error).__name__}: {error})") from None
-    return _from_array(path, np.asarray(array))
+    return from_pixels(np.asarray(array), path)
 
 
-def _from_array(path: Path, array: np.ndarray) -> UserImage:
+def from_pixels(array: np.ndarray, path: str | Path = "image") -> UserImage:
+    """(H, W) or (H, W, C) 8- or 16-bit pixels -> a ``UserImage`` whose ``rgb`` is (3, H, W) in [-1, 1]: grey is
+    repeated, alpha kept apart."""
+    path = Path(path)
     if array.dtype == np.uint8:
         depth, scale = 8, 255.0
     elif array.dtype == np.uint16:

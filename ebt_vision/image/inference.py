@@ -1,22 +1,39 @@
-"""Denoising with a trained image EBT: load a checkpoint, validate input, descend (tiled for big photos)."""
+"""Denoising with a trained image EBT: load a checkpoint, validate input, descend (tiled for big photos).
+
+The descent is ``EnergyObjective.infer`` with the shared ``Thinking`` options; what is the image workload's own is how
+a photo is tiled (``Tiling``), the noise sigma a conditioned model is told, and best-of-N starts in pixel-sigma units.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..core.checkpoint import load_trained
-from ..core.descent import Trajectory, expand_to_candidate, lowest_energy, minimize_energy
+from ..core.descent import Trajectory, lowest_energy
 from ..core.errors import InputError
-from ..core.objective import clamp_unit_range
+from ..core.inference import Thinking
 from .noise import training_sigma_max
 from .objective import DenoisingObjective
 from .tiling import TiledEnergy
 
-MAX_STEPS = 64
+START_NOISE = 10.0  # best-of-N: the other starts are the noisy image plus Gaussian noise of this sigma (0-255)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a photo is tiled for the energy. ``overlap``: 2 (half-overlapping tiles, every pixel in 4) or 1 (side by
+    side, 4x cheaper; see ``tiling``). ``per_patch``: descend the per-patch energies (each patch's energy averaged
+    over the tiles that cover it), so stopping works patch by patch (``trajectory.steps_taken`` is then a
+    (B, H/p, W/p) map). ``record_maps``: keep the energy map of every candidate the descent evaluates
+    (``TiledEnergy.maps``)."""
+
+    overlap: int = 2
+    per_patch: bool = False
+    record_maps: bool = False
 
 
 def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> DenoisingObjective:
@@ -62,80 +79,46 @@ def _check_sigma(sigma: Tensor | float | None, batch: int) -> Tensor | None:
 def denoise(
     objective: DenoisingObjective,
     noisy: Tensor,
-    num_steps: int | None = None,
-    step_scale: float = 1.0,
-    stop_when_energy_rises: bool = False,
-    langevin_noise: float = 0.0,
-    final_energy: bool = True,
+    thinking: Thinking = Thinking(),
     sigma: Tensor | float | None = None,
+    tiling: Tiling = Tiling(),
     init: Tensor | None = None,
-    clamp: bool | None = None,
-    record_maps: bool = False,
-    tile_overlap: int = 2,
-    per_patch: bool = False,
-    stop_tolerance: float = 0.0,
-    clamp_sigma: bool = True,
-    momentum: float = 0.0,
-    stop_step_below: float = 0.0,
 ) -> tuple[Trajectory, TiledEnergy]:
     """(B, 3, H, W) noisy in [-1, 1] -> the descent trajectory from the noisy image (tiled at the training crop size).
 
-    ``candidates[k]`` is the estimate after k steps; clamp to [-1, 1] before saving. ``step_scale`` multiplies the
-    learned step size. ``stop_when_energy_rises`` undoes a step that raised an image's energy and stops that image.
-    ``langevin_noise`` adds noise after each step (off by default at inference, whatever the training config used).
-    ``sigma`` (0-255, per image or one for all) is required by sigma-conditioned models and refused by blind ones;
-    with ``clamp_sigma`` it is clamped to the highest sigma the model trained on (told an unseen level, a conditioned
-    model collapses; told the nearest level it knows, it under-corrects and more descent steps can do the rest).
-    ``init`` starts the descent elsewhere than at the noisy image. ``clamp`` projects every step onto [-1, 1]
-    (default: as the model was trained, ``descent.clamp_candidate``). Returns the tiled energy too, for per-patch
-    energy maps; with ``record_maps`` it holds the map of every candidate the descent evaluated (``energy.maps``).
-    ``tile_overlap``: 2 (half-overlapping tiles, every pixel in 4) or 1 (side by side, 4x cheaper; see ``tiling``).
-    ``per_patch``: descend the per-patch energies (each patch's energy averaged over the tiles that cover it) so
-    stopping works patch by patch: with ``stop_when_energy_rises`` and ``stop_tolerance``, a patch whose energy has
-    stopped falling stops while the others continue (``trajectory.steps_taken`` is then a (B, H/p, W/p) map).
-    ``momentum``: Nesterov-accelerated descent; ``stop_step_below``: an image stops once its step would move its
-    pixels by less than this (root mean square, [-1, 1] units); see ``minimize_energy``.
+    ``candidates[k]`` is the estimate after k steps; clamp to [-1, 1] before saving. ``thinking``: steps, step scale,
+    stopping, momentum, Langevin noise, clamping, the final energy (best-of-N is ``best_of_n``). ``sigma`` (0-255, per
+    image or one for all) is required by sigma-conditioned models and refused by blind ones; it is clamped to the
+    highest sigma the model trained on (told an unseen level, a conditioned model collapses; told the nearest level
+    it knows, it under-corrects and more descent steps can do the rest). ``init`` starts the descent elsewhere than at
+    the noisy image. Returns the tiled energy too, for per-patch energy maps (``tiling.record_maps``).
     """
     cfg = objective.cfg
     check_images(noisy, cfg.model.patch_size)
     if init is not None and init.shape != noisy.shape:
         raise InputError(f"init {tuple(init.shape)} must have the noisy image's shape {tuple(noisy.shape)}")
-    steps = cfg.descent.num_steps if num_steps is None else num_steps
-    if not 0 <= steps <= MAX_STEPS:
-        raise InputError(f"num_steps must be in [0, {MAX_STEPS}], got {steps}")
-    if not step_scale > 0:
-        raise InputError(f"step_scale must be > 0, got {step_scale}")
-    clamp = cfg.descent.clamp_candidate if clamp is None else clamp
+    thinking.check(cfg.descent.num_steps)
     sigma = _check_sigma(sigma, noisy.shape[0])
-    if sigma is not None and clamp_sigma:
+    if sigma is not None:
         sigma = sigma.clamp(max=training_sigma_max(cfg.data))
     energy = TiledEnergy(
-        objective.model, cfg.data.crop_size, sigma=sigma, record_maps=record_maps, overlap=tile_overlap
+        objective.model, cfg.data.crop_size, sigma=sigma, record_maps=tiling.record_maps, overlap=tiling.overlap
     )
     device = next(objective.parameters()).device
-    with torch.no_grad():
-        step_size = objective.step_size() * step_scale
-    trajectory = minimize_energy(
-        energy.patch_energy_map if per_patch else energy,
+    trajectory = objective.infer(
         noisy.to(device),
         (noisy if init is None else init).to(device),
-        step_size,
-        steps,
-        stop_when_energy_rises=stop_when_energy_rises,
-        stop_tolerance=stop_tolerance,
-        stop_step_below=stop_step_below,
-        momentum=momentum,
-        expand_positions=patch_expander(cfg.model.patch_size) if per_patch else expand_to_candidate,
-        final_energy=final_energy,
-        langevin_noise=langevin_noise,
-        project=clamp_unit_range if clamp else None,
+        thinking,
+        energy=energy.patch_energy_map if tiling.per_patch else energy,
+        expand_positions=patch_expander(cfg.model.patch_size) if tiling.per_patch else None,
     )
     return trajectory, energy
 
 
 def adaptive_tolerance(reference: Trajectory, fraction: float) -> float:
     """The stop tolerance of adaptive per-patch descent: ``fraction`` times the median first-step energy drop per
-    patch of ``reference``, a per-patch descent (``per_patch=True``) of the same image with at least one step."""
+    patch of ``reference``, a per-patch descent (``Tiling(per_patch=True)``) of the same image with at least one
+    step."""
     first_drop = float((reference.position_energies[0] - reference.position_energies[1]).median())
     return fraction * abs(first_drop)
 
@@ -153,30 +136,26 @@ class BestOfN:
 def best_of_n(
     objective: DenoisingObjective,
     noisy: Tensor,
-    n: int,
-    num_steps: int | None = None,
-    start_noise: float = 10.0,
+    thinking: Thinking,
     sigma: Tensor | float | None = None,
+    tiling: Tiling = Tiling(),
     seed: int = 0,
-    step_scale: float = 1.0,
-    record_maps: bool = False,
-    tile_overlap: int = 2,
 ) -> BestOfN:
-    """Best-of-N: N descents per image, the first from the noisy image and N - 1 from it plus Gaussian noise of
-    ``start_noise`` (0-255 sigma); keep the one with the lowest final energy."""
-    if not 1 <= n <= MAX_STEPS:
-        raise InputError(f"best-of-N needs n in [1, {MAX_STEPS}], got {n}")
-    batch = noisy.shape[0]
+    """Best-of-N: N = ``thinking.n_candidates`` descents per image, the first from the noisy image and N - 1 from it
+    plus Gaussian noise of ``thinking.start_noise`` (0-255 sigma, default ``START_NOISE``); keep the one with the
+    lowest final energy."""
+    thinking.check(objective.cfg.descent.num_steps)
+    n, batch = thinking.n_candidates, noisy.shape[0]
     generator = torch.Generator().manual_seed(seed)
     starts = noisy.repeat(n, 1, 1, 1)
+    start_noise = START_NOISE if thinking.start_noise is None else thinking.start_noise
     perturbation = torch.randn(starts.shape, generator=generator) * (start_noise * 2.0 / 255.0)
     perturbation[:batch] = 0
     sigmas = None
     if sigma is not None:
         sigmas = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(batch).repeat(n)
-    trajectory, energy = denoise(objective, starts, num_steps, step_scale, final_energy=True, sigma=sigmas,
-                                 init=starts + perturbation.to(starts), record_maps=record_maps,
-                                 tile_overlap=tile_overlap)  # fmt: skip
+    one_start = replace(thinking, n_candidates=1, final_energy=True)
+    trajectory, energy = denoise(objective, starts, one_start, sigmas, tiling, init=starts + perturbation.to(starts))
     energies = trajectory.energies[-1].reshape(n, batch)
     finals = trajectory.final.reshape(n, batch, *noisy.shape[1:])
     return BestOfN(lowest_energy(finals, energies), energies, trajectory, energy)

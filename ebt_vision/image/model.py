@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..core.energy import EnergyHead
 from ..core.errors import InputError
-from ..core.layers import Block, init_adaln_trunk, patchify, sincos_position_embedding
+from ..core.layers import adaln_blocks, init_adaln_trunk, patchify, sincos_position_embedding
 from .config import ModelConfig
 
 
@@ -69,7 +69,7 @@ class ImageEBT(nn.Module):
         self.condition = nn.Parameter(torch.randn(width) * 0.02)  # the one learned adaLN condition
         # Non-blind variant: the noise sigma (0-255) is embedded and added to the condition, as DiT adds its timestep.
         self.sigma_embed = SigmaEmbedding(width) if cfg.sigma_conditioning else None
-        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.attention) for _ in range(cfg.depth))
+        self.blocks = adaln_blocks(cfg)
         self.head = EnergyHead(width, cfg.channels * p * p, cfg.energy)  # per patch: tokens and candidate pixels
         init_adaln_trunk(self, self.blocks)
         self.head.reset_parameters()

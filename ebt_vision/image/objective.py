@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from ..core.hub import HubModel, as_config
 from ..core.objective import EnergyObjective, StepOutput, clamp_unit_range
 from .config import ImageConfig
@@ -23,7 +21,4 @@ class DenoisingObjective(EnergyObjective, HubModel):
 
     def forward(self, batch: DenoisingBatch) -> StepOutput:
         conditioning = {"sigma": batch.noise.sigma} if self.cfg.model.sigma_conditioning else None
-        out, rows = self.energy_step(batch.noisy, batch.noisy, batch.clean, conditioning)
-        if rows is not None:
-            out.metrics["mse_last"] = F.mse_loss(rows.trajectory.final.detach().float(), rows.target)
-        return out
+        return self.energy_step(batch.noisy, batch.noisy, batch.clean, conditioning)[0]

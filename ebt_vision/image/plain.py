@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.config import OptimConfig
 from ..core.hub import HubModel, as_config
-from ..core.layers import Block, init_adaln_trunk, patchify, sincos_position_embedding, unpatchify
-from ..core.objective import StepOutput, reconstruction_loss, weight_decay_groups
+from ..core.layers import adaln_blocks, init_residual_predictor, patchify, sincos_position_embedding, unpatchify
+from ..core.objective import DirectObjective, StepOutput
 from .config import ImageConfig, ModelConfig
 from .data import DenoisingBatch
 
@@ -27,13 +25,10 @@ class PlainDenoiser(nn.Module):
         width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
         self.embed = nn.Linear(pixels, width)
         self.condition = nn.Parameter(torch.randn(width) * 0.02)
-        # one forward pass needs no double backward: PyTorch's fused attention kernels, forward and backward
-        attention = "fused" if cfg.attention == "auto" else cfg.attention
-        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, attention) for _ in range(cfg.depth))
+        self.blocks = adaln_blocks(cfg, one_pass=True)
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.head = nn.Linear(width, pixels)
-        init_adaln_trunk(self, self.blocks)
-        nn.init.zeros_(self.head.weight)
+        init_residual_predictor(self, self.blocks, self.head)
 
     def forward(self, noisy: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C, H, W) denoised estimate."""
@@ -47,23 +42,12 @@ class PlainDenoiser(nn.Module):
         return noisy + residual
 
 
-class PlainDenoisingObjective(nn.Module, HubModel):
+class PlainDenoisingObjective(DirectObjective, HubModel):
     """Direct prediction with the same loss as the EBT objective; trains in the same loop."""
 
     def __init__(self, cfg: ImageConfig) -> None:
-        super().__init__()
-        self.cfg = cfg = as_config(cfg)
-        self.model = PlainDenoiser(cfg.model)
+        cfg = as_config(cfg)
+        super().__init__(PlainDenoiser(cfg.model), cfg)
 
     def forward(self, batch: DenoisingBatch) -> StepOutput:
-        noisy, clean = batch.noisy, batch.clean
-        prediction = self.model(noisy)
-        loss = reconstruction_loss(prediction.float(), clean, self.cfg.train.loss)
-        return StepOutput(loss, {"loss": loss.detach(), "mse_last": F.mse_loss(prediction.detach().float(), clean)})
-
-    def param_groups(self, optim: OptimConfig) -> list[dict]:
-        return weight_decay_groups(self, optim)
-
-    def compile_for_training(self) -> None:
-        """``train.compile``: compile the network in place (its state-dict keys stay the same)."""
-        self.model.compile()
+        return self.prediction_step(self.model(batch.noisy), batch.clean)

@@ -13,13 +13,15 @@ calibration levels. The model is still blind and is never told sigma; the estima
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ..core.defaults import MAX_STEPS
 from ..core.errors import InputError, UserError
+from ..core.inference import Thinking
 from ..core.metrics import psnr
 from ..core.paths import resolve_path
 from ..core.progress import progress as progress_bar
@@ -56,6 +58,12 @@ class StepSchedule:
         first; above the last: the last)."""
         nearest = min(range(len(self.estimated)), key=lambda i: abs(self.estimated[i] - estimated_sigma))
         return self.steps[nearest], self.scales[nearest]
+
+    def thinking(self, estimated_sigma: float, base: Thinking = Thinking()) -> Thinking:
+        """Steps from the estimated noise, the one rule every caller follows: ``base`` with the steps and step scale
+        that ``estimated_sigma`` (``estimate_noise_sigma`` of the noisy image) looks up."""
+        steps, scale = self.lookup(estimated_sigma)
+        return replace(base, num_steps=steps, step_scale=scale)
 
     def describe(self) -> str:
         """One line: 'estimated sigma -> steps x scale' per level."""
@@ -112,8 +120,8 @@ def fit_schedule(
     Returns the schedule and one row per (sigma, scale, steps) with its mean PSNR."""
     if not crops or len({tuple(c.shape) for c in crops}) != 1:
         raise InputError("fit_schedule needs one or more crops of one size")
-    if not 1 <= max_steps <= 64 or not scales or min(scales) <= 0:
-        raise InputError(f"max_steps must be in [1, 64] and scales > 0, got {max_steps}, {scales}")
+    if not 1 <= max_steps <= MAX_STEPS or not scales or min(scales) <= 0:
+        raise InputError(f"max_steps must be in [1, {MAX_STEPS}] and scales > 0, got {max_steps}, {scales}")
     clean = torch.stack(crops)
     rows, levels = [], []
     jobs = [(sigma, scale) for sigma in sigmas for scale in scales]
@@ -121,7 +129,8 @@ def fit_schedule(
         sigma: torch.stack([noisy_copy(c, sigma, seed, 50_000 + i) for i, c in enumerate(crops)]) for sigma in sigmas
     }
     for sigma, scale in progress_bar(jobs, desc="calibrate step schedule", disable=not progress):
-        trajectory, _ = denoise(objective, noisy_by_sigma[sigma], max_steps, step_scale=scale, final_energy=False)
+        thinking = Thinking(max_steps, step_scale=scale, final_energy=False)
+        trajectory, _ = denoise(objective, noisy_by_sigma[sigma], thinking)
         for k, candidate in enumerate(trajectory.candidates[1:], start=1):
             value = float(psnr(candidate.cpu(), clean).mean())
             rows.append({"sigma": sigma, "scale": scale, "steps": k, "psnr": value})
@@ -148,8 +157,9 @@ def denoise_scheduled(
     estimated = estimate_noise_sigma(noisy)
     choices = [schedule.lookup(float(s)) for s in estimated]
     estimates = torch.empty_like(noisy)
-    for choice in sorted(set(choices)):
+    for choice in sorted(set(choices)):  # images that take the same steps share a descent
         index = torch.tensor([i for i, c in enumerate(choices) if c == choice])
-        trajectory, _ = denoise(objective, noisy[index], choice[0], step_scale=choice[1], final_energy=False)
+        same = schedule.thinking(float(estimated[index[0]]), Thinking(final_energy=False))
+        trajectory, _ = denoise(objective, noisy[index], same)
         estimates[index] = trajectory.final.to(estimates)
     return estimates, estimated, choices

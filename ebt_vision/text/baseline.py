@@ -12,9 +12,8 @@ import torch.nn.functional as F
 from timm.layers import RmsNorm
 from torch import Tensor, nn
 
-from ..core.config import OptimConfig
 from ..core.hub import HubModel, as_config
-from ..core.objective import StepOutput, weight_decay_groups
+from ..core.objective import DirectObjective, StepOutput
 from .config import TextConfig, TextModelConfig, swiglu_hidden
 from .data import TextBatch
 from .layers import Block, Rotary, causal_stream, init_weights
@@ -47,21 +46,13 @@ class TransformerPlusPlus(nn.Module):
         return F.linear(self.final_norm(self.features(context)), self.embed.weight)
 
 
-class TransformerPlusPlusObjective(nn.Module, HubModel):
+class TransformerPlusPlusObjective(DirectObjective, HubModel):
     """Next-token cross-entropy on the same ``TextBatch`` windows as the EBT; trains in the same loop."""
 
     def __init__(self, cfg: TextConfig) -> None:
-        super().__init__()
-        self.cfg = cfg = as_config(cfg)
-        self.model = TransformerPlusPlus(cfg.model)
+        cfg = as_config(cfg)
+        super().__init__(TransformerPlusPlus(cfg.model), cfg)
 
     def forward(self, batch: TextBatch) -> StepOutput:
         loss = token_cross_entropy(self.model(batch.context), batch.targets).mean()
         return StepOutput(loss, {"loss": loss.detach(), "perplexity_last": loss.detach().exp()})
-
-    def param_groups(self, optim: OptimConfig) -> list[dict]:
-        return weight_decay_groups(self, optim)
-
-    def compile_for_training(self) -> None:
-        """``train.compile``: compile the network in place (its state-dict keys stay the same)."""
-        self.model.compile()

@@ -7,13 +7,13 @@ fixed, evenly spaced and non-overlapping (``evaluation_windows``), so every mode
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..core.errors import UserError
+from ..core.sampling import ShardedSampler
 from .corpora import Document
 from .tokenizer import TextTokenizer
 
@@ -48,40 +48,23 @@ def _check_length(stream: Tensor, seq_len: int, what: str) -> None:
         raise UserError(f"{what} holds {stream.numel()} tokens, fewer than one window of {seq_len + 1}")
 
 
-class WindowSampler:
-    """Endless batches of random windows of a token stream: yields ``TextBatch`` (B, seq_len + 1).
-
-    ``state_dict`` saves the random stream, so a resumed run sees the same windows as an uninterrupted one, and two
-    models built with the same seed train on the same tokens. With ``shards`` > 1 (one per training process) every
-    process draws the same global batch of ``shards * batch_size`` windows and keeps its slice ``shard``.
-    """
+class WindowSampler(ShardedSampler):
+    """Endless batches of random windows of a token stream: yields ``TextBatch`` (B, seq_len + 1). Resumable and
+    sharded (``ShardedSampler``): a resumed run sees the same windows as an uninterrupted one, and two models built
+    with the same seed train on the same tokens."""
 
     def __init__(
         self, stream: Tensor, seq_len: int, batch_size: int, seed: int = 0, shard: int = 0, shards: int = 1
     ) -> None:
-        if not 0 <= shard < shards:
-            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+        super().__init__(batch_size, seed, shard, shards)
         _check_length(stream, seq_len, "the training split")
-        self.stream, self.seq_len, self.batch_size = stream, seq_len, batch_size
-        self.shard, self.shards = shard, shards
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.stream, self.seq_len = stream, seq_len
 
     def sample(self) -> TextBatch:
-        count = self.batch_size * self.shards
-        starts = torch.randint(self.stream.numel() - self.seq_len, (count,), generator=self.generator)
+        starts = torch.randint(self.stream.numel() - self.seq_len, (self.global_batch,), generator=self.generator)
         offsets = torch.arange(self.seq_len + 1)
         windows = self.stream[starts[:, None] + offsets[None, :]]  # (shards * B, L + 1)
-        return TextBatch(windows[self.shard * self.batch_size : (self.shard + 1) * self.batch_size])
-
-    def __iter__(self) -> Iterator[TextBatch]:
-        while True:
-            yield self.sample()
+        return TextBatch(windows[self.mine])
 
 
 def evaluation_windows(stream: Tensor, seq_len: int, count: int) -> Tensor:

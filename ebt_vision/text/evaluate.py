@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core.inference import Thinking
 from ..core.progress import progress as progress_bar
 from .baseline import TransformerPlusPlusObjective
 from .objective import TextEBTObjective, token_cross_entropy
-from .system2 import Prediction, Thinking, think
+from .system2 import START_NOISE, Prediction, think
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,7 @@ class System2Settings:
     max_steps: int = 8  # plain and stopped descents are scored at every step count 0..max_steps
     best_of: int = 4  # best-of-N is scored for N = 2..best_of (0 or 1: off)
     best_of_steps: int | None = None  # the step count of best-of-N descents (None: the trained count)
-    # std of the other best-of-N starts' Gaussian logits. Measured on a CPU-trained EBT (V = 1024, trained from the
-    # uniform start): from noise 1.0 its descents diverged (perplexity ~1e13), from 0.3 they were 3x worse, from 0.1
-    # within 10% of the plain descent: the landscape is learned near the starts it was trained from.
-    start_noise: float = 0.1
+    start_noise: float = START_NOISE  # std of the other best-of-N starts' Gaussian logits (see system2.START_NOISE)
     langevin_noise: float = 0.0  # Langevin noise of a separate noisy descent (0: not measured)
     batch_size: int = 8  # windows per descent (memory: (K + 1) x N x batch x L x V logits are kept)
     seed: int = 0

@@ -7,19 +7,19 @@ temperature 0, sampled otherwise; a seed makes both reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..core.defaults import MAX_NEW_TOKENS, MAX_PROMPT_CHARS
 from ..core.errors import InputError
+from ..core.inference import Thinking
 from .baseline import TransformerPlusPlusObjective
 from .objective import TextEBTObjective
-from .system2 import Thinking, think
+from .system2 import think
 from .tokenizer import TextTokenizer, token_texts
-
-MAX_PROMPT_CHARS = 4000
-MAX_NEW_TOKENS = 512
 
 
 @dataclass
@@ -49,13 +49,6 @@ def check_prompt(prompt: str | bytes, max_chars: int = MAX_PROMPT_CHARS) -> str:
     return prompt
 
 
-def _check_options(max_new_tokens: int, temperature: float) -> None:
-    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise InputError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {max_new_tokens}")
-    if not temperature >= 0:
-        raise InputError(f"temperature must be >= 0, got {temperature}")
-
-
 def _choose(logits: Tensor, temperature: float, generator: torch.Generator) -> int:
     """(V,) logits -> a token id: argmax at temperature 0, else a sample of softmax(logits / temperature)."""
     if temperature == 0:
@@ -73,49 +66,70 @@ def _prompt_ids(tokenizer: TextTokenizer, prompt: str | bytes, vocab_size: int) 
     return text, ids
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a continuation is drawn: ``max_new_tokens`` tokens, greedy at ``temperature`` 0 and sampled otherwise,
+    reproducible by ``seed`` (the EBT's best-of-N starts and Langevin noise too)."""
+
+    max_new_tokens: int = 50
+    temperature: float = 0.0
+    seed: int = 0
+
+    def check(self) -> None:
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise InputError(f"max_new_tokens must be in [1, {MAX_NEW_TOKENS}], got {self.max_new_tokens}")
+        if not self.temperature >= 0:
+            raise InputError(f"temperature must be >= 0, got {self.temperature}")
+
+
+NextToken = Callable[[Tensor, int], tuple[Tensor, float | None]]  # (context (1, L), index) -> (V,) logits, energy
+
+
+def _continue(objective: nn.Module, tokenizer: TextTokenizer, prompt: str | bytes, sampling: Sampling,
+              next_token: NextToken) -> Generation:  # fmt: skip
+    """The loop both models share: each new token re-reads the last ``context_length`` tokens."""
+    sampling.check()
+    cfg = objective.cfg.model
+    text, ids = _prompt_ids(tokenizer, prompt, cfg.vocab_size)
+    generator = torch.Generator().manual_seed(sampling.seed)
+    device = next(objective.parameters()).device
+    new, energies = [], []
+    objective.eval()
+    for i in range(sampling.max_new_tokens):
+        context = torch.tensor([(ids + new)[-cfg.context_length :]], device=device)  # (1, L)
+        logits, energy = next_token(context, i)
+        new.append(_choose(logits, sampling.temperature, generator))
+        energies.append(energy)
+    known = None if None in energies else energies
+    return Generation(text, tokenizer.decode(new), new, token_texts(tokenizer, new), known)
+
+
 def generate_ebt(
     objective: TextEBTObjective,
     tokenizer: TextTokenizer,
     prompt: str | bytes,
-    max_new_tokens: int = 50,
-    temperature: float = 0.0,
-    seed: int = 0,
-    thinking: Thinking | None = None,
+    sampling: Sampling = Sampling(),
+    thinking: Thinking = Thinking(),
 ) -> Generation:
     """Continue ``prompt`` with the text EBT; ``thinking`` sets steps, best-of-N, stopping and Langevin noise."""
-    _check_options(max_new_tokens, temperature)
-    cfg = objective.cfg.model
-    text, ids = _prompt_ids(tokenizer, prompt, cfg.vocab_size)
-    generator = torch.Generator().manual_seed(seed)
-    device = next(objective.parameters()).device
-    new, energies = [], []
-    objective.eval()
-    for i in range(max_new_tokens):
-        context = torch.tensor([(ids + new)[-cfg.context_length :]], device=device)  # (1, L)
-        prediction = think(objective, context, thinking or Thinking(), seed + i)
-        new.append(_choose(prediction.logits[0, -1], temperature, generator))
-        energies.append(float(prediction.energies[0, -1]))
-    return Generation(text, tokenizer.decode(new), new, token_texts(tokenizer, new), energies)
+
+    def next_token(context: Tensor, index: int) -> tuple[Tensor, float]:
+        prediction = think(objective, context, thinking, sampling.seed + index)
+        return prediction.logits[0, -1], float(prediction.energies[0, -1])
+
+    return _continue(objective, tokenizer, prompt, sampling, next_token)
 
 
 def generate_transformer(
     objective: TransformerPlusPlusObjective,
     tokenizer: TextTokenizer,
     prompt: str | bytes,
-    max_new_tokens: int = 50,
-    temperature: float = 0.0,
-    seed: int = 0,
+    sampling: Sampling = Sampling(),
 ) -> Generation:
     """Continue ``prompt`` with the Transformer++ baseline (one forward pass per token)."""
-    _check_options(max_new_tokens, temperature)
-    cfg = objective.cfg.model
-    text, ids = _prompt_ids(tokenizer, prompt, cfg.vocab_size)
-    generator = torch.Generator().manual_seed(seed)
-    device = next(objective.parameters()).device
-    new = []
-    objective.eval()
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
-            context = torch.tensor([(ids + new)[-cfg.context_length :]], device=device)  # (1, L)
-            new.append(_choose(objective.model(context)[0, -1], temperature, generator))
-    return Generation(text, tokenizer.decode(new), new, token_texts(tokenizer, new))
+
+    @torch.no_grad()
+    def next_token(context: Tensor, index: int) -> tuple[Tensor, None]:
+        return objective.model(context)[0, -1], None
+
+    return _continue(objective, tokenizer, prompt, sampling, next_token)

@@ -16,7 +16,7 @@ windows, centre-cropped.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..core.errors import UserError
 from ..core.paths import debian_file
+from ..core.sampling import ShardedSampler
 from .config import VideoDataConfig
 from .reader import Video, find_videos, open_video, to_model_frames
 
@@ -151,32 +152,23 @@ def held_out_clips(footage: Sequence[Footage], cfg: VideoDataConfig) -> tuple[li
     return names, torch.stack(clips)
 
 
-class ClipSampler:
+class ClipSampler(ShardedSampler):
     """Endless batches of random training windows: yields (B, T, C, S, S) in [-1, 1].
 
     Windows are drawn in proportion to how many each scene holds; each gets a random crop along the longer side and a
-    random horizontal flip. ``state_dict`` saves the random stream for an exact resume; with ``shards`` > 1 every
-    process draws the same global batch and keeps its slice.
+    random horizontal flip. Resumable and sharded (``ShardedSampler``).
     """
 
     def __init__(
         self, footage: Sequence[Footage], cfg: VideoDataConfig, seed: int = 0, shard: int = 0, shards: int = 1
     ):
-        if not 0 <= shard < shards:
-            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+        super().__init__(cfg.batch_size, seed, shard, shards)
         self.span = window_span(cfg)
         self.footage = [f for f in footage if len(f) >= self.span]
         if not self.footage:
             raise FootageUnavailable(f"no training footage holds a clip of {self.span} frames")
-        self.cfg, self.shard, self.shards = cfg, shard, shards
+        self.cfg = cfg
         self.weights = torch.tensor([float(len(f) - self.span + 1) for f in self.footage])
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
     def _window(self) -> Tensor:
         g, size = self.generator, self.cfg.frame_size
@@ -188,10 +180,5 @@ class ClipSampler:
         return window.flip(3) if torch.rand((), generator=g) < 0.5 else window
 
     def sample(self) -> Tensor:
-        windows = torch.stack([self._window() for _ in range(self.cfg.batch_size * self.shards)])
-        mine = slice(self.shard * self.cfg.batch_size, (self.shard + 1) * self.cfg.batch_size)
-        return _as_clip(windows[mine])
-
-    def __iter__(self) -> Iterator[Tensor]:
-        while True:
-            yield self.sample()
+        windows = torch.stack([self._window() for _ in range(self.global_batch)])
+        return _as_clip(windows[self.mine])

@@ -11,19 +11,20 @@ diffusers' adaLN-Zero blocks hold about twice a plain block's parameters (docs/d
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel
+from diffusers import DiTTransformer2DModel
 from torch import Tensor, nn
 
-from ..core.config import OptimConfig
+from ..core import sizing
 from ..core.errors import InputError
 from ..core.hub import HubModel, as_config
 from ..core.layers import count_parameters
-from ..core.objective import StepOutput, weight_decay_groups
-from ..image.noise import DIFFUSION_STEPS, diffusion_betas
+from ..core.objective import DirectObjective, StepOutput
+from ..image.diffusion import ddim_sampler, dit_transformer, training_scheduler
+from ..image.noise import DIFFUSION_STEPS
 from .config import VideoConfig
 from .model import VideoEBT
 from .rollout import Rollout, check_context
@@ -31,78 +32,20 @@ from .rollout import Rollout, check_context
 MAX_SAMPLING_STEPS = DIFFUSION_STEPS
 
 
-@cache
-def training_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=DIFFUSION_STEPS, trained_betas=diffusion_betas().tolist())
-
-
-def ddim_sampler(steps: int, clip_sample: bool = True) -> DDIMScheduler:
-    """DDIM in ``steps`` steps from t = 999 ("trailing" spacing); the last step lands on alpha = 1 (the clean frame)."""
-    scheduler = DDIMScheduler(
-        num_train_timesteps=DIFFUSION_STEPS,
-        trained_betas=diffusion_betas().tolist(),
-        clip_sample=clip_sample,
-        set_alpha_to_one=True,
-        timestep_spacing="trailing",
-        prediction_type="epsilon",
-    )
-    scheduler.set_timesteps(steps)
-    return scheduler
-
-
-def _transformer(cfg: VideoConfig, depth: int, heads: int, head_dim: int) -> DiTTransformer2DModel:
+def _transformer(cfg: VideoConfig, depth: int, head_dim: int, heads: int) -> DiTTransformer2DModel:
+    """The past ``context_frames`` frames and the noisy next frame, concatenated along channels -> its noise."""
     m = cfg.model
-    return DiTTransformer2DModel(
-        num_attention_heads=heads,
-        attention_head_dim=head_dim,
-        in_channels=m.channels * (cfg.data.context_frames + 1),  # the past frames and the noisy next frame
-        out_channels=m.channels,  # epsilon only (no learned variance)
-        num_layers=depth,
-        sample_size=cfg.data.frame_size,
-        patch_size=m.patch_size,
-        num_embeds_ada_norm=1,  # unconditional: one class
-        norm_type="ada_norm_zero",
-    )
-
-
-@cache
-def _block_counts(cfg: VideoConfig, inner: int) -> tuple[int, int]:
-    """(parameters outside the blocks, parameters per block) at attention width ``inner``, from two small builds."""
-    with torch.device("meta"):
-        one, two = (count_parameters(_transformer(cfg, depth, 1, inner)) for depth in (1, 2))
-    return one - (two - one), two - one
-
-
-def _parameters(cfg: VideoConfig, depth: int, inner: int) -> int:
-    """Parameters of the DiT of ``depth`` blocks at attention width ``inner`` (heads x head size; the split does not
-    change the count)."""
-    outside, per_block = _block_counts(cfg, inner)
-    return outside + depth * per_block
-
-
-def _closest_width(cfg: VideoConfig, depth: int, target: int) -> tuple[float, int]:
-    """(relative error, attention width) of the multiple of 4 closest in parameters to ``target`` (bisection: the
-    count grows with the width)."""
-    low, high = 1, cfg.model.width  # in units of 4
-    while low < high:
-        mid = (low + high) // 2
-        low, high = (mid + 1, high) if _parameters(cfg, depth, 4 * mid) < target else (low, mid)
-    return min((abs(_parameters(cfg, depth, 4 * u) - target) / target, 4 * u) for u in (max(1, low - 1), low))
+    in_channels = m.channels * (cfg.data.context_frames + 1)
+    return dit_transformer(in_channels, m.channels, cfg.data.frame_size, m.patch_size, depth, head_dim, heads)
 
 
 @cache
 def matched_size(cfg: VideoConfig, target: int) -> tuple[int, int, int]:
-    """(depth, heads, head size) of the DiT whose parameter count is within 2% of ``target`` at the depth nearest the
-    EBT's (the closest count when none is); heads = the divisor of the width nearest the EBT's head count.
-
-    Widths come in steps of 4, and at small widths one step moves the count by several percent, so the depth is
-    free too (a deeper, narrower DiT or a shallower, wider one, whichever is nearer the EBT's depth).
-    """
-    options = [(*_closest_width(cfg, depth, target), depth) for depth in range(1, 2 * cfg.model.depth + 3)]
-    within = [option for option in options if option[0] <= 0.02]
-    _, width, depth = min(within, key=lambda o: (abs(o[2] - cfg.model.depth), o[0])) if within else min(options)
-    heads = min((h for h in range(1, width + 1) if width % h == 0), key=lambda h: abs(h - cfg.model.heads))
-    return depth, heads, width // heads
+    """(depth, heads, head size) of the DiT whose parameter count matches ``target`` (``core.sizing``): any depth from
+    1 to twice the EBT's + 2, the nearest the EBT's that comes within 2%; attention widths up to 4x the EBT's."""
+    m = cfg.model
+    build = partial(_transformer, cfg, heads=1)
+    return sizing.matched_size(build, target, m.depth, m.heads, 4 * m.width, range(1, 2 * m.depth + 3))
 
 
 class VideoDiT(nn.Module):
@@ -114,7 +57,7 @@ class VideoDiT(nn.Module):
             target = count_parameters(VideoEBT(cfg.model))
         self.depth, self.heads, self.head_dim = matched_size(cfg, target)
         self.window = cfg.data.context_frames
-        self.transformer = _transformer(cfg, self.depth, self.heads, self.head_dim)
+        self.transformer = _transformer(cfg, self.depth, self.head_dim, self.heads)
 
     def forward(self, x_t: Tensor, past: Tensor, timesteps: Tensor) -> Tensor:
         labels = torch.zeros(x_t.shape[0], dtype=torch.long, device=x_t.device)
@@ -131,13 +74,12 @@ def last_window(frames: Tensor, window: int) -> Tensor:
     return frames[:, -window:]
 
 
-class VideoDiTObjective(nn.Module, HubModel):
+class VideoDiTObjective(DirectObjective, HubModel):
     """DDPM training of the conditional DiT on the same clips as the EBT; epsilon MSE."""
 
     def __init__(self, cfg: VideoConfig) -> None:
-        super().__init__()
-        self.cfg = cfg = as_config(cfg)
-        self.model = VideoDiT(cfg)
+        cfg = as_config(cfg)
+        super().__init__(VideoDiT(cfg), cfg)
 
     def forward(self, clips: Tensor) -> StepOutput:
         window = self.model.window
@@ -150,13 +92,6 @@ class VideoDiTObjective(nn.Module, HubModel):
         x_t = training_scheduler().add_noise(target, noise, t)
         loss = F.mse_loss(self.model(x_t, past, t).float(), noise)
         return StepOutput(loss, {"loss": loss.detach()})
-
-    def param_groups(self, optim: OptimConfig) -> list[dict]:
-        return weight_decay_groups(self, optim)
-
-    def compile_for_training(self) -> None:
-        """``train.compile``: compile the network in place (its state-dict keys stay the same)."""
-        self.model.compile()
 
     @torch.no_grad()
     def rollout(self, context: Tensor, horizon: int, num_steps: int | None = None, seed: int = 0) -> Rollout:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..core.energy import EnergyHead
 from ..core.errors import InputError
-from ..core.layers import Block, KeysValues, init_adaln_trunk, patchify, sincos_position_embedding
+from ..core.layers import KeysValues, adaln_blocks, init_adaln_trunk, patchify, sincos_position_embedding
 from .config import VideoModelConfig
 
 
@@ -116,7 +116,7 @@ class VideoEBT(nn.Module):
         self.embed_frame = nn.Linear(pixels, width)  # a real frame's patch
         self.embed_candidate = nn.Linear(2 * pixels, width)  # (last real frame's patch, candidate's patch)
         self.condition = nn.Parameter(torch.randn(width) * 0.02)  # the one learned adaLN condition
-        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, cfg.attention) for _ in range(cfg.depth))
+        self.blocks = adaln_blocks(cfg)
         self.head = EnergyHead(width, pixels, cfg.energy)  # per candidate patch: tokens and candidate pixels
         init_adaln_trunk(self, self.blocks)
         self.head.reset_parameters()

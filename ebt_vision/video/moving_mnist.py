@@ -14,7 +14,6 @@ own seeds, whatever the training seed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from ..core.errors import UserError
 from ..core.paths import data_root
+from ..core.sampling import ShardedSampler
 from .config import VideoDataConfig
 
 CANVAS = 64
@@ -145,32 +145,15 @@ def moving_mnist_set(split: str, cfg: VideoDataConfig, channels: int) -> Tensor:
     return to_clips(_fixed_set(split, count, cfg.frames, cfg.digits), cfg.frame_size, channels)
 
 
-class MovingMNISTSampler:
-    """Endless training clips from the training digits: yields (B, T, C, S, S) batches in [-1, 1].
-
-    ``state_dict`` saves the random stream so a resumed run continues with the same clips. With ``shards`` > 1 every
-    process draws the same global batch of ``shards * batch_size`` clips and keeps its slice ``shard``.
-    """
+class MovingMNISTSampler(ShardedSampler):
+    """Endless training clips from the training digits: yields (B, T, C, S, S) batches in [-1, 1]. Resumable and
+    sharded (``ShardedSampler``)."""
 
     def __init__(self, cfg: VideoDataConfig, channels: int, seed: int = 0, shard: int = 0, shards: int = 1) -> None:
-        if not 0 <= shard < shards:
-            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
-        self.cfg, self.channels, self.shard, self.shards = cfg, channels, shard, shards
+        super().__init__(cfg.batch_size, seed, shard, shards)
+        self.cfg, self.channels = cfg, channels
         self.pool = digit_pool("train")
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
     def sample(self) -> Tensor:
-        batch = self.cfg.batch_size
-        sequences = generate(self.pool, batch * self.shards, self.cfg.frames, self.cfg.digits, self.generator)
-        mine = sequences[self.shard * batch : (self.shard + 1) * batch]
-        return to_clips(mine, self.cfg.frame_size, self.channels)
-
-    def __iter__(self) -> Iterator[Tensor]:
-        while True:
-            yield self.sample()
+        sequences = generate(self.pool, self.global_batch, self.cfg.frames, self.cfg.digits, self.generator)
+        return to_clips(sequences[self.mine], self.cfg.frame_size, self.channels)

@@ -9,20 +9,19 @@ energy-based stopping; it returns the per-frame energies and per-patch energy ma
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core.descent import lowest_energy, minimize_energy
-from ..core.errors import InputError
+from ..core.descent import lowest_energy
 from ..core.hub import HubModel, as_config
+from ..core.inference import Thinking
 from ..core.objective import EnergyObjective, StepOutput, clamp_unit_range
 from .config import VideoConfig
 from .model import VideoEBT, VideoMemory
 from .rollout import Rollout, check_context
-
-MAX_STEPS = 64
-MAX_CANDIDATES = 64
 
 
 class VideoObjective(EnergyObjective, HubModel):
@@ -55,40 +54,22 @@ class VideoObjective(EnergyObjective, HubModel):
         context, target = clips[:, :-1], clips[:, -count:]  # frame t + 1 is predicted from the real frames 1..t
         out, rows = self.energy_step(context, self.starts(context, count), target)
         if rows is not None:
-            out.metrics["mse_last"] = F.mse_loss(rows.trajectory.final.detach().float(), rows.target)
             copy_last = rows.context[:, -rows.target.shape[1] :].float()
             out.metrics["mse_copy_last"] = F.mse_loss(copy_last, rows.target)  # the reference
         return out
 
     def _next_frame(
-        self,
-        frames: Tensor,
-        num_steps: int,
-        best_of: int,
-        step_size: Tensor,
-        stop: bool,
-        start_noise: float,
-        generator: torch.Generator,
-        record_steps: bool,
+        self, frames: Tensor, thinking: Thinking, generator: torch.Generator, record_steps: bool
     ) -> tuple[Tensor, int, int, Tensor | None]:
         """(B, t, C, H, W) -> (the next frame (B, 1, C, H, W), forward and backward passes per clip, steps)."""
-        batch = frames.shape[0]
+        batch, best_of = frames.shape[0], thinking.n_candidates
         context = frames.repeat(best_of, 1, 1, 1, 1)  # (N B, t, C, H, W): start n of clip b at row n B + b
         memory = self.model.encode_context(frames).repeat(best_of)  # the real stream, once for every step
         start = self.starts(context, 1, generator)
         if best_of > 1 and self.cfg.prediction.start == "last-frame":
-            jitter = torch.randn(start.shape, generator=generator).to(start) * start_noise
+            jitter = torch.randn(start.shape, generator=generator).to(start) * thinking.start_noise
             start = start + torch.cat([torch.zeros_like(jitter[:batch]), jitter[batch:]])
-        trajectory = minimize_energy(
-            self.model,
-            memory,
-            start,
-            step_size,
-            num_steps,
-            stop_when_energy_rises=stop,
-            final_energy=best_of > 1 or stop,
-            project=clamp_unit_range if self.cfg.descent.clamp_candidate else None,
-        )
+        trajectory = self.infer(memory, start, thinking)
         candidates = torch.stack(trajectory.candidates)  # (S + 1, N B, 1, C, H, W)
         if best_of > 1:
             energies = trajectory.position_energies[-1].reshape(best_of, batch, 1)
@@ -103,43 +84,29 @@ class VideoObjective(EnergyObjective, HubModel):
         self,
         context: Tensor,
         horizon: int,
-        num_steps: int | None = None,
-        best_of: int = 1,
-        step_scale: float = 1.0,
-        stop_when_energy_rises: bool = False,
-        start_noise: float | None = None,
+        thinking: Thinking = Thinking(),
         seed: int = 0,
         energy_maps: bool = True,
         record_steps: bool = False,
     ) -> Rollout:
         """(B, T, C, H, W) real frames in [-1, 1] -> ``horizon`` predicted frames, autoregressively.
 
-        Each frame is found by ``num_steps`` descent steps (default: as trained) with the learned step size times
-        ``step_scale``; ``best_of`` N > 1 descends N starts per frame (the first from the configured start, the
-        others perturbed by Gaussian noise of ``start_noise``, default ``prediction.start_noise``) and keeps the one
-        with the lowest energy; ``stop_when_energy_rises`` undoes a step that raised a frame's energy and stops it.
-        Passes are counted per predicted frame of one clip (the final-energy pass only when the choice needs it).
-        ``energy_maps``: the per-frame energies and per-patch maps of the chosen frames (one uncounted forward pass
-        per frame); ``record_steps``: every descent step's candidate of the chosen start.
+        Each frame is found by a descent with ``thinking``'s options (default: the trained steps at the learned step
+        size); with best-of-N the first start is the configured one and the others are perturbed by Gaussian noise of
+        ``thinking.start_noise`` (default ``prediction.start_noise``), the final energy being evaluated only then.
+        Passes are counted per predicted frame of one clip. ``energy_maps``: the per-frame energies and per-patch maps
+        of the chosen frames (one uncounted forward pass per frame); ``record_steps``: every descent step's candidate
+        of the chosen start.
         """
         check_context(context, horizon, self.cfg.model.channels)
-        steps = self.cfg.descent.num_steps if num_steps is None else num_steps
-        if not 0 <= steps <= MAX_STEPS:
-            raise InputError(f"num_steps must be in [0, {MAX_STEPS}], got {steps}")
-        if not 1 <= best_of <= MAX_CANDIDATES:
-            raise InputError(f"best_of must be in [1, {MAX_CANDIDATES}], got {best_of}")
-        if not step_scale > 0:
-            raise InputError(f"step_scale must be > 0, got {step_scale}")
-        noise = self.cfg.prediction.start_noise if start_noise is None else start_noise
-        device = next(self.parameters()).device
-        frames = context.to(device)
-        step_size = self.step_size() * step_scale
+        noise = self.cfg.prediction.start_noise if thinking.start_noise is None else thinking.start_noise
+        thinking = replace(thinking, start_noise=noise, final_energy=thinking.n_candidates > 1)
+        thinking.check(self.cfg.descent.num_steps)
+        frames = context.to(next(self.parameters()).device)
         generator = torch.Generator().manual_seed(seed)
         predictions, maps, recorded, passes = [], [], [], (0, 0)
         for _ in range(horizon):
-            frame, forward, backward, trace = self._next_frame(
-                frames, steps, best_of, step_size, stop_when_energy_rises, noise, generator, record_steps
-            )
+            frame, forward, backward, trace = self._next_frame(frames, thinking, generator, record_steps)
             if energy_maps:
                 maps.append(self.model.patch_energies(frames, frame)[:, 0])  # (B, H/p, W/p)
             if trace is not None:

@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.config import OptimConfig
 from ..core.hub import HubModel, as_config
-from ..core.layers import Block, init_adaln_trunk, patchify, sincos_position_embedding, unpatchify
-from ..core.objective import StepOutput, reconstruction_loss, weight_decay_groups
+from ..core.layers import adaln_blocks, init_residual_predictor, patchify, sincos_position_embedding, unpatchify
+from ..core.objective import DirectObjective, StepOutput
 from .config import VideoConfig, VideoModelConfig
 from .model import check_frames, frame_position_embedding, token_mask
 from .rollout import Rollout, check_context
@@ -31,13 +30,10 @@ class PlainVideoTransformer(nn.Module):
         width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
         self.embed = nn.Linear(2 * pixels, width)  # (previous frame's patch, this frame's patch)
         self.condition = nn.Parameter(torch.randn(width) * 0.02)
-        # one forward pass needs no double backward: PyTorch's fused attention kernels, forward and backward
-        attention = "fused" if cfg.attention == "auto" else cfg.attention
-        self.blocks = nn.ModuleList(Block(width, cfg.heads, cfg.mlp_ratio, attention) for _ in range(cfg.depth))
+        self.blocks = adaln_blocks(cfg, one_pass=True)
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.head = nn.Linear(width, pixels)
-        init_adaln_trunk(self, self.blocks)
-        nn.init.zeros_(self.head.weight)  # starts as copy-last-frame
+        init_residual_predictor(self, self.blocks, self.head)  # starts as copy-last-frame
 
     def forward(self, frames: Tensor) -> Tensor:
         check_frames(frames, None, self.cfg.channels, self.cfg.patch_size)
@@ -59,31 +55,18 @@ class PlainVideoTransformer(nn.Module):
         return frames + residual
 
 
-class PlainVideoObjective(nn.Module, HubModel):
+class PlainVideoObjective(DirectObjective, HubModel):
     """Direct next-frame prediction with the EBT's loss, on the same clips; trains in the same loop."""
 
     def __init__(self, cfg: VideoConfig) -> None:
-        super().__init__()
-        self.cfg = cfg = as_config(cfg)
-        self.model = PlainVideoTransformer(cfg.model)
+        cfg = as_config(cfg)
+        super().__init__(PlainVideoTransformer(cfg.model), cfg)
 
     def forward(self, clips: Tensor) -> StepOutput:
         count = self.cfg.prediction.train_frames or clips.shape[1] - 1  # the frames the EBT is trained to predict
         prediction, target = self.model(clips[:, :-1])[:, -count:], clips[:, -count:]
-        loss = reconstruction_loss(prediction.float(), target, self.cfg.train.loss)
-        metrics = {
-            "loss": loss.detach(),
-            "mse_last": F.mse_loss(prediction.detach().float(), target),
-            "mse_copy_last": F.mse_loss(clips[:, -count - 1 : -1].float(), target),
-        }
-        return StepOutput(loss, metrics)
-
-    def param_groups(self, optim: OptimConfig) -> list[dict]:
-        return weight_decay_groups(self, optim)
-
-    def compile_for_training(self) -> None:
-        """``train.compile``: compile the network in place (its state-dict keys stay the same)."""
-        self.model.compile()
+        copy_last = F.mse_loss(clips[:, -count - 1 : -1].float(), target)  # the reference
+        return self.prediction_step(prediction, target, mse_copy_last=copy_last)
 
     @torch.no_grad()
     def rollout(self, context: Tensor, horizon: int) -> Rollout:

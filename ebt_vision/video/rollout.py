@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core.defaults import MAX_HORIZON
 from ..core.errors import InputError
-
-MAX_HORIZON = 64
 
 
 @dataclass
