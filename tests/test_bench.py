@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ebt_vision.experiments.bench import bench_cases, bench_table, run_isolated, with_ratios
+from ebt_vision.experiments.image.bench import BenchOptions, bench_cases, bench_table, run_isolated, with_ratios
 from ebt_vision.image.config import ModelConfig
 from ebt_vision.image.model import ImageEBT
 
@@ -13,8 +13,9 @@ from .conftest import denoising_batch
 
 
 def test_bench_variants_and_inference_rows():
-    cases = bench_cases(["EBT-T/4"], [16], [2], [2], ["cpu"], bf16=False, repeats=1, warmup=1,
-                        variants=("naive", "fast", "checkpoint"))  # fmt: skip
+    options = BenchOptions(("EBT-T/4",), (16,), (2,), (2,), ("cpu",), bf16=False, repeats=1, warmup=1,
+                           variants=("naive", "fast", "checkpoint"))  # fmt: skip
+    cases = bench_cases(options)
     assert [(c.mode, c.method, c.variant) for c in cases] == [
         ("train", "transformer", "eager"), ("train", "ebt", "naive"), ("train", "ebt", "fast"),
         ("train", "ebt", "checkpoint"), ("infer", "transformer", "eager"), ("infer", "ebt", "fast"),
@@ -70,7 +71,7 @@ def test_the_truncated_descent_costs_fewer_flops_than_the_full_graph():
     """descent.graph_steps=1: of 4 descent steps only the last carries the second-order graph."""
     from dataclasses import replace
 
-    from ebt_vision.experiments.bench import BenchCase, run_case
+    from ebt_vision.experiments.image.bench import BenchCase, run_case
 
     fast = BenchCase("ebt", 4, "EBT-T/4", 16, 2, "cpu", False, "fast", "train", warmup=0, repeats=1)
     full, truncated = run_case(fast), run_case(replace(fast, variant="truncated"))

@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from ebt_vision.experiments.compare.protocols import eval_images
+from ebt_vision.core.inference import Thinking
+from ebt_vision.experiments.image.compare.protocols import eval_images
 from ebt_vision.image.inference import best_of_n, denoise
 from ebt_vision.image.model import ImageEBT
 from ebt_vision.image.noise import add_gaussian_noise, estimate_noise_sigma
@@ -66,7 +67,7 @@ def test_conditioned_objective_trains_and_denoise_requires_sigma(cond_cfg):
         denoise(objective, clean[:1])
     with pytest.raises(ValueError, match="sigma"):
         denoise(objective, clean[:2], sigma=torch.tensor([1.0, 2.0, 3.0]))
-    trajectory, _ = denoise(objective, clean[:2], 2, sigma=torch.tensor([10.0, 30.0]))
+    trajectory, _ = denoise(objective, clean[:2], Thinking(2), sigma=torch.tensor([10.0, 30.0]))
     assert trajectory.final.shape == (2, 3, 16, 16)
 
 
@@ -74,17 +75,17 @@ def test_best_of_n_keeps_the_lowest_energy_and_n1_is_plain_descent(tiny_cfg):
     objective = DenoisingObjective(tiny_cfg).eval()
     torch.nn.init.normal_(objective.model.head.out.weight)
     noisy = torch.rand(3, 3, 16, 16) * 2 - 1
-    found = best_of_n(objective, noisy, 4, num_steps=2, start_noise=20.0)
+    found = best_of_n(objective, noisy, Thinking(2, n_candidates=4, start_noise=20.0))
     best, energies, trajectory = found.best, found.final_energies, found.trajectory
     assert energies.shape == (4, 3) and best.shape == noisy.shape
     finals = trajectory.final.reshape(4, 3, 3, 16, 16)
     for i in range(3):
         assert torch.equal(best[i], finals[energies[:, i].argmin(), i])
-    single = best_of_n(objective, noisy, 1, num_steps=2).best
-    plain, _ = denoise(objective, noisy, 2)
+    single = best_of_n(objective, noisy, Thinking(2, n_candidates=1)).best
+    plain, _ = denoise(objective, noisy, Thinking(2))
     assert torch.allclose(single, plain.final, atol=1e-6)
     with pytest.raises(ValueError, match="best-of-N"):
-        best_of_n(objective, noisy, 0)
+        best_of_n(objective, noisy, Thinking(n_candidates=0))
 
 
 def test_noise_estimate_is_close_on_real_photos():
@@ -104,7 +105,7 @@ def test_eval_images_are_square_held_out_crops():
 
 def test_selection_chooses_on_validation_and_reports_test():
     """Validation prefers 2 steps, the test split would prefer 1: the report must quote 2 steps' test PSNR."""
-    from ebt_vision.experiments.compare.selection import average, choose
+    from ebt_vision.experiments.image.compare.report import average, choose
 
     def row(split, steps, psnr, image="a"):
         return {"eval_split": split, "noise": "gaussian", "sigma": 25, "setting": "blind", "split": "id",
@@ -175,16 +176,16 @@ def test_compare_command_end_to_end_on_a_tiny_config(tmp_path):
 
 def test_ablation_variants_train_on_the_same_crops_and_report(tmp_path, tiny_cfg):
     from ebt_vision.core.reports import make_meta
-    from ebt_vision.experiments.ablation import VARIANTS, run_ablation, variant_config
-    from ebt_vision.experiments.ablation_report import write_ablation_report
+    from ebt_vision.experiments.image.ablation import VARIANTS, AblationOptions, run_ablation, variant_config
+    from ebt_vision.experiments.image.ablation_report import write_ablation_report
 
     cfg = variant_config(tiny_cfg, "loss-last", VARIANTS["loss-last"][0])
     assert cfg.train.loss_on_steps == "last" and cfg.name == "tiny-loss-last" and cfg.model == tiny_cfg.model
     assert variant_config(tiny_cfg, "long", VARIANTS["long"][0]).descent.graph_steps == 1
     with pytest.raises(ValueError, match="unknown ablation variant"):
         run_ablation(tiny_cfg, ["nope"], tmp_path)
-    result = run_ablation(tiny_cfg, ["base", "long+stationarity+rank"], tmp_path / "runs", sigmas=(25.0, 75.0),
-                          size=32, max_steps=3, dit_steps=(1, 2), limit=1, progress=False, best_of=2)  # fmt: skip
+    options = AblationOptions(sigmas=(25.0, 75.0), eval_size=32, max_steps=3, dit_steps=(1, 2), limit=1, best_of=2)
+    result = run_ablation(tiny_cfg, ["base", "long+stationarity+rank"], tmp_path / "runs", options, progress=False)
     assert set(result.seconds) == {"base", "long+stationarity+rank", "dit"}
     ebt_rows = [r for r in result.rows if r["method"] == "ebt"]
     assert len(ebt_rows) == 2 * 2 * 2 * 4 and all(r["psnr"] > 5 for r in ebt_rows)  # splits x variants x sigmas x k

@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
+from ebt_vision.core.inference import Thinking
 from ebt_vision.core.reports import make_meta
-from ebt_vision.experiments.evaluation import STOP_FRACTIONS, average_rows, evaluate_denoiser, write_denoise_report
+from ebt_vision.experiments.image.evaluation import STOP_FRACTIONS, EvalOptions, evaluate_denoiser
+from ebt_vision.experiments.image.evaluation_report import average_rows, write_denoise_report
 from ebt_vision.image.data import held_out_photos
 from ebt_vision.image.dit import DiTObjective
 from ebt_vision.image.inference import denoise
@@ -37,13 +39,13 @@ def test_bad_images_give_clear_errors(objective, image, message):
 @pytest.mark.parametrize("kwargs, message", [({"num_steps": 1000}, "num_steps"), ({"step_scale": 0.0}, "step_scale")])
 def test_out_of_range_settings_give_clear_errors(objective, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        denoise(objective, torch.zeros(1, 3, 32, 32), **kwargs)
+        denoise(objective, torch.zeros(1, 3, 32, 32), Thinking(**kwargs))
 
 
 def test_evaluation_rows_and_report(tmp_path, objective):
     pytest.importorskip("bm3d", reason="bm3d (a dependency) is the classical baseline")
     photos = held_out_photos(max_side=40)[:2]
-    rows = evaluate_denoiser(objective, photos, sigmas=(25, 75), num_steps=2, progress=False)
+    rows = evaluate_denoiser(objective, photos, EvalOptions(sigmas=(25, 75), steps=2, progress=False))
     # images x sigmas x (noisy, cbm3d, 2 EBT steps, EBT with stopping, stopping with each relative tolerance)
     assert len(rows) == 2 * 2 * (2 + 2 + 1 + len(STOP_FRACTIONS))
     stopped = [r for r in rows if r["method"].startswith("ebt_stop")]
@@ -57,12 +59,11 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     averaged = average_rows(rows)
     assert len(averaged) == 2 * (5 + len(STOP_FRACTIONS)) and all(r["images"] == 2 for r in averaged)
     dit = DiTObjective(objective.cfg).eval()
-    validation = evaluate_denoiser(objective, held_out_photos(40, "validation")[:1], (25, 75), 2, with_bm3d=False,
-                                   progress=False, split="validation", dit=dit, dit_steps=(1, 2))  # fmt: skip
+    quick = EvalOptions(sigmas=(25, 75), steps=2, with_bm3d=False, dit_steps=(1, 2), progress=False)
+    validation = evaluate_denoiser(objective, held_out_photos(40, "validation")[:1], quick, "validation", dit)
     relative = {f"ebt_stop_rel@{f:g}" for f in STOP_FRACTIONS}
     assert {r["method"] for r in validation} == {"noisy", "ebt", "ebt_stop", "dit_ddim"} | relative
-    rows += validation + evaluate_denoiser(objective, photos[:1], (25, 75), 2, with_bm3d=False, progress=False,
-                                           dit=dit, dit_steps=(1, 2))  # fmt: skip
+    rows += validation + evaluate_denoiser(objective, photos[:1], quick, dit=dit)
     md = write_denoise_report(rows, make_meta("cpu", 0, "test", "none", command="pytest"), tmp_path)
     assert "EBT (chosen k)" in md.read_text() and "DiT (chosen DDIM steps)" in md.read_text()
     assert "EBT stop, chosen tolerance" in md.read_text()
@@ -80,8 +81,8 @@ def test_diffusion_trained_models_get_their_own_input_and_split_labels(tiny_cfg)
 
     cfg = replace(tiny_cfg, data=replace(tiny_cfg.data, noise="diffusion", level_min=0.0, level_max=0.1))
     assert training_sigma_max(cfg.data) == pytest.approx(level_to_sigma(0.1)) and 42 < level_to_sigma(0.1) < 44
-    rows = evaluate_denoiser(DenoisingObjective(cfg).eval(), held_out_photos(max_side=32)[:1], (25, 50), 1,
-                             with_bm3d=False, progress=False)  # fmt: skip
+    options = EvalOptions(sigmas=(25, 50), steps=1, with_bm3d=False, progress=False)
+    rows = evaluate_denoiser(DenoisingObjective(cfg).eval(), held_out_photos(max_side=32)[:1], options)
     assert {r["sigma"]: r["split"] for r in rows} == {25: "id", 50: "ood"}
     noisy = torch.randn(1, 3, 8, 8)
     unit = 50 * 2 / 255
@@ -90,11 +91,11 @@ def test_diffusion_trained_models_get_their_own_input_and_split_labels(tiny_cfg)
 
 
 def test_adaptive_report_compares_at_equal_patch_steps(tmp_path, objective):
-    from ebt_vision.experiments.adaptive import run_adaptive, summarise, write_adaptive_report
+    from ebt_vision.experiments.image.adaptive import AdaptiveOptions, run_adaptive, summarise, write_adaptive_report
 
     torch.nn.init.normal_(objective.model.head.out.weight)  # a non-trivial energy
-    rows = run_adaptive(objective, sigmas=(25.0,), max_steps=3, max_side=32, fractions=(0.0, 5.0), limit=1,
-                        progress=False)  # fmt: skip
+    options = AdaptiveOptions(sigmas=(25.0,), max_steps=3, max_side=32, fractions=(0.0, 5.0), limit=1)
+    rows = run_adaptive(objective, options, progress=False)
     uniform = [r for r in rows if r["method"] == "uniform"]
     assert [r["steps_per_patch"] for r in uniform if r["eval_split"] == "test"] == [0.0, 1.0, 2.0, 3.0]
     adaptive = {r["tolerance_fraction"]: r for r in rows if r["method"] == "adaptive" and r["eval_split"] == "test"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ebt_vision.core.config import ConfigError, from_dict, with_overrides
-from ebt_vision.experiments import paper
+from ebt_vision.experiments.image import paper, paper_report
 from ebt_vision.image.dit import DiTObjective
 from ebt_vision.image.model import ImageEBT
 from ebt_vision.image.objective import DenoisingObjective
@@ -68,7 +68,7 @@ def test_dit_pass_counts_per_setting(level, expected):
     x_t = paper.paper_noise(torch.rand(1, 3, 16, 16) * 2 - 1, level)
     counts = [paper.dit_passes(dit, x_t, level, k)[1] for k in (1, 2, 5, 0)]
     counts.append(paper.dit_passes(dit, x_t, level, 0, reruns=3)[1])
-    assert counts == expected == paper.count_by_setting(level, (1, 2, 5, 0), 3)
+    assert counts == expected  # min(k, t + 1) passes, all t + 1 for 0, and three times that for the re-runs
 
 
 def test_the_protocol_end_to_end_chooses_on_validation(tmp_path):
@@ -76,8 +76,9 @@ def test_the_protocol_end_to_end_chooses_on_validation(tmp_path):
     models = paper.train_models(cfg, tmp_path / "runs", progress=False)
     rows = []
     for split in ("validation", "test"):
-        rows += paper.evaluate(models, split, 16, ebt_steps=2, passes=(1, 0), reruns=2, limit=1, progress=False)
-    report = paper.write_paper_report(rows, models, {"machine": "test"}, tmp_path, "paper")
+        options = paper.PaperOptions(eval_size=16, ebt_steps=2, dit_passes=(1, 0), reruns=2, limit=1)
+        rows += paper.evaluate(models, split, options, progress=False)
+    report = paper_report.write_paper_report(rows, models, {"machine": "test"}, tmp_path, "paper")
     data = json.loads((tmp_path / "paper.json").read_text())
     assert report.exists() and (tmp_path / "paper.png").exists()
     assert {r["method"] for r in data["rows"]} == {"noisy", "ebt_1", "ebt_23", "ebt_ctx_1", "ebt_ctx_23", "dit",
@@ -88,7 +89,7 @@ def test_the_protocol_end_to_end_chooses_on_validation(tmp_path):
         level, family = key.split("/")
         scores = [r["psnr"] for r in data["averaged"] if r["eval_split"] == "validation"
                   and r["noise_level"] == float(level)
-                  and paper.family_of(r["method"]) == family]  # fmt: skip
+                  and paper_report.family_of(r["method"]) == family]  # fmt: skip
         assert len(scores) >= 2 and choice["validation_psnr"] == max(scores)
     assert len(data["verdicts"]) == 8 and "original work" in report.read_text().lower()
     assert all("dit_compute_psnr" in v for v in data["verdicts"])

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 
 from ebt_vision.core.errors import InputError
-from ebt_vision.experiments.probe import (
+from ebt_vision.experiments.image.probe import (
     ProbeSettings,
     accuracy,
     dit_features,
@@ -118,7 +118,7 @@ def test_fashion_mnist_is_the_published_split():
 
 def test_probe_command_end_to_end_on_a_tiny_budget(tmp_path):
     from ebt_vision.core.config import from_dict
-    from ebt_vision.experiments.probe_run import run_probe
+    from ebt_vision.experiments.image.probe_run import ProbeOptions, run_probe
 
     try:
         fashion_mnist("test")
@@ -131,8 +131,8 @@ def test_probe_command_end_to_end_on_a_tiny_budget(tmp_path):
         "data": {**TINY["data"], "source": "fashion-mnist", "crop_size": 32},
         "train": {**TINY["train"], "steps": 2},
     }
-    report = run_probe(from_dict(values), tmp_path / "runs", tmp_path / "out", ProbeSettings(steps=20), limit=600,
-                       progress=False)  # fmt: skip
+    options = ProbeOptions(ProbeSettings(steps=20), limit=600)
+    report = run_probe(from_dict(values), tmp_path / "runs", tmp_path / "out", options, progress=False)
     results = json.loads((tmp_path / "out" / "probe.json").read_text())["rows"]
     assert {r["method"] for r in results} == {"ebt", "dit", "ebt-random", "dit-random", "pixels", "ebt-photo",
                                               "dit-photo"}  # fmt: skip

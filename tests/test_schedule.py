@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from ebt_vision.core.descent import minimize_energy
+from ebt_vision.core.inference import Thinking
 from ebt_vision.core.reports import make_meta
-from ebt_vision.experiments.evaluation import energy_stop_step, evaluate_denoiser, write_denoise_report
+from ebt_vision.experiments.image.evaluation import EvalOptions, energy_stop_step, evaluate_denoiser
+from ebt_vision.experiments.image.evaluation_report import write_denoise_report
 from ebt_vision.image.data import held_out_photos
 from ebt_vision.image.inference import denoise
 from ebt_vision.image.noise import add_gaussian_noise
@@ -76,7 +78,7 @@ def test_denoise_scheduled_gives_each_image_its_own_steps(objective):
     estimates, estimated, choices = denoise_scheduled(objective, torch.cat([light, heavy]), _schedule())
     assert estimated[0] < estimated[1] and choices == [(1, 0.5), (5, 1.5)]
     for i, (steps, scale) in enumerate(choices):
-        alone = denoise(objective, torch.cat([light, heavy])[i : i + 1], steps, step_scale=scale)[0].final
+        alone = denoise(objective, torch.cat([light, heavy])[i : i + 1], Thinking(steps, step_scale=scale))[0].final
         torch.testing.assert_close(estimates[i : i + 1], alone)
 
 
@@ -107,7 +109,8 @@ def test_stopping_read_off_a_plain_descent_matches_the_stopping_descent():
 
 def test_evaluation_reports_the_scheduled_row(tmp_path, objective):
     photos = held_out_photos(max_side=40)[:1]
-    rows = evaluate_denoiser(objective, photos, (15, 100), 2, with_bm3d=False, progress=False, schedule=_schedule())
+    options = EvalOptions(sigmas=(15, 100), steps=2, with_bm3d=False, progress=False)
+    rows = evaluate_denoiser(objective, photos, options, schedule=_schedule())
     auto = [r for r in rows if r["method"] == "ebt_auto"]
     assert len(auto) == 2 and auto[0]["estimated_sigma"] < auto[1]["estimated_sigma"]
     assert auto[1]["forward_passes"] == 5 and auto[1]["step_scale"] == 1.5

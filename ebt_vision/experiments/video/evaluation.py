@@ -13,15 +13,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ...core.inference import Thinking
 from ...core.progress import progress as progress_bar
 from ...video.config import VideoConfig
 from ...video.data import held_out
 from ...video.metrics import energy_uncertainty, frame_errors, patch_errors
 from ...video.rollout import Rollout, copy_last_frame
-from .contenders import Contender
+from ..contenders import Contender
+from ..selection import SPLIT_SEED_OFFSET
 from .costs import counting_copy, frame_flops
-
-SPLIT_SEED_OFFSET = {"validation": 1000, "test": 0}  # validation draws its own sampling noise
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,9 @@ class Setting:
             return model.rollout(context, horizon)
         if self.method.startswith("dit"):
             return model.rollout(context, horizon, self.steps, seed=seed)
-        return model.rollout(context, horizon, self.steps, best_of=self.n_candidates or 1, seed=seed,
-                             stop_when_energy_rises=self.method == "ebt_stop", energy_maps=maps)  # fmt: skip
+        thinking = Thinking(self.steps, n_candidates=self.n_candidates or 1,
+                            stop_when_energy_rises=self.method == "ebt_stop")  # fmt: skip
+        return model.rollout(context, horizon, thinking, seed=seed, energy_maps=maps)
 
 
 @dataclass(frozen=True)

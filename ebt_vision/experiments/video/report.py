@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from torch import Tensor
 
 from ...core.reports import markdown_table, write_report
 from ...video.strips import strip_image, write_gif
-from .contenders import Contender
+from .. import selection
+from ..contenders import Contender
 
 MODEL_OF_METHOD = {
     "copy_last": "copy_last",
@@ -45,42 +45,17 @@ def label(row: dict) -> str:
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Per-horizon rows -> one row per (split, setting): metrics averaged over the horizon, costs kept."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
-        groups[tuple(row.get(k) for k in GROUP)].append(row)
-    out = []
-    for key, group in groups.items():
-        kept = {k: v for k, v in zip(GROUP, key, strict=True) if v is not None}
-        first = group[0]
-        out.append(
-            {
-                **kept,
-                **{m: float(np.mean([r[m] for r in group])) for m in METRICS},
-                "forward_passes": first["forward_passes"],
-                "backward_passes": first["backward_passes"],
-                "gflops_per_frame": first["gflops_per_frame"],
-                "clips": first["clips"],
-            }
-        )
-    return out
+    costs = ("forward_passes", "backward_passes", "gflops_per_frame", "clips")
+    return selection.average(rows, GROUP, METRICS, keep=costs, count=None)
 
 
 def choose(summary: list[dict], within=lambda row: True) -> dict[str, dict]:
     """Per model: the test summary of the setting with the lowest mean validation MSE (``within`` filters settings).
     Adds ``chosen`` (the setting) and ``validation_mse``."""
-    test = {label(r): r for r in summary if r["eval_split"] == "test"}
-    best: dict[str, dict] = {}
-    for row in summary:
-        if row["eval_split"] != "validation" or not within(row):
-            continue
-        model = MODEL_OF_METHOD[row["method"]]
-        if model not in best or row["mse"] < best[model]["mse"]:
-            best[model] = row
-    return {
-        model: {**test[label(row)], "chosen": label(row), "validation_mse": row["mse"]}
-        for model, row in best.items()
-        if label(row) in test
-    }
+    found = selection.choose(summary, lambda r: MODEL_OF_METHOD[r["method"]] if within(r) else None,
+                             ("method", "steps", "n_candidates"), score="mse", lowest=True)  # fmt: skip
+    return {model: {**c.test, "chosen": label(c.validation), "validation_mse": c.validation["mse"]}
+            for model, c in found.items() if c.test is not None}  # fmt: skip
 
 
 def _cost(row: dict) -> str:

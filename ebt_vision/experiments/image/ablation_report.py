@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.reports import markdown_table, write_report
-from ..image.config import ImageConfig
-from ..image.noise import training_sigma_max
-from .ablation import VARIANTS, AblationResult, chosen_on_validation, chosen_tolerance, select_rows
+from ...core.reports import make_meta, markdown_table, write_report
+from ...core.train import resolve_device
+from ...image.config import ImageConfig
+from ...image.noise import training_sigma_max
+from .ablation import (
+    VARIANTS,
+    AblationOptions,
+    AblationResult,
+    chosen_on_validation,
+    chosen_tolerance,
+    run_ablation,
+    select_rows,
+)
 
 
 def _curve(result: AblationResult, variant: str, sigma: float, method: str = "ebt") -> dict[int, float]:
@@ -171,3 +180,26 @@ def write_ablation_report(result: AblationResult, base: ImageConfig, sigmas, met
     return write_report(out_dir, stem, meta, result.rows, body, seconds=result.seconds, step_sizes=result.step_sizes,
                         training_steps=result.training_steps, step_flops=result.step_flops,
                         checks=all_checks)  # fmt: skip
+
+
+def ablate(
+    cfg: ImageConfig,
+    names: list[str],
+    runs: str | Path,
+    out: str | Path,
+    options: AblationOptions,
+    stem: str = "ablation",
+    progress: bool = True,
+) -> Path:
+    """``ebt-vision ablate``: train (or reuse) the variants ``names`` of ``cfg`` under ``runs``, evaluate them and
+    write ``<stem>.{md,json,png}`` to ``out``."""
+    result = run_ablation(cfg, names, runs, options, progress)
+    data = (
+        f"train: {cfg.data.source} photos, {cfg.data.crop_size}px crops, one crop stream for all; step counts chosen "
+        f"on the validation photos, reported on the test photos, resized/centre-cropped to {options.eval_size}px"
+    )
+    budget = f"each variant {cfg.train.steps} steps of batch {cfg.data.batch_size} ({cfg.model.width}-wide EBT)"
+    if options.equal_flops:
+        budget = f"each variant the training FLOPs of {cfg.train.steps} base steps of batch {cfg.data.batch_size}"
+    meta = make_meta(resolve_device(cfg.train.device), options.seed, data, budget)
+    return write_ablation_report(result, cfg, options.sigmas, meta, out, stem)

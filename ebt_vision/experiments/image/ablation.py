@@ -16,18 +16,21 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import with_overrides
-from ..core.metrics import psnr
-from ..core.progress import progress as progress_bar
-from ..core.train import seed_everything, train
-from ..image.config import ImageConfig
-from ..image.data import CropSampler, held_out_photos, square_crops, training_photos
-from ..image.dit import DiTObjective, dit_denoise
-from ..image.inference import best_of_n, denoise
-from ..image.noise import estimate_noise_sigma, noisy_copy
-from ..image.objective import DenoisingObjective
+from ...core.config import with_overrides
+from ...core.defaults import SIGMAS
+from ...core.inference import Thinking
+from ...core.metrics import psnr
+from ...core.progress import progress as progress_bar
+from ...core.train import seed_everything, train
+from ...image.config import ImageConfig
+from ...image.data import CropSampler, held_out_photos, square_crops, training_photos
+from ...image.dit import DiTObjective, dit_denoise
+from ...image.inference import best_of_n, denoise
+from ...image.noise import estimate_noise_sigma, noisy_copy
+from ...image.objective import DenoisingObjective
+from .. import selection
+from ..selection import SPLIT_SEED_OFFSET
 from .compare.costs import training_step_flops
-from .compare.protocols import SPLIT_SEED_OFFSET
 
 LONG = ["descent.num_steps=8", "descent.min_steps=1", "descent.graph_steps=1"]
 # name -> (overrides, what the variant tests)
@@ -132,7 +135,7 @@ def _evaluate_variant(name: str, objective, splits, sigmas, max_steps: int, best
     for split, (clean, noisy) in splits.items():
         for sigma in sigmas:
             at = {**base, "eval_split": split, "sigma": sigma}
-            plain, _ = denoise(objective, noisy[sigma], max_steps, final_energy=False)
+            plain, _ = denoise(objective, noisy[sigma], Thinking(max_steps, final_energy=False))
             rows += [{**at, "method": "ebt", "steps": k, "psnr": _mean_psnr(c, clean)}
                      for k, c in enumerate(plain.candidates)]  # fmt: skip
             for tolerance in STEP_TOLERANCES:
@@ -140,17 +143,18 @@ def _evaluate_variant(name: str, objective, splits, sigmas, max_steps: int, best
                 rows.append({**at, "method": "ebt_stop_step", "steps": max_steps, "tolerance": tolerance,
                              "psnr": _mean_psnr(estimate, clean),
                              "mean_steps_taken": float(taken.float().mean())})  # fmt: skip
-            stopped, _ = denoise(objective, noisy[sigma], max_steps, stop_when_energy_rises=True)
+            stopped, _ = denoise(objective, noisy[sigma], Thinking(max_steps, stop_when_energy_rises=True))
             rows.append({**at, "method": "ebt_stop", "steps": max_steps, "psnr": _mean_psnr(stopped.final, clean),
                          "mean_steps_taken": float(stopped.steps_taken.float().mean())})  # fmt: skip
             for momentum in MOMENTA:
-                fast, _ = denoise(objective, noisy[sigma], max_steps, final_energy=False, momentum=momentum)
+                nesterov = Thinking(max_steps, momentum=momentum, final_energy=False)
+                fast, _ = denoise(objective, noisy[sigma], nesterov)
                 rows += [{**at, "method": "ebt_nesterov", "momentum": momentum, "steps": k,
                           "psnr": _mean_psnr(c, clean)} for k, c in enumerate(fast.candidates)]  # fmt: skip
     for sigma in sigmas:
         k = chosen_on_validation(rows, name, "ebt", sigma)["steps"]
         for split, (clean, noisy) in splits.items():
-            found = best_of_n(objective, noisy[sigma], best_of, max(k, 1), seed=0)
+            found = best_of_n(objective, noisy[sigma], Thinking(max(k, 1), n_candidates=best_of), seed=0)
             rows.append({**base, "eval_split": split, "sigma": sigma, "method": "ebt_best_of_n", "steps": max(k, 1),
                          "n_candidates": best_of, "psnr": _mean_psnr(found.best, clean)})  # fmt: skip
     return rows
@@ -164,12 +168,13 @@ def select_rows(rows: list[dict], split: str, variant: str, method: str, sigma: 
 def chosen_on_validation(rows: list[dict], variant: str, method: str, sigma: float) -> dict:
     """The test row of the setting (step count, and momentum) with the best validation PSNR (1 step and up for
     descents)."""
-    settings = [r for r in select_rows(rows, "validation", variant, method, sigma)
-                if not method.startswith("ebt") or r["steps"] >= 1]  # fmt: skip
-    best = max(settings, key=lambda r: r["psnr"])
-    same = ("steps", "momentum", "tolerance")
-    return next(r for r in select_rows(rows, "test", variant, method, sigma)
-                if all(r.get(k) == best.get(k) for k in same))  # fmt: skip
+
+    def group(row: dict) -> str | None:
+        competes = (row["variant"], row["method"], row["sigma"]) == (variant, method, sigma)
+        return method if competes and (not method.startswith("ebt") or row["steps"] >= 1) else None
+
+    setting = ("method", "steps", "momentum", "tolerance")
+    return selection.choose(rows, group, setting, ("variant", "sigma"))[method].test
 
 
 def chosen_tolerance(rows: list[dict], variant: str) -> float:
@@ -186,29 +191,53 @@ def equal_flops_steps(base: ImageConfig, cfg: ImageConfig, budget: float) -> tup
     return max(1, round(budget / flops)), flops
 
 
+@dataclass(frozen=True)
+class AblationOptions:
+    """The evaluation of every variant: noise ``sigmas`` (0-255), held-out photos resized and centre-cropped to
+    ``eval_size``, PSNR after 0..``max_steps`` test-time steps, best-of-``best_of`` at the validation-chosen step count,
+    the DiT at ``dit_steps`` DDIM steps (0 = all), noise ``seed``, the first ``limit`` photos of each split;
+    ``equal_flops``: every variant trains for the base config's training FLOPs (not its step count)."""
+
+    sigmas: tuple[float, ...] = SIGMAS
+    eval_size: int = 64
+    max_steps: int = 16
+    best_of: int = 4
+    dit_steps: tuple[int, ...] = (1, 2, 5, 10, 25, 0)
+    seed: int = 0
+    limit: int | None = None
+    equal_flops: bool = False
+
+
+def _evaluate_dit(dit, splits, sigmas: tuple[float, ...], dit_steps: tuple[int, ...]) -> list[dict]:
+    """The DiT reference at each DDIM step count, told the sigma estimated from the noisy photo (blind, like the EBT);
+    ``splits``: {split: (clean, {sigma: noisy})}."""
+    rows = []
+    for split, (clean, noisy) in splits.items():
+        for sigma in sigmas:
+            estimated = estimate_noise_sigma(noisy[sigma])
+            for k in dit_steps:
+                estimate, passes = dit_denoise(dit, noisy[sigma], estimated, k or None)
+                rows.append({"eval_split": split, "variant": "dit", "method": "dit_ddim", "sigma": sigma, "steps": k,
+                             "forward_passes": sum(passes) / len(passes),
+                             "psnr": _mean_psnr(estimate, clean)})  # fmt: skip
+    return rows
+
+
 def run_ablation(
     base: ImageConfig,
     names: list[str],
     run_root: str | Path,
-    sigmas: tuple[float, ...] = (15, 25, 50, 75, 100),
-    size: int = 64,
-    max_steps: int = 16,
-    dit_steps: tuple[int, ...] = (1, 2, 5, 10, 25, 0),
-    seed: int = 0,
-    limit: int | None = None,
+    options: AblationOptions = AblationOptions(),
     progress: bool = True,
-    best_of: int = 4,
-    equal_flops: bool = False,
 ) -> AblationResult:
-    """Train (or reuse) each variant and the DiT under ``run_root``; PSNR rows per split, variant, sigma and step.
-    ``equal_flops``: each variant's step count gives it the base config's training FLOPs."""
+    """Train (or reuse) each variant and the DiT under ``run_root``; PSNR rows per split, variant, sigma and step."""
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {unknown}; known: {sorted(VARIANTS)}")
     photos = training_photos(base.data)
-    splits = _noisy_splits(size, sigmas, seed, limit)
-    result = AblationResult([], {}, {}, max_steps, best_of)
-    budget = equal_flops_steps(base, base, 1.0)[1] * base.train.steps if equal_flops else None
+    splits = _noisy_splits(options.eval_size, options.sigmas, options.seed, options.limit)
+    result = AblationResult([], {}, {}, options.max_steps, options.best_of)
+    budget = equal_flops_steps(base, base, 1.0)[1] * base.train.steps if options.equal_flops else None
 
     def fit(name: str, cfg: ImageConfig, objective):
         seed_everything(cfg.train.seed)
@@ -225,15 +254,8 @@ def run_ablation(
         seed_everything(cfg.train.seed)
         objective = fit(name, cfg, DenoisingObjective(cfg))
         result.step_sizes[name] = float(objective.step_size().detach())
-        result.rows += _evaluate_variant(name, objective, splits, sigmas, max_steps, best_of)
+        result.rows += _evaluate_variant(name, objective, splits, options.sigmas, options.max_steps, options.best_of)
     seed_everything(base.train.seed)
     dit = fit("dit", base, DiTObjective(base))
-    for split, (clean, noisy) in splits.items():
-        for sigma in sigmas:
-            estimated = estimate_noise_sigma(noisy[sigma])
-            for k in dit_steps:
-                estimate, passes = dit_denoise(dit, noisy[sigma], estimated, k or None)
-                result.rows.append({"eval_split": split, "variant": "dit", "method": "dit_ddim", "sigma": sigma,
-                                    "steps": k, "forward_passes": sum(passes) / len(passes),
-                                    "psnr": _mean_psnr(estimate, clean)})  # fmt: skip
+    result.rows += _evaluate_dit(dit, splits, options.sigmas, options.dit_steps)
     return result

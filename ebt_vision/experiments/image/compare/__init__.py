@@ -2,6 +2,6 @@
 
 ``contenders``: what is trained (same crop stream; a step-matched and a compute-matched DiT); ``costs``: FLOPs per
 pass and per training step; ``protocols``: the Gaussian and the original diffusion-level evaluations on a split of
-held-out photos; ``selection``: averaging and choosing each method's settings on the validation split; ``report``:
-tables, goal verdicts, plot and the Markdown/JSON report.
+held-out photos; ``report``: averaging, choosing each method's settings on the validation split
+(``experiments.selection``), tables, goal verdicts, plot and the Markdown/JSON report; ``run``: the whole comparison.
 """

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.layers import count_parameters
-from ..core.reports import markdown_table, write_report
+from ...core.layers import count_parameters
+from ...core.reports import markdown_table, write_report
+from .. import selection
 
 EBT_METHODS = ("ebt", "ebt_stop", "ebt_langevin", "ebt_best_of_n")
 CURVES = {"ebt": "descent", "ebt_stop": "stop when energy rises", "ebt_langevin": "Langevin noise"}
@@ -25,8 +26,8 @@ def config_label(row: dict) -> str:
 
 def choose_on_validation(rows: list[dict], methods: tuple[str, ...] = EBT_METHODS) -> dict | None:
     """The validation row of the configuration among ``methods`` with the lowest validation perplexity."""
-    validation = [r for r in rows if r["eval_split"] == "validation" and r["method"] in methods]
-    return min(validation, key=lambda r: r["perplexity"], default=None)
+    best = selection.best_on_validation(rows, lambda r: r["method"] in methods or None, "perplexity", lowest=True)
+    return best.get(True)
 
 
 def _find(rows: list[dict], corpus: str, key: tuple) -> dict | None:

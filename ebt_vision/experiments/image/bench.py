@@ -7,6 +7,7 @@ during the timed steps) belongs to that configuration alone; on CUDA it is ``tor
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import multiprocessing
 import resource
 import statistics
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import from_dict
-from ..core.flops import MatmulFlops
-from ..core.layers import count_parameters
-from ..core.reports import markdown_table
-from ..image.config import ImageConfig
+from ...core.config import from_dict
+from ...core.flops import MatmulFlops
+from ...core.layers import count_parameters
+from ...core.reports import markdown_table
+from ...image.config import ImageConfig
 
 EBT_VARIANTS = ("naive", "fast", "checkpoint", "truncated", "compiled")
 VARIANT_NOTES = {
@@ -71,13 +72,13 @@ def _max_rss_gib() -> float:
 
 def _step_function(case: BenchCase, cfg: ImageConfig, device: torch.device):
     """-> (objective, a no-argument function running one training step or one prediction)."""
-    from ..core.descent import minimize_energy
-    from ..core.ops import use_reference_ops
-    from ..core.train import build_optimizer
-    from ..image.data import DenoisingBatch
-    from ..image.noise import NoiseLevel
-    from ..image.objective import DenoisingObjective
-    from ..image.plain import PlainDenoisingObjective
+    from ...core.inference import Thinking
+    from ...core.ops import use_reference_ops
+    from ...core.train import build_optimizer
+    from ...image.data import DenoisingBatch
+    from ...image.noise import NoiseLevel
+    from ...image.objective import DenoisingObjective
+    from ...image.plain import PlainDenoisingObjective
 
     use_reference_ops(case.variant == "naive")
     objective = (DenoisingObjective if case.method == "ebt" else PlainDenoisingObjective)(cfg).to(device)
@@ -95,8 +96,8 @@ def _step_function(case: BenchCase, cfg: ImageConfig, device: torch.device):
                 if case.method == "transformer":
                     objective.model(batch.noisy)
                 else:
-                    minimize_energy(objective.model, batch.noisy, batch.noisy, objective.step_size(),
-                                    cfg.descent.num_steps, gradient_fn=objective.gradient_fn)  # fmt: skip
+                    thinking = Thinking(final_energy=False)
+                    objective.infer(batch.noisy, batch.noisy, thinking, gradient_fn=objective.gradient_fn)
 
         return objective, predict
     optimizer, _ = build_optimizer(objective, cfg, device)
@@ -171,28 +172,39 @@ def run_isolated(case: BenchCase) -> dict:
         return pool.submit(run_case, case).result()
 
 
-def bench_cases(
-    presets, image_sizes, batches, descent_steps, devices, bf16=True, repeats=5,
-    variants=("naive", "fast", "checkpoint", "truncated"), modes=("train", "infer"), warmup=2,
-) -> list[BenchCase]:  # fmt: skip
+@dataclass(frozen=True)
+class BenchOptions:
+    """The cases to time: every preset x image size x batch x device x mode, the plain transformer and the EBT with
+    each of ``descent_steps`` K and ``variants``; ``devices`` empty: the CPU, and CUDA when available; the median of
+    ``repeats`` timed steps after ``warmup`` untimed ones; bf16 autocast on CUDA."""
+
+    presets: tuple[str, ...] = ("EBT-S/4",)
+    image_sizes: tuple[int, ...] = (32,)
+    batches: tuple[int, ...] = (32,)
+    descent_steps: tuple[int, ...] = (1, 2, 4)
+    devices: tuple[str, ...] = ()
+    bf16: bool = True
+    repeats: int = 5
+    warmup: int = 2
+    variants: tuple[str, ...] = ("naive", "fast", "checkpoint", "truncated")
+    modes: tuple[str, ...] = ("train", "infer")
+
+    def resolved_devices(self) -> tuple[str, ...]:
+        return self.devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
+
+
+def bench_cases(options: BenchOptions) -> list[BenchCase]:
     """Every setting, each with the plain transformer first (eager, and compiled when "compiled" is asked for),
     then the EBT variants for every K; inference rows (mode "infer") for the fast (and compiled) EBT only."""
-    cases = []
-    for device in devices:
-        for preset in presets:
-            for size in image_sizes:
-                for batch in batches:
-                    for mode in modes:
-                        base = BenchCase("transformer", 0, preset, size, batch, device, bf16, "eager", mode, warmup,
-                                         repeats)  # fmt: skip
-                        ebt_variants = [v for v in variants if mode == "train" or v in ("fast", "compiled")]
-                        cases.append(base)
-                        if "compiled" in variants:
-                            cases.append(replace(base, variant="compiled"))
-                        for variant in ebt_variants:
-                            cases += [
-                                replace(base, method="ebt", variant=variant, descent_steps=k) for k in descent_steps
-                            ]
+    o, cases = options, []
+    settings = itertools.product(o.resolved_devices(), o.presets, o.image_sizes, o.batches, o.modes)
+    for device, preset, size, batch, mode in settings:
+        base = BenchCase("transformer", 0, preset, size, batch, device, o.bf16, "eager", mode, o.warmup, o.repeats)
+        cases.append(base)
+        if "compiled" in o.variants:
+            cases.append(replace(base, variant="compiled"))
+        for variant in (v for v in o.variants if mode == "train" or v in ("fast", "compiled")):
+            cases += [replace(base, method="ebt", variant=variant, descent_steps=k) for k in o.descent_steps]
     return cases
 
 
@@ -280,25 +292,18 @@ def bench_plot(rows: list[dict], path) -> None:
     plt.close(fig)
 
 
-def run_bench(
-    out: str | Path,
-    stem: str = "bench",
-    presets=("EBT-S/4",), image_sizes=(32,), batches=(32,), descent_steps=(1, 2, 4), devices=None,
-    repeats: int = 5, warmup: int = 2, variants=("naive", "fast", "checkpoint", "truncated"), modes=("train", "infer"),
-) -> tuple[Path, str]:  # fmt: skip
+def run_bench(out: str | Path, options: BenchOptions = BenchOptions(), stem: str = "bench") -> tuple[Path, str]:
     """``ebt-vision bench``: every case in a fresh process; writes ``stem.{md,json,png}``; -> (report, table)."""
-    from ..core.progress import progress
-    from ..core.reports import describe_device, make_meta, write_report
+    from ...core.progress import progress
+    from ...core.reports import describe_device, make_meta, write_report
 
-    devices = list(devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]))
-    cases = bench_cases(presets, image_sizes, batches, descent_steps, devices, repeats=repeats, variants=variants,
-                        modes=modes, warmup=warmup)  # fmt: skip
+    cases = bench_cases(options)
     rows = with_ratios([run_isolated(case) for case in progress(cases, desc="bench", unit="case")])
     table = bench_table(rows)
     data = "random images (timing does not depend on content)"
     budget = (
-        f"median of {repeats} timed steps after {warmup} warm-up steps (compilation happens in the warm-up), "
-        "AdamW (fused), bf16 autocast on CUDA"
+        f"median of {options.repeats} timed steps after {options.warmup} warm-up steps (compilation happens in the "
+        "warm-up), AdamW (fused), bf16 autocast on CUDA"
     )
     notes = "\n".join(f"- **{name}**: {VARIANT_NOTES[name]}" for name in VARIANT_NOTES)
     body = (
@@ -311,7 +316,7 @@ def run_bench(
         f"{notes}\n\n{table}\n\n![time and memory relative to the plain transformer]({stem}.png)"
     )
     meta = make_meta("cpu", 0, data, budget)
-    meta["device"] = ", ".join(describe_device(d) for d in devices)
+    meta["device"] = ", ".join(describe_device(d) for d in options.resolved_devices())
     report = write_report(out, stem, meta, rows, body)
     bench_plot(rows, Path(out) / f"{stem}.png")
     return report, table

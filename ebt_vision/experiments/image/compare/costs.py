@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...core.flops import count_flops
-from ...image.config import ImageConfig
-from ...image.data import DenoisingBatch
-from ...image.noise import NoiseLevel
+from ....core.flops import count_flops
+from ....image.config import ImageConfig
+from ....image.data import DenoisingBatch
+from ....image.noise import NoiseLevel
 
 
 def pass_costs(ebt: nn.Module, dit: nn.Module) -> dict[str, float]:

@@ -3,11 +3,14 @@ full-resolution crops of the validation photos, save it beside the weights, and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.reports import make_meta, markdown_table, write_report
-from ..image.data import held_out_photos
-from ..image.schedule import CALIBRATION_SCALES, CALIBRATION_SIGMAS, StepSchedule, fit_schedule, full_resolution_crops
+from ...core.reports import make_meta, markdown_table, write_report
+from ...core.train import resolve_device
+from ...image.data import held_out_photos
+from ...image.inference import load_denoiser
+from ...image.schedule import CALIBRATION_SCALES, CALIBRATION_SIGMAS, StepSchedule, fit_schedule, full_resolution_crops
 
 
 def _plot(rows: list[dict], schedule: StepSchedule, path: Path) -> Path:
@@ -66,26 +69,40 @@ def write_calibration_report(rows: list[dict], schedule: StepSchedule, meta: dic
     return write_report(out_dir, stem, meta, rows, body, schedule=schedule.__dict__)
 
 
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """``per_photo`` full-resolution crops of ``crop`` px from each validation photo, 1..``max_steps`` descent steps
+    tried at every calibration sigma and step scale; ``save``: write ``step_schedule.json`` beside the weights."""
+
+    crop: int = 96
+    per_photo: int = 2
+    max_steps: int = 8
+    save: bool = True
+
+
 def run_calibration(
-    objective,
-    device,
     checkpoint: str | Path,
     out_dir: str | Path,
+    options: CalibrationOptions = CalibrationOptions(),
+    device: str = "auto",
     stem: str = "step_schedule",
-    crop: int = 96,
-    per_photo: int = 2,
-    max_steps: int = 8,
-    save: bool = True,
     progress: bool = True,
 ) -> tuple[StepSchedule, Path]:
+    """``ebt-vision calibrate``: fit the checkpoint's step schedule on the validation photos, save it beside the
+    weights (``options.save``) and report it; -> (the schedule, the report)."""
+    torch_device = resolve_device(device)
+    objective = load_denoiser(checkpoint, torch_device)
     photos = held_out_photos(None, "validation")
-    crops = full_resolution_crops(photos, crop, per_photo)
-    schedule, rows = fit_schedule(objective, crops, CALIBRATION_SIGMAS, max_steps, CALIBRATION_SCALES,
+    crops = full_resolution_crops(photos, options.crop, options.per_photo)
+    schedule, rows = fit_schedule(objective, crops, CALIBRATION_SIGMAS, options.max_steps, CALIBRATION_SCALES,
                                   progress=progress)  # fmt: skip
-    if save:
+    if options.save:
         schedule.save(checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent)
-    data = (f"validation photos ({', '.join(p.name for p in photos)}), {per_photo} full-resolution {crop}px crops "
-            f"each, Gaussian noise at sigma {', '.join(f'{s:g}' for s in CALIBRATION_SIGMAS)}")  # fmt: skip
-    budget = f"{checkpoint}; 1-{max_steps} descent steps at step scales {', '.join(map(str, CALIBRATION_SCALES))}"
-    report = write_calibration_report(rows, schedule, make_meta(device, 0, data, budget), out_dir, stem)
+    data = (
+        f"validation photos ({', '.join(p.name for p in photos)}), {options.per_photo} full-resolution "
+        f"{options.crop}px crops each, Gaussian noise at sigma {', '.join(f'{s:g}' for s in CALIBRATION_SIGMAS)}"
+    )
+    scales = ", ".join(map(str, CALIBRATION_SCALES))
+    budget = f"{checkpoint}; 1-{options.max_steps} descent steps at step scales {scales}"
+    report = write_calibration_report(rows, schedule, make_meta(torch_device, 0, data, budget), out_dir, stem)
     return schedule, report

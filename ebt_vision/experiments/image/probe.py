@@ -21,11 +21,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..core.progress import progress as progress_bar
-from ..image.dit import DiTObjective
-from ..image.labelled import LabelledImages
-from ..image.noise import add_gaussian_noise, alphas_cumprod, sigma_to_timestep
-from ..image.objective import DenoisingObjective
+from ...core.progress import progress as progress_bar
+from ...image.dit import DiTObjective
+from ...image.labelled import LabelledImages
+from ...image.noise import add_gaussian_noise, alphas_cumprod, sigma_to_timestep
+from ...image.objective import DenoisingObjective
 
 LEVELS = (0.0, 15.0, 30.0, 50.0)  # noise sigmas (0-255) the features are extracted at
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...core.config import ConfigError, with_overrides
-from ...core.reports import make_meta
-from ...core.train import resolve_device
-from ...image.config import ImageConfig
+from ....core.config import ConfigError, with_overrides
+from ....core.defaults import SIGMAS
+from ....core.reports import make_meta
+from ....core.train import resolve_device
+from ....image.config import ImageConfig
 from .contenders import load_contenders, train_contenders
 from .costs import pass_costs
 from .protocols import DIT_STEPS, evaluate_gaussian, evaluate_paper_protocol
@@ -18,7 +19,7 @@ from .report import write_compare_report
 @dataclass(frozen=True)
 class CompareOptions:
     eval_size: int = 64
-    sigmas: tuple[float, ...] = (15, 25, 50, 75, 100)
+    sigmas: tuple[float, ...] = SIGMAS
     ebt_steps: int = 8
     dit_steps: tuple[int, ...] = DIT_STEPS
     best_of: tuple[int, ...] = (2, 4)

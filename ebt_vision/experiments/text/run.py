@@ -11,23 +11,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import distributed
-from ..core.config import with_overrides
-from ..core.errors import UserError
-from ..core.reports import make_meta
-from ..core.train import TrainResult, resolve_device, seed_everything, train
-from ..text.baseline import TransformerPlusPlusObjective
-from ..text.checkpoints import load_text_ebt, load_transformer
-from ..text.config import TextConfig
-from ..text.corpora import OOD_CORPORA, Document, corpus_splits, ood_documents
-from ..text.costs import pass_flops, training_step_flops
-from ..text.data import WindowSampler, evaluation_windows, token_stream
-from ..text.evaluate import System2Settings, correlation, score_ebt, score_transformer
-from ..text.objective import TextEBTObjective
-from ..text.tokenizer import TOKENIZER_FILE, BPETokenizer, TextTokenizer, build_tokenizer
-from .text_report import write_text_report
-
-MODELS = ("ebt", "transformer")
+from ...core.config import with_overrides
+from ...core.reports import make_meta
+from ...core.train import resolve_device
+from ...text.baseline import TransformerPlusPlusObjective
+from ...text.checkpoints import load_text_ebt, load_transformer
+from ...text.config import TextConfig
+from ...text.corpora import OOD_CORPORA, Document, corpus_splits, ood_documents
+from ...text.costs import pass_flops, training_step_flops
+from ...text.data import evaluation_windows, token_stream
+from ...text.evaluate import System2Settings, correlation, score_ebt, score_transformer
+from ...text.objective import TextEBTObjective
+from ...text.tokenizer import TextTokenizer
+from ...text.training import MODELS, prepare_tokenizer, train_model
+from .report import write_text_report
 
 
 @dataclass(frozen=True)
@@ -38,54 +35,6 @@ class TextOptions:
     load: bool = False  # evaluate finished runs without training
     device: str = "auto"
     stem: str = "text"
-
-
-def prepare_tokenizer(cfg: TextConfig, folder: str | Path, training: list[Document]) -> TextTokenizer:
-    """The tokenizer saved in ``folder`` if there is one (a resumed or shared run keeps its own), else one built
-    from the training split and saved there."""
-    folder = Path(folder)
-    if cfg.data.tokenizer == "bpe" and (folder / TOKENIZER_FILE).is_file():
-        tokenizer = BPETokenizer.load(folder)
-    else:
-        tokenizer = build_tokenizer(cfg.data, training)
-        tokenizer.save(folder)
-    if tokenizer.vocab_size > cfg.model.vocab_size:
-        raise UserError(f"the tokenizer in {folder} has {tokenizer.vocab_size} tokens, more than model.vocab_size "
-                        f"= {cfg.model.vocab_size}; use another run folder or matching sizes")  # fmt: skip
-    return tokenizer
-
-
-def train_text_model(
-    cfg: TextConfig,
-    run_dir: str | Path,
-    model: str = "ebt",
-    resume: bool = False,
-    progress: bool = True,
-    tokenizer: TextTokenizer | None = None,
-    splits: dict[str, list[Document]] | None = None,
-) -> TrainResult:
-    """Train the text EBT (``model="ebt"``) or the Transformer++ (``"transformer"``) on the training split of
-    ``cfg.data.corpus``, resumable; the run folder holds the weights, the config and the tokenizer.
-
-    ``tokenizer`` (shared by models that are compared) is saved into ``run_dir`` unless it holds one already;
-    without it, the run folder's own tokenizer is used or trained. Windows come from a ``WindowSampler`` seeded
-    with ``train.seed``: two models with the same seed, batch and length train on the same tokens.
-    """
-    if model not in MODELS:
-        raise UserError(f"model must be one of {MODELS}, got {model!r}")
-    run_dir = Path(run_dir)
-    splits = splits or corpus_splits(cfg.data.corpus)
-    if tokenizer is None:
-        tokenizer = prepare_tokenizer(cfg, run_dir, splits["train"])
-    elif not (run_dir / TOKENIZER_FILE).is_file():
-        tokenizer.save(run_dir)
-    seed_everything(cfg.train.seed)
-    objective = TextEBTObjective(cfg) if model == "ebt" else TransformerPlusPlusObjective(cfg)
-    ctx = distributed.current()  # under torchrun each process keeps its slice of every global batch
-    stream = token_stream(tokenizer, splits["train"])
-    data = cfg.data
-    sampler = WindowSampler(stream, data.seq_len, data.batch_size, cfg.train.seed, ctx.rank, ctx.world_size)
-    return train(objective, iter(sampler), cfg, run_dir, resume=resume, sampler_state=sampler, progress=progress)
 
 
 def _labels(corpus: str) -> dict:
@@ -150,7 +99,7 @@ def _train_or_load(cfg: TextConfig, runs: Path, options: TextOptions, splits: di
     results = {}
     for model in MODELS:
         run_cfg = cfg if model == "ebt" else dataclasses.replace(cfg, name=f"{cfg.name}-transformer")
-        results[model] = train_text_model(run_cfg, runs / model, model, resume=True, progress=progress,
+        results[model] = train_model(run_cfg, runs / model, model, resume=True, progress=progress,
                                           tokenizer=tokenizer, splits=splits)  # fmt: skip
     device = resolve_device(cfg.train.device)
     ebt, _ = load_text_ebt(runs / "ebt", device)

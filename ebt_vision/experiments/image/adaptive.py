@@ -10,18 +10,22 @@ Patch-steps count updates, not FLOPs: this implementation still evaluates the wh
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..core.metrics import psnr
-from ..core.progress import progress as progress_bar
-from ..core.reports import markdown_table, write_report
-from ..image.data import Photo, held_out_photos
-from ..image.inference import adaptive_tolerance, crop_to_patches, denoise
-from ..image.noise import noisy_copy
-from ..image.objective import DenoisingObjective
-from .compare.protocols import SPLIT_SEED_OFFSET
+from ...core.defaults import SIGMAS
+from ...core.inference import Thinking
+from ...core.metrics import psnr
+from ...core.progress import progress as progress_bar
+from ...core.reports import markdown_table, write_report
+from ...image.data import Photo, held_out_photos
+from ...image.inference import Tiling, adaptive_tolerance, crop_to_patches, denoise
+from ...image.noise import noisy_copy
+from ...image.objective import DenoisingObjective
+from .. import selection
+from ..selection import SPLIT_SEED_OFFSET
 
 FRACTIONS = (0.003, 0.01, 0.03, 0.1, 0.3)
 
@@ -31,33 +35,39 @@ def _photo_rows(objective, photo: Photo, index: int, split: str, sigma: float, m
     clean = crop_to_patches(photo.image[None], patch)
     noisy = noisy_copy(clean[0], sigma, 0, SPLIT_SEED_OFFSET[split] + index)[None]
     base = {"eval_split": split, "image": photo.name, "sigma": sigma}
-    uniform, _ = denoise(objective, noisy, max_steps, per_patch=True, final_energy=True)
+    per_patch = Tiling(per_patch=True)
+    uniform, _ = denoise(objective, noisy, Thinking(max_steps), tiling=per_patch)
     rows = [{**base, "method": "uniform", "steps_per_patch": float(k), "psnr": float(psnr(c, clean))}
             for k, c in enumerate(uniform.candidates)]  # fmt: skip
     for fraction in fractions:
-        adaptive, _ = denoise(objective, noisy, max_steps, per_patch=True, stop_when_energy_rises=True,
-                              stop_tolerance=adaptive_tolerance(uniform, fraction))  # fmt: skip
+        stop = Thinking(max_steps, stop_when_energy_rises=True, stop_tolerance=adaptive_tolerance(uniform, fraction))
+        adaptive, _ = denoise(objective, noisy, stop, tiling=per_patch)
         rows.append({**base, "method": "adaptive", "tolerance_fraction": fraction,
                      "steps_per_patch": float(adaptive.steps_taken.float().mean()),
                      "psnr": float(psnr(adaptive.final, clean))})  # fmt: skip
     return rows
 
 
-def run_adaptive(
-    objective: DenoisingObjective,
-    sigmas: tuple[float, ...] = (15, 25, 50, 75, 100),
-    max_steps: int = 16,
-    max_side: int = 128,
-    fractions: tuple[float, ...] = FRACTIONS,
-    limit: int | None = None,
-    progress: bool = True,
-) -> list[dict]:
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    """Noise ``sigmas`` (0-255), up to ``max_steps`` descent steps per patch, photos downscaled to ``max_side``, the
+    stopping tolerances (``fractions`` of the median first-step energy drop), the first ``limit`` photos per split."""
+
+    sigmas: tuple[float, ...] = SIGMAS
+    max_steps: int = 16
+    max_side: int = 128
+    fractions: tuple[float, ...] = FRACTIONS
+    limit: int | None = None
+
+
+def run_adaptive(objective: DenoisingObjective, options: AdaptiveOptions, progress: bool = True) -> list[dict]:
     """Per photo, split and sigma: the uniform curve and one row per tolerance fraction."""
     jobs = [(split, i, photo, sigma) for split in ("validation", "test")
-            for i, photo in enumerate(held_out_photos(max_side, split)[:limit]) for sigma in sigmas]  # fmt: skip
+            for i, photo in enumerate(held_out_photos(options.max_side, split)[: options.limit])
+            for sigma in options.sigmas]  # fmt: skip
     rows = []
     for split, index, photo, sigma in progress_bar(jobs, desc="adaptive", disable=not progress):
-        rows += _photo_rows(objective, photo, index, split, sigma, max_steps, fractions)
+        rows += _photo_rows(objective, photo, index, split, sigma, options.max_steps, options.fractions)
     return rows
 
 
@@ -98,12 +108,9 @@ def write_adaptive_report(rows: list[dict], meta: dict, out_dir: str | Path, ste
 
     summary = summarise(rows)
     sigmas = sorted({r["sigma"] for r in summary})
-    chosen = {}  # per sigma: the fraction with the best validation gain, quoted on test
-    for sigma in sigmas:
-        validation = [r for r in summary if r["eval_split"] == "validation" and r["sigma"] == sigma]
-        fraction = max(validation, key=lambda r: r["gain_db"])["tolerance_fraction"]
-        chosen[sigma] = next(r for r in summary if (r["eval_split"], r["sigma"], r["tolerance_fraction"]) == (
-            "test", sigma, fraction))  # fmt: skip
+    # per sigma: the tolerance with the best validation gain, quoted on test
+    choices = selection.choose(summary, lambda r: r["sigma"], ("tolerance_fraction",), ("sigma",), score="gain_db")
+    chosen = {sigma: choices[sigma].test for sigma in sigmas}
     table = markdown_table(
         ["sigma", "tolerance (x median first drop, chosen on validation)", "steps per patch", "adaptive PSNR",
          "uniform PSNR at the same patch-steps", "gain (dB)"],
@@ -139,3 +146,17 @@ def write_adaptive_report(rows: list[dict], meta: dict, out_dir: str | Path, ste
         f"{table}\n\n![PSNR vs steps per patch]({stem}.png)\n"
     )
     return write_report(out_dir, stem, meta, summary, body, per_image=rows)
+
+
+def report_adaptive(checkpoint: str | Path, out_dir: str | Path, options: AdaptiveOptions = AdaptiveOptions(),
+                    device: str = "auto", stem: str = "adaptive", progress: bool = True) -> Path:  # fmt: skip
+    """``ebt-vision adaptive``: the checkpoint's adaptive per-patch descent against uniform descent, reported."""
+    from ...core.reports import make_meta
+    from ...core.train import resolve_device
+    from ...image.inference import load_denoiser
+
+    torch_device = resolve_device(device)
+    rows = run_adaptive(load_denoiser(checkpoint, torch_device), options, progress)
+    data = f"held-out photos (validation to choose, test to report) downscaled to {options.max_side} px, Gaussian noise"
+    budget = f"{checkpoint}; up to {options.max_steps} descent steps per patch"
+    return write_adaptive_report(rows, make_meta(torch_device, 0, data, budget), out_dir, stem)

@@ -3,22 +3,26 @@ on the validation split, probe on the full training set, report top-1/top-5 (ful
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core.checkpoint import load_trained
-from ..core.layers import count_parameters
-from ..core.progress import progress as progress_bar
-from ..core.reports import make_meta, markdown_table, write_report
-from ..core.train import seed_everything, train
-from ..image.config import ImageConfig
-from ..image.dit import DiTObjective
-from ..image.labelled import LabelledImages, fashion_mnist, few_shot, image_folder
-from ..image.objective import DenoisingObjective
+from ...core import defaults
+from ...core.checkpoint import load_trained
+from ...core.config import with_overrides
+from ...core.errors import InputError
+from ...core.layers import count_parameters
+from ...core.progress import progress as progress_bar
+from ...core.reports import make_meta, markdown_table, write_report
+from ...core.train import seed_everything, train
+from ...image.config import ImageConfig
+from ...image.dit import DiTObjective
+from ...image.labelled import LabelledImages, fashion_mnist, few_shot, image_folder
+from ...image.objective import DenoisingObjective
+from ...image.training import make_sampler
 from .probe import (
     LEVELS,
     ProbeSettings,
@@ -30,9 +34,8 @@ from .probe import (
     split_validation,
     train_probe,
 )
-from .training import make_sampler
 
-SHIPPED = {"ebt-photo": "checkpoints/ebt-image-s", "dit-photo": "checkpoints/dit-image-s"}
+SHIPPED = {"ebt-photo": defaults.IMAGE_EBT, "dit-photo": defaults.IMAGE_DIT}
 SHOTS = (10, 100)
 
 
@@ -130,22 +133,47 @@ def evaluate_backbone(backbone: Backbone, train_set: LabelledImages, test_set: L
     return {"result": result, "sweep": sweep}
 
 
-def run_probe(cfg: ImageConfig, run_root: str | Path, out: str | Path, settings: ProbeSettings | None = None,
-              limit: int | None = None, progress: bool = True, stem: str = "probe",
-              folder: str | Path | None = None) -> Path:  # fmt: skip
-    """Pre-train, extract, sweep, probe; write ``stem.{md,json,png}`` to ``out``. ``folder``: an ImageFolder tree
-    (``train/`` and ``val/`` of class sub-folders, e.g. ImageNet) instead of Fashion-MNIST; the backbones then
-    pre-train on its ``train/`` images (``cfg.data.source`` should name that folder)."""
-    settings = settings or ProbeSettings()
-    run_root = Path(run_root)
-    trained = pretrain(cfg, run_root, progress)
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How every probe is optimised (``settings``); the first ``limit`` training images only (a quick look);
+    ``folder``: an ImageFolder tree (``train/`` and ``val/`` of class sub-folders, e.g. ImageNet) instead of
+    Fashion-MNIST, on whose ``train/`` images the backbones then pre-train (in colour)."""
+
+    settings: ProbeSettings = field(default_factory=ProbeSettings)
+    limit: int | None = None
+    folder: str | Path | None = None
+    stem: str = "probe"
+
+
+def folder_config(cfg: ImageConfig, folder: str | Path) -> ImageConfig:
+    """``cfg`` pre-training on an ImageFolder tree's ``train/`` images, in colour, under its own run name."""
+    folder = Path(folder)
+    if not (folder / "train").is_dir() or not (folder / "val").is_dir():
+        raise InputError(f"--data {folder}: expected train/ and val/ folders of class sub-folders")
+    return with_overrides(cfg, [f"name={cfg.name}-{folder.name}", f"data.source={folder / 'train'}",
+                                "model.channels=3"])  # fmt: skip
+
+
+def _probe_sets(cfg: ImageConfig, folder: str | Path | None) -> tuple[LabelledImages, LabelledImages, str]:
+    """(probe-training set, test set, what they are)."""
     size, channels = cfg.data.crop_size, cfg.model.channels
     if folder is None:
-        train_set, test_set = fashion_mnist("train", size, channels), fashion_mnist("test", size, channels)
         dataset = "Fashion-MNIST (Debian dataset-fashion-mnist)"
-    else:
-        train_set, test_set = image_folder(folder, "train", size, channels), image_folder(folder, "val", size, channels)
-        dataset = f"ImageFolder {folder} ({len(train_set.classes)} classes; train/ to fit, val/ to test)"
+        return fashion_mnist("train", size, channels), fashion_mnist("test", size, channels), dataset
+    train_set, test_set = image_folder(folder, "train", size, channels), image_folder(folder, "val", size, channels)
+    return train_set, test_set, f"ImageFolder {folder} ({len(train_set.classes)} classes; train/ to fit, val/ to test)"
+
+
+def run_probe(cfg: ImageConfig, runs: str | Path | None = None, out: str | Path | None = None,
+              options: ProbeOptions = ProbeOptions(), progress: bool = True) -> Path:  # fmt: skip
+    """``ebt-vision probe``: pre-train, extract, sweep, probe; write ``<stem>.{md,json,png}`` to ``out`` (default:
+    ``runs``, itself by default ``runs/<config name>``)."""
+    if options.folder is not None:
+        cfg = folder_config(cfg, options.folder)
+    run_root = Path(runs or f"runs/{cfg.name}")
+    settings, limit = options.settings, options.limit
+    trained = pretrain(cfg, run_root, progress)
+    train_set, test_set, dataset = _probe_sets(cfg, options.folder)
     if limit:
         train_set = train_set.subset(torch.arange(min(limit, len(train_set))))
         test_set = test_set.subset(torch.arange(min(limit // 6 + 1, len(test_set))))
@@ -162,7 +190,7 @@ def run_probe(cfg: ImageConfig, run_root: str | Path, out: str | Path, settings:
     steps = cfg.train.steps * cfg.data.batch_size
     budget = f"pre-training: {cfg.train.steps} steps of batch {cfg.data.batch_size} ({steps} images) per backbone"
     meta = make_meta(torch.device("cpu"), cfg.train.seed, data, budget)
-    return write_probe_report(results, sweeps, meta, settings, Path(out), stem)
+    return write_probe_report(results, sweeps, meta, settings, Path(out or run_root), options.stem)
 
 
 def _shots(row: dict, shots: int) -> str:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...core.metrics import psnr, ssim
-from ...core.progress import progress as progress_bar
-from ...image.classical import cbm3d_denoise
-from ...image.data import held_out_photos, square_crops
-from ...image.dit import dit_denoise
-from ...image.inference import best_of_n, denoise
-from ...image.noise import (
+from ....core.inference import Thinking
+from ....core.metrics import psnr, ssim
+from ....core.progress import progress as progress_bar
+from ....image.classical import cbm3d_denoise
+from ....image.data import held_out_photos, square_crops
+from ....image.dit import dit_denoise
+from ....image.inference import best_of_n, denoise
+from ....image.noise import (
     NoiseLevel,
     as_model_input,
     diffusion_as_gaussian,
@@ -26,11 +27,11 @@ from ...image.noise import (
     noisy_copy,
     training_sigma_max,
 )
-from .contenders import Contender
+from ...contenders import Contender
+from ...selection import SPLIT_SEED_OFFSET
 
 DIT_STEPS = (1, 2, 5, 10, 25, 50, 100, 0)  # 0 = all steps from the starting timestep
 PAPER_LEVELS = (0.1, 0.2)  # the original EBT protocol: train at diffusion level 0.1, test 0.1 and 0.2 (OOD)
-SPLIT_SEED_OFFSET = {"validation": 1000, "test": 0}  # validation photos draw their own noise
 
 
 def eval_images(split: str, size: int, limit: int | None = None) -> tuple[list[str], Tensor]:
@@ -81,8 +82,8 @@ def _ebt_rows(writer: RowWriter, base: dict, method: str, objective, noisy, max_
     """EBT after each of 1..max_steps steps, with and without energy-based stopping."""
     model_input = as_model_input(noisy, base["sigma"], objective.cfg.data.noise)
     for suffix, stop in (("", False), ("_stop", True)):
-        trajectory, _ = denoise(objective, model_input, max_steps, stop_when_energy_rises=stop, final_energy=False,
-                                sigma=sigma)  # fmt: skip
+        thinking = Thinking(max_steps, stop_when_energy_rises=stop, final_energy=False)
+        trajectory, _ = denoise(objective, model_input, thinking, sigma)
         for k in range(1, max_steps + 1):
             # without stopping: k forward + k backward; with it the energy of candidate k is needed too: k + 1
             writer.add(base, method + suffix, k, trajectory.candidates[k], k + int(stop), k)
@@ -132,7 +133,8 @@ def evaluate_gaussian(
         _ebt_rows(writer, info, "ebt", ebt, noisy, ebt_steps)
         k = ebt.cfg.descent.num_steps
         for n in best_of:
-            best = best_of_n(ebt, as_model_input(noisy, sigma, ebt.cfg.data.noise), n, k, seed=seed).best
+            model_input = as_model_input(noisy, sigma, ebt.cfg.data.noise)
+            best = best_of_n(ebt, model_input, Thinking(k, n_candidates=n), seed=seed).best
             writer.add({**info, "n_candidates": n}, "ebt_best_of_n", k, best, n * (k + 1), n * k)
     return writer.rows
 

@@ -4,11 +4,55 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...core.reports import markdown_table, write_report
-from .contenders import Contender
-from .selection import average, choose, config_label
+from ....core.reports import markdown_table, write_report
+from ... import selection
+from ...contenders import Contender
 
 EBT_MODELS = {"ebt", "ebt_cond"}
+# A model's configurations are what a user would pick from (the DiT's DDIM step count; the EBT's descent steps,
+# energy-based stopping, best-of-N); one is chosen per noise condition (noise, sigma or level, knowledge setting).
+MODEL_OF_METHOD = {
+    "noisy": "noisy", "cbm3d": "cbm3d",
+    "dit_ddim": "dit", "dit_compute_ddim": "dit_compute",
+    "ebt": "ebt", "ebt_stop": "ebt", "ebt_best_of_n": "ebt",
+    "ebt_cond": "ebt_cond", "ebt_cond_stop": "ebt_cond",
+}  # fmt: skip
+GROUP = ("eval_split", "noise", "sigma", "noise_level", "setting", "method", "steps", "n_candidates")
+MEANS = ("psnr", "ssim", "forward_passes", "backward_passes", "dit_forward_equivalents")
+CONDITION = ("noise", "sigma", "noise_level", "setting")  # a choice is made per condition
+CONFIG = ("method", "steps", "n_candidates")  # what is chosen
+
+
+def average(rows: list[dict]) -> list[dict]:
+    """Means over the images of each (split, noise, sigma, level, setting, method, steps, candidates)."""
+    return selection.average(rows, GROUP, MEANS, keep=("split",))
+
+
+def config_label(row: dict) -> str:
+    """Human-readable configuration: ``ebt@2``, ``ebt_stop@8``, ``ebt_best_of_n@2 (N=4)``."""
+    label = f"{row['method']}@{row['steps']}"
+    return label + (f" (N={row['n_candidates']})" if "n_candidates" in row else "")
+
+
+def choose(averaged: list[dict], models: set[str] | None = None, within=lambda row: True) -> dict[tuple, dict]:
+    """Per condition (and model): the test row of the configuration with the best mean validation PSNR.
+
+    ``models``: choose among these models' configurations together (e.g. every EBT variant competing in a setting);
+    None: choose for every model separately. ``within(row)``: only configurations that pass (e.g. a cost limit).
+    Returns ``{(condition..., model-or-joint): test row + validation_psnr + chosen}``.
+    """
+
+    def group(row: dict) -> tuple | None:
+        if not within(row):
+            return None
+        model = MODEL_OF_METHOD[row["method"]]
+        if models is not None and model not in models:
+            return None
+        return (*(row.get(k) for k in CONDITION), "+".join(sorted(models)) if models else model)
+
+    chosen = selection.choose(averaged, group, CONFIG, CONDITION)
+    return {key: {**c.test, "validation_psnr": c.validation["psnr"], "chosen": config_label(c.validation)}
+            for key, c in chosen.items() if c.test is not None}  # fmt: skip
 
 
 def _pick(rows: list[dict], method: str, steps: int, **match) -> dict | None:

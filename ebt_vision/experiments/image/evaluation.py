@@ -1,0 +1,187 @@
+"""Held-out denoising evaluation of one checkpoint at full resolution (``ebt-vision eval``): noisy input, CBM3D, the
+EBT after every descent step and with energy-based stopping, the step schedule, and (optionally) the DiT baseline;
+step counts chosen on the validation photos, reported on the test photos (``evaluation_report``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ...core.defaults import SIGMAS
+from ...core.descent import Trajectory
+from ...core.inference import Thinking
+from ...core.metrics import psnr, ssim
+from ...core.progress import progress as progress_bar
+from ...image.classical import cbm3d_denoise
+from ...image.data import Photo
+from ...image.dit import DiTObjective, dit_denoise
+from ...image.inference import crop_to_patches, denoise
+from ...image.noise import as_model_input, estimate_noise_sigma, noisy_copy, training_sigma_max
+from ...image.objective import DenoisingObjective
+from ...image.schedule import StepSchedule
+from ..selection import SPLIT_SEED_OFFSET
+from .evaluation_report import write_denoise_report
+
+DIT_STEPS = (1, 2, 5, 10)
+STOP_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.4)  # energy-based stopping: tolerance as a fraction of the first drop
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What ``ebt-vision eval`` measures: noise ``sigmas`` (0-255), EBT descent ``steps`` (PSNR after each), photos
+    downscaled to ``max_side`` (None: full resolution), the held-out ``split`` ("both": choices on validation, quoted
+    on test), the first ``limit`` photos, the noise ``seed``, CBM3D (test split only), the DiT at ``dit_steps`` DDIM
+    steps when a ``dit_checkpoint`` is given, the checkpoint's step schedule (``use_schedule``)."""
+
+    sigmas: tuple[float, ...] = SIGMAS
+    steps: int = 4
+    max_side: int | None = None
+    split: str = "both"
+    limit: int | None = None
+    seed: int = 0
+    with_bm3d: bool = True
+    dit_checkpoint: str | Path | None = None
+    dit_steps: tuple[int, ...] = DIT_STEPS
+    use_schedule: bool = True
+    device: str = "auto"
+    stem: str = "denoise_eval"
+    progress: bool = True
+
+
+def _scored(base: dict, method: str, estimate: torch.Tensor, clean: torch.Tensor, **extra) -> dict:
+    p, s = psnr(estimate[None].cpu(), clean[None]), ssim(estimate[None].cpu(), clean[None])
+    return {**base, "method": method, **extra, "psnr": float(p), "ssim": float(s)}
+
+
+def evaluate_denoiser(
+    objective: DenoisingObjective,
+    photos: list[Photo],
+    options: EvalOptions,
+    split: str = "test",
+    dit: DiTObjective | None = None,
+    schedule: StepSchedule | None = None,
+) -> list[dict]:
+    """Per image and sigma: one row per method/step with PSNR, SSIM and forward/backward passes.
+
+    EBT rows after k descent steps cost k forward and k backward passes of the model (the tiled energy of a
+    whole photo counts as one pass; its tiles are batched); ``ebt_stop`` is ``options.steps`` steps with energy-based
+    stopping; ``ebt_auto`` (with a ``schedule``) takes the steps its estimated noise level looks up. The DiT is
+    blind like the EBT: it starts DDIM at the timestep of the sigma estimated from the noisy photo. CBM3D runs when
+    ``options.with_bm3d``. The split label compares sigma with the highest (Gaussian-equivalent) sigma the model
+    trained on; a diffusion-trained model gets the noisy photo in its own convention (``as_model_input``).
+    """
+    patch = objective.cfg.model.patch_size
+    train_max = training_sigma_max(objective.cfg.data)
+    rows = []
+    jobs = [(i, photo, sigma) for i, photo in enumerate(photos) for sigma in options.sigmas]
+    for index, photo, sigma in progress_bar(jobs, desc=f"evaluate ({split})", disable=not options.progress):
+        clean = crop_to_patches(photo.image[None], patch)[0]
+        noisy = noisy_copy(clean, sigma, options.seed, SPLIT_SEED_OFFSET[split] + index)
+        base = {"eval_split": split, "image": photo.name, "sigma": sigma,
+                "split": "id" if sigma <= train_max else "ood"}  # fmt: skip
+        rows.append(_scored(base, "noisy", noisy, clean, steps=0, forward_passes=0, backward_passes=0))
+        if options.with_bm3d:
+            started = time.perf_counter()
+            estimate = cbm3d_denoise(noisy, sigma)
+            rows.append(_scored(base, "cbm3d", estimate, clean, steps=0, forward_passes=0, backward_passes=0,
+                                seconds=time.perf_counter() - started))  # fmt: skip
+        model_input = as_model_input(noisy[None], sigma, objective.cfg.data.noise)
+        trajectory, ebt_rows = _ebt_rows(objective, model_input, options.steps, base, clean)
+        rows += ebt_rows
+        # what a blind method may know, read once for the step schedule and the DiT
+        estimated = float(estimate_noise_sigma(noisy[None])[0]) if schedule is not None or dit is not None else None
+        if schedule is not None:
+            rows.append(_scheduled_row(objective, schedule, estimated, model_input, trajectory, base, clean))
+        if dit is not None:
+            for k in options.dit_steps:
+                estimate, passes = dit_denoise(dit, noisy[None], estimated, k)
+                rows.append(_scored(base, "dit_ddim", estimate[0], clean, steps=k, forward_passes=passes[0],
+                                    backward_passes=0))  # fmt: skip
+    return rows
+
+
+def _ebt_rows(objective, model_input: Tensor, num_steps: int, base: dict, clean: Tensor) -> tuple[Trajectory, list]:
+    """The EBT after each of ``num_steps`` descent steps, with energy-based stopping read off that one descent (and
+    with each relative tolerance): -> (the descent, its rows)."""
+    started = time.perf_counter()
+    trajectory, _ = denoise(objective, model_input, Thinking(num_steps))
+    seconds = time.perf_counter() - started
+    rows = []
+    for k, candidate in enumerate(trajectory.candidates[1:], start=1):
+        timing = {"seconds": seconds} if k == num_steps else {}  # measured for the whole K-step run only
+        rows.append(_scored(base, "ebt", candidate[0], clean, steps=k, forward_passes=k, backward_passes=k, **timing))
+    energies = trajectory.energies[:, 0]
+    stopped = {"steps": num_steps, "forward_passes": num_steps + 1, "backward_passes": num_steps}
+    stop = energy_stop_step(energies)
+    rows.append(_scored(base, "ebt_stop", trajectory.candidates[stop][0], clean, **stopped, steps_taken=float(stop)))
+    first_drop = max(float(energies[0] - energies[1]), 0.0) if num_steps else 0.0
+    for fraction in STOP_FRACTIONS:  # stop once a step lowers the energy by < fraction x the first step's drop
+        k = energy_stop_step(energies, fraction * first_drop)
+        rows.append(_scored(base, f"ebt_stop_rel@{fraction:g}", trajectory.candidates[k][0], clean, **stopped,
+                            steps_taken=float(k), tolerance_fraction=fraction))  # fmt: skip
+    return trajectory, rows
+
+
+def energy_stop_step(energies: torch.Tensor, tolerance: float = 0.0) -> int:
+    """Energy-based stopping read off one image's energies (K + 1,) along a plain descent: the step count where it
+    stops. A step that would raise the energy is not taken (stop at k); one that lowers it by less than
+    ``tolerance`` is taken and is the last (stop at k + 1); K if neither happens. Equals ``denoise(...,
+    stop_when_energy_rises=True, stop_tolerance=tolerance)`` on that image (which spends K + 1 forward and K
+    backward passes, as it does not leave its loop early)."""
+    drops = (energies[:-1] - energies[1:]).tolist()
+    for k, drop in enumerate(drops):
+        if drop < 0:
+            return k
+        if drop < tolerance:
+            return k + 1
+    return len(drops)
+
+
+def _scheduled_row(
+    objective, schedule: StepSchedule, estimated: float, model_input, trajectory, base: dict, clean
+) -> dict:
+    """The EBT with its step schedule: steps and step scale looked up by the noise level estimated from the noisy
+    photo (at step scale 1 the plain descent's candidate is reused)."""
+    thinking = schedule.thinking(estimated, Thinking(final_energy=False))
+    steps, scale = thinking.num_steps, thinking.step_scale
+    if scale == 1.0 and steps < len(trajectory.candidates):
+        estimate = trajectory.candidates[steps][0]
+    else:
+        estimate = denoise(objective, model_input, thinking)[0].final[0]
+    return _scored(base, "ebt_auto", estimate, clean, steps=0, forward_passes=steps, backward_passes=steps,
+                   steps_taken=float(steps), step_scale=scale, estimated_sigma=estimated)  # fmt: skip
+
+
+def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOptions = EvalOptions()) -> Path:
+    """``ebt-vision eval``: one checkpoint on the held-out photos; writes ``<stem>.{md,json,png}`` to ``out_dir``."""
+    from ...core.checkpoint import load_trained
+    from ...core.reports import make_meta
+    from ...core.train import resolve_device
+    from ...image.data import held_out_photos
+
+    device = resolve_device(options.device)
+    objective, extra = load_trained(checkpoint, DenoisingObjective, "an image EBT denoiser", device)
+    dit = None
+    if options.dit_checkpoint:
+        dit = load_trained(options.dit_checkpoint, DiTObjective, "a DiT baseline", device)[0]
+    schedule = StepSchedule.load(checkpoint) if options.use_schedule else None
+    cfg = objective.cfg
+    budget = f"{cfg.name}: {extra.get('step', '?')} steps of batch {cfg.data.batch_size}, crops {cfg.data.crop_size}px"
+    if "train_seconds" in extra:
+        budget += f", {extra['train_seconds'] / 60:.1f} min training"
+    if schedule is not None:
+        budget += f"; its step schedule (calibrated on validation crops): {schedule.describe()}"
+    rows, described = [], []
+    for name in ("validation", "test") if options.split == "both" else (options.split,):
+        photos = held_out_photos(options.max_side, name)[: options.limit]
+        described.append(f"{name}: {len(photos)} photos ({', '.join(p.name for p in photos)})")
+        split_options = replace(options, with_bm3d=options.with_bm3d and name == "test")
+        rows += evaluate_denoiser(objective, photos, split_options, name, dit, schedule)
+    scale = f"downscaled to at most {options.max_side}px" if options.max_side else "full resolution"
+    data = f"held-out photos, {scale}; " + "; ".join(described)
+    meta = make_meta(device, options.seed, data, budget)
+    return write_denoise_report(rows, meta, out_dir, options.stem, scale)

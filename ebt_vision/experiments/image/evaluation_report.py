@@ -1,0 +1,145 @@
+"""The report of ``ebt-vision eval``: means over the held-out photos, the EBT and DiT at step counts chosen on the
+validation photos, energy-based stopping, the step schedule's row; a table, a PSNR-per-step plot, Markdown and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...core.reports import markdown_table, write_report
+from .. import selection
+
+
+def average_rows(rows: list[dict]) -> list[dict]:
+    """Mean PSNR/SSIM (and passes, steps taken) over images, one row per (split of photos, method, sigma, steps)."""
+    averaged = selection.average(rows, ("eval_split", "method", "sigma", "split", "steps"),
+                                 ("forward_passes", "backward_passes", "psnr", "ssim", "steps_taken"))  # fmt: skip
+    return sorted(averaged, key=lambda r: (r["eval_split"], r["sigma"], r["method"], r["steps"]))
+
+
+def _chosen(averaged: list[dict], method: str, sigma: float) -> dict | None:
+    """The test row of ``method``'s setting (step count; for a ``method`` ending in "@", also which of its variants,
+    e.g. the stopping tolerance) with the best mean validation PSNR at ``sigma`` (None without a validation split)."""
+
+    def group(row: dict) -> str | None:
+        matches = row["method"].startswith(method) if method.endswith("@") else row["method"] == method
+        return method if matches and row["sigma"] == sigma else None
+
+    choice = selection.choose(averaged, group, ("method", "steps"), ("sigma",)).get(method)
+    return None if choice is None else choice.test
+
+
+def summary_table(averaged: list[dict]) -> str:
+    """Markdown (test split): one row per sigma; noisy, CBM3D, EBT after each step, with stopping, the EBT and DiT
+    at their validation-chosen step counts (PSNR dB / SSIM)."""
+    test = [r for r in averaged if r["eval_split"] == "test"]
+    sigmas = sorted({r["sigma"] for r in test})
+    steps = sorted({r["steps"] for r in test if r["method"] == "ebt"})
+    lookup = {(r["method"], r["sigma"], r["steps"]): r for r in test}
+    methods = [("noisy", 0)] + ([("cbm3d", 0)] if any(r["method"] == "cbm3d" for r in test) else [])
+    methods += [("ebt", k) for k in steps] + [("ebt_stop", steps[-1])]
+    names = {"noisy": "NOISY", "cbm3d": "CBM3D", "ebt_stop": f"EBT stop@{steps[-1]}"}
+    headers = ["sigma", "split"] + [names.get(m) or f"EBT {k} step{'s' * (k > 1)}" for m, k in methods]
+    with_dit = any(r["method"] == "dit_ddim" for r in test)
+    with_validation = any(r["eval_split"] == "validation" for r in averaged)
+    with_auto = any(r["method"] == "ebt_auto" for r in test)
+    dit_steps = sorted({r["steps"] for r in test if r["method"] == "dit_ddim"})
+    if with_auto:
+        headers.append("EBT auto steps (mean steps)")
+    with_rel = any(r["method"].startswith("ebt_stop_rel@") for r in test)
+    if with_validation:
+        headers += ["EBT (chosen k)"] + (["EBT stop, chosen tolerance (fraction; mean steps)"] if with_rel else [])
+        headers += ["DiT (chosen DDIM steps)"] if with_dit else []
+    elif with_dit:
+        headers += [f"DiT {k} DDIM step{'s' * (k > 1)}" for k in dit_steps]
+
+    def cell(row: dict | None, label: bool = False) -> str:
+        if row is None:
+            return "-"
+        text = f"{row['psnr']:.2f} / {row['ssim']:.3f}"
+        return f"{text} ({row['steps']})" if label else text
+
+    table = []
+    for sigma in sigmas:
+        cells = [cell(lookup.get((m, sigma, k))) for m, k in methods]
+        if with_auto:
+            auto = lookup[("ebt_auto", sigma, 0)]
+            cells.append(f"{cell(auto)} ({auto['forward_passes']:.1f})")
+        if with_validation:
+            cells.append(cell(_chosen(averaged, "ebt", sigma), label=True))
+            rel = _chosen(averaged, "ebt_stop_rel@", sigma) if with_rel else None
+            if rel is not None:
+                cells.append(f"{cell(rel)} ({rel['method'].split('@')[1]}; {rel['steps_taken']:.1f})")
+            if with_dit:
+                cells.append(cell(_chosen(averaged, "dit_ddim", sigma), label=True))
+        elif with_dit:
+            cells += [cell(lookup.get(("dit_ddim", sigma, k))) for k in dit_steps]
+        table.append([f"{sigma:g}", lookup[("noisy", sigma, 0)]["split"], *cells])
+    return markdown_table(headers, table)
+
+
+def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
+    """One panel per sigma (test split): EBT PSNR after each descent step, with noisy, CBM3D and the chosen DiT as
+    reference lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    test = [r for r in averaged if r["eval_split"] == "test"]
+    sigmas = sorted({r["sigma"] for r in test})
+    fig, axes = plt.subplots(1, len(sigmas), figsize=(3.2 * len(sigmas), 3.4), squeeze=False)
+    for ax, sigma in zip(axes[0], sigmas, strict=True):
+        ebt = sorted((r for r in test if r["method"] == "ebt" and r["sigma"] == sigma), key=lambda r: r["steps"])
+        ax.plot([r["steps"] for r in ebt], [r["psnr"] for r in ebt], "o-", markersize=3, label="EBT")
+        references = [(m, r) for m in ("noisy", "cbm3d") for r in test if r["method"] == m and r["sigma"] == sigma]
+        dit = _chosen(averaged, "dit_ddim", sigma)
+        if dit is not None:
+            references.append((f"DiT ({dit['steps']} DDIM steps)", dit))
+        else:  # no validation split to choose on: every DDIM step count, against its forward passes
+            dits = sorted((r for r in test if r["method"] == "dit_ddim" and r["sigma"] == sigma),
+                          key=lambda r: r["steps"])  # fmt: skip
+            if dits:
+                ax.plot([r["forward_passes"] for r in dits], [r["psnr"] for r in dits], "s--", markersize=3,
+                        color="C2", label="DiT (DDIM forward passes)")  # fmt: skip
+        rel = _chosen(averaged, "ebt_stop_rel@", sigma)
+        if rel is not None:
+            ax.plot([rel["steps_taken"]], [rel["psnr"]], "X", markersize=8, color="C4",
+                    label="EBT, energy stop (tolerance chosen)")  # fmt: skip
+        auto = [r for r in test if r["method"] == "ebt_auto" and r["sigma"] == sigma]
+        if auto:
+            ax.plot([auto[0]["forward_passes"]], [auto[0]["psnr"]], "*", markersize=10, color="C1",
+                    label="EBT, steps from est. noise")  # fmt: skip
+        for (name, ref), (style, color) in zip(references, ((":", "grey"), ("--", "C3"), ("-.", "C2")), strict=False):
+            ax.axhline(ref["psnr"], linestyle=style, color=color, label=name)
+        split = "in-dist." if ebt and ebt[0]["split"] == "id" else "out-of-dist."
+        ax.set_title(f"sigma {sigma:g} ({split})")
+        ax.set_xlabel("descent steps (fwd + bwd passes)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("PSNR (dB), test split")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_denoise_report(
+    rows: list[dict], meta: dict, out_dir: str | Path, stem: str = "denoise_eval", resolution: str = "full resolution"
+) -> Path:
+    averaged = average_rows(rows)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot = plot_psnr_vs_steps(averaged, out_dir / f"{stem}.png")
+    body = (
+        f"Mean PSNR (dB) / SSIM over the held-out **test** photos ({resolution}), on clamped 0-255 pixels. The EBT "
+        "is blind (not told sigma); CBM3D is told the true sigma; the DiT (when given) is blind too: DDIM starts at "
+        "the timestep of the sigma estimated from the noisy photo. *(chosen)* columns: the step count with the best "
+        "mean PSNR on the **validation** photos at that sigma, quoted on the test photos. An EBT step is one forward "
+        "and one backward pass of the model; *stop@K*: K steps with energy-based stopping; *auto steps*: the step "
+        "count and step-size scale that the noise level estimated from the noisy photo looks up in the checkpoint's "
+        "step schedule (`ebt-vision calibrate`, fitted on validation crops; the model itself stays blind); *stop, "
+        "chosen tolerance*: energy-based stopping that also ends the descent once a step lowers the energy by less "
+        "than a fraction of the first step's drop, the fraction chosen on validation.\n\n"
+        f"{summary_table(averaged)}\n\n![PSNR after each descent step]({plot.name})\n"
+    )
+    return write_report(out_dir, stem, meta, averaged, body, per_image=rows)
