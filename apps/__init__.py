@@ -1,1 +1,1 @@
-"""Applications built on the ebt_vision library (the Gradio demo)."""
+"""A launcher of the Gradio app from a checkout (the app is ``ebt_vision.app``)."""

@@ -9,13 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from apps.demo import ImageTab, build_app
+from ebt_vision.app import image_view
+from ebt_vision.app.demo import ImageTab, build_app
+from ebt_vision.app.image_view import StorySettings, denoise_story, load_upload, prepare_image, story_frames
+from ebt_vision.core import defaults
 from ebt_vision.core.checkpoint import save_weights
 from ebt_vision.core.errors import InputError
-from ebt_vision.image import visualize
+from ebt_vision.core.inference import Thinking
 from ebt_vision.image.dit import DiTObjective
 from ebt_vision.image.objective import DenoisingObjective
-from ebt_vision.image.visualize import denoise_story, load_upload, prepare_image, story_frames
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def checkpoints(tmp_path, tiny_cfg, objective):
 def test_story_has_every_step_with_maps_psnr_and_the_dit(tiny_cfg, objective):
     image = torch.rand(3, 32, 48) * 2 - 1
     dit = DiTObjective(tiny_cfg).eval()
-    story = denoise_story(objective, image, sigma=30, steps=3, best_of=2, dit=dit, dit_steps=4)
+    story = denoise_story(objective, image, StorySettings(sigma=30, steps=3, best_of=2, dit_steps=4), dit=dit)
     assert len(story.candidates) == 4 and len(story.energies) == 4 and len(story.psnrs) == 4
     assert len(story.energy_maps) == 4 and all(m.shape == (8, 12) for m in story.energy_maps)
     assert len(story.gradient_maps) == 3 and all(m.shape == (32, 48) and (m >= 0).all() for m in story.gradient_maps)
@@ -47,33 +49,33 @@ def test_story_has_every_step_with_maps_psnr_and_the_dit(tiny_cfg, objective):
     assert frames[0][0].shape == (32, 48, 3) and all(f.dtype == np.uint8 and f.shape[2] == 3 for f, _ in frames)
     assert frames[1][0].shape[1] > 48  # a map is drawn with its colour bar beside it
     assert "energy map" in frames[1][1] and "dB" in frames[3][1] and all(len(c) <= 40 for _, c in frames)
-    summary = visualize.story_summary(story)
+    summary = image_view.story_summary(story)
     assert "forward" in summary and "DiT" in summary
-    figure = visualize.story_figure(story)
+    figure = image_view.story_figure(story)
     assert len(figure.axes) == 2  # energy and PSNR axes
 
 
 def test_the_story_energy_is_the_descent_energy(objective):
     """The per-step energy the UI plots is the energy the descent minimised (same tiled energy)."""
     image = torch.rand(3, 32, 32) * 2 - 1
-    story = denoise_story(objective, image, sigma=20, steps=2)
+    story = denoise_story(objective, image, StorySettings(sigma=20, steps=2))
     from ebt_vision.image.inference import denoise
 
-    trajectory, _ = denoise(objective, story.noisy[None], 2)
+    trajectory, _ = denoise(objective, story.noisy[None], Thinking(2))
     assert np.allclose(story.energies, trajectory.energies[:, 0].tolist(), rtol=1e-4, atol=1e-4)
 
 
 def test_adaptive_story_has_a_steps_map_that_matches_the_descent(objective):
     image = torch.rand(3, 32, 48) * 2 - 1
-    story = denoise_story(objective, image, sigma=30, steps=4, adaptive=0.3)
+    story = denoise_story(objective, image, StorySettings(sigma=30, steps=4, adaptive=0.3))
     assert story.steps_map.shape == (8, 12) and len(story.energy_maps) == 5
     assert 0 <= float(story.steps_map.min()) and float(story.steps_map.max()) <= 4
-    uniform = denoise_story(objective, image, sigma=30, steps=4)
+    uniform = denoise_story(objective, image, StorySettings(sigma=30, steps=4))
     assert uniform.steps_map is None and story.forward_passes == uniform.forward_passes + 2  # the probe step
     frames = story_frames(story)
-    assert "steps per patch" in frames[-1][1] and "adaptive" in visualize.story_summary(story)
+    assert "steps per patch" in frames[-1][1] and "adaptive" in image_view.story_summary(story)
     with pytest.raises(InputError, match="best-of-N 1"):
-        denoise_story(objective, image, sigma=30, steps=4, best_of=2, adaptive=0.1)
+        denoise_story(objective, image, StorySettings(sigma=30, steps=4, best_of=2, adaptive=0.1))
 
 
 @pytest.mark.parametrize(
@@ -82,14 +84,14 @@ def test_adaptive_story_has_a_steps_map_that_matches_the_descent(objective):
 )
 def test_out_of_range_settings_give_clear_errors(objective, kwargs, message):
     with pytest.raises(InputError, match=message):
-        denoise_story(objective, torch.zeros(3, 32, 32), **kwargs)
+        denoise_story(objective, torch.zeros(3, 32, 32), StorySettings(**kwargs))
 
 
 def test_uploads_are_checked_downscaled_and_cropped(tmp_path, monkeypatch):
     big = tmp_path / "big.png"
     Image.fromarray((np.random.default_rng(0).random((500, 803, 3)) * 255).astype(np.uint8)).save(big)
     image, notes = load_upload(big)
-    assert max(image.shape[1:]) <= visualize.MAX_SIDE and image.shape[1] % 4 == 0 and image.shape[2] % 4 == 0
+    assert max(image.shape[1:]) <= defaults.APP_MAX_SIDE and image.shape[1] % 4 == 0 and image.shape[2] % 4 == 0
     assert "downscaled from 803x500" in notes[0]
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
@@ -99,7 +101,7 @@ def test_uploads_are_checked_downscaled_and_cropped(tmp_path, monkeypatch):
     text.write_text("hello")
     with pytest.raises(InputError, match="not an image"):
         load_upload(text)
-    monkeypatch.setattr(visualize, "MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setattr(defaults, "APP_MAX_IMAGE_BYTES", 100)
     with pytest.raises(InputError, match="limit"):
         load_upload(big)
     with pytest.raises(InputError, match="NaN"):
@@ -154,7 +156,7 @@ def test_app_builds_offline_with_the_image_tab_wired(checkpoints):
 def test_gradient_maps_recovered_from_the_steps_match_autograd(objective):
     from ebt_vision.image.tiling import TiledEnergy
 
-    story = denoise_story(objective, torch.rand(3, 32, 32) * 2 - 1, sigma=20, steps=2, step_scale=0.5)
+    story = denoise_story(objective, torch.rand(3, 32, 32) * 2 - 1, StorySettings(sigma=20, steps=2, step_scale=0.5))
     energy = TiledEnergy(objective.model, objective.cfg.data.crop_size)
     for k, candidate in enumerate(story.candidates[:-1]):
         x = candidate[None].clone().requires_grad_(True)

@@ -59,7 +59,7 @@ def app(tmp_path_factory):
     log_path = folder / "app.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "apps.demo", "--port", str(port), *map(str, options)],
+        [sys.executable, "-m", "ebt_vision.app", "--port", str(port), *map(str, options)],
         cwd=REPO,
         env=env,
         stdout=log,

@@ -1,5 +1,5 @@
-"""The app's video and text tabs without a browser: their library views (ebt_vision.video.visualize,
-ebt_vision.text.visualize) and handlers on tiny untrained checkpoints written to tmp_path; missing checkpoints and
+"""The app's video and text tabs without a browser: their views (ebt_vision.app.video_view,
+ebt_vision.app.text_view) and handlers on tiny untrained checkpoints written to tmp_path; missing checkpoints and
 bad inputs give clear messages (see test_app_browser.py for the same tabs in a browser)."""
 
 from __future__ import annotations
@@ -11,21 +11,24 @@ import numpy as np
 import pytest
 import torch
 
-from apps.demo import TextTab, VideoTab, build_app
-from apps.image_tab import ImageTab
-from apps.text_tab import open_text_tab
-from apps.video_tab import open_video_tab
+from ebt_vision.app import video_view
+from ebt_vision.app.demo import TextTab, VideoTab, build_app
+from ebt_vision.app.image_tab import ImageTab
+from ebt_vision.app.text_tab import open_text_tab
+from ebt_vision.app.text_view import continue_prompt, energy_html, text_summary
+from ebt_vision.app.video_tab import open_video_tab
+from ebt_vision.core import defaults
 from ebt_vision.core.checkpoint import save_pretrained_folder, save_weights
 from ebt_vision.core.config import from_dict
 from ebt_vision.core.errors import InputError
+from ebt_vision.core.inference import Thinking
 from ebt_vision.image.objective import DenoisingObjective
 from ebt_vision.text.baseline import TransformerPlusPlusObjective
 from ebt_vision.text.corpora import Document
+from ebt_vision.text.generate import Sampling
 from ebt_vision.text.objective import TextEBTObjective
-from ebt_vision.text.system2 import Thinking, think
+from ebt_vision.text.system2 import think
 from ebt_vision.text.tokenizer import BPETokenizer
-from ebt_vision.text.visualize import continue_prompt, energy_html, text_summary
-from ebt_vision.video import visualize as video_view
 from ebt_vision.video.dit import VideoDiTObjective
 from ebt_vision.video.moving_mnist import digits_folder
 from ebt_vision.video.objective import VideoObjective
@@ -162,7 +165,7 @@ def test_video_uploads_are_read_limited_and_refused_clearly(tmp_path, monkeypatc
     text.write_text("not a video")
     with pytest.raises(InputError, match="not a video file"):
         video_view.load_video_upload(text, 6, 16, 1)
-    monkeypatch.setattr(video_view, "MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setattr(defaults, "APP_MAX_VIDEO_BYTES", 100)
     with pytest.raises(InputError, match="limit"):
         video_view.load_video_upload(video, 6, 16, 1)
 
@@ -171,7 +174,7 @@ def test_passes_per_token_are_the_descents_own(text_paths):
     """The summary's pass counts are what ``think`` runs for one token: S + 1 energies and S gradients per start."""
     ebt = TextEBTObjective.from_pretrained(text_paths["ebt"]).eval()
     tokenizer = BPETokenizer.load(text_paths["ebt"])
-    story = continue_prompt(ebt, tokenizer, "The state", max_new_tokens=3, num_steps=3, best_of=2)
+    story = continue_prompt(ebt, tokenizer, "The state", Sampling(max_new_tokens=3), Thinking(3, n_candidates=2))
     prediction = think(ebt, torch.tensor([tokenizer.encode("The state")]), Thinking(num_steps=3, n_candidates=2))
     trajectory = prediction.trajectory  # all N starts descend as one batch: passes of the batch
     assert story.ebt_passes == (3, 3 * 2 * trajectory.forward_passes, 3 * 2 * trajectory.backward_passes)

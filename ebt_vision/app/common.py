@@ -1,14 +1,17 @@
-"""What the app's tabs share: user errors shown as one clean message, and finding a tab's trained checkpoint."""
+"""What the app's tabs share: user errors shown as one clean message, finding a tab's trained checkpoint (and saying
+how to train one), a tab that shows why its model is missing, the gallery of descent steps."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ebt_vision.core.errors import UserError
-from ebt_vision.core.paths import resolve_path
+from ..core.errors import UserError
+from ..core.paths import resolve_path
+
+Handler = TypeVar("Handler")
 
 
 def without_traceback(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,6 +46,34 @@ def find_checkpoint(path: str | Path | None, what: str, command: str, option: st
     return found
 
 
+def train_command(config: str, kind: str, path: str | Path) -> str:
+    """The command that trains the ``kind`` model of ``config`` into ``path``."""
+    model = "" if kind == "ebt" else f" --model {kind}"
+    return f"ebt-vision train --config {config}{model} --out {path}"
+
+
 def unavailable_message(tab: str, reason: str) -> str:
     """Markdown shown in place of a tab whose model cannot be loaded."""
     return f"### The {tab} tab is not available\n\n{reason}"
+
+
+def open_tab(tab: str, build: Callable[[], Handler]) -> Handler | str:
+    """The tab's handler, or (when its model cannot be loaded: a ``UserError``) the Markdown message the tab shows
+    instead."""
+    try:
+        return build()
+    except UserError as error:
+        return unavailable_message(tab, str(error))
+
+
+def legend_above(ax, lines: list) -> None:
+    """The legend of ``lines`` above the axes, where it cannot hide the curves' last points."""
+    ax.legend(lines, [line.get_label() for line in lines], loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2,
+              fontsize=8, frameon=False)  # fmt: skip
+
+
+def step_gallery(label: str, columns: int, elem_id: str, **options: Any):
+    """A gallery of pictures (descent steps, energy maps), each shown whole."""
+    import gradio as gr
+
+    return gr.Gallery(label=label, columns=columns, height="auto", object_fit="contain", elem_id=elem_id, **options)

@@ -1,4 +1,4 @@
-"""The video tab: watch the video EBT predict the next frames. A thin layer over ``ebt_vision.video.visualize``.
+"""The video tab: watch the video EBT predict the next frames. A thin layer over ``video_view``.
 
 Pick a test clip (Moving MNIST test sequences, real test footage; no model trained on either) or upload a video,
 choose the horizon, the descent steps and best-of-N, and see the context, each predicted frame after every descent
@@ -12,33 +12,23 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import find_checkpoint, unavailable_message, without_traceback
+from ..core import defaults
+from .common import find_checkpoint, open_tab, step_gallery, train_command, without_traceback
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import Tensor
 
-DEFAULT_VIDEO_EBT = "checkpoints/video-mmnist-s"
-DEFAULT_VIDEO_TRANSFORMER = "checkpoints/video-mmnist-s-transformer"
-DEFAULT_VIDEO_DIT = "checkpoints/video-mmnist-s-dit"
-VIDEO_CONFIG = "configs/video-mmnist-cpu.yaml"
 OPTIONS = {
     "ebt": "--video-checkpoint",
     "transformer": "--video-transformer-checkpoint",
     "dit": "--video-dit-checkpoint",
 }
 NAMES = {"ebt": "video EBT", "transformer": "plain-transformer video baseline", "dit": "DiT video baseline"}
-MAX_DIT_STEPS = 50
-
-
-def train_command(kind: str, path: str | Path) -> str:
-    """The command that trains the ``kind`` video model into ``path``."""
-    model = "" if kind == "ebt" else f" --model {kind}"
-    return f"ebt-vision train --config {VIDEO_CONFIG}{model} --out {path}"
 
 
 def _checkpoint(kind: str, path: str | Path | None) -> Path:
-    return find_checkpoint(path, NAMES[kind], train_command(kind, path), OPTIONS[kind])
+    return find_checkpoint(path, NAMES[kind], train_command(defaults.VIDEO_CONFIG, kind, path), OPTIONS[kind])
 
 
 class VideoTab:
@@ -50,12 +40,12 @@ class VideoTab:
 
     def __init__(
         self,
-        checkpoint: str | Path = DEFAULT_VIDEO_EBT,
-        transformer_checkpoint: str | Path | None = DEFAULT_VIDEO_TRANSFORMER,
-        dit_checkpoint: str | Path | None = DEFAULT_VIDEO_DIT,
+        checkpoint: str | Path = defaults.VIDEO_EBT,
+        transformer_checkpoint: str | Path | None = defaults.VIDEO_TRANSFORMER,
+        dit_checkpoint: str | Path | None = defaults.VIDEO_DIT,
     ) -> None:
-        from ebt_vision.video.loading import load_video_model
-        from ebt_vision.video.visualize import sample_clips
+        from ..video.loading import load_video_model
+        from .video_view import sample_clips
 
         self.objective = load_video_model(_checkpoint("ebt", checkpoint), "ebt")
         self.cfg = self.objective.cfg
@@ -66,8 +56,8 @@ class VideoTab:
         self.notes += sample_notes
 
     def _baseline(self, kind: str, path: str | Path | None):
-        from ebt_vision.core.errors import UserError
-        from ebt_vision.video.loading import load_video_model
+        from ..core.errors import UserError
+        from ..video.loading import load_video_model
 
         if not path:  # left out on purpose ('' on the command line)
             return None
@@ -90,8 +80,8 @@ class VideoTab:
 
     def clip(self, sample: str | None, upload: str | None, horizon: int) -> tuple[Tensor, Tensor, str, list[str]]:
         """-> (context (T, C, S, S), truth (H', C, S, S), clip name, notes): an upload wins over the sample."""
-        from ebt_vision.core.errors import InputError
-        from ebt_vision.video.visualize import load_video_upload
+        from ..core.errors import InputError
+        from .video_view import load_video_upload
 
         if upload:
             data = self.cfg.data
@@ -117,8 +107,8 @@ class VideoTab:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, object, str]:
         """-> (context strip, predictions-vs-truth strip, descent-steps strip, energy-map gallery, PSNR/energy
         figure, summary markdown)."""
-        from ebt_vision.video.rollout import copy_last_frame
-        from ebt_vision.video.visualize import (
+        from ..video.rollout import copy_last_frame
+        from .video_view import (
             comparison_strip,
             context_strip,
             energy_map_frames,
@@ -148,24 +138,17 @@ class VideoTab:
 
 
 def open_video_tab(
-    checkpoint: str | Path | None = DEFAULT_VIDEO_EBT,
-    transformer_checkpoint: str | Path | None = DEFAULT_VIDEO_TRANSFORMER,
-    dit_checkpoint: str | Path | None = DEFAULT_VIDEO_DIT,
+    checkpoint: str | Path | None = defaults.VIDEO_EBT,
+    transformer_checkpoint: str | Path | None = defaults.VIDEO_TRANSFORMER,
+    dit_checkpoint: str | Path | None = defaults.VIDEO_DIT,
 ) -> VideoTab | str:
     """The tab's handler, or (when the EBT cannot be loaded) the Markdown message the tab shows instead."""
-    from ebt_vision.core.errors import UserError
-
-    try:
-        return VideoTab(checkpoint or "", transformer_checkpoint, dit_checkpoint)
-    except UserError as error:
-        return unavailable_message("video", str(error))
+    return open_tab("video", lambda: VideoTab(checkpoint or "", transformer_checkpoint, dit_checkpoint))
 
 
 def build_video_tab(tab: VideoTab | str) -> None:
     """The video tab's components and events (or its message), inside the app's ``gr.Blocks``."""
     import gradio as gr
-
-    from ebt_vision.video.visualize import MAX_BEST_OF, MAX_STEPS
 
     with gr.Tab("Video"):
         if isinstance(tab, str):
@@ -188,11 +171,14 @@ def build_video_tab(tab: VideoTab | str) -> None:
                 upload = gr.File(label=f"…or upload a video (≤ 100 MiB; its first {tab.context_frames} + horizon "
                                        "frames are used)")  # fmt: skip
                 horizon = gr.Slider(1, cfg.horizon, value=cfg.horizon, step=1, label="Horizon: frames to predict")
-                steps = gr.Slider(1, MAX_STEPS, value=min(trained, MAX_STEPS), step=1,
+                most = defaults.APP_MAX_STEPS
+                steps = gr.Slider(1, most, value=min(trained, most), step=1,
                                   label=f"EBT descent steps per frame (trained with {trained})")  # fmt: skip
-                best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best-of-N per frame (lowest energy wins)")
-                dit_default = min(tab.dit.cfg.dit.sampling_steps, MAX_DIT_STEPS) if tab.dit is not None else 1
-                dit_steps = gr.Slider(1, MAX_DIT_STEPS, value=dit_default, step=1, label="DiT DDIM steps per frame",
+                best_of = gr.Slider(1, defaults.APP_MAX_BEST_OF, value=1, step=1,
+                                    label="Best-of-N per frame (lowest energy wins)")  # fmt: skip
+                most_dit = defaults.APP_MAX_DIT_STEPS
+                dit_default = min(tab.dit.cfg.dit.sampling_steps, most_dit) if tab.dit is not None else 1
+                dit_steps = gr.Slider(1, most_dit, value=dit_default, step=1, label="DiT DDIM steps per frame",
                                       visible=tab.dit is not None)  # fmt: skip
                 seed = gr.Number(0, precision=0, label="Seed (best-of-N starts, DiT noise)", elem_id="video-seed")
                 run = gr.Button("Predict", variant="primary", elem_id="video-button")
@@ -203,14 +189,8 @@ def build_video_tab(tab: VideoTab | str) -> None:
         context = image(label="Context: the real frames the models see", elem_id="video-context")
         comparison = image(label="Predictions beside the truth (red frame = predicted)", elem_id="video-comparison")
         descent = image(label="EBT descent: each predicted frame after every step", elem_id="video-steps")
-        maps = gr.Gallery(
-            label="Energy per patch of each predicted frame (bright = implausible; each map has its colour bar)",
-            columns=5,
-            height="auto",
-            object_fit="contain",
-            format="png",
-            elem_id="video-maps",
-        )
+        maps = step_gallery("Energy per patch of each predicted frame (bright = implausible; each map has its colour "
+                            "bar)", 5, "video-maps", format="png")  # fmt: skip
         run.click(
             without_traceback(tab.run),
             [sample, upload, horizon, steps, best_of, dit_steps, seed],

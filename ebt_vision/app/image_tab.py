@@ -1,4 +1,4 @@
-"""The image tab: watch the image EBT denoise. A thin layer over ``ebt_vision.image.visualize``.
+"""The image tab: watch the image EBT denoise. A thin layer over ``image_view``.
 
 Pick a held-out sample photo or upload one, choose the noise, the number of descent steps, the step-size scale and
 best-of-N (or adaptive per-patch steps, with a map of each patch's step count), and see every refinement step with
@@ -11,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import without_traceback
+from ..core import defaults
+from .common import step_gallery, without_traceback
 
 if TYPE_CHECKING:
     import numpy as np
 
-DEFAULT_EBT = "checkpoints/ebt-image-s"
-DEFAULT_DIT = "checkpoints/dit-image-s"
 DEFAULT_SAMPLE = "skimage:astronaut"
 SAMPLE_SIDE = 256  # sample photos are shown at 256 px: an interactive CPU denoise
 
@@ -25,11 +24,11 @@ SAMPLE_SIDE = 256  # sample photos are shown at 256 px: an interactive CPU denoi
 class ImageTab:
     """The image tab's handler, independent of Gradio so tests can call it directly."""
 
-    def __init__(self, ebt_path: str | Path = DEFAULT_EBT, dit_path: str | Path | None = DEFAULT_DIT) -> None:
-        from ebt_vision.image.data import held_out_photos
-        from ebt_vision.image.dit import load_dit
-        from ebt_vision.image.inference import load_denoiser
-        from ebt_vision.image.schedule import StepSchedule
+    def __init__(self, ebt_path: str | Path = defaults.IMAGE_EBT, dit_path: str | Path | None = defaults.IMAGE_DIT):
+        from ..image.data import held_out_photos
+        from ..image.dit import load_dit
+        from ..image.inference import load_denoiser
+        from ..image.schedule import StepSchedule
 
         self.objective = load_denoiser(ebt_path)
         self.schedule = StepSchedule.load(ebt_path)  # steps by the estimated noise level, when calibrated
@@ -52,9 +51,10 @@ class ImageTab:
     ) -> tuple[np.ndarray | None, np.ndarray, list, np.ndarray, np.ndarray | None, object, str]:
         """-> (clean, noisy, step gallery, EBT result, DiT result, energy/PSNR figure, summary markdown).
         ``auto_steps``: the steps and step scale come from the checkpoint's step schedule (by the estimated noise)."""
-        from ebt_vision.core.errors import InputError
-        from ebt_vision.image.data import to_uint8
-        from ebt_vision.image.visualize import (
+        from ..core.errors import InputError
+        from ..image.data import to_uint8
+        from .image_view import (
+            StorySettings,
             denoise_story,
             load_upload,
             prepare_image,
@@ -71,20 +71,17 @@ class ImageTab:
             notes = [f"sample photo {sample} (held out from training)", *notes]
         else:
             raise InputError("pick a sample photo or upload one")
-        story = denoise_story(
-            self.objective,
-            image,
-            float(sigma),
-            int(steps),
-            float(step_scale),
-            int(best_of),
-            dit=self.dit,
+        settings = StorySettings(
+            sigma=float(sigma),
+            steps=int(steps),
+            step_scale=float(step_scale),
+            best_of=int(best_of),
             dit_steps=None if int(dit_steps) == 0 else int(dit_steps),
             seed=int(seed),
             tile_overlap=1 if fast else 2,
             adaptive=float(adaptive),
-            schedule=self.schedule if auto_steps else None,
         )
+        story = denoise_story(self.objective, image, settings, self.dit, self.schedule if auto_steps else None)
         if auto_steps and self.schedule is None:
             notes.append("this checkpoint has no step schedule (ebt-vision calibrate): the steps slider was used")
         story.notes = notes + story.notes
@@ -104,8 +101,6 @@ def build_image_tab(tab: ImageTab) -> None:
     """The image tab's components and events, inside the app's ``gr.Blocks``."""
     import gradio as gr
 
-    from ebt_vision.image.visualize import MAX_BEST_OF, MAX_STEPS
-
     with gr.Tab("Image"):
         gr.Markdown(
             "The EBT denoises by **gradient descent on its energy**. Each step below shows the candidate, its "
@@ -116,8 +111,9 @@ def build_image_tab(tab: ImageTab) -> None:
             with gr.Column(scale=1):
                 sample = gr.Dropdown(list(tab.samples), value=DEFAULT_SAMPLE, label="Sample photo (held out)")
                 # no file-type filter: a rejected file would silently leave the sample in use; the handler says why
-                upload = gr.File(label="…or upload a photo (≤ 20 MiB; downscaled to 384 px)")
-                sigma = gr.Slider(0, 100, value=25, step=1, label="Noise sigma (0-255 scale)")
+                upload = gr.File(label=f"…or upload a photo (≤ {defaults.APP_MAX_IMAGE_BYTES // 2**20} MiB; "
+                                       f"downscaled to {defaults.APP_MAX_SIDE} px)")  # fmt: skip
+                sigma = gr.Slider(*defaults.APP_SIGMA_RANGE, value=25, step=1, label="Noise sigma (0-255 scale)")
                 descent = tab.objective.cfg.descent
                 trained = (
                     f"{descent.min_steps}-{descent.num_steps}"
@@ -127,9 +123,12 @@ def build_image_tab(tab: ImageTab) -> None:
                 auto_steps = gr.Checkbox(tab.schedule is not None, elem_id="auto-steps",
                                          label="Steps from the estimated noise (the model's calibrated step schedule; "
                                                "overrides the two sliders below)")  # fmt: skip
-                steps = gr.Slider(1, MAX_STEPS, value=2, step=1, label=f"EBT descent steps (trained with {trained})")
-                step_scale = gr.Slider(0.1, 4.0, value=1.0, step=0.1, label="Step-size scale")
-                best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best-of-N (lowest energy wins)")
+                steps = gr.Slider(1, defaults.APP_MAX_STEPS, value=2, step=1,
+                                  label=f"EBT descent steps (trained with {trained})")  # fmt: skip
+                step_scale = gr.Slider(*defaults.APP_STEP_SCALE_RANGE, value=1.0, step=0.1, label="Step-size scale")
+                best_of = gr.Slider(
+                    1, defaults.APP_MAX_BEST_OF, value=1, step=1, label="Best-of-N (lowest energy wins)"
+                )
                 dit_steps = gr.Slider(0, 100, value=2, step=1, label="DiT DDIM steps (0 = all)")
                 seed = gr.Number(0, precision=0, label="Noise seed", elem_id="seed")
                 fast = gr.Checkbox(True, label="Fast tiling: tiles side by side (4x faster, ~0.15 dB lower)")
@@ -144,13 +143,8 @@ def build_image_tab(tab: ImageTab) -> None:
                     ebt = gr.Image(label="EBT result", type="numpy", interactive=False)
                     dit = gr.Image(label="DiT result", type="numpy", interactive=False)
                 plot = gr.Plot(label="Energy and PSNR per step")
-        gallery = gr.Gallery(
-            label="Every step: candidate · energy per patch · |dE/dx| (each map has its colour bar)",
-            columns=3,
-            height="auto",
-            object_fit="contain",
-            elem_id="steps",
-        )
+        gallery = step_gallery("Every step: candidate · energy per patch · |dE/dx| (each map has its colour bar)", 3,
+                               "steps")  # fmt: skip
         run.click(
             without_traceback(tab.run),
             [sample, upload, sigma, steps, step_scale, best_of, dit_steps, seed, fast, adaptive, auto_steps],

@@ -1,4 +1,4 @@
-"""The text tab: watch the text EBT write. A thin layer over ``ebt_vision.text.visualize``.
+"""The text tab: watch the text EBT write. A thin layer over ``text_view``.
 
 Give a prompt, choose the length, temperature, descent steps and best-of-N, and read the EBT's continuation with every
 token coloured by its energy (its uncertainty), beside the Transformer++ baseline's continuation of the same prompt,
@@ -11,12 +11,9 @@ import html
 from functools import partial
 from pathlib import Path
 
-from .common import find_checkpoint, unavailable_message, without_traceback
+from ..core import defaults
+from .common import find_checkpoint, open_tab, train_command, without_traceback
 
-DEFAULT_TEXT_EBT = "checkpoints/text-sotu-s"
-DEFAULT_TEXT_TRANSFORMER = "checkpoints/text-sotu-s-transformer"
-TEXT_CONFIG = "configs/text-cpu.yaml"
-MAX_TOKENS = 200  # the UI's limit on new tokens: a CPU click stays interactive
 DEFAULT_TOKENS = 40
 # in distribution (State of the Union addresses) first, then out of it (Shakespeare, the World English Bible)
 EXAMPLE_PROMPTS = [
@@ -25,12 +22,6 @@ EXAMPLE_PROMPTS = [
     "To be, or not to be, that is the question:",
     "In the beginning, God created the heavens and the earth.",
 ]
-
-
-def train_command(kind: str, path: str | Path) -> str:
-    """The command that trains the ``kind`` text model into ``path``."""
-    model = "" if kind == "ebt" else f" --model {kind}"
-    return f"ebt-vision train --config {TEXT_CONFIG}{model} --out {path}"
 
 
 class TextTab:
@@ -42,19 +33,20 @@ class TextTab:
 
     def __init__(
         self,
-        checkpoint: str | Path = DEFAULT_TEXT_EBT,
-        transformer_checkpoint: str | Path | None = DEFAULT_TEXT_TRANSFORMER,
+        checkpoint: str | Path = defaults.TEXT_EBT,
+        transformer_checkpoint: str | Path | None = defaults.TEXT_TRANSFORMER,
     ) -> None:
-        from ebt_vision.core.errors import UserError
-        from ebt_vision.text.checkpoints import load_text_ebt, load_transformer
+        from ..core.errors import UserError
+        from ..text.checkpoints import load_text_ebt, load_transformer
 
-        path = find_checkpoint(checkpoint, "text EBT", train_command("ebt", checkpoint), "--text-checkpoint")
+        config = defaults.TEXT_CONFIG
+        path = find_checkpoint(checkpoint, "text EBT", train_command(config, "ebt", checkpoint), "--text-checkpoint")
         self.objective, self.tokenizer = load_text_ebt(path)
         self.transformer = self.transformer_tokenizer = None
         self.missing = ""  # why there is no baseline, shown in its place
         if transformer_checkpoint:
             what, option = "Transformer++ text baseline", "--text-transformer-checkpoint"
-            command = train_command("transformer", transformer_checkpoint)
+            command = train_command(config, "transformer", transformer_checkpoint)
             try:
                 found = find_checkpoint(transformer_checkpoint, what, command, option)
                 self.transformer, self.transformer_tokenizer = load_transformer(found)
@@ -75,23 +67,17 @@ class TextTab:
         seed: int = 0,
     ) -> tuple[str, str, str]:
         """-> (the EBT's continuation as HTML coloured by energy, the baseline's as HTML, summary markdown)."""
-        from ebt_vision.core.errors import InputError
-        from ebt_vision.text.visualize import continue_prompt, energy_html, plain_html, text_summary
+        from ..core.errors import InputError
+        from ..core.inference import Thinking
+        from ..text.generate import Sampling
+        from .text_view import continue_prompt, energy_html, plain_html, text_summary
 
-        if not 1 <= int(max_new_tokens) <= MAX_TOKENS:
-            raise InputError(f"new tokens must be in [1, {MAX_TOKENS}], got {max_new_tokens}")
-        story = continue_prompt(
-            self.objective,
-            self.tokenizer,
-            prompt,
-            int(max_new_tokens),
-            float(temperature),
-            int(steps),
-            int(best_of),
-            int(seed),
-            self.transformer,
-            self.transformer_tokenizer,
-        )
+        if not 1 <= int(max_new_tokens) <= defaults.APP_MAX_NEW_TOKENS:
+            raise InputError(f"new tokens must be in [1, {defaults.APP_MAX_NEW_TOKENS}], got {max_new_tokens}")
+        sampling = Sampling(int(max_new_tokens), float(temperature), int(seed))
+        thinking = Thinking(int(steps), n_candidates=int(best_of))
+        story = continue_prompt(self.objective, self.tokenizer, prompt, sampling, thinking, self.transformer,
+                                self.transformer_tokenizer)  # fmt: skip
         ebt = energy_html(story.prompt, story.ebt.pieces, story.ebt.energies)
         if story.transformer is not None:
             baseline = plain_html(story.prompt, story.transformer.text)
@@ -101,24 +87,16 @@ class TextTab:
 
 
 def open_text_tab(
-    checkpoint: str | Path | None = DEFAULT_TEXT_EBT,
-    transformer_checkpoint: str | Path | None = DEFAULT_TEXT_TRANSFORMER,
+    checkpoint: str | Path | None = defaults.TEXT_EBT,
+    transformer_checkpoint: str | Path | None = defaults.TEXT_TRANSFORMER,
 ) -> TextTab | str:
     """The tab's handler, or (when the EBT cannot be loaded) the Markdown message the tab shows instead."""
-    from ebt_vision.core.errors import UserError
-
-    try:
-        return TextTab(checkpoint or "", transformer_checkpoint)
-    except UserError as error:
-        return unavailable_message("text", str(error))
+    return open_tab("text", lambda: TextTab(checkpoint or "", transformer_checkpoint))
 
 
 def build_text_tab(tab: TextTab | str) -> None:
     """The text tab's components and events (or its message), inside the app's ``gr.Blocks``."""
     import gradio as gr
-
-    from ebt_vision.text.generate import MAX_PROMPT_CHARS
-    from ebt_vision.text.visualize import MAX_BEST_OF, MAX_STEPS
 
     with gr.Tab("Text"):
         if isinstance(tab, str):
@@ -132,14 +110,16 @@ def build_text_tab(tab: TextTab | str) -> None:
         )
         with gr.Row():
             with gr.Column(scale=1):
-                prompt = gr.Textbox(EXAMPLE_PROMPTS[0], lines=3, label=f"Prompt (up to {MAX_PROMPT_CHARS} characters)",
-                                    elem_id="text-prompt")  # fmt: skip
+                prompt = gr.Textbox(EXAMPLE_PROMPTS[0], lines=3, elem_id="text-prompt",
+                                    label=f"Prompt (up to {defaults.MAX_PROMPT_CHARS} characters)")  # fmt: skip
                 gr.Examples([[p] for p in EXAMPLE_PROMPTS], [prompt], label="In distribution, then out of it")
-                tokens = gr.Slider(1, MAX_TOKENS, value=DEFAULT_TOKENS, step=1, label="New tokens")
+                tokens = gr.Slider(1, defaults.APP_MAX_NEW_TOKENS, value=DEFAULT_TOKENS, step=1, label="New tokens")
                 temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature (0 = greedy)")
-                steps = gr.Slider(1, MAX_STEPS, value=min(trained, MAX_STEPS), step=1,
+                most = defaults.APP_MAX_STEPS
+                steps = gr.Slider(1, most, value=min(trained, most), step=1,
                                   label=f"EBT descent steps per token (trained with {trained})")  # fmt: skip
-                best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best-of-N per token (lowest energy wins)")
+                best_of = gr.Slider(1, defaults.APP_MAX_BEST_OF, value=1, step=1,
+                                    label="Best-of-N per token (lowest energy wins)")  # fmt: skip
                 seed = gr.Number(0, precision=0, label="Seed (sampling, best-of-N starts)", elem_id="text-seed")
                 run = gr.Button("Generate", variant="primary", elem_id="text-button")
             with gr.Column(scale=2):
