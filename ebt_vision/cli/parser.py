@@ -1,11 +1,13 @@
-"""The options of every command, with their help and defaults."""
+"""The options of every command, with their help and defaults: one small function per command, built from option
+groups that several commands share (config and overrides, run folders, the held-out evaluation, reports)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
+from ..core import defaults
 from . import commands
-from .commands import DEFAULT_DIT, DEFAULT_EBT, SIGMAS
 
 DESCRIPTION = """\
 Energy-Based Transformers: train, evaluate, compare and use them for image denoising, next-frame video prediction
@@ -14,58 +16,80 @@ and text, against diffusers DiT and transformer baselines.
 Every command takes --help. Shipped checkpoints and configs are found from any directory. Commands that measure
 write their report (Markdown + JSON + PNG) to a run folder under runs/ unless --out says otherwise; the committed
 reports under reports/ are rewritten only when asked (--out reports)."""
-
-
-def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
-    if device:
-        p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _add_compare_options(p: argparse.ArgumentParser, config: str, dit_steps: list[int], ebt_steps: int) -> None:
-    p.add_argument("--config", default=config, help="one config for all the models (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
-    p.add_argument("--runs", help="folder of the trained models ebt/, ebt-cond/, dit/, dit-compute/ "
-                   "(default: runs/<config name>)")  # fmt: skip
-    p.add_argument("--load", action="store_true", help="evaluate the finished runs in --runs without training")
-    p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
-    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
-    p.add_argument("--ebt-steps", type=int, default=ebt_steps, help="most EBT descent steps (PSNR after each)")
-    p.add_argument("--dit-steps", type=int, nargs="+", default=dit_steps, help="DDIM step counts; 0 = all")
-    p.add_argument("--best-of", type=int, nargs="+", default=[2, 4], help="N values of the EBT's best-of-N")
-    p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D")
-    p.add_argument("--no-paper", action="store_true", help="skip the diffusion-level (original protocol) table")
-    p.add_argument("--limit", type=int, help="only the first N photos of each held-out split")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--out", help="report folder (default: the --runs folder)")
-    p.add_argument("--stem", default="denoise_compare", help="report file name stem")
-    _common(p)
+SIGMAS = list(defaults.SIGMAS)
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown after each option's help; descriptions keep their line breaks."""
 
 
-def _command(sub, name: str, func, summary: str, description: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=summary, description=f"{summary}.\n\n{description}", formatter_class=_Formatter)
-    p.set_defaults(func=func)
-    return p
+Options = Callable[[argparse.ArgumentParser], None]
+COMMANDS: list[tuple[str, Callable, str, str, Options]] = []  # in the order ``ebt-vision --help`` lists them
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from apps.demo import add_arguments as add_demo_arguments
+def command(name: str, func: Callable, summary: str, description: str) -> Callable[[Options], Options]:
+    """Registers the function that adds a command's options: ``name`` runs ``func`` (``commands``); ``summary`` is its
+    line in ``ebt-vision --help``, ``description`` (its line breaks kept) follows it in ``ebt-vision NAME --help``."""
 
-    parser = argparse.ArgumentParser(prog="ebt-vision", description=DESCRIPTION, formatter_class=_Formatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    def register(options: Options) -> Options:
+        COMMANDS.append((name, func, summary, description, options))
+        return options
 
-    p = _command(
-        sub,
-        "train",
-        commands.train,
-        "Train an EBT (image, video or text, by the config's task) or a baseline",
-        "Writes runs/<name>/: config, metrics.csv, loss.png, resumable checkpoints, and the final model\n"
-        "(model.safetensors + config.json: the folder loads with --checkpoint or from_pretrained).",
-    )
+    return register
+
+
+# ---- option groups
+
+
+def _runtime(p: argparse.ArgumentParser, device: bool = True) -> None:
+    if device:
+        p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _config(p: argparse.ArgumentParser, default: str | None, help: str, override: str = "config override, repeatable"):
+    p.add_argument("--config", default=default, help=help)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=override)
+
+
+def _runs(p: argparse.ArgumentParser, help: str, load: bool = False, default: str | None = None) -> None:
+    p.add_argument("--runs", default=default, help=help)
+    if load:
+        p.add_argument("--load", action="store_true", help="evaluate the finished runs without training")
+
+
+def _report(p: argparse.ArgumentParser, stem: str, out: str | None = None, help: str = "report file name stem"):
+    p.add_argument("--out", default=out, help="report folder" if out else "report folder (default: the --runs folder)")
+    p.add_argument("--stem", default=stem, help=help)
+
+
+def _held_out(p: argparse.ArgumentParser, limit: str, seed: str | None = "noise seed", eval_size: bool = False):
+    if eval_size:
+        p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
+    p.add_argument("--limit", type=int, help=limit)
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help=seed)
+
+
+def _sigmas(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
+
+
+def _image_ebt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=defaults.IMAGE_EBT, help="EBT model folder or .safetensors file")
+
+
+# ---- commands
+
+
+@command(
+    "train",
+    commands.train,
+    "Train an EBT (image, video or text, by the config's task) or a baseline",
+    "Writes runs/<name>/: config, metrics.csv, loss.png, resumable checkpoints, and the final model\n"
+    "(model.safetensors + config.json: the folder loads with --checkpoint or from_pretrained).",
+)
+def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (see configs/; its task: image, video or text); default: image")
     p.add_argument(
         "--model",
@@ -78,19 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint (same config)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = _command(
-        sub,
-        "denoise",
-        commands.denoise,
-        "Denoise your own images with the shipped (or any) EBT or DiT",
-        "Inputs: image files or folders (PNG, JPEG, TIFF, WebP, BMP, PPM/PGM; 8 or 16 bit; grey, RGB,\n"
-        "with or without alpha). Results: OUT/<name>.ebt.png (or .dit.png; 16-bit inputs give 16-bit .tif),\n"
-        "grey stays grey, alpha is kept. Inputs are never overwritten.",
-    )
+
+@command(
+    "denoise",
+    commands.denoise,
+    "Denoise your own images with the shipped (or any) EBT or DiT",
+    "Inputs: image files or folders (PNG, JPEG, TIFF, WebP, BMP, PPM/PGM; 8 or 16 bit; grey, RGB,\n"
+    "with or without alpha). Results: OUT/<name>.ebt.png (or .dit.png; 16-bit inputs give 16-bit .tif),\n"
+    "grey stays grey, alpha is kept. Inputs are never overwritten.",
+)
+def _denoise(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--model", choices=["ebt", "dit"], default="ebt", help="which model family")
-    p.add_argument("--checkpoint", help=f"model folder or .safetensors (default: {DEFAULT_EBT} or {DEFAULT_DIT})")
+    p.add_argument("--checkpoint", help=f"model folder or .safetensors (default: {defaults.IMAGE_EBT} or "
+                   f"{defaults.IMAGE_DIT})")  # fmt: skip
     p.add_argument("--steps", type=int, help="EBT descent steps (default: set by the estimated noise through the "
                    "checkpoint's step schedule, else as trained) or DiT DDIM steps (default 2)")  # fmt: skip
     p.add_argument("--best-of", type=int, default=1, help="EBT: N descents, keep the lowest final energy")
@@ -99,17 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-steps", action="store_true", help="EBT: also write every intermediate step")
     p.add_argument("--save-energy-map", action="store_true", help="EBT: also write the per-patch energy map")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results (never an input)")
-    _common(p)
+    _runtime(p)
 
-    p = _command(
-        sub,
-        "eval",
-        commands.evaluate,
-        "PSNR/SSIM of a checkpoint on held-out photos vs the noisy input and CBM3D",
-        "Full-resolution held-out photos, the EBT after every descent step.",
-    )
-    p.add_argument("--checkpoint", default=DEFAULT_EBT, help="EBT model folder or .safetensors file")
-    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
+
+@command(
+    "eval",
+    commands.evaluate,
+    "PSNR/SSIM of a checkpoint on held-out photos vs the noisy input and CBM3D",
+    "Full-resolution held-out photos, the EBT after every descent step.",
+)
+def _eval(p: argparse.ArgumentParser) -> None:
+    _image_ebt(p)
+    _sigmas(p)
     p.add_argument("--steps", type=int, default=4, help="descent steps (PSNR is reported after each)")
     p.add_argument("--max-side", type=int, help="downscale the photos to this longest side (default: full size)")
     p.add_argument(
@@ -119,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out split(s); with both, step counts are chosen on validation and quoted on test",
     )
     p.add_argument("--dit-checkpoint", default="", help="also the DiT baseline (blind, estimated sigma), e.g. "
-                   f"{DEFAULT_DIT}")  # fmt: skip
+                   f"{defaults.IMAGE_DIT}")  # fmt: skip
     p.add_argument("--dit-steps", type=int, nargs="+", default=[1, 2, 5, 10], help="the DiT's DDIM step counts")
     p.add_argument(
         "--no-schedule",
@@ -129,92 +156,107 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D (slow on big photos)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--out", default="runs/eval", help="report folder")
-    p.add_argument("--stem", default="denoise_eval", help="report file name stem")
-    _common(p)
+    _report(p, "denoise_eval", out="runs/eval")
+    _runtime(p)
 
-    p = _command(
-        sub,
-        "compare",
-        commands.compare,
-        "EBT (blind, sigma-conditioned) vs the diffusers DiT: same data and budget",
-        "Trains four models on one crop stream (blind EBT, sigma-conditioned EBT, a step-matched and a\n"
-        "compute-matched DiT), chooses every method's settings on the validation photos and reports them\n"
-        "on the test photos.",
-    )
-    _add_compare_options(p, "configs/compare-cpu.yaml", [1, 2, 5, 10, 25, 50, 100, 0], 8)
+
+def _compare_options(p: argparse.ArgumentParser, config: str, dit_steps: list[int], ebt_steps: int) -> None:
+    _config(p, config, "one config for all the models (see configs/)")
+    _runs(p, "folder of the trained models ebt/, ebt-cond/, dit/, dit-compute/ (default: runs/<config name>)")
+    p.add_argument("--load", action="store_true", help="evaluate the finished runs in --runs without training")
+    p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
+    _sigmas(p)
+    p.add_argument("--ebt-steps", type=int, default=ebt_steps, help="most EBT descent steps (PSNR after each)")
+    p.add_argument("--dit-steps", type=int, nargs="+", default=dit_steps, help="DDIM step counts; 0 = all")
+    p.add_argument("--best-of", type=int, nargs="+", default=[2, 4], help="N values of the EBT's best-of-N")
+    p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D")
+    p.add_argument("--no-paper", action="store_true", help="skip the diffusion-level (original protocol) table")
+    _held_out(p, "only the first N photos of each held-out split")
+    _report(p, "denoise_compare")
+    _runtime(p)
+
+
+@command(
+    "compare",
+    commands.compare,
+    "EBT (blind, sigma-conditioned) vs the diffusers DiT: same data and budget",
+    "Trains four models on one crop stream (blind EBT, sigma-conditioned EBT, a step-matched and a\n"
+    "compute-matched DiT), chooses every method's settings on the validation photos and reports them\n"
+    "on the test photos.",
+)
+def _compare(p: argparse.ArgumentParser) -> None:
+    _compare_options(p, "configs/compare-cpu.yaml", [1, 2, 5, 10, 25, 50, 100, 0], 8)
     p.set_defaults(summary=False)
 
-    p = _command(
-        sub,
-        "paper",
-        commands.paper,
-        "The original work's denoising protocol: trained at diffusion level 0.1, tested at 0.1 and 0.2",
-        "Trains four EBTs (energy of the candidate alone or with the noisy image; 1 or 2-3 training steps)\n"
-        "and the diffusers DiT on one crop stream, chooses settings on validation, reports on test\n"
-        "(PSNR, SSIM, passes, FLOPs per image) with the original's numbers beside ours.",
-    )
-    p.add_argument("--config", default="configs/paper-cpu.yaml", help="the protocol's base config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
-    p.add_argument("--runs", help="folder of the trained models (default runs/<config name>)")
+
+@command(
+    "paper",
+    commands.paper,
+    "The original work's denoising protocol: trained at diffusion level 0.1, tested at 0.1 and 0.2",
+    "Trains four EBTs (energy of the candidate alone or with the noisy image; 1 or 2-3 training steps)\n"
+    "and the diffusers DiT on one crop stream, chooses settings on validation, reports on test\n"
+    "(PSNR, SSIM, passes, FLOPs per image) with the original's numbers beside ours.",
+)
+def _paper(p: argparse.ArgumentParser) -> None:
+    _config(p, "configs/paper-cpu.yaml", "the protocol's base config")
+    _runs(p, "folder of the trained models (default runs/<config name>)")
     p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
     p.add_argument("--ebt-steps", type=int, default=4, help="most EBT descent steps (PSNR after each)")
     p.add_argument("--dit-passes", type=int, nargs="+", default=[1, 2, 5, 10, 25, 50, 0],
                    help="DDIM pass counts from the level's own t; 0 = all t + 1")  # fmt: skip
     p.add_argument("--reruns", type=int, default=3, help="the all-pass DiT run on its own output this many times")
-    p.add_argument("--limit", type=int, help="only the first N photos of each held-out split")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--out", help="report folder (default: the --runs folder)")
-    p.add_argument("--stem", default="denoise_paper", help="report file name stem")
-    _common(p)
+    _held_out(p, "only the first N photos of each held-out split")
+    _report(p, "denoise_paper")
+    _runtime(p)
 
-    p = _command(
-        sub,
-        "adaptive",
-        commands.adaptive,
-        "Adaptive per-patch compute vs uniform descent at equal patch-steps",
-        "Patches whose energy has stopped falling stop descending while the others go on; the tolerance is\n"
-        "chosen on the validation photos and the PSNR at equal total patch-steps reported on the test photos.",
-    )
-    p.add_argument("--checkpoint", default=DEFAULT_EBT, help="EBT model folder or .safetensors file")
-    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
+
+@command(
+    "adaptive",
+    commands.adaptive,
+    "Adaptive per-patch compute vs uniform descent at equal patch-steps",
+    "Patches whose energy has stopped falling stop descending while the others go on; the tolerance is\n"
+    "chosen on the validation photos and the PSNR at equal total patch-steps reported on the test photos.",
+)
+def _adaptive(p: argparse.ArgumentParser) -> None:
+    _image_ebt(p)
+    _sigmas(p)
     p.add_argument("--max-steps", type=int, default=16, help="most descent steps per patch")
     p.add_argument("--max-side", type=int, default=128, help="photos downscaled to this longest side")
-    p.add_argument("--limit", type=int, help="only the first N photos of each split")
-    p.add_argument("--out", default="runs/adaptive", help="report folder")
-    p.add_argument("--stem", default="adaptive", help="report file name stem")
-    _common(p)
+    _held_out(p, "only the first N photos of each split", seed=None)
+    _report(p, "adaptive", out="runs/adaptive")
+    _runtime(p)
 
-    p = _command(
-        sub,
-        "calibrate",
-        commands.calibrate,
-        "Fit a blind EBT's step schedule: descent steps and step scale per estimated noise level",
-        "On full-resolution crops of the validation photos, at a grid of noise levels, finds the step count and\n"
-        "step-size scale with the best PSNR and files it under the sigma estimated from the noisy crops. Saved as\n"
-        "step_schedule.json beside the weights: denoise, eval and the app then let the estimated noise set the steps.",
-    )
-    p.add_argument("--checkpoint", default=DEFAULT_EBT, help="EBT model folder or .safetensors file")
+
+@command(
+    "calibrate",
+    commands.calibrate,
+    "Fit a blind EBT's step schedule: descent steps and step scale per estimated noise level",
+    "On full-resolution crops of the validation photos, at a grid of noise levels, finds the step count and\n"
+    "step-size scale with the best PSNR and files it under the sigma estimated from the noisy crops. Saved as\n"
+    "step_schedule.json beside the weights: denoise, eval and the app then let the estimated noise set the steps.",
+)
+def _calibrate(p: argparse.ArgumentParser) -> None:
+    _image_ebt(p)
     p.add_argument("--crop", type=int, default=96, help="calibration crop side (full-resolution pixels)")
     p.add_argument("--per-photo", type=int, default=2, help="crops per validation photo")
     p.add_argument("--max-steps", type=int, default=8, help="most descent steps tried")
     p.add_argument("--no-save", action="store_true", help="report only; do not write step_schedule.json")
-    p.add_argument("--out", default="runs/calibrate", help="report folder")
-    p.add_argument("--stem", default="step_schedule", help="report file name stem")
-    _common(p)
+    _report(p, "step_schedule", out="runs/calibrate")
+    _runtime(p)
 
-    p = _command(
-        sub,
-        "generate",
-        commands.generate,
-        "Continue a prompt with the shipped text EBT (or the Transformer++ baseline)",
-        "Prints the continuation; with --energies each EBT token with its energy (its uncertainty).\n"
-        "Greedy at temperature 0, sampled otherwise; the seed makes both reproducible.",
-    )
+
+@command(
+    "generate",
+    commands.generate,
+    "Continue a prompt with the shipped text EBT (or the Transformer++ baseline)",
+    "Prints the continuation; with --energies each EBT token with its energy (its uncertainty).\n"
+    "Greedy at temperature 0, sampled otherwise; the seed makes both reproducible.",
+)
+def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="the text to continue (UTF-8, at most 4,000 characters)")
     p.add_argument("--model", choices=["ebt", "transformer"], default="ebt", help="which model family")
-    p.add_argument("--checkpoint", help="model folder with its tokenizer.json (default: checkpoints/text-sotu-s or "
-                   "checkpoints/text-sotu-s-transformer)")  # fmt: skip
+    p.add_argument("--checkpoint", help=f"model folder with its tokenizer.json (default: {defaults.TEXT_EBT} or "
+                   f"{defaults.TEXT_TRANSFORMER})")  # fmt: skip
     p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate (1-512)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0, help="sampling and best-of-N seed")
@@ -222,50 +264,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--best-of", type=int, default=1, help="EBT: N descents per token, the lowest energy wins")
     p.add_argument("--energies", action="store_true", help="EBT: also print every token with its energy")
 
-    p = _command(
-        sub,
-        "quickstart",
-        commands.compare,
-        "The main job: the EBT vs DiT comparison at toy scale (~12 min on CPU)",
-        "configs/quickstart.yaml: 0.16M-parameter models, 800 steps each; DDIM up to 25 steps, 4 EBT\n"
-        "steps, no diffusion-level table.",
-    )
-    _add_compare_options(p, "configs/quickstart.yaml", [1, 2, 5, 10, 25], 4)
+
+@command(
+    "quickstart",
+    commands.compare,
+    "The main job: the EBT vs DiT comparison at toy scale (~12 min on CPU)",
+    "configs/quickstart.yaml: 0.16M-parameter models, 800 steps each; DDIM up to 25 steps, 4 EBT\n"
+    "steps, no diffusion-level table.",
+)
+def _quickstart(p: argparse.ArgumentParser) -> None:
+    _compare_options(p, "configs/quickstart.yaml", [1, 2, 5, 10, 25], 4)
     p.set_defaults(summary=True, no_paper=True)
 
-    p = _command(
-        sub,
-        "ablate",
-        commands.ablate,
-        "Blind-EBT training variants (step size, steps, loss, Langevin) vs the DiT",
-        "Every variant trains on the same crops; step counts are chosen on validation, reported on test.",
-    )
-    p.add_argument("--config", default="configs/quickstart.yaml", help="the base config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the base config")
-    p.add_argument("--variants", nargs="+", help="variant names (default: all; see experiments/ablation.py)")
+
+@command(
+    "ablate",
+    commands.ablate,
+    "Blind-EBT training variants (step size, steps, loss, Langevin) vs the DiT",
+    "Every variant trains on the same crops; step counts are chosen on validation, reported on test.",
+)
+def _ablate(p: argparse.ArgumentParser) -> None:
+    _config(p, "configs/quickstart.yaml", "the base config", override="override of the base config")
+    p.add_argument("--variants", nargs="+", help="variant names (default: all; see experiments/image/ablation.py)")
     p.add_argument("--max-steps", type=int, default=16, help="test-time descent steps (PSNR after each)")
     p.add_argument("--best-of", type=int, default=4, help="N of best-of-N at the validation-chosen step count")
-    p.add_argument("--runs", default="runs/ablation", help="folder of the trained variants")
+    _runs(p, "folder of the trained variants", default="runs/ablation")
     p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
-    p.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, help="noise sigmas on the 0-255 scale")
-    p.add_argument("--limit", type=int, help="only the first N photos of each split")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--out", help="report folder (default: the --runs folder)")
-    p.add_argument("--stem", default="ablation", help="report file name stem")
+    _sigmas(p)
+    _held_out(p, "only the first N photos of each split")
+    _report(p, "ablation")
     p.add_argument(
         "--equal-flops",
         action="store_true",
         help="train every variant for the base config's training FLOPs (not the same step count)",
     )
-    _common(p, device=False)
+    _runtime(p, device=False)
 
-    p = _command(
-        sub,
-        "bench",
-        commands.bench,
-        "Training-step time and memory: EBT (K descent steps) vs a plain transformer",
-        "Every case runs in a fresh process; FLOPs are counted in every pass.",
-    )
+
+@command(
+    "bench",
+    commands.bench,
+    "Training-step time and memory: EBT (K descent steps) vs a plain transformer",
+    "Every case runs in a fresh process; FLOPs are counted in every pass.",
+)
+def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presets", nargs="+", default=["EBT-S/4"], help="model sizes (see image/config.py PRESETS)")
     p.add_argument("--image-sizes", type=int, nargs="+", default=[32], help="square image sizes")
     p.add_argument("--batches", type=int, nargs="+", default=[32], help="batch sizes")
@@ -277,74 +319,79 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["naive", "fast", "checkpoint", "truncated", "compiled"],
                    help="EBT training paths to time (compiled takes minutes to compile on a CPU)")  # fmt: skip
     p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"], help="what to time")
-    p.add_argument("--out", default="runs/bench", help="report folder")
-    p.add_argument("--stem", default="bench", help="report file name stem")
+    _report(p, "bench", out="runs/bench")
 
-    p = _command(
-        sub,
-        "video",
-        commands.video,
-        "Next-frame video prediction: EBT vs plain transformer, DiT and copy-last",
-        "Trains every contender on the same clips for the same budget (configs/video-*.yaml: Moving MNIST or\n"
-        "real footage), chooses settings on validation clips, reports per-horizon metrics on test clips.",
-    )
-    p.add_argument("--config", default="configs/video-mmnist-cpu.yaml", help="video config (task: video)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
-    p.add_argument("--runs", help="folder of the trained contenders (default runs/<config name>)")
-    p.add_argument("--load", action="store_true", help="evaluate the finished runs without training")
+
+@command(
+    "video",
+    commands.video,
+    "Next-frame video prediction: EBT vs plain transformer, DiT and copy-last",
+    "Trains every contender on the same clips for the same budget (configs/video-*.yaml: Moving MNIST or\n"
+    "real footage), chooses settings on validation clips, reports per-horizon metrics on test clips.",
+)
+def _video(p: argparse.ArgumentParser) -> None:
+    _config(p, "configs/video-mmnist-cpu.yaml", "video config (task: video)")
+    _runs(p, "folder of the trained contenders (default runs/<config name>)", load=True)
     p.add_argument("--ebt-steps", type=int, default=8, help="most EBT descent steps per predicted frame")
     p.add_argument("--dit-steps", type=int, nargs="+", default=[1, 2, 5, 10], help="DDIM step counts of the DiT")
     p.add_argument("--best-of", type=int, nargs="+", default=[2, 4], help="N values of the EBT's best-of-N")
     p.add_argument("--no-compute-matched", action="store_true", help="skip the DiT trained for the EBT's FLOPs")
     p.add_argument("--strips", type=int, default=3, help="test clips written as GIF strips")
-    p.add_argument("--limit", type=int, help="only the first N clips of each split")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
-    p.add_argument("--out", help="report folder (default: the --runs folder)")
-    p.add_argument("--stem", default="", help="report stem (default video_mmnist or video_real)")
-    _common(p)
+    _held_out(p, "only the first N clips of each split", seed="evaluation seed")
+    _report(p, "", help="report stem (default video_mmnist or video_real)")
+    _runtime(p)
 
-    p = _command(
-        sub,
-        "text",
-        commands.text,
-        "Text: an autoregressive EBT vs a same-size Transformer++ on the same tokens",
-        "Trains both (configs/text-cpu.yaml), measures perplexity in distribution (held-out State of the\n"
-        "Union years) and out of it (Shakespeare, the World English Bible) as descent steps grow.",
-    )
-    p.add_argument("--config", default="configs/text-cpu.yaml", help="text config (task: text)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
-    p.add_argument("--runs", help="folder of the trained models (default runs/<config name>)")
-    p.add_argument("--load", action="store_true", help="evaluate the finished runs without training")
+
+@command(
+    "text",
+    commands.text,
+    "Text: an autoregressive EBT vs a same-size Transformer++ on the same tokens",
+    "Trains both (configs/text-cpu.yaml), measures perplexity in distribution (held-out State of the\n"
+    "Union years) and out of it (Shakespeare, the World English Bible) as descent steps grow.",
+)
+def _text(p: argparse.ArgumentParser) -> None:
+    _config(p, "configs/text-cpu.yaml", "text config (task: text)")
+    _runs(p, "folder of the trained models (default runs/<config name>)", load=True)
     p.add_argument("--windows", type=int, default=64, help="evaluation windows per corpus and split")
-    p.add_argument("--out", help="report folder (default: the --runs folder)")
-    p.add_argument("--stem", default="text", help="report file name stem")
-    _common(p)
+    _report(p, "text")
+    _runtime(p)
 
-    p = _command(
-        sub,
-        "probe",
-        commands.probe,
-        "Linear probing of frozen EBT and DiT features (offline on Fashion-MNIST)",
-        "Pre-trains both backbones by denoising (resumable), caches features, sweeps layers and noise levels\n"
-        "on a validation split, reports top-1/top-5 (full and 10/100-shot) on the test set.",
-    )
-    p.add_argument("--config", default="configs/probe-cpu.yaml", help="pre-training config of both backbones")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
-    p.add_argument("--runs", help="folder of the pre-trained backbones and cached features (default runs/<name>)")
+
+@command(
+    "probe",
+    commands.probe,
+    "Linear probing of frozen EBT and DiT features (offline on Fashion-MNIST)",
+    "Pre-trains both backbones by denoising (resumable), caches features, sweeps layers and noise levels\n"
+    "on a validation split, reports top-1/top-5 (full and 10/100-shot) on the test set.",
+)
+def _probe(p: argparse.ArgumentParser) -> None:
+    _config(p, "configs/probe-cpu.yaml", "pre-training config of both backbones")
+    _runs(p, "folder of the pre-trained backbones and cached features (default runs/<name>)")
     p.add_argument("--data", help="an ImageFolder tree (train/ and val/ of class sub-folders, e.g. ImageNet) "
                    "instead of Fashion-MNIST; the backbones pre-train on its train/ images")  # fmt: skip
     p.add_argument("--probe-steps", type=int, default=2000, help="optimiser steps of every linear probe")
-    p.add_argument("--limit", type=int, help="only the first N training images (a quick look)")
-    p.add_argument("--out", help="report folder (default: the --runs folder)")
-    p.add_argument("--stem", default="probe", help="report file name stem")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _held_out(p, "only the first N training images (a quick look)", seed=None)
+    _report(p, "probe")
+    _runtime(p, device=False)
 
-    p = _command(
-        sub,
-        "demo",
-        commands.demo,
-        "The Gradio app: watch the model think (apps/demo.py)",
-        "Serves on http://HOST:PORT; offline, from the shipped checkpoints unless told otherwise.",
-    )
-    add_demo_arguments(p)
+
+@command(
+    "demo",
+    commands.demo,
+    "The Gradio app: watch the model think (ebt_vision/app)",
+    "Serves on http://HOST:PORT; offline, from the shipped checkpoints unless told otherwise.",
+)
+def _demo(p: argparse.ArgumentParser) -> None:
+    from ..app.demo import add_arguments
+
+    add_arguments(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ebt-vision", description=DESCRIPTION, formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, func, summary, description, options in COMMANDS:
+        p = sub.add_parser(name, help=summary, description=f"{summary}.\n\n{description}", formatter_class=_Formatter)
+        p.set_defaults(func=func)
+        options(p)
     return parser
