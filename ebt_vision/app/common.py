@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.errors import UserError
+from ..core.errors import InputError, UserError
 from ..core.paths import resolve_path
 
 Handler = TypeVar("Handler")
@@ -44,6 +44,17 @@ def find_checkpoint(path: str | Path | None, what: str, command: str, option: st
             "(a model folder or .safetensors file)."
         )
     return found
+
+
+def check_upload(path: str | Path, max_bytes: int) -> Path:
+    """An uploaded file that arrived and is at most ``max_bytes`` large, or an ``InputError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"the upload {path.name} did not arrive; please try again")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InputError(f"{path.name} is {size / 2**20:.1f} MiB; the limit is {max_bytes // 2**20} MiB")
+    return path
 
 
 def train_command(config: str, kind: str, path: str | Path) -> str:

@@ -28,17 +28,12 @@ from ..image.inference import Tiling, adaptive_tolerance, best_of_n, check_image
 from ..image.noise import add_gaussian_noise, estimate_noise_sigma, sigma_to_timestep
 from ..image.objective import DenoisingObjective
 from ..image.schedule import StepSchedule
-from .common import legend_above
+from .common import check_upload, legend_above
 
 
 def load_upload(path: str | Path, max_side: int = defaults.APP_MAX_SIDE) -> tuple[Tensor, list[str]]:
     """An uploaded file -> (3, H, W) in [-1, 1], downscaled and cropped to the patch grid, and notes for the user."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"the upload {path.name} did not arrive; please try again")
-    size, limit = path.stat().st_size, defaults.APP_MAX_IMAGE_BYTES
-    if size > limit:
-        raise InputError(f"{path.name} is {size / 2**20:.1f} MiB; the limit is {limit // 2**20} MiB")
+    path = check_upload(path, defaults.APP_MAX_IMAGE_BYTES)
     return prepare_image(read_image(path, defaults.APP_MAX_PIXELS).rgb, max_side)
 
 

@@ -30,7 +30,7 @@ from ..video.objective import VideoObjective
 from ..video.reader import DecordVideo, open_video, read_clip
 from ..video.rollout import Rollout
 from ..video.strips import BORDER, LABEL_WIDTH, strip_image
-from .common import legend_above
+from .common import check_upload, legend_above
 
 TILE_SIDE = 96  # frames are drawn at least this large: Moving MNIST's 64 px and a tiny model's 16 px alike
 HEADER = 14  # pixels above a strip for its column labels
@@ -72,12 +72,7 @@ def load_video_upload(
 
     Unreadable, corrupt, oversized and too-short files are ``InputError``s naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"the upload {path.name} did not arrive; please try again")
-    size, limit = path.stat().st_size, defaults.APP_MAX_VIDEO_BYTES
-    if size > limit:
-        raise InputError(f"{path.name} is {size / 2**20:.1f} MiB; the limit is {limit // 2**20} MiB")
+    path = check_upload(path, defaults.APP_MAX_VIDEO_BYTES)
     video, side = open_video(path), defaults.MAX_FRAME_SIDE
     if isinstance(video, DecordVideo) and max(video.height, video.width) > side:
         raise InputError(f"{path.name} has {video.width}x{video.height} frames; the limit is {side} px")

@@ -52,8 +52,11 @@ def _config(p: argparse.ArgumentParser, default: str | None, help: str, override
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=override)
 
 
-def _runs(p: argparse.ArgumentParser, help: str, load: bool = False, default: str | None = None) -> None:
-    p.add_argument("--runs", default=default, help=help)
+def _experiment(p: argparse.ArgumentParser, config: str, what: str, runs: str, load: bool = False) -> None:
+    """A command that trains (or reuses) models under a run folder: --config (``config``, ``what`` it is) and --set,
+    --runs (``runs``: its help), and with ``load`` --load."""
+    _config(p, config, what)
+    p.add_argument("--runs", help=runs)
     if load:
         p.add_argument("--load", action="store_true", help="evaluate the finished runs without training")
 
@@ -161,8 +164,12 @@ def _eval(p: argparse.ArgumentParser) -> None:
 
 
 def _compare_options(p: argparse.ArgumentParser, config: str, dit_steps: list[int], ebt_steps: int) -> None:
-    _config(p, config, "one config for all the models (see configs/)")
-    _runs(p, "folder of the trained models ebt/, ebt-cond/, dit/, dit-compute/ (default: runs/<config name>)")
+    _experiment(
+        p,
+        config,
+        "one config for all the models (see configs/)",
+        "folder of the trained models ebt/, ebt-cond/, dit/, dit-compute/ (default: runs/<config name>)",
+    )
     p.add_argument("--load", action="store_true", help="evaluate the finished runs in --runs without training")
     p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
     _sigmas(p)
@@ -198,8 +205,8 @@ def _compare(p: argparse.ArgumentParser) -> None:
     "(PSNR, SSIM, passes, FLOPs per image) with the original's numbers beside ours.",
 )
 def _paper(p: argparse.ArgumentParser) -> None:
-    _config(p, "configs/paper-cpu.yaml", "the protocol's base config")
-    _runs(p, "folder of the trained models (default runs/<config name>)")
+    _experiment(p, "configs/paper-cpu.yaml", "the protocol's base config", "folder of the trained models (default "
+                "runs/<config name>)")  # fmt: skip
     p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
     p.add_argument("--ebt-steps", type=int, default=4, help="most EBT descent steps (PSNR after each)")
     p.add_argument("--dit-passes", type=int, nargs="+", default=[1, 2, 5, 10, 25, 50, 0],
@@ -288,7 +295,7 @@ def _ablate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", nargs="+", help="variant names (default: all; see experiments/image/ablation.py)")
     p.add_argument("--max-steps", type=int, default=16, help="test-time descent steps (PSNR after each)")
     p.add_argument("--best-of", type=int, default=4, help="N of best-of-N at the validation-chosen step count")
-    _runs(p, "folder of the trained variants", default="runs/ablation")
+    p.add_argument("--runs", default="runs/ablation", help="folder of the trained variants")
     p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")
     _sigmas(p)
     _held_out(p, "only the first N photos of each split")
@@ -330,8 +337,8 @@ def _bench(p: argparse.ArgumentParser) -> None:
     "real footage), chooses settings on validation clips, reports per-horizon metrics on test clips.",
 )
 def _video(p: argparse.ArgumentParser) -> None:
-    _config(p, "configs/video-mmnist-cpu.yaml", "video config (task: video)")
-    _runs(p, "folder of the trained contenders (default runs/<config name>)", load=True)
+    _experiment(p, "configs/video-mmnist-cpu.yaml", "video config (task: video)", "folder of the trained contenders "
+                "(default runs/<config name>)", load=True)  # fmt: skip
     p.add_argument("--ebt-steps", type=int, default=8, help="most EBT descent steps per predicted frame")
     p.add_argument("--dit-steps", type=int, nargs="+", default=[1, 2, 5, 10], help="DDIM step counts of the DiT")
     p.add_argument("--best-of", type=int, nargs="+", default=[2, 4], help="N values of the EBT's best-of-N")
@@ -350,8 +357,8 @@ def _video(p: argparse.ArgumentParser) -> None:
     "Union years) and out of it (Shakespeare, the World English Bible) as descent steps grow.",
 )
 def _text(p: argparse.ArgumentParser) -> None:
-    _config(p, "configs/text-cpu.yaml", "text config (task: text)")
-    _runs(p, "folder of the trained models (default runs/<config name>)", load=True)
+    _experiment(p, "configs/text-cpu.yaml", "text config (task: text)", "folder of the trained models (default "
+                "runs/<config name>)", load=True)  # fmt: skip
     p.add_argument("--windows", type=int, default=64, help="evaluation windows per corpus and split")
     _report(p, "text")
     _runtime(p)
@@ -365,8 +372,8 @@ def _text(p: argparse.ArgumentParser) -> None:
     "on a validation split, reports top-1/top-5 (full and 10/100-shot) on the test set.",
 )
 def _probe(p: argparse.ArgumentParser) -> None:
-    _config(p, "configs/probe-cpu.yaml", "pre-training config of both backbones")
-    _runs(p, "folder of the pre-trained backbones and cached features (default runs/<name>)")
+    _experiment(p, "configs/probe-cpu.yaml", "pre-training config of both backbones", "folder of the pre-trained "
+                "backbones and cached features (default runs/<name>)")  # fmt: skip
     p.add_argument("--data", help="an ImageFolder tree (train/ and val/ of class sub-folders, e.g. ImageNet) "
                    "instead of Fashion-MNIST; the backbones pre-train on its train/ images")  # fmt: skip
     p.add_argument("--probe-steps", type=int, default=2000, help="optimiser steps of every linear probe")
