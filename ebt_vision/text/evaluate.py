@@ -4,7 +4,7 @@ One descent of ``max_steps`` steps scores every smaller step count too (its traj
 candidate), and one best-of-N descent scores every N' <= N; each evaluation is one pass over the windows per
 variant. Costs are counted per token: the context is encoded once per descent, then one descent step is one forward
 and one backward pass of the candidate stream over the window (all positions at once), so a pass count is a
-per-token count as well (``experiments.text`` turns them into FLOPs).
+per-token count as well (``experiments.text.run`` turns them into FLOPs).
 """
 
 from __future__ import annotations
