@@ -11,8 +11,11 @@ from .. import selection
 
 def average_rows(rows: list[dict]) -> list[dict]:
     """Mean PSNR/SSIM (and passes, steps taken) over images, one row per (split of photos, method, sigma, steps)."""
-    averaged = selection.average(rows, ("eval_split", "method", "sigma", "split", "steps"),
-                                 ("forward_passes", "backward_passes", "psnr", "ssim", "steps_taken"))  # fmt: skip
+    group = ("eval_split", "method", "sigma", "split", "steps")
+    means = ("forward_passes", "backward_passes", "psnr", "ssim")
+    averaged = selection.average(rows, group, (*means, "steps_taken"))
+    order = (*group, *means, "images", "steps_taken")  # the report's order
+    averaged = [{k: row[k] for k in order if k in row} for row in averaged]
     return sorted(averaged, key=lambda r: (r["eval_split"], r["sigma"], r["method"], r["steps"]))
 
 

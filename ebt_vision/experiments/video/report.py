@@ -46,7 +46,8 @@ def label(row: dict) -> str:
 def summarise(rows: list[dict]) -> list[dict]:
     """Per-horizon rows -> one row per (split, setting): metrics averaged over the horizon, costs kept."""
     costs = ("forward_passes", "backward_passes", "gflops_per_frame", "clips")
-    return selection.average(rows, GROUP, METRICS, keep=costs, count=None)
+    averaged = selection.average(rows, GROUP, METRICS, keep=costs, count=None)
+    return [{k: row[k] for k in (*GROUP, *METRICS, *costs) if k in row} for row in averaged]  # the report's order
 
 
 def choose(summary: list[dict], within=lambda row: True) -> dict[str, dict]:
