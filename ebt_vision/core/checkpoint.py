@@ -260,7 +260,8 @@ def read_training_state(folder: Path) -> dict:
     try:
         state = torch.load(path, weights_only=True)
     except Exception as error:  # a damaged file fails in the zip reader, the unpickler or the storage: any of them
-        raise CheckpointError(f"{path} is not a readable training state ({first_line(error)})") from None
+        reason = first_line(error)
+        raise CheckpointError(f"{path} is not a readable training state: damaged or cut short ({reason})") from None
     lacking = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
     if lacking:
         raise CheckpointError(f"{path} is not a training state: it lacks {name_list(lacking)}")

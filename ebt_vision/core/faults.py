@@ -438,7 +438,10 @@ def write_faults_report(cases: list[Case], bench: Bench, seeds: tuple[int, ...],
     body = (
         "Every case either resumes to the bitwise result of an uninterrupted run (final model and last checkpoint "
         "compared with torch.equal) or stops with one line; *lost* counts complete, readable checkpoints that the "
-        "fault or the resume destroyed or skipped.\n\n"
+        "fault or the resume destroyed or skipped. Resumes read no `latest` (checkpoints are ordered by step number) "
+        "and no checkpoint config.yaml (a copy for people: the weights' metadata holds the config that is read), so "
+        "damage to those, or to the run's config.yaml (rewritten), changes nothing; damage to metrics.csv is said and "
+        "its unreadable rows dropped.\n\n"
         + markdown_table(list(summary), [list(summary.values())])
         + "\n\n"
         + markdown_table(headers, rows)
