@@ -43,9 +43,8 @@ from .ema import WeightAverage
 from .errors import UserError
 from .objective import Objective
 from .progress import progress as progress_bar
-from .runs import RunConflict, check_run_folder, resume_checkpoint, writing
-
-__all__ = ["RunConflict", "TrainResult", "TrainingDiverged", "train"]
+from .runs import RunConflict as RunConflict  # raised here, so callers catch it from here too
+from .runs import check_run_folder, resume_checkpoint, writing
 
 
 class TrainingDiverged(RuntimeError):
@@ -251,7 +250,8 @@ def _initialise_from(objective: nn.Module, path: str) -> None:
     try:
         load_weights(objective, tensors, found, "this model")
     except CheckpointError as error:
-        raise CheckpointError(f"train.init_from {path}: its weights do not fit this model ({error})") from None
+        reason = str(error).removeprefix(f"{found} does not fit this model: ")
+        raise CheckpointError(f"train.init_from {path}: its weights do not fit this model ({reason})") from None
 
 
 def train(
