@@ -4,18 +4,32 @@ library."""
 from __future__ import annotations
 
 import sys
+import warnings
 
 from .parser import build_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command. User errors (bad config, bad input, missing files) print one line and exit 2; anything else
-    is a bug and keeps its traceback."""
+    """Run one command. User errors (bad config, bad input, missing files) and failed file operations (a folder that
+    cannot be written, a full disk) print one line and exit 2; anything else is a bug and keeps its traceback.
+    Warnings print as one line each too."""
     from ..core.errors import UserError
 
     args = build_parser().parse_args(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return args.func(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
+    finally:
+        warnings.formatwarning = previous
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """``warning: <message>`` (Python's default adds the source file and line, which say nothing to a user)."""
+    return f"warning: {message}\n"

@@ -36,14 +36,24 @@ def _print_report(report: Path, extra: str = "(+ .json, .png)", text: str | None
 def train(args: argparse.Namespace) -> int:
     from ..core import distributed
     from ..core.config import training_recipe
+    from ..core.errors import UserError
+    from ..core.runs import check_run_folder, move_aside
     from ..core.train import TrainingDiverged
 
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the run in --out, --overwrite moves it aside: choose one")
     cfg = _config(args.config, args.set)
     run_dir = Path(args.out or f"runs/{cfg.name}")
     recipe = training_recipe(cfg.task, args.model)
     ctx = distributed.init_from_environment(cfg.train.device)  # under torchrun: join the process group
     try:
-        result = recipe(cfg, run_dir, model=args.model, resume=args.resume, progress=not args.quiet)
+        if args.overwrite and ctx.is_main:
+            backup = move_aside(run_dir)
+            if backup is not None:
+                print(f"moved the earlier content of {run_dir} to {backup}", file=sys.stderr)
+        distributed.barrier(ctx)
+        check_run_folder(run_dir, args.resume)  # before the recipe reads its data (train checks again)
+        result = recipe(cfg, run_dir, resume=args.resume, progress=not args.quiet, model=args.model)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
@@ -51,9 +61,9 @@ def train(args: argparse.Namespace) -> int:
         distributed.shutdown(ctx)
     if ctx.is_main:
         processes = f" on {ctx.world_size} processes" if ctx.enabled else ""
-        print(
-            f"trained {result.step} steps{processes} in {result.seconds:.0f} s -> {run_dir} (a loadable model folder)"
-        )
+        resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from else ""
+        print(f"trained {result.step} steps{processes}{resumed} in {result.seconds:.0f} s -> {run_dir} (a loadable "
+              "model folder)")  # fmt: skip
     return 0
 
 

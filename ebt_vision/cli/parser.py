@@ -103,6 +103,8 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=100")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint (same config)")
+    p.add_argument("--overwrite", action="store_true", help="move a model or run already in the run folder to "
+                   "<folder>.backup-<date>-<time> first, then train afresh")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -3,8 +3,10 @@
 ``ExperimentConfig`` holds what every workload shares (descent, optimiser, training loop); each workload extends it
 with its own sections (``ebt_vision.image.config.ImageConfig``: model, data, DiT baseline) and is named by the
 ``task`` key. A YAML file (or ``section.key=value`` overrides) is merged onto these dataclasses. Unknown keys and
-values of the wrong type are errors, never silently ignored. PyYAML reads ``3e-4`` as a *string* (YAML 1.1 wants
-``3.0e-4``), so float fields accept numeric strings.
+values of the wrong type are errors, never silently ignored, and so is a key given twice in one YAML mapping (PyYAML
+would keep the last one). PyYAML reads ``3e-4`` as a *string* (YAML 1.1 wants ``3.0e-4``), so float fields accept
+numeric strings. Sizes are bounded (``ebt_vision.core.limits``) and ``name`` is a plain folder name, because configs
+also arrive inside model folders that anyone may have edited.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import yaml
 
 from .energy import ENERGY_KINDS, check_energy_step_size
 from .errors import UserError
+from .limits import size_problem
 from .ops import ATTENTION_BACKENDS
 
 
@@ -190,6 +193,9 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Range checks that types alone cannot express; subclasses extend it."""
+        problem = size_problem(to_dict(self))  # first: a workload's own checks may already build something
+        check(problem is None, problem or "")
+        check_run_name(self.name)
         d, o, t = self.descent, self.optim, self.train
         check(d.num_steps >= 1, f"descent.num_steps must be >= 1, got {d.num_steps}")
         check(1 <= d.min_steps <= d.num_steps, f"descent.min_steps must be in [1, num_steps], got {d.min_steps}")
@@ -220,6 +226,12 @@ class ExperimentConfig:
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def check_run_name(name: str) -> None:
+    """``name`` becomes the run folder ``runs/<name>``: a plain folder name, so no config writes outside ``runs/``."""
+    plain = name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+    check(plain, f"name {name!r} must be a plain folder name (no /, \\ or ..): it names the run folder runs/<name>")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -306,13 +318,37 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *defaults`` is meant to be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):  # the base class reports it
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text as Python values (safe: no arbitrary objects), refusing duplicate keys."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """``"descent.num_steps=3"`` -> ``{"descent": {"num_steps": 3}}`` (the value is parsed as YAML)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     dotted, raw = text.split("=", 1)
     try:
-        value: Any = yaml.safe_load(raw)
+        value: Any = load_yaml(raw)
     except yaml.YAMLError as error:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({error.problem})") from None
     for part in reversed(dotted.strip().split(".")):
@@ -322,6 +358,8 @@ def parse_override(text: str) -> dict[str, Any]:
 
 def from_dict(values: dict[str, Any] | None) -> ExperimentConfig:
     """Build a validated config of the task named by ``values["task"]`` (default ``image``)."""
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"a config is a mapping of sections, got {type(values).__name__}")
     values = dict(values or {})
     task = values.get("task", "image")
     if not isinstance(task, str):
@@ -336,12 +374,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = load_yaml(path.read_text())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+        kind = "YAML error" if isinstance(error, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise ConfigError(f"{where}: {kind}: {problem}") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return loaded or {}

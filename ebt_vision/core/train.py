@@ -5,9 +5,11 @@ An objective (``ebt_vision.core.objective.Objective``) is an ``nn.Module`` whose
 Batches are anything with ``.to(device)`` (or tuples of tensors). The loop adds the rest: warmup + cosine learning
 rate, gradient clipping, bf16 autocast on CUDA, fused AdamW, ``torch.compile``, gradient accumulation, DDP under
 ``torchrun``, seeding, a progress bar, ``metrics.csv`` and ``loss.png``, atomic checkpoints and ``resume``, which
-refuses a run whose stored config differs from the requested one. With ``train.ema_decay`` it keeps an average of
-the weights (``ebt_vision.core.ema``): checkpoints hold both (the raw weights resume training exactly), and the finished
-run folder, like the objective after ``train`` returns, holds the average.
+refuses a run whose stored config differs from the requested one (``ebt_vision.core.runs``: a folder holding a model
+or a run is never replaced unasked, and resume falls back past unreadable checkpoints, never to step 0). With
+``train.ema_decay`` it keeps an average of the weights (``ebt_vision.core.ema``): checkpoints hold both (the raw
+weights resume training exactly), and the finished run folder, like the objective after ``train`` returns, holds the
+average.
 """
 
 from __future__ import annotations
@@ -29,27 +31,24 @@ from torch import nn
 from . import distributed
 from .checkpoint import (
     CheckpointError,
-    checkpoint_config,
-    latest_checkpoint,
     load_training_checkpoint,
+    load_weights,
     read_checkpoint,
     save_pretrained_folder,
     save_training_checkpoint,
 )
-from .config import ExperimentConfig, OptimConfig, config_differences, dump_yaml
+from .config import ExperimentConfig, OptimConfig, dump_yaml
 from .distributed import Distributed
 from .ema import WeightAverage
 from .errors import UserError
 from .objective import Objective
 from .progress import progress as progress_bar
+from .runs import RunConflict as RunConflict  # raised here, so callers catch it from here too
+from .runs import check_run_folder, resume_checkpoint, writing
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the energy went non-finite or exploded; the last good checkpoint is kept."""
-
-
-class RunConflict(UserError):
-    """The run folder holds a run this call must not silently continue or overwrite."""
 
 
 @dataclass
@@ -58,6 +57,7 @@ class TrainResult:
     step: int
     seconds: float  # training wall-clock, summed over resumed segments
     final_metrics: dict[str, float]
+    resumed_from: int = 0  # the checkpoint step this call continued from (0: it started afresh)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,7 +65,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        raise UserError(f"device {name!r} requested but CUDA is not available")
     return device
 
 
@@ -123,16 +123,32 @@ def _restore_rng(saved: dict | list[dict], ctx: Distributed, fallback_seed: int)
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class MetricsLog:
-    """``metrics.csv`` (one row per logged step) and a ``loss.png`` curve; resuming drops rows past the resume step."""
+def _metrics_row(row: dict) -> dict[str, float] | None:
+    """A metrics.csv row as numbers; None for one that does not parse (a run killed mid-write leaves half a line)."""
+    try:
+        values = {key: float(value) for key, value in row.items() if value != ""}
+    except (TypeError, ValueError):  # a missing column reads as None, a cut number or stray text as a bad float
+        return None
+    return values if "step" in values else None
 
-    def __init__(self, run_dir: Path, resume_step: int) -> None:
+
+class MetricsLog:
+    """``metrics.csv`` (one row per logged step) and a ``loss.png`` curve; resuming drops rows past the resume step,
+    and says so when rows before it cannot be read or are missing (a damaged or half-copied file)."""
+
+    def __init__(self, run_dir: Path, resume_step: int, log_every: int) -> None:
         self.path = run_dir / "metrics.csv"
         self.rows: list[dict[str, float]] = []
-        if resume_step > 0 and self.path.is_file():
-            with self.path.open() as handle:
-                self.rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(handle)]
-            self.rows = [r for r in self.rows if r["step"] <= resume_step]
+        if resume_step > 0:
+            rows = []
+            if self.path.is_file():
+                with self.path.open(newline="", errors="replace") as handle:
+                    rows = [_metrics_row(r) for r in csv.DictReader(handle)]
+            self.rows = [r for r in rows if r is not None and r["step"] <= resume_step]
+            logged_until = self.rows[-1]["step"] if self.rows else 0
+            if None in rows[:-1] or logged_until < resume_step // log_every * log_every:  # a kill cuts the last only
+                warnings.warn(f"{self.path}: rows before the resumed step {resume_step} are unreadable or missing "
+                              f"(kept: {len(self.rows)}, up to step {logged_until:g})", stacklevel=2)  # fmt: skip
         self._rewrite()
 
     def _columns(self) -> list[str]:
@@ -228,36 +244,14 @@ def to_device(batch, device: torch.device):
     return batch.to(device)
 
 
-def _resume_state(run_dir: Path, cfg: ExperimentConfig, objective: Objective, resume: bool) -> dict | None:
-    """The latest checkpoint's training state (weights loaded into ``objective``), None for a fresh run; refuses to
-    overwrite a run without ``resume`` and to continue one whose stored config differs from ``cfg``."""
-    found = latest_checkpoint(run_dir)
-    if found is None:
-        return None
-    if not resume:
-        raise RunConflict(
-            f"{run_dir} already holds a run (checkpoint {found.name}); pass --resume to continue it, or choose another "
-            "run folder (--out) to start fresh"
-        )
-    changed = config_differences(checkpoint_config(found), cfg)
-    if changed:
-        raise RunConflict(
-            f"cannot resume {run_dir}: its stored config differs from the requested one in {len(changed)} setting(s): "
-            + "; ".join(changed)
-            + f". Resume without those changes (the stored config is {run_dir / 'config.yaml'}), or start fresh in "
-            "another run folder (--out)"
-        )
-    return load_training_checkpoint(found, objective)
-
-
 def _initialise_from(objective: nn.Module, path: str) -> None:
     """``train.init_from``: load a trained model's weights (same architecture) before the first step."""
-    tensors = read_checkpoint(path, "train.init_from checkpoint")[1]
+    found, tensors = read_checkpoint(path, "train.init_from checkpoint")[:2]
     try:
-        objective.load_state_dict(tensors)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-        raise CheckpointError(f"train.init_from {path}: its weights do not fit this model ({first})") from None
+        load_weights(objective, tensors, found, "this model")
+    except CheckpointError as error:
+        reason = str(error).removeprefix(f"{found} does not fit this model: ")
+        raise CheckpointError(f"train.init_from {path}: its weights do not fit this model ({reason})") from None
 
 
 def train(
@@ -278,6 +272,7 @@ def train(
     """
     ctx = distributed.current()
     run_dir = Path(run_dir)
+    check_run_folder(run_dir, resume)
     device = resolve_device(cfg.train.device)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
@@ -286,25 +281,33 @@ def train(
     if cfg.train.compile:
         objective.compile_for_training()
     optimizer, scheduler = build_optimizer(objective, cfg, device)
-    step, seconds = 0, 0.0
-    state = _resume_state(run_dir, cfg, objective, resume)
-    if state is None and cfg.train.init_from:
-        _initialise_from(objective, cfg.train.init_from)
     average = WeightAverage(objective, cfg.train.ema_decay) if cfg.train.ema_decay else None
-    if state is not None:
+
+    def restore(folder: Path) -> dict:
+        """Everything a checkpoint holds, into the objective, optimiser, scheduler, average, data stream and RNGs."""
+        state = load_training_checkpoint(folder, objective)
         if average is not None:
             average.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, seconds = state["step"], state["seconds"]
-        _restore_rng(state["rng"], ctx, cfg.train.seed + step)
         if sampler_state is not None:
             sampler_state.load_state_dict(state["sampler"])
+        _restore_rng(state["rng"], ctx, cfg.train.seed + state["step"])
+        return state
+
+    state = resume_checkpoint(run_dir, cfg, restore) if resume else None
+    step, seconds = (state["step"], state["seconds"]) if state is not None else (0, 0.0)
+    if state is None and cfg.train.init_from:
+        _initialise_from(objective, cfg.train.init_from)
+        if average is not None:  # the average starts from the loaded weights, not the random ones
+            average.load_state_dict(objective.state_dict())
+    resumed_from = step
     model = _wrap_ddp(objective, cfg, device, ctx)
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-        log = MetricsLog(run_dir, step)
+        with writing(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+            log = MetricsLog(run_dir, step, cfg.train.log_every)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
     accumulation = cfg.train.grad_accumulation
 
@@ -320,7 +323,8 @@ def train(
                 "sampler": sampler_state.state_dict() if sampler_state is not None else None,
                 "ema": average.state_dict() if average is not None else None,
             }
-            save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)
+            with writing(run_dir, f"; the last complete checkpoint before step {step} is kept"):
+                save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)
         distributed.barrier(ctx)
 
     bar = progress_bar(
@@ -359,12 +363,14 @@ def train(
             metrics = {k: float(v) for k, v in distributed.mean_over_ranks(summed, ctx).items()}
             if ctx.is_main:
                 row = {"step": step, **metrics, "param_grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
-                log.append({**row, "seconds": round(seconds, 2)})
+                with writing(run_dir):
+                    log.append({**row, "seconds": round(seconds, 2)})
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             checkpoint()
             if ctx.is_main and time.perf_counter() - last_plot > 60:  # matplotlib is slow: at most once a minute
-                log.plot()
+                with writing(run_dir):
+                    log.plot()
                 last_plot = time.perf_counter()
     bar.close()
     if average is not None:  # from here on the objective holds the averaged weights: what is saved and evaluated
@@ -373,7 +379,8 @@ def train(
         extra = {"step": step, "train_seconds": seconds, "world_size": ctx.world_size}
         if average is not None:
             extra["weights"] = f"exponential moving average, decay {cfg.train.ema_decay:g}"
-        save_pretrained_folder(objective, cfg, run_dir, extra=extra)  # the run folder is a loadable model folder
-        log.plot()
+        with writing(run_dir, f"; checkpoint step {step} holds the trained weights"):
+            save_pretrained_folder(objective, cfg, run_dir, extra=extra)  # the run folder is a loadable model folder
+            log.plot()
     distributed.barrier(ctx)
-    return TrainResult(run_dir, step, seconds, metrics)
+    return TrainResult(run_dir, step, seconds, metrics, resumed_from)
