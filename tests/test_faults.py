@@ -1,6 +1,6 @@
-"""Fault injection (``ebt_vision.core.faults``): kill -9 at named and random moments of a tiny run, damaged checkpoint
-files, half-copied run folders. Every case resumes to the bitwise result of an uninterrupted run or stops with one
-line, and no complete checkpoint is lost."""
+"""Fault injection (``ebt_vision.experiments.faults``): kill -9 at named and random moments of a tiny run, damaged
+checkpoint files, half-copied run folders. Every case resumes to the bitwise result of an uninterrupted run or stops
+with one line, and no complete checkpoint is lost."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ebt_vision.core.faults import KILL_POINTS
+from ebt_vision.experiments.faults import KILL_POINTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def matrix(tmp_path_factory) -> dict:
     """The fault matrix for one seed, run as its own process (it forks a child per run: one thread, fresh state)."""
     root = tmp_path_factory.mktemp("faults")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "ebt_vision.core.faults", "--work", str(root / "work"), "--out", str(root)]
+    command = [sys.executable, "-m", "ebt_vision.experiments.faults", "--work", str(root / "work"), "--out", str(root)]
     done = subprocess.run([*command, "--seeds", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode in (0, 1), done.stderr
     return json.loads((root / "faults.json").read_text())

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from ebt_vision.experiments.training import train_denoiser
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
@@ -18,6 +17,7 @@ from ebt_vision.cli import main
 from ebt_vision.core.checkpoint import CheckpointError, latest_checkpoint, save_training_checkpoint, step_folders
 from ebt_vision.core.config import load_config
 from ebt_vision.core.train import RunConflict
+from ebt_vision.image.training import train_model as train_denoiser
 
 from .conftest import TINY
 

@@ -2,7 +2,7 @@
 its two renames too), damaged checkpoint files, run folders copied half-way. Every case must resume to the bitwise
 result of an uninterrupted run or stop with one line, and lose no complete checkpoint.
 
-    python -m ebt_vision.core.faults --out reports        # the matrix in reports/faults.md and .json
+    python -m ebt_vision.experiments.faults --out reports        # the matrix in reports/faults.md and .json
 
 Each run is a tiny ``ebt-vision train`` (the command line's own ``main``) in a child forked from this process: the
 imports are paid once, and a killed child dies by a real SIGKILL, leaving on disk exactly what a killed run leaves.
@@ -33,7 +33,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from .checkpoint import STATE, WEIGHTS, non_finite, read_training_state, read_weights, step_folders
+from ..core.checkpoint import STATE, WEIGHTS, non_finite, read_training_state, read_weights, step_folders
 
 STEPS, EVERY, KEEP = 12, 2, 2  # a run of 12 steps, a checkpoint every 2, the newest 2 kept
 TINY_RUN = {
@@ -87,7 +87,7 @@ def _half_written(path: Path) -> None:
 
 def arm(point: str, step: int, run_dir: Path) -> None:
     """Patch this (child) process so that it kills itself at ``point`` of checkpoint ``step`` (or training step)."""
-    from . import checkpoint
+    from ..core import checkpoint
 
     tmp, final = f".tmp_step_{step:07d}", f"step_{step:07d}"
     replace, rmtree, save, save_file = os.replace, shutil.rmtree, torch.save, checkpoint.save_file
@@ -422,7 +422,7 @@ def summarise(cases: list[Case]) -> dict[str, int]:
 
 def write_faults_report(cases: list[Case], bench: Bench, seeds: tuple[int, ...], out: Path, seconds: float,
                         command: str) -> Path:  # fmt: skip
-    from .reports import make_meta, markdown_table, write_report
+    from ..core.reports import make_meta, markdown_table, write_report
 
     summary = summarise(cases)
     data = (
@@ -450,12 +450,13 @@ def write_faults_report(cases: list[Case], bench: Bench, seeds: tuple[int, ...],
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ebt_vision.core.faults", description=__doc__.splitlines()[0])
+    program = "python -m ebt_vision.experiments.faults"
+    parser = argparse.ArgumentParser(prog=program, description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/faults", help="report folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the kill points")
     parser.add_argument("--work", help="where the runs go (default: a temporary folder, removed after)")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "ebt_vision.core.faults", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "ebt_vision.experiments.faults", *(sys.argv[1:] if argv is None else argv)])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ebt-faults-") as scratch:
         cases, bench = run_matrix(Path(args.work or scratch), tuple(args.seeds))
