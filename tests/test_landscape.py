@@ -105,6 +105,20 @@ def test_the_equilibrium_objective_is_zero_exactly_for_a_bowl_at_the_target_with
     assert bowl_objective(0.5).equilibrium_loss(target, start, target) > 1e-3
 
 
+
+def test_visited_states_are_trained_like_points_on_the_way():
+    """With ``equilibrium_visited`` half the rows sit where a descent from the start went; a bowl at the target still
+    lands from all of them (loss 0), and a bowl elsewhere does not."""
+    torch.manual_seed(0)
+    target, start = torch.randn(64, 3, 4, 4), torch.randn(64, 3, 4, 4)
+    objective = bowl_objective(1.0)
+    objective.cfg = from_dict({**TINY, "descent": {"step_size": 0.3, "learn_step_size": False},
+                               "train": {"objective": "equilibrium", "equilibrium_visited": 4}})  # fmt: skip
+    objective.step_size = type(objective.step_size)(1.0, learnable=False)
+    assert objective.equilibrium_loss(target, start, target) < 1e-12
+    assert objective.equilibrium_loss(target + 0.5, start, target) > 1e-3
+
+
 def test_nesterov_descends_an_ill_conditioned_bowl_faster_and_momentum_zero_changes_nothing():
     scales = torch.tensor([1.0, 0.02])
 

@@ -158,6 +158,9 @@ class TrainConfig:
     objective: str = "unrolled"
     equilibrium_max_move: float = 1.0
     equilibrium_weight: float = 1.0
+    # 0: the equilibrium objective's points lie between the start and the target; K > 0: half of them are instead the
+    # states a first-order descent from the start reaches after 1..K steps (the field trained where descents go).
+    equilibrium_visited: int = 0
     # Exponential moving average of the weights (0 = off): what evaluation and the saved model use when on; the decay
     # ramps up as min(ema_decay, (1 + step) / (10 + step)) so short runs average their later steps only.
     ema_decay: float = 0.0
@@ -218,6 +221,7 @@ class ExperimentConfig:
         check(t.objective in OBJECTIVES, f"train.objective must be one of {OBJECTIVES}, got {t.objective!r}")
         check(0 < t.equilibrium_max_move <= 1, "train.equilibrium_max_move must be in (0, 1]")
         check(t.equilibrium_weight >= 0, "train.equilibrium_weight must be >= 0")
+        check(0 <= t.equilibrium_visited <= 64, "train.equilibrium_visited must be in [0, 64]")
         check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
         check(t.loss in ("smooth_l1", "mse"), f"train.loss must be smooth_l1|mse, got {t.loss!r}")
         check(t.loss_on_steps in ("all", "last"), f"train.loss_on_steps must be all|last, got {t.loss_on_steps!r}")

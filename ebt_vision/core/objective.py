@@ -245,28 +245,51 @@ class EnergyObjective(nn.Module):
     def equilibrium_loss(
         self, context: Tensor, start: Tensor, target: Tensor, conditioning: dict[str, Tensor] | None = None
     ) -> Tensor:
-        """The equilibrium objective (``train.objective``): at a point ``target + gamma (start - target)``, gamma
-        uniform in [0, 1] per row, the step the descent would take, ``step_size * dE/dpoint``, is regressed (with the
-        workload's loss, on where it lands) onto ``min(gamma, m) (start - target)``, m = ``train.equilibrium_max_move``:
-        from within m of the target one step lands on it, from further away it moves m of the way. So the gradient
-        vanishes at the target and points at it from everywhere on the way: descents converge there however long they
-        run (Equilibrium Matching's truncated decay, Wang and Du 2025, with the noise replaced by the descent's start).
-        Candidate-shaped targets only (pixels, frames)."""
+        """The equilibrium objective (``train.objective``): at a point x, the step the descent would take there,
+        ``step_size * dE/dx``, is regressed (with the workload's loss, on where it lands) onto the move towards the
+        target that Equilibrium Matching's truncated decay asks for (Wang and Du 2025, with the noise replaced by the
+        descent's start): with gamma = |x - target| / |start - target| and m = ``train.equilibrium_max_move``, a
+        point within m lands on the target, a point further away moves m |start - target| towards it. So the
+        gradient vanishes at the target and points at it from everywhere the points cover.
+
+        The points: ``target + gamma (start - target)`` with gamma uniform in [0, 1] (the way from the start to the
+        answer); with ``train.equilibrium_visited`` K > 0, half the rows instead take the state a first-order descent
+        from the start reaches after 1..K steps (drawn per row): the field is then also trained where the descent
+        actually goes, off that line. Candidate-shaped targets only (pixels, frames)."""
         if target.shape != start.shape:
             raise ValueError(
                 f"the equilibrium objective needs candidate-shaped targets: {target.shape} vs {start.shape}"
             )
-        shape = (start.shape[0], *([1] * (start.dim() - 1)))
-        gamma = torch.rand(shape, device=start.device)
+        rows = (start.shape[0], *([1] * (start.dim() - 1)))
         offset = (start - target).detach()
-        point = (target + gamma * offset).detach().requires_grad_(True)
+        point = target + torch.rand(rows, device=start.device) * offset
         energy_fn, _ = self._energy_functions(dict(conditioning or {}))
+        encoded = self.encode(context)
+        if self.cfg.train.equilibrium_visited:
+            point = torch.where(torch.rand(rows, device=start.device) < 0.5, point,
+                                self._visited_states(energy_fn, encoded, start))  # fmt: skip
+        point = point.detach().requires_grad_(True)
         with torch.enable_grad():
-            energy = energy_fn(self.encode(context), point)
+            energy = energy_fn(encoded, point)
             (grad,) = torch.autograd.grad(energy.sum(), point, create_graph=True)
         landed = point - self.step_size() * grad
-        aim = point - torch.minimum(gamma, torch.tensor(self.cfg.train.equilibrium_max_move)) * offset
-        return self.loss(landed, aim.detach())
+        distance, reach = (point - target).detach(), offset.flatten(1).norm(dim=1).view(rows)
+        gamma = distance.flatten(1).norm(dim=1).view(rows) / reach.clamp_min(1e-12)
+        kept = 1 - (self.cfg.train.equilibrium_max_move / gamma.clamp_min(1e-12)).clamp(max=1.0)
+        return self.loss(landed, (target + kept * distance).detach())
+
+    def _visited_states(self, energy_fn, encoded, start: Tensor) -> Tensor:
+        """Per row, the state of a first-order descent from ``start`` after a random 1..K steps (K =
+        ``train.equilibrium_visited``): the whole batch takes K steps, each row keeps its own one (a fixed cost)."""
+        steps = self.cfg.train.equilibrium_visited
+        trajectory = minimize_energy(
+            energy_fn, encoded, start.detach(), self.step_size().detach(), steps,
+            project=self.projection() if self.descent_cfg.clamp_candidate else None,
+            expand_positions=self.expand_positions(),
+        )  # fmt: skip
+        states = torch.stack(trajectory.candidates[1:])  # (K, B, ...)
+        chosen = torch.randint(steps, (start.shape[0],), device=start.device)
+        return states[chosen, torch.arange(start.shape[0], device=start.device)]
 
     def energy_step(
         self, context: Tensor, start: Tensor, target: Tensor, conditioning: dict[str, Tensor] | None = None

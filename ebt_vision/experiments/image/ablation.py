@@ -73,10 +73,22 @@ for _kind, _size in ENERGY_STEP_SIZE.items():
         VARIANTS[f"{_kind}-{_objective}"] = (_overrides, f"{_kind} energy, {_what}")
         VARIANTS[f"{_kind}-{_objective}+ema"] = ([*_overrides, "train.ema_decay=0.99"], f"{_kind}, {_what}, EMA 0.99")
 LANDSCAPE = [f"{kind}-{objective}" for kind in ENERGY_STEP_SIZE for objective in OBJECTIVE_WHAT]
+# Round two, on the residual energy: where the field is trained (the descent's own states), how long the training
+# descents are, how far one step may move.
+_RESIDUAL = ["model.energy=residual", "descent.step_size=1.0"]
+VARIANTS.update({
+    "residual-long": ([*_RESIDUAL, *LONG[:2], "descent.graph_steps=2"], "residual, unrolled, 1-8 steps (graph: 2)"),
+    "residual-visited": ([*_RESIDUAL, "train.objective=equilibrium", "train.equilibrium_visited=4"],
+                         "residual, equilibrium also at states a 1-4 step descent visits"),
+    "residual-both-visited": ([*_RESIDUAL, "train.objective=both", "train.equilibrium_visited=4"],
+                              "residual, unrolled + equilibrium at visited states"),
+    "residual-visited-half": ([*_RESIDUAL, "train.objective=equilibrium", "train.equilibrium_visited=4",
+                               "train.equilibrium_max_move=0.5"], "residual-visited, one step moves at most half-way"),
+})  # fmt: skip
 
 # Evaluation grids (choices made on validation): stop once the step would move pixels by less than this (root mean
 # square, [-1, 1] units); Nesterov momenta.
-STEP_TOLERANCES = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
+STEP_TOLERANCES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 MOMENTA = (0.5,)
 
 
