@@ -37,11 +37,19 @@ def describe_device(device: torch.device | str) -> str:
     return "cpu"
 
 
+def _program() -> str:
+    """How this process was started, as a user would type it: ``ebt-vision`` for the command and for
+    ``python -m ebt_vision`` (the same program), else ``python <script>``."""
+    first = sys.argv[0]
+    if first.endswith("ebt-vision") or Path(first).parent.name == "ebt_vision":
+        return "ebt-vision"
+    return f"python {first}"
+
+
 def make_meta(device: torch.device | str, seed: int, data: str, budget: str, command: str | None = None) -> dict:
     """The ``meta`` block every report carries."""
     return {
-        "command": command
-        or shlex.join(["ebt-vision" if sys.argv[0].endswith("ebt-vision") else "python"] + sys.argv[1:]),
+        "command": command or shlex.join([_program()] + sys.argv[1:]),
         "machine": describe_machine(),
         "device": describe_device(device),
         "date": datetime.date.today().isoformat(),
