@@ -105,7 +105,6 @@ def test_the_equilibrium_objective_is_zero_exactly_for_a_bowl_at_the_target_with
     assert bowl_objective(0.5).equilibrium_loss(target, start, target) > 1e-3
 
 
-
 def test_visited_states_are_trained_like_points_on_the_way():
     """With ``equilibrium_visited`` half the rows sit where a descent from the start went; a bowl at the target still
     lands from all of them (loss 0), and a bowl elsewhere does not."""

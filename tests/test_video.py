@@ -465,3 +465,39 @@ def test_small_frame_sizes_decode_even_where_decord_cannot_scale_to_them(tmp_pat
     frames = (np.random.default_rng(0).random((8, 128, 128, 3)) * 255).astype(np.uint8)
     clip = read_clip(write_mjpeg_avi(tmp_path / "square.avi", frames), 4, frame_size=16)
     assert clip.shape == (4, 1, 16, 16) and clip.min() >= -1 and clip.max() <= 1
+
+
+def test_an_output_layer_energy_starts_at_nothing_moved_and_the_descent_from_the_last_frame_stays(tiny):
+    """Every learned contender predicts from the last frame: an untrained residual-energy EBT (its output layer zero)
+    has its minimum at the last frame, so a descent that starts there does not move: copy-last is reachable."""
+    from dataclasses import replace
+
+    cfg = replace(tiny, model=replace(tiny.model, energy="residual"), descent=replace(tiny.descent, step_size=1.0))
+    objective = VideoObjective(cfg).eval()
+    context = random_clips(2, 3)
+    rollout = objective.rollout(context, horizon=2, energy_maps=False)
+    assert torch.allclose(rollout.predictions, context[:, -1:].expand(-1, 2, -1, -1, -1), atol=1e-6)
+
+
+def test_the_dit_can_generate_the_change_from_the_last_frame(tiny):
+    """With dit.target "change" the DiT's diffusion target is (next - last) / 2 and a rollout adds twice the sample
+    to the last frame."""
+    from dataclasses import replace
+
+    from ebt_vision.image.diffusion import training_scheduler
+
+    cfg = replace(tiny, dit=replace(tiny.dit, target="change"))
+    objective = VideoDiTObjective(cfg)
+    clips = random_clips(1, 4)
+    torch.manual_seed(0)
+    loss = objective(clips).loss
+    window = objective.model.window
+    past, target = clips[:, :window], clips[:, window]
+    torch.manual_seed(0)
+    t = torch.randint(0, 1000, (1,))
+    noise = torch.randn_like(target)
+    x_t = training_scheduler().add_noise((target - past[:, -1]) / 2, noise, t)
+    expected = torch.nn.functional.mse_loss(objective.model(x_t, past, t), noise)
+    assert torch.allclose(loss, expected)
+    frames = objective.rollout(clips[:, :3], horizon=1, num_steps=2).predictions
+    assert frames.shape == (1, 1, 1, 16, 16) and torch.isfinite(frames).all()

@@ -9,6 +9,7 @@ from ..core.config import ExperimentConfig, TransformerConfig, check, check_ener
 
 SOURCES = ("moving-mnist", "real-clips")  # or a path: a video file, a folder of videos, a folder of numbered frames
 STARTS = ("last-frame", "noise")
+DIT_TARGETS = ("frame", "change")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class VideoDiTConfig:
 
     sampling_steps: int = 10  # DDIM steps per predicted frame when a caller does not choose
     clip_sample: bool = True  # DDIM clips its x0 estimate to [-1, 1]
+    # What the diffusion generates: "frame", the next frame itself, or "change", the next frame minus the last one
+    # (halved, so it lies in [-1, 1]): zero change is then what the model starts from and what a still scene needs.
+    target: str = "frame"
 
 
 @dataclass(frozen=True)
@@ -96,4 +100,5 @@ class VideoConfig(ExperimentConfig):
             0 <= p.train_frames < d.frames,
             f"prediction.train_frames must be in [0, data.frames - 1] = [0, {d.frames - 1}], got {p.train_frames}",
         )
+        check(self.dit.target in DIT_TARGETS, f"dit.target must be one of {DIT_TARGETS}, got {self.dit.target!r}")
         check(self.dit.sampling_steps >= 1, f"dit.sampling_steps must be >= 1, got {self.dit.sampling_steps}")

@@ -75,7 +75,8 @@ def last_window(frames: Tensor, window: int) -> Tensor:
 
 
 class VideoDiTObjective(DirectObjective, HubModel):
-    """DDPM training of the conditional DiT on the same clips as the EBT; epsilon MSE."""
+    """DDPM training of the conditional DiT on the same clips as the EBT; epsilon MSE. With ``dit.target`` "change"
+    it generates the change from the last frame (halved), so "nothing moved" is the zero it is drawn towards."""
 
     def __init__(self, cfg: VideoConfig) -> None:
         cfg = as_config(cfg)
@@ -87,6 +88,8 @@ class VideoDiTObjective(DirectObjective, HubModel):
         samples = clips.unfold(1, window + 1, 1).permute(0, 1, 5, 2, 3, 4)
         samples = samples.flatten(0, 1)  # (B (L - W), W + 1, C, H, W)
         past, target = samples[:, :window], samples[:, window]
+        if self.cfg.dit.target == "change":
+            target = (target - past[:, -1]) / 2
         t = torch.randint(0, DIFFUSION_STEPS, (target.shape[0],), device=target.device)
         noise = torch.randn_like(target)
         x_t = training_scheduler().add_noise(target, noise, t)
@@ -109,5 +112,6 @@ class VideoDiTObjective(DirectObjective, HubModel):
             x = torch.randn(past[:, 0].shape, generator=generator).to(past)
             for t in scheduler.timesteps:
                 x = scheduler.step(self.model(x, past, t), t, x).prev_sample
-            frames = torch.cat([frames, x.clamp(-1, 1)[:, None]], dim=1)
+            frame = past[:, -1] + 2 * x if self.cfg.dit.target == "change" else x
+            frames = torch.cat([frames, frame.clamp(-1, 1)[:, None]], dim=1)
         return Rollout(frames[:, context.shape[1] :], steps, 0)

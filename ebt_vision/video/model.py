@@ -184,8 +184,12 @@ class VideoEBT(nn.Module):
         memory = context if isinstance(context, VideoMemory) else self.encode_context(context)
         if isinstance(context, Tensor):
             check_frames(context, candidate, self.cfg.channels, self.cfg.patch_size)
-        p = self.cfg.patch_size
-        energies = self.head(self.candidate_tokens(memory, candidate), self._patches(candidate))  # (B, K, N)
+        p, count = self.cfg.patch_size, candidate.shape[1]
+        # The head reads each candidate patch as its change from the last real frame it may see, so an output-layer
+        # energy (dot, l2, residual) starts with its minimum at "nothing moved": copying the last frame is always
+        # reachable, and a descent that starts there stays unless the context says otherwise.
+        change = self._patches(candidate) - memory.patches[:, memory.frames - count :].to(candidate.dtype)
+        energies = self.head(self.candidate_tokens(memory, candidate), change)  # (B, K, N)
         return energies.reshape(*energies.shape[:2], candidate.shape[-2] // p, candidate.shape[-1] // p)
 
     def forward(self, context: Tensor | VideoMemory, candidate: Tensor) -> Tensor:
