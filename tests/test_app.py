@@ -15,6 +15,7 @@ from PIL import Image
 from ebt_vision.app import image_view
 from ebt_vision.app.demo import ImageTab, build_app
 from ebt_vision.app.image_view import StorySettings, denoise_story, load_upload, prepare_image, story_frames
+from ebt_vision.app.video_view import load_video_upload
 from ebt_vision.core import defaults
 from ebt_vision.core.checkpoint import save_weights
 from ebt_vision.core.errors import InputError
@@ -180,6 +181,11 @@ def test_upload_errors_name_the_file_never_the_server_folder(tmp_path):
     with pytest.raises(InputError) as error:
         load_upload(corrupt)
     assert "holiday.png" in str(error.value) and str(folder) not in str(error.value)
+    video = folder / "holiday.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(InputError) as error:
+        load_video_upload(video, 6, 16, 1)
+    assert "holiday.mp4" in str(error.value) and str(folder) not in str(error.value)
 
 
 def test_the_app_deletes_its_files_and_runs_models_on_its_own_threads(checkpoints, tmp_path, monkeypatch):

@@ -17,7 +17,9 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,7 @@ class LoadOptions:
     app_root: Path | None = None  # serve the app of this checkout (None: the one imported here)
     api: str = API  # the Denoise event's API name (an older checkout's may differ: "/run")
     same_request: bool = False  # every user the same request (noise seed 0), as users who all click the default
+    app_label: str = ""  # what the served code is, for the report (e.g. the commit an --app-root was taken from)
     startup_s: float = 300.0  # the app must answer within this (it loads every tab's models first)
     request_timeout_s: float = 600.0
 
@@ -55,6 +58,7 @@ class Round:
     rss_mib: float
     peak_rss_mib: float
     seconds: float  # from the first submission to the last answer
+    cpu_s: float  # CPU time the server spent in the round (all its threads): what the round costs, however busy
 
     @property
     def p50(self) -> float:
@@ -100,6 +104,12 @@ def memory_mib(pid: int) -> tuple[float, float]:
         key, _, value = line.partition(":")
         fields[key] = value
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
 
 
 def free_port() -> int:
@@ -172,13 +182,14 @@ def run_round(clients: list, index: int, pid: int, options: LoadOptions) -> Roun
     threads = [threading.Thread(target=user, args=(k,)) for k in range(len(clients))]
     for thread in threads:
         thread.start()
+    cpu = cpu_seconds(pid)
     barrier.wait()
     started = time.perf_counter()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
     rss, peak = memory_mib(pid)
-    return Round(index, [t for t in latencies if t is not None], failures, rss, peak, seconds)
+    return Round(index, [t for t in latencies if t is not None], failures, rss, peak, seconds, cpu_seconds(pid) - cpu)
 
 
 def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -> LoadResult:
@@ -202,7 +213,8 @@ def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -
 def _rows(result: LoadResult) -> list[dict]:
     return [{"round": r.index, "users": result.options.users, "p50_s": r.p50, "p90_s": r.p90,
              "max_s": max(r.latencies, default=float("nan")), "failures": len(r.failures), "round_s": r.seconds,
-             "rss_mib": r.rss_mib, "peak_rss_mib": r.peak_rss_mib} for r in result.rounds]  # fmt: skip
+             "server_cpu_s": r.cpu_s, "rss_mib": r.rss_mib, "peak_rss_mib": r.peak_rss_mib}
+            for r in result.rounds]  # fmt: skip
 
 
 def _figure(result: LoadResult, before: dict | None, path: Path) -> None:
@@ -232,21 +244,28 @@ def _figure(result: LoadResult, before: dict | None, path: Path) -> None:
     plt.close(fig)
 
 
-def write_load_report(result: LoadResult, out: Path, stem: str, before_path: Path | None = None) -> Path:
+def write_load_report(
+    result: LoadResult, out: Path, stem: str, before_path: Path | None = None, command: str | None = None
+) -> Path:
     """``stem``.md/.json/.png: latency percentiles and memory per round, against a ``before`` run when given."""
     options = result.options
     latencies = result.latencies
     before = json.loads(before_path.read_text()) if before_path else None
-    table = markdown_table(["round", "p50 s", "p90 s", "max s", "failed", "round s", "RSS MiB after", "peak RSS MiB"],
+    table = markdown_table(["round", "p50 s", "p90 s", "max s", "failed", "round s", "server CPU s", "RSS MiB after",
+                            "peak RSS MiB"],
                            [[r["round"], r["p50_s"], r["p90_s"], r["max_s"], r["failures"], r["round_s"],
-                             r["rss_mib"], r["peak_rss_mib"]] for r in _rows(result)])  # fmt: skip
+                             r["server_cpu_s"], r["rss_mib"], r["peak_rss_mib"]] for r in _rows(result)])  # fmt: skip
     rss = [r.rss_mib for r in result.rounds]
     p90 = percentile(latencies, 90)
     seeds = "every request the same, noise seed 0" if options.same_request else "each request its own noise seed"
+    cores = os.cpu_count() or 1
+    label = f" ({options.app_label})" if options.app_label else ""
+    cpu_per_round = statistics.mean(r.cpu_s for r in result.rounds)
+    cpu_per_request = cpu_per_round / options.users
     lines = [
         f"{options.users} users click the image tab's Denoise at the same moment, {options.rounds} rounds, the tab's "
         f"default settings ({seeds}). App options: `{' '.join(options.app_args) or '(none)'}`"
-        f"{f' from `{options.app_root}`' if options.app_root else ''}.",
+        f"{f' from `{options.app_root}`' if options.app_root else ''}{label}.",
         "",
         table,
         "",
@@ -254,20 +273,23 @@ def write_load_report(result: LoadResult, out: Path, stem: str, before_path: Pat
         f"under 30 s), {result.failures} failed",
         f"- server memory: {result.idle_rss_mib:.0f} MiB idle, then {', '.join(f'{v:.0f}' for v in rss)} MiB after "
         f"each round (growth from the first round to the last: {rss[-1] - rss[0]:+.0f} MiB)",
+        f"- the server's CPU time: {cpu_per_request:.2f} s per request (all its threads); a round's "
+        f"{cpu_per_round:.0f} CPU-seconds would take {cpu_per_round / cores:.0f} s on {cores} idle cores, the rounds "
+        f"took {statistics.mean(r.seconds for r in result.rounds):.0f} s",
         f"- machine load (1-minute average, other jobs included): {result.load_before:.1f} before, "
         f"{result.load_after:.1f} after",
     ]
     if before:
         b, meta = before["summary"], before["meta"]
         memory = ", ".join(f"{row['rss_mib']:.0f}" for row in before["rows"])
-        lines.append(f"- before (`{meta['command']}`, commit {meta['git_commit']}): p50 {b['p50_s']:.1f} s, p90 "
+        lines.append(f"- before (`{meta['command']}`): p50 {b['p50_s']:.1f} s, p90 "
                      f"{b['p90_s']:.1f} s, {b['failures']} failed, memory {before['idle_rss_mib']:.0f} MiB idle then "
                      f"{memory} MiB after each round")  # fmt: skip
     summary = {"p50_s": percentile(latencies, 50), "p90_s": p90, "failures": result.failures,
                "requests": len(latencies)}  # fmt: skip
     data = ("the image tab's default request (sample photo at 256 px, calibrated steps, fast tiling, DiT 2 DDIM "
             f"steps), {seeds}")  # fmt: skip
-    meta = make_meta("cpu", 0, data, f"{options.users} simultaneous users x {options.rounds} rounds")
+    meta = make_meta("cpu", 0, data, f"{options.users} simultaneous users x {options.rounds} rounds", command)
     out.mkdir(parents=True, exist_ok=True)
     _figure(result, before, out / f"{stem}.png")
     return write_report(out, stem, meta, _rows(result), "\n".join(lines) + f"\n\n![latency and memory]({stem}.png)",
@@ -286,14 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, default=None, help="an earlier report's .json to compare with")
     parser.add_argument("--api", default=API, help="the Denoise event's API name in the served app")
     parser.add_argument("--same-request", action="store_true", help="every user the same request (noise seed 0)")
+    parser.add_argument("--app-label", default="", help="what the served code is (shown in the report)")
     parser.add_argument("app_args", nargs=argparse.REMAINDER, help="after --: options of `ebt-vision demo`")
     args = parser.parse_args(argv)
     app_args = tuple(a for a in args.app_args if a != "--")
-    options = LoadOptions(args.users, args.rounds, app_args, args.app_root, args.api, args.same_request)
+    options = LoadOptions(args.users, args.rounds, app_args, args.app_root, args.api, args.same_request,
+                          args.app_label)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = run_load_test(options, Path(tempfile.gettempdir()) / f"{args.stem}-app.log")
-    print(write_load_report(result, out, args.stem, args.before))
+    command = shlex.join(["python", "-m", "ebt_vision.experiments.app_load", *(argv or sys.argv[1:])])
+    print(write_load_report(result, out, args.stem, args.before, command))
     return 0
 
 
