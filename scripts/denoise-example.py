@@ -50,8 +50,8 @@ def main() -> None:
                       progress=False)  # fmt: skip
         seconds = time.perf_counter() - started
         denoise_files(dit, [noisy_path], out, DenoiseOptions(), progress=False)
-        results = {tag: read(Path(out) / f"example-noisy.{tag}.png") for tag in ("ebt", "dit")}
-        energy = np.array(Image.open(Path(out) / "example-noisy.ebt-energy.png").convert("RGB"))
+        results = {tag: read(Path(out) / f"example-noisy.png.{tag}.png") for tag in ("ebt", "dit")}
+        energy = np.array(Image.open(Path(out) / "example-noisy.png.ebt-energy.png").convert("RGB"))
     noisy = read(noisy_path)
     scores = {name: (float(psnr(x[None], clean[None])), float(ssim(x[None], clean[None])))
               for name, x in [("noisy", noisy), *results.items()]}  # fmt: skip

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ from PIL import Image
 from ebt_vision.app import image_view
 from ebt_vision.app.demo import ImageTab, build_app
 from ebt_vision.app.image_view import StorySettings, denoise_story, load_upload, prepare_image, story_frames
+from ebt_vision.app.video_view import load_video_upload
 from ebt_vision.core import defaults
 from ebt_vision.core.checkpoint import save_weights
 from ebt_vision.core.errors import InputError
@@ -166,3 +170,67 @@ def test_gradient_maps_recovered_from_the_steps_match_autograd(objective):
         for k, candidate in enumerate(story.candidates):
             expected = energy.patch_energy_map(story.noisy[None], candidate[None])[0]
             torch.testing.assert_close(story.energy_maps[k], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_upload_errors_name_the_file_never_the_server_folder(tmp_path):
+    """Issue 27: the app's video error showed the server's temporary path."""
+    folder = tmp_path / "gradio" / "0123abcd"
+    folder.mkdir(parents=True)
+    corrupt = folder / "holiday.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    with pytest.raises(InputError) as error:
+        load_upload(corrupt)
+    assert "holiday.png" in str(error.value) and str(folder) not in str(error.value)
+    video = folder / "holiday.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(InputError) as error:
+        load_video_upload(video, 6, 16, 1)
+    assert "holiday.mp4" in str(error.value) and str(folder) not in str(error.value)
+
+
+def test_the_app_deletes_its_files_and_runs_models_on_its_own_threads(checkpoints, tmp_path, monkeypatch):
+    """Issue 27: the app kept every upload, rejected ones included; its memory grew with Gradio's thread pool."""
+    from gradio_client import Client, handle_file
+
+    from ebt_vision.app.image_tab import DEFAULTS
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    app = build_app(ImageTab(*checkpoints), workers=2, delete_cache=(1, 1))
+    assert app._queue.max_size == 64 and app._queue.default_concurrency_limit == 2
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        client = Client(app.local_url, verbose=False, download_files=str(tmp_path / "downloads"))
+        notes = tmp_path / "notes.png"
+        notes.write_text("not an image")
+        request = {**DEFAULTS, "upload": handle_file(str(notes))}
+        with pytest.raises(Exception, match="notes.png is not an image") as error:
+            client.predict(*request.values(), api_name="/denoise")
+        assert str(tmp_path / "cache") not in str(error.value)
+        assert list((tmp_path / "cache").rglob("notes.png"))  # uploaded ...
+        deadline = time.monotonic() + 30
+        while list((tmp_path / "cache").rglob("notes.png")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not list((tmp_path / "cache").rglob("notes.png"))  # ... and swept
+        assert "EBT**: 2 descent steps" in client.predict(*DEFAULTS.values(), api_name="/denoise")[-1]
+        assert any(thread.name.startswith("ebt-model") for thread in threading.enumerate())
+    finally:
+        app.close()
+
+
+def test_pictures_in_gradios_cache_are_replaced_whole_never_rewritten_in_place(tmp_path, monkeypatch):
+    """Two users who get the same picture at once: Gradio rewrote the cached file in place while the first user's
+    download read it (measured under load: a download cut short)."""
+    from gradio import processing_utils
+
+    from ebt_vision.app.common import write_cache_files_atomically
+
+    monkeypatch.setattr(processing_utils, "save_pil_to_cache", processing_utils.save_pil_to_cache)  # restored after
+    write_cache_files_atomically()
+    picture = Image.fromarray((np.random.default_rng(2).random((64, 64, 3)) * 255).astype(np.uint8))
+    path = Path(processing_utils.save_pil_to_cache(picture, str(tmp_path)))
+    whole = path.read_bytes()
+    with open(path, "rb") as download:  # one user's download, under way
+        assert Path(processing_utils.save_pil_to_cache(picture, str(tmp_path))) == path  # another user, same picture
+        assert os.fstat(download.fileno()).st_ino != path.stat().st_ino  # a new file took the name ...
+        assert download.read() == whole == path.read_bytes()  # ... and the download still reads its whole file
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left

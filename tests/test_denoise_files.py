@@ -48,26 +48,28 @@ def images(tmp_path) -> Path:
 
 def test_results_keep_grey_alpha_and_bit_depth(objective, images, tmp_path):
     out = tmp_path / "out"
-    written = denoise_files(objective, [images], out, DenoiseOptions(steps=2), progress=False)
-    names = sorted(str(p.relative_to(out)) for p in written)
-    assert names == ["grey.ebt.png", "grey16.ebt.tif", "rgb.ebt.png", "rgb16.ebt.tif", "rgba.ebt.png",
-                     "sub/photo.ebt.png"]  # fmt: skip
-    grey = iio.imread(out / "grey.ebt.png")
+    run = denoise_files(objective, [images], out, DenoiseOptions(steps=2), progress=False)
+    names = sorted(str(p.relative_to(out)) for p in run.written)
+    assert names == ["grey.png.ebt.png", "grey16.png.ebt.png", "rgb.png.ebt.png", "rgb16.tif.ebt.tif",
+                     "rgba.png.ebt.png", "sub/photo.jpg.ebt.png"]  # fmt: skip
+    assert run.results == 6 and not run.failed and not run.summary()
+    grey = iio.imread(out / "grey.png.ebt.png")
     assert grey.shape == (32, 48) and grey.dtype == np.uint8
-    rgba_in, rgba_out = iio.imread(images / "rgba.png"), iio.imread(out / "rgba.ebt.png")
+    rgba_in, rgba_out = iio.imread(images / "rgba.png"), iio.imread(out / "rgba.png.ebt.png")
     assert rgba_out.shape == (32, 48, 4) and np.array_equal(rgba_out[..., 3], rgba_in[..., 3])  # alpha untouched
     assert not np.array_equal(rgba_out[..., :3], rgba_in[..., :3])  # the colour was denoised
-    deep = tifffile.imread(out / "rgb16.ebt.tif")
+    deep = tifffile.imread(out / "rgb16.tif.ebt.tif")
     assert deep.dtype == np.uint16 and deep.shape == (32, 48, 3)
     assert len(np.unique(deep)) > 256  # real 16-bit values, not 8-bit ones scaled up
-    assert tifffile.imread(out / "grey16.ebt.tif").shape == (32, 48)
-    assert read_image(images / "grey16.png").bit_depth == 16
+    grey16 = read_image(out / "grey16.png.ebt.png")
+    assert grey16.bit_depth == 16 and grey16.grey and read_image(images / "grey16.png").bit_depth == 16
 
 
 def test_the_descent_result_is_what_is_written(objective, images, tmp_path):
     from ebt_vision.image.inference import denoise
 
-    (path,) = denoise_files(objective, [images / "rgb.png"], tmp_path / "o", DenoiseOptions(steps=2), progress=False)
+    run = denoise_files(objective, [images / "rgb.png"], tmp_path / "o", DenoiseOptions(steps=2), progress=False)
+    (path,) = run.written
     trajectory, _ = denoise(objective, read_image(images / "rgb.png").rgb[None], Thinking(2))
     expected = ((trajectory.final[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     assert np.abs(iio.imread(path).astype(int) - expected.astype(int)).max() <= 1
@@ -79,52 +81,108 @@ def test_without_steps_the_step_schedule_sets_them(objective, images, tmp_path):
 
     schedule = StepSchedule([0.0, 50.0], [1, 3], [0.5, 2.0], [0.0, 0.0], [0.0, 50.0])  # random pixels: heavy "noise"
     (path,) = denoise_files(objective, [images / "rgb.png"], tmp_path / "o", DenoiseOptions(schedule=schedule),
-                            progress=False)  # fmt: skip
+                            progress=False).written  # fmt: skip
     trajectory, _ = denoise(objective, read_image(images / "rgb.png").rgb[None], Thinking(3, step_scale=2.0))
     expected = ((trajectory.final[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     assert np.abs(iio.imread(path).astype(int) - expected.astype(int)).max() <= 1
     (fixed,) = denoise_files(
         objective, [images / "rgb.png"], tmp_path / "p", DenoiseOptions(steps=1, schedule=schedule), progress=False
-    )  # fmt: skip  (--steps wins over the schedule)
+    ).written  # fmt: skip  (--steps wins over the schedule)
     assert np.abs(iio.imread(fixed).astype(int) - iio.imread(path).astype(int)).max() > 1
 
 
-def test_never_overwrites_inputs_or_earlier_results_unless_asked(objective, images, tmp_path):
+def test_earlier_results_are_kept_and_inputs_never_overwritten(objective, images, tmp_path):
     options = DenoiseOptions(steps=1)
     out = tmp_path / "out"
     denoise_files(objective, [images / "rgb.png"], out, options, progress=False)
-    before = (out / "rgb.ebt.png").read_bytes()
-    with pytest.raises(InputError, match="--overwrite"):
-        denoise_files(objective, [images / "rgb.png"], out, options, progress=False)
-    assert (out / "rgb.ebt.png").read_bytes() == before
-    denoise_files(objective, [images / "rgb.png"], out, DenoiseOptions(steps=1, overwrite=True), progress=False)
-    # a result named like an input in the same folder is refused even with --overwrite
-    (out / "rgb.ebt.ebt.png").write_bytes(b"")
-    trap = out / "rgb.ebt.png"
-    with pytest.raises(InputError, match="overwrite an input"):
-        denoise_files(objective, [trap, out / "rgb.ebt.ebt.png"], out, DenoiseOptions(overwrite=True), progress=False)
+    result = out / "rgb.png.ebt.png"
+    before, stamp = result.read_bytes(), result.stat().st_mtime_ns
+    again = denoise_files(objective, [images / "rgb.png", images / "grey.png"], out, options, progress=False)
+    assert again.written == [out / "grey.png.ebt.png"] and again.kept == [result]  # the new one made, the old kept
+    assert result.read_bytes() == before and result.stat().st_mtime_ns == stamp
+    assert "kept 1 earlier result (pass --overwrite to redo it)" in again.summary()[0]
+    redone = denoise_files(
+        objective, [images / "rgb.png"], out, DenoiseOptions(steps=1, overwrite=True), progress=False
+    )
+    assert redone.written == [result] and not redone.kept
+    # a result named like an input in the same folder is refused even with --overwrite, before any work
+    (out / "rgb.png.ebt.png.ebt.png").write_bytes(b"")
+    with pytest.raises(InputError, match="would overwrite the input"):
+        denoise_files(objective, [result, out / "rgb.png.ebt.png.ebt.png"], out, DenoiseOptions(overwrite=True),
+                      progress=False)  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "name, content, message",
-    [
-        ("broken.png", b"\x89PNG\r\n\x1a\nnot really a png", "cannot read"),
-        ("anim.gif", b"GIF89a", "unsupported format"),
-        ("missing.png", None, "no such"),
-    ],
-)
-def test_bad_files_give_one_clear_error(objective, tmp_path, name, content, message):
-    path = tmp_path / name
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(InputError, match=message):
-        denoise_files(objective, [path], tmp_path / "out", DenoiseOptions(), progress=False)
+def test_inputs_of_one_name_give_distinct_results_or_are_refused_before_any_work(objective, tmp_path):
+    """Issue 27: ``denoise a.png a.jpg -o out/`` wrote both to out/a.ebt.png; the first result was lost."""
+    pixels = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "a.png", pixels)
+    iio.imwrite(tmp_path / "a.jpg", 255 - pixels)
+    out = tmp_path / "out"
+    run = denoise_files(objective, [tmp_path / "a.png", tmp_path / "a.jpg"], out, DenoiseOptions(steps=1),
+                        progress=False)  # fmt: skip
+    assert run.written == [out / "a.png.ebt.png", out / "a.jpg.ebt.png"]
+    assert not np.array_equal(iio.imread(run.written[0]), iio.imread(run.written[1]))
+    for folder in ("x", "y"):  # the same name in two folders given as files: one result each is impossible
+        (tmp_path / folder).mkdir()
+        iio.imwrite(tmp_path / folder / "b.png", pixels)
+    with pytest.raises(InputError, match="would both be written to"):
+        denoise_files(objective, [tmp_path / "x" / "b.png", tmp_path / "y" / "b.png"], tmp_path / "o2",
+                      DenoiseOptions(steps=1), progress=False)  # fmt: skip
+    assert not (tmp_path / "o2").exists()  # refused before any work
+
+
+def test_results_beside_their_inputs_are_not_taken_for_inputs(objective, images, tmp_path):
+    denoise_files(objective, [images], images, DenoiseOptions(steps=1), progress=False)
+    again = denoise_files(objective, [images], images, DenoiseOptions(steps=1), progress=False)
+    assert not again.written and len(again.kept) == 6 and not again.failed
+    nested = images / "denoised"
+    denoise_files(objective, [images], nested, DenoiseOptions(steps=1, overwrite=True), progress=False)
+    third = denoise_files(objective, [images], nested, DenoiseOptions(steps=1), progress=False)
+    assert not third.written and len(third.kept) == 6
+
+
+BAD_FILES = {
+    "empty.png": (b"", "empty.png is empty"),
+    "text.png": (b"just some notes, not a picture\n", "text.png is not an image"),
+    "broken.png": (b"\x89PNG\r\n\x1a\nnot really a png", "cannot read"),
+    "truncated.png": (None, "truncated.png"),  # a real PNG cut in half
+}
+
+
+def _bad_files(folder: Path) -> None:
+    iio.imwrite(folder / "whole.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    for name, (content, _) in BAD_FILES.items():
+        whole = (folder / "whole.png").read_bytes()
+        (folder / name).write_bytes(content if content is not None else whole[: len(whole) // 2])
+    (folder / "whole.png").rename(folder / "good.png")
+
+
+def test_a_bad_file_in_a_batch_is_skipped_and_named_and_the_others_finish(objective, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _bad_files(folder)
+    iio.imwrite(folder / "zz-last.png", rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))  # after the bad ones
+    run = denoise_files(objective, [folder], tmp_path / "out", DenoiseOptions(steps=1), progress=False)
+    assert sorted(p.name for p in run.written) == ["good.png.ebt.png", "zz-last.png.ebt.png"]
+    failed = {path.name: message for path, message in run.failed}
+    assert set(failed) == set(BAD_FILES)
+    for name, (_, expected) in BAD_FILES.items():
+        assert expected in failed[name] and "\n" not in failed[name] and "pip install" not in failed[name]
+    assert run.summary()[-1] == f"denoised 2 of {2 + len(BAD_FILES)} images; {len(BAD_FILES)} failed (named above)"
+
+
+def test_missing_and_unsupported_inputs_give_one_clear_line(objective, tmp_path):
+    with pytest.raises(InputError, match="no such file or folder"):
+        denoise_files(objective, [tmp_path / "missing.png"], tmp_path / "out", DenoiseOptions(), progress=False)
+    (tmp_path / "anim.gif").write_bytes(b"GIF89a")
+    run = denoise_files(objective, [tmp_path / "anim.gif"], tmp_path / "out", DenoiseOptions(), progress=False)
+    assert "unsupported format '.gif'" in run.failed[0][1]
 
 
 def test_float_images_and_bad_settings_are_refused(objective, tmp_path):
     tifffile.imwrite(tmp_path / "float.tif", rng.random((16, 16, 3), dtype=np.float32), photometric="rgb")
-    with pytest.raises(InputError, match="float32 pixels are not supported"):
-        denoise_files(objective, [tmp_path / "float.tif"], tmp_path / "out", DenoiseOptions(), progress=False)
+    run = denoise_files(objective, [tmp_path / "float.tif"], tmp_path / "out", DenoiseOptions(), progress=False)
+    assert "float32 pixels are not supported" in run.failed[0][1]
     with pytest.raises(InputError, match="--steps"):
         denoise_files(objective, [tmp_path], tmp_path / "out", DenoiseOptions(steps=0), progress=False)
     with pytest.raises(InputError, match="EBT only"):
@@ -154,18 +212,46 @@ def test_console_commands_work_from_any_directory_with_the_shipped_models(images
     done = _run(["denoise", str(images / "rgb.png"), "-o", "out", "--steps", "2", "--save-steps", "--save-energy-map",
                  "--quiet"], tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"rgb.ebt.png", "rgb.ebt-step1.png", "rgb.ebt-energy.png"}
-    energy_map = iio.imread(tmp_path / "out" / "rgb.ebt-energy.png")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"rgb.png.ebt.png", "rgb.png.ebt-step1.png",
+                                                              "rgb.png.ebt-energy.png"}  # fmt: skip
+    energy_map = iio.imread(tmp_path / "out" / "rgb.png.ebt-energy.png")
     assert energy_map.shape[1] > 48 and energy_map.shape[2] == 3  # the map with its colour bar beside it
     dit = _run(["denoise", str(images / "grey.png"), "-o", "out", "--model", "dit", "--quiet"], tmp_path)
     assert dit.returncode == 0, dit.stderr
-    assert iio.imread(tmp_path / "out" / "grey.dit.png").shape == (32, 48)
-    bad = _run(["denoise", str(images / "rgb.png"), "-o", "out"], tmp_path)
-    assert bad.returncode == 2 and "--overwrite" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert iio.imread(tmp_path / "out" / "grey.png.dit.png").shape == (32, 48)
+    again = _run(["denoise", str(images / "rgb.png"), "-o", "out"], tmp_path)  # kept, no model loaded
+    assert again.returncode == 0 and "kept 1 earlier result (pass --overwrite to redo it)" in again.stderr
     evaluated = _run(["eval", "--limit", "1", "--max-side", "32", "--sigmas", "25", "--steps", "1", "--no-bm3d",
                       "--quiet"], tmp_path)  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr
     assert (tmp_path / "runs" / "eval" / "denoise_eval.md").is_file()  # a run folder, not the committed reports/
+
+
+def test_denoise_command_checks_inputs_first_and_finishes_a_batch_with_a_bad_file(tmp_path):
+    """Issue 27: input errors came after the ~20 s model load; one corrupt file stopped the batch (earlier results
+    written) and the re-run was refused; an output folder that is a file gave a traceback."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _bad_files(folder)
+    # every input bad from its header: each named, and no model is loaded (this checkpoint does not exist)
+    bad = [str(folder / name) for name, (content, _) in BAD_FILES.items() if content is not None]
+    refused = _run(["denoise", *bad, "-o", "out", "--checkpoint", "no/such/model"], tmp_path)
+    assert refused.returncode == 1 and "no/such/model" not in refused.stderr, refused.stderr
+    assert "empty.png is empty" in refused.stderr and "text.png is not an image" in refused.stderr
+    assert "Traceback" not in refused.stderr and "pip install" not in refused.stderr
+    (tmp_path / "a-file").write_text("")
+    for out, message in (("a-file", "is a file; give a folder"), ("a-file/out", "a-file is a file")):
+        done = _run(["denoise", str(folder / "good.png"), "-o", out], tmp_path)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    batch = _run(["denoise", str(folder), "-o", "out", "--steps", "1", "--quiet"], tmp_path)
+    assert batch.returncode == 1 and batch.stdout.split() == [str(Path("out") / "good.png.ebt.png")], batch.stderr
+    lines = batch.stderr.strip().splitlines()
+    assert len(lines) == len(BAD_FILES) + 1 and all(line.startswith("error: ") for line in lines[:-1])
+    assert lines[-1] == f"denoised 1 of {1 + len(BAD_FILES)} images; {len(BAD_FILES)} failed (named above)"
+    for name in BAD_FILES:
+        (folder / name).unlink()
+    rerun = _run(["denoise", str(folder), "-o", "out", "--steps", "1", "--quiet"], tmp_path)
+    assert rerun.returncode == 0 and "kept 1 earlier result" in rerun.stderr and not rerun.stdout.strip()
 
 
 def test_demo_command_takes_its_options_and_help():

@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core import defaults
-from .common import step_gallery, without_traceback
+from .common import MODELS, Workers, step_gallery, without_traceback
 
 if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_SAMPLE = "skimage:astronaut"
 SAMPLE_SIDE = 256  # sample photos are shown at 256 px: an interactive CPU denoise
+# The tab's controls as it opens, in the order of the Denoise event's inputs (``ImageTab.run``'s arguments). The
+# calibrated steps are on when the checkpoint has a step schedule (the shipped one has).
+DEFAULTS = {"sample": DEFAULT_SAMPLE, "upload": None, "sigma": 25, "steps": 2, "step_scale": 1.0, "best_of": 1,
+            "dit_steps": 2, "seed": 0, "fast": True, "adaptive": 0.0, "auto_steps": True}  # fmt: skip
 
 
 class ImageTab:
@@ -97,7 +101,7 @@ class ImageTab:
         )
 
 
-def build_image_tab(tab: ImageTab) -> None:
+def build_image_tab(tab: ImageTab, workers: Workers | None = None) -> None:
     """The image tab's components and events, inside the app's ``gr.Blocks``."""
     import gradio as gr
 
@@ -109,31 +113,41 @@ def build_image_tab(tab: ImageTab) -> None:
         )
         with gr.Row():
             with gr.Column(scale=1):
-                sample = gr.Dropdown(list(tab.samples), value=DEFAULT_SAMPLE, label="Sample photo (held out)")
+                sample = gr.Dropdown(list(tab.samples), value=DEFAULTS["sample"], label="Sample photo (held out)")
                 # no file-type filter: a rejected file would silently leave the sample in use; the handler says why
                 upload = gr.File(label=f"…or upload a photo (≤ {defaults.APP_MAX_IMAGE_BYTES // 2**20} MiB; "
                                        f"downscaled to {defaults.APP_MAX_SIDE} px)")  # fmt: skip
-                sigma = gr.Slider(*defaults.APP_SIGMA_RANGE, value=25, step=1, label="Noise sigma (0-255 scale)")
+                sigma = gr.Slider(
+                    *defaults.APP_SIGMA_RANGE, value=DEFAULTS["sigma"], step=1, label="Noise sigma (0-255 scale)"
+                )
                 descent = tab.objective.cfg.descent
                 trained = (
                     f"{descent.min_steps}-{descent.num_steps}"
                     if descent.min_steps < descent.num_steps
                     else str(descent.num_steps)
                 )
-                auto_steps = gr.Checkbox(tab.schedule is not None, elem_id="auto-steps",
+                auto_steps = gr.Checkbox(DEFAULTS["auto_steps"] and tab.schedule is not None, elem_id="auto-steps",
                                          label="Steps from the estimated noise (the model's calibrated step schedule; "
                                                "overrides the two sliders below)")  # fmt: skip
-                steps = gr.Slider(1, defaults.APP_MAX_STEPS, value=2, step=1,
+                steps = gr.Slider(1, defaults.APP_MAX_STEPS, value=DEFAULTS["steps"], step=1,
                                   label=f"EBT descent steps (trained with {trained})")  # fmt: skip
-                step_scale = gr.Slider(*defaults.APP_STEP_SCALE_RANGE, value=1.0, step=0.1, label="Step-size scale")
-                best_of = gr.Slider(
-                    1, defaults.APP_MAX_BEST_OF, value=1, step=1, label="Best-of-N (lowest energy wins)"
+                step_scale = gr.Slider(
+                    *defaults.APP_STEP_SCALE_RANGE, value=DEFAULTS["step_scale"], step=0.1, label="Step-size scale"
                 )
-                dit_steps = gr.Slider(0, 100, value=2, step=1, label="DiT DDIM steps (0 = all)")
-                seed = gr.Number(0, precision=0, label="Noise seed", elem_id="seed")
-                fast = gr.Checkbox(True, label="Fast tiling: tiles side by side (4x faster, ~0.15 dB lower)")
+                best_of = gr.Slider(
+                    1,
+                    defaults.APP_MAX_BEST_OF,
+                    value=DEFAULTS["best_of"],
+                    step=1,
+                    label="Best-of-N (lowest energy wins)",
+                )
+                dit_steps = gr.Slider(0, 100, value=DEFAULTS["dit_steps"], step=1, label="DiT DDIM steps (0 = all)")
+                seed = gr.Number(DEFAULTS["seed"], precision=0, label="Noise seed", elem_id="seed")
+                fast = gr.Checkbox(
+                    DEFAULTS["fast"], label="Fast tiling: tiles side by side (4x faster, ~0.15 dB lower)"
+                )
                 adaptive_label = "Adaptive per-patch steps: stop a patch whose energy falls by < this x the median drop"
-                adaptive = gr.Slider(0, 0.3, value=0, step=0.01, label=f"{adaptive_label} (0 = off)")
+                adaptive = gr.Slider(0, 0.3, value=DEFAULTS["adaptive"], step=0.01, label=f"{adaptive_label} (0 = off)")
                 run = gr.Button("Denoise", variant="primary", elem_id="denoise-button")
             with gr.Column(scale=2):
                 summary = gr.Markdown(elem_id="summary")
@@ -146,7 +160,9 @@ def build_image_tab(tab: ImageTab) -> None:
         gallery = step_gallery("Every step: candidate · energy per patch · |dE/dx| (each map has its colour bar)", 3,
                                "steps")  # fmt: skip
         run.click(
-            without_traceback(tab.run),
+            without_traceback(tab.run, workers),
             [sample, upload, sigma, steps, step_scale, best_of, dit_steps, seed, fast, adaptive, auto_steps],
             [clean, noisy, gallery, ebt, dit, plot, summary],
+            api_name="denoise",
+            concurrency_id=MODELS,
         )

@@ -28,13 +28,16 @@ from ..image.inference import Tiling, adaptive_tolerance, best_of_n, check_image
 from ..image.noise import add_gaussian_noise, estimate_noise_sigma, sigma_to_timestep
 from ..image.objective import DenoisingObjective
 from ..image.schedule import StepSchedule
-from .common import check_upload, legend_above
+from .common import check_upload, legend_above, upload_errors
 
 
 def load_upload(path: str | Path, max_side: int = defaults.APP_MAX_SIDE) -> tuple[Tensor, list[str]]:
-    """An uploaded file -> (3, H, W) in [-1, 1], downscaled and cropped to the patch grid, and notes for the user."""
-    path = check_upload(path, defaults.APP_MAX_IMAGE_BYTES)
-    return prepare_image(read_image(path, defaults.APP_MAX_PIXELS).rgb, max_side)
+    """An uploaded file -> (3, H, W) in [-1, 1], downscaled and cropped to the patch grid, and notes for the user. An
+    error names the file alone, never the server's temporary folder (``upload_errors``)."""
+    with upload_errors(path):
+        path = check_upload(path, defaults.APP_MAX_IMAGE_BYTES)
+        image = read_image(path, defaults.APP_MAX_PIXELS, "the app's limit for uploads")
+        return prepare_image(image.rgb, max_side)
 
 
 def prepare_image(image: Tensor, max_side: int = defaults.APP_MAX_SIDE, patch: int = 4) -> tuple[Tensor, list[str]]:

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from ..core import defaults
-from .common import find_checkpoint, open_tab, train_command, without_traceback
+from .common import MODELS, Workers, find_checkpoint, open_tab, train_command, without_traceback
 
 DEFAULT_TOKENS = 40
 # in distribution (State of the Union addresses) first, then out of it (Shakespeare, the World English Bible)
@@ -94,7 +94,7 @@ def open_text_tab(
     return open_tab("text", lambda: TextTab(checkpoint or "", transformer_checkpoint))
 
 
-def build_text_tab(tab: TextTab | str) -> None:
+def build_text_tab(tab: TextTab | str, workers: Workers | None = None) -> None:
     """The text tab's components and events (or its message), inside the app's ``gr.Blocks``."""
     import gradio as gr
 
@@ -129,7 +129,8 @@ def build_text_tab(tab: TextTab | str) -> None:
                     ebt = html_box(label="EBT: each token coloured by its energy")
                     baseline = html_box(label="Transformer++ baseline")
         run.click(
-            without_traceback(tab.run),
+            without_traceback(tab.run, workers),
             [prompt, tokens, temperature, steps, best_of, seed],
             [ebt, baseline, summary],
+            concurrency_id=MODELS,
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core import defaults
-from .common import find_checkpoint, open_tab, step_gallery, train_command, without_traceback
+from .common import MODELS, Workers, find_checkpoint, open_tab, step_gallery, train_command, without_traceback
 
 if TYPE_CHECKING:
     import numpy as np
@@ -146,7 +146,7 @@ def open_video_tab(
     return open_tab("video", lambda: VideoTab(checkpoint or "", transformer_checkpoint, dit_checkpoint))
 
 
-def build_video_tab(tab: VideoTab | str) -> None:
+def build_video_tab(tab: VideoTab | str, workers: Workers | None = None) -> None:
     """The video tab's components and events (or its message), inside the app's ``gr.Blocks``."""
     import gradio as gr
 
@@ -192,7 +192,8 @@ def build_video_tab(tab: VideoTab | str) -> None:
         maps = step_gallery("Energy per patch of each predicted frame (bright = implausible; each map has its colour "
                             "bar)", 5, "video-maps", format="png")  # fmt: skip
         run.click(
-            without_traceback(tab.run),
+            without_traceback(tab.run, workers),
             [sample, upload, horizon, steps, best_of, dit_steps, seed],
             [context, comparison, descent, maps, plot, summary],
+            concurrency_id=MODELS,
         )

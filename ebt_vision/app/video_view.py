@@ -30,7 +30,7 @@ from ..video.objective import VideoObjective
 from ..video.reader import DecordVideo, open_video, read_clip
 from ..video.rollout import Rollout
 from ..video.strips import BORDER, LABEL_WIDTH, strip_image
-from .common import check_upload, legend_above
+from .common import check_upload, legend_above, upload_errors
 
 TILE_SIDE = 96  # frames are drawn at least this large: Moving MNIST's 64 px and a tiny model's 16 px alike
 HEADER = 14  # pixels above a strip for its column labels
@@ -70,13 +70,15 @@ def load_video_upload(
 ) -> tuple[Tensor, list[str]]:
     """An uploaded video file -> (T, C, S, S) in [-1, 1]: its first T = ``frames`` frames every ``stride``; and notes.
 
-    Unreadable, corrupt, oversized and too-short files are ``InputError``s naming the file.
+    Unreadable, corrupt, oversized and too-short files are ``InputError``s naming the file (never the server's
+    temporary folder).
     """
-    path = check_upload(path, defaults.APP_MAX_VIDEO_BYTES)
-    video, side = open_video(path), defaults.MAX_FRAME_SIDE
-    if isinstance(video, DecordVideo) and max(video.height, video.width) > side:
-        raise InputError(f"{path.name} has {video.width}x{video.height} frames; the limit is {side} px")
-    clip = read_clip(video, frames, stride, 0, frame_size, channels)
+    with upload_errors(path):
+        path = check_upload(path, defaults.APP_MAX_VIDEO_BYTES)
+        video, side = open_video(path), defaults.MAX_FRAME_SIDE
+        if isinstance(video, DecordVideo) and max(video.height, video.width) > side:
+            raise InputError(f"{path.name} has {video.width}x{video.height} frames; the limit is {side} px")
+        clip = read_clip(video, frames, stride, 0, frame_size, channels)
     kind = "grey" if channels == 1 else "RGB"
     last = (frames - 1) * stride
     every = f" (every {stride}th)" if stride > 1 else ""

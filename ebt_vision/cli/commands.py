@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..core import defaults
@@ -150,21 +151,31 @@ def bench(args: argparse.Namespace) -> int:
 
 def denoise(args: argparse.Namespace) -> int:
     from ..core.checkpoint import load_trained
+    from ..core.memory import fix_mmap_threshold
     from ..core.train import resolve_device
-    from ..image.denoise_files import DenoiseOptions, denoise_files
+    from ..image.denoise_files import DenoiseOptions, plan_denoise, run_denoise
     from ..image.dit import DiTObjective
     from ..image.objective import DenoisingObjective
     from ..image.schedule import StepSchedule
 
-    checkpoint = args.checkpoint or (defaults.IMAGE_DIT if args.model == "dit" else defaults.IMAGE_EBT)
-    build, what = (DiTObjective, "a DiT baseline") if args.model == "dit" else (DenoisingObjective, "an image EBT")
-    model, _ = load_trained(checkpoint, build, what, resolve_device(args.device))
-    schedule = StepSchedule.load(checkpoint) if args.model == "ebt" else None
+    is_dit = args.model == "dit"
+    checkpoint = args.checkpoint or (defaults.IMAGE_DIT if is_dit else defaults.IMAGE_EBT)
     options = DenoiseOptions(args.steps, args.best_of, args.sigma, args.save_steps, args.save_energy_map,
-                             args.overwrite, schedule)  # fmt: skip
-    written = denoise_files(model, args.inputs, args.output, options, progress=not args.quiet)
-    print("\n".join(str(path) for path in written))
-    return 0
+                             args.overwrite)  # fmt: skip
+    options.check(dit=is_dit)
+    plan = plan_denoise(args.inputs, args.output, args.model, args.overwrite, options.best_of)  # before the model
+    if plan.jobs:
+        fix_mmap_threshold()  # the memory the pixel limit was measured with
+        build, what = (DiTObjective, "a DiT baseline") if is_dit else (DenoisingObjective, "an image EBT")
+        model, _ = load_trained(checkpoint, build, what, resolve_device(args.device))
+        schedule = None if is_dit else StepSchedule.load(checkpoint)
+        run = run_denoise(model, plan, replace(options, schedule=schedule), progress=not args.quiet)
+    else:
+        run = plan.nothing_done()
+    print("\n".join(str(path) for path in run.written))
+    for line in run.summary():
+        print(line, file=sys.stderr)
+    return 1 if run.failed else 0
 
 
 def video(args: argparse.Namespace) -> int:
@@ -202,9 +213,11 @@ def probe(args: argparse.Namespace) -> int:
 def generate(args: argparse.Namespace) -> int:
     from ..core.inference import Thinking
     from ..text.checkpoints import load_text_ebt, load_transformer
-    from ..text.generate import Sampling, generate_ebt, generate_transformer
+    from ..text.generate import Sampling, check_prompt, generate_ebt, generate_transformer
 
+    check_prompt(args.prompt)  # the inputs before the models load (seconds)
     sampling = Sampling(args.max_new_tokens, args.temperature, args.seed)
+    sampling.check()
     if args.model == "ebt":
         objective, tokenizer = load_text_ebt(args.checkpoint or defaults.TEXT_EBT)
         thinking = Thinking(num_steps=args.steps, n_candidates=args.best_of)

@@ -113,8 +113,11 @@ def _train(p: argparse.ArgumentParser) -> None:
     commands.denoise,
     "Denoise your own images with the shipped (or any) EBT or DiT",
     "Inputs: image files or folders (PNG, JPEG, TIFF, WebP, BMP, PPM/PGM; 8 or 16 bit; grey, RGB,\n"
-    "with or without alpha). Results: OUT/<name>.ebt.png (or .dit.png; 16-bit inputs give 16-bit .tif),\n"
-    "grey stays grey, alpha is kept. Inputs are never overwritten.",
+    f"CMYK, with or without alpha; at most {defaults.MAX_FILE_PIXELS // 10**6} megapixels, what denoise holds in "
+    f"{defaults.DENOISE_MEMORY_GIB} GiB).\n"
+    "Results: OUT/<input name>.ebt.png (or .dit.png; .tif for TIFF inputs), 16-bit for 16-bit inputs,\n"
+    "grey stays grey, alpha is kept. Inputs are never overwritten; earlier results are kept (--overwrite\n"
+    "redoes them). A file that cannot be denoised is named and skipped: exit code 1 after the others.",
 )
 def _denoise(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image files and/or folders of images")
@@ -129,7 +132,7 @@ def _denoise(p: argparse.ArgumentParser) -> None:
                    "default: estimated from the image (the blind EBT needs none)")  # fmt: skip
     p.add_argument("--save-steps", action="store_true", help="EBT: also write every intermediate step")
     p.add_argument("--save-energy-map", action="store_true", help="EBT: also write the per-patch energy map")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier results (never an input)")
+    p.add_argument("--overwrite", action="store_true", help="redo earlier results (never replace an input)")
     _runtime(p)
 
 

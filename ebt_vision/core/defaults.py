@@ -18,8 +18,12 @@ APP_MAX_SIDE = 384  # larger image uploads are downscaled (the tab says so)
 APP_SIGMA_RANGE = (0.0, 100.0)
 APP_STEP_SCALE_RANGE = (0.1, 4.0)
 
-# Files a user hands in. Pixel counts are read from the header, before anything large is decoded.
-MAX_FILE_PIXELS = 100_000_000  # `ebt-vision denoise`
+# Files a user hands in. Pixel counts (every frame counted) are read from the header, before anything is decoded.
+MAX_IMAGE_PIXELS = 100_000_000  # any image the library reads (training folders): what decoding it alone may take
+# `ebt-vision denoise`: the memory one run may take, and the pixels that fit in it. Measured (reports/photo_memory.md):
+# 2.2 GiB + 0.29 GiB per megapixel for the EBT, so at most 20 megapixels in 8 GiB; 16 leaves a margin (6.8 GiB).
+DENOISE_MEMORY_GIB = 8
+MAX_FILE_PIXELS = 16_000_000
 APP_MAX_PIXELS = 40_000_000  # an image upload
 APP_MAX_IMAGE_BYTES = 20 * 2**20
 APP_MAX_VIDEO_BYTES = 100 * 2**20

@@ -34,7 +34,14 @@ class Generation:
 
 
 def check_prompt(prompt: str | bytes, max_chars: int = MAX_PROMPT_CHARS) -> str:
-    """A prompt as text; clear errors for bytes that are not UTF-8, an empty prompt, or one over ``max_chars``."""
+    """A prompt as text; clear errors for bytes that are not UTF-8, an empty prompt, or one over ``max_chars``. A
+    command-line argument whose bytes are not UTF-8 arrives as text holding lone surrogates (Python's
+    ``surrogateescape``); it is judged by its bytes."""
+    if isinstance(prompt, str) and not prompt.isascii():
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:
+            prompt = prompt.encode("utf-8", "surrogateescape")
     if isinstance(prompt, bytes):
         try:
             prompt = prompt.decode("utf-8")

@@ -1,0 +1,326 @@
+"""The app under load: many users click the image tab's Denoise at the same moment, for a few rounds; the latency of
+each request (from the click to the result, as a user waits for it) and the server's memory after every round.
+
+    python -m ebt_vision.experiments.app_load --users 20 --rounds 4 --out reports     # reports/app_load.md, .json, .png
+    python -m ebt_vision.experiments.app_load --app-root /path/to/other/checkout --stem app_load_before ...
+
+The app runs as its own process (``python -m ebt_vision demo`` with the shipped models, or the app options given
+after ``--``), served on 127.0.0.1, from this checkout or from ``--app-root`` (another checkout, for a before/after
+comparison); each user is its own Gradio client (its own session), and every user of every round asks for the tab's
+default settings (``image_tab.DEFAULTS``) with its own noise seed, so no two requests are the same computation.
+Memory is the server's resident set (``VmRSS``) after each round and its peak (``VmHWM``), read from ``/proc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.reports import make_meta, markdown_table, write_report
+
+API = "/denoise"  # the image tab's Denoise event
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    users: int = 20  # simultaneous requests per round
+    rounds: int = 4
+    app_args: tuple[str, ...] = ()  # options of `ebt-vision demo` (checkpoints, --concurrency, --threads)
+    app_root: Path | None = None  # serve the app of this checkout (None: the one imported here)
+    api: str = API  # the Denoise event's API name (an older checkout's may differ: "/run")
+    same_request: bool = False  # every user the same request (noise seed 0), as users who all click the default
+    app_label: str = ""  # what the served code is, for the report (e.g. the commit an --app-root was taken from)
+    startup_s: float = 300.0  # the app must answer within this (it loads every tab's models first)
+    request_timeout_s: float = 600.0
+
+
+@dataclass
+class Round:
+    """One round: every user's latency (s) in submission order, failures as text, the server's memory after it."""
+
+    index: int
+    latencies: list[float]
+    failures: list[str]
+    rss_mib: float
+    peak_rss_mib: float
+    seconds: float  # from the first submission to the last answer
+    cpu_s: float  # CPU time the server spent in the round (all its threads): what the round costs, however busy
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies, 50)
+
+    @property
+    def p90(self) -> float:
+        return percentile(self.latencies, 90)
+
+
+@dataclass
+class LoadResult:
+    options: LoadOptions
+    idle_rss_mib: float  # after the app started, before any request
+    load_before: float  # the machine's 1-minute load average (other jobs share the CPU)
+    rounds: list[Round] = field(default_factory=list)
+    load_after: float = float("nan")
+
+    @property
+    def latencies(self) -> list[float]:
+        return [latency for r in self.rounds for latency in r.latencies]
+
+    @property
+    def failures(self) -> int:
+        return sum(len(r.failures) for r in self.rounds)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile, linearly interpolated (NaN for no values)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """(resident set, its peak) of process ``pid`` in MiB, from /proc (Linux)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(
+    app_args: tuple[str, ...], log_path: Path, startup_s: float = 300.0, app_root: Path | None = None
+) -> Iterator[tuple[str, int]]:
+    """Start ``python -m ebt_vision demo`` on 127.0.0.1 (from ``app_root`` when given) and yield (its URL, its pid)
+    once it answers; stop it after."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    if app_root is not None:
+        env["PYTHONPATH"] = str(app_root)
+    command = [sys.executable, "-m", "ebt_vision", "demo", "--host", "127.0.0.1", "--port", str(port), *app_args]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, cwd=app_root, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            deadline = time.monotonic() + startup_s
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the app exited: {log_path.read_text()[-2000:]}")
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the app did not answer within {startup_s:.0f} s") from None
+                    time.sleep(0.5)
+            yield url, process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def default_request(seed: int) -> list:
+    """The image tab's inputs at its default settings (the sample photo, calibrated steps, fast tiling), with
+    ``seed`` as the noise seed."""
+    from ..app.image_tab import DEFAULTS
+
+    return [DEFAULTS[name] if name != "seed" else seed for name in DEFAULTS]
+
+
+def run_round(clients: list, index: int, pid: int, options: LoadOptions) -> Round:
+    """All clients submit at once (released together by a barrier); each waits for its own result."""
+    latencies: list[float | None] = [None] * len(clients)
+    failures: list[str] = []
+    barrier = threading.Barrier(len(clients) + 1)
+
+    def user(k: int) -> None:
+        barrier.wait()
+        started = time.perf_counter()
+        try:
+            seed = 0 if options.same_request else 1000 * index + k
+            request = clients[k].submit(*default_request(seed), api_name=options.api)
+            request.result(timeout=options.request_timeout_s)
+            latencies[k] = time.perf_counter() - started
+        except Exception as error:  # a failed request is a result of the test, not a reason to stop it
+            failures.append(f"user {k}: {type(error).__name__}: {str(error)[:200]}")
+
+    threads = [threading.Thread(target=user, args=(k,)) for k in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    cpu = cpu_seconds(pid)
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    rss, peak = memory_mib(pid)
+    return Round(index, [t for t in latencies if t is not None], failures, rss, peak, seconds, cpu_seconds(pid) - cpu)
+
+
+def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -> LoadResult:
+    """Serve the app and run ``options.rounds`` rounds of ``options.users`` simultaneous default denoise requests."""
+    from gradio_client import Client
+
+    served = serve(options.app_args, log_path, options.startup_s, options.app_root)
+    with served as (url, pid), tempfile.TemporaryDirectory() as tmp:
+        result = LoadResult(options, memory_mib(pid)[0], os.getloadavg()[0])
+        clients = [Client(url, verbose=False, download_files=tmp) for _ in range(options.users)]
+        for index in range(options.rounds):
+            done = run_round(clients, index, pid, options)
+            result.rounds.append(done)
+            if progress:
+                print(f"round {index}: p50 {done.p50:.1f} s, p90 {done.p90:.1f} s, {len(done.failures)} failed, "
+                      f"server RSS {done.rss_mib:.0f} MiB", flush=True)  # fmt: skip
+        result.load_after = os.getloadavg()[0]
+        return result
+
+
+def _rows(result: LoadResult) -> list[dict]:
+    return [{"round": r.index, "users": result.options.users, "p50_s": r.p50, "p90_s": r.p90,
+             "max_s": max(r.latencies, default=float("nan")), "failures": len(r.failures), "round_s": r.seconds,
+             "server_cpu_s": r.cpu_s, "rss_mib": r.rss_mib, "peak_rss_mib": r.peak_rss_mib}
+            for r in result.rounds]  # fmt: skip
+
+
+def _figure(result: LoadResult, before: dict | None, path: Path) -> None:
+    """Latency of every request by round (left) and the server's memory after each round (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    runs = [("after", result.idle_rss_mib, _rows(result), [r.latencies for r in result.rounds])]
+    if before:
+        runs.insert(0, ("before", before["idle_rss_mib"], before["rows"], before["latencies"]))
+    for k, (name, idle, rows, latencies) in enumerate(runs):
+        for index, values in enumerate(latencies):
+            left.scatter([index + 0.2 * k - 0.1] * len(values), values, s=8, color=f"C{k}",
+                         label=name if index == 0 else None)  # fmt: skip
+        right.plot(range(-1, len(rows)), [idle] + [row["rss_mib"] for row in rows], "o-", color=f"C{k}", label=name)
+    left.axhline(30, color="grey", linestyle="--", linewidth=1)
+    left.set(xlabel="round", ylabel="seconds from click to result", title=f"{result.options.users} users at once")
+    right.set(xlabel="round (-1: idle after start)", ylabel="server RSS (MiB)", title="memory after each round")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_load_report(
+    result: LoadResult, out: Path, stem: str, before_path: Path | None = None, command: str | None = None
+) -> Path:
+    """``stem``.md/.json/.png: latency percentiles and memory per round, against a ``before`` run when given."""
+    options = result.options
+    latencies = result.latencies
+    before = json.loads(before_path.read_text()) if before_path else None
+    table = markdown_table(["round", "p50 s", "p90 s", "max s", "failed", "round s", "server CPU s", "RSS MiB after",
+                            "peak RSS MiB"],
+                           [[r["round"], r["p50_s"], r["p90_s"], r["max_s"], r["failures"], r["round_s"],
+                             r["server_cpu_s"], r["rss_mib"], r["peak_rss_mib"]] for r in _rows(result)])  # fmt: skip
+    rss = [r.rss_mib for r in result.rounds]
+    p90 = percentile(latencies, 90)
+    seeds = "every request the same, noise seed 0" if options.same_request else "each request its own noise seed"
+    cores = os.cpu_count() or 1
+    label = f" ({options.app_label})" if options.app_label else ""
+    cpu_per_round = statistics.mean(r.cpu_s for r in result.rounds)
+    cpu_per_request = cpu_per_round / options.users
+    lines = [
+        f"{options.users} users click the image tab's Denoise at the same moment, {options.rounds} rounds, the tab's "
+        f"default settings ({seeds}). App options: `{' '.join(options.app_args) or '(none)'}`"
+        f"{f' from `{options.app_root}`' if options.app_root else ''}{label}.",
+        "",
+        table,
+        "",
+        f"- all {len(latencies)} requests: p50 **{percentile(latencies, 50):.1f} s**, p90 **{p90:.1f} s** (goal: "
+        f"under 30 s), {result.failures} failed",
+        f"- server memory: {result.idle_rss_mib:.0f} MiB idle, then {', '.join(f'{v:.0f}' for v in rss)} MiB after "
+        f"each round (growth from the first round to the last: {rss[-1] - rss[0]:+.0f} MiB)",
+        f"- the server's CPU time: {cpu_per_request:.2f} s per request (all its threads); a round's "
+        f"{cpu_per_round:.0f} CPU-seconds would take {cpu_per_round / cores:.0f} s on {cores} idle cores, the rounds "
+        f"took {statistics.mean(r.seconds for r in result.rounds):.0f} s",
+        f"- machine load (1-minute average, other jobs included): {result.load_before:.1f} before, "
+        f"{result.load_after:.1f} after",
+    ]
+    if before:
+        b, meta = before["summary"], before["meta"]
+        memory = ", ".join(f"{row['rss_mib']:.0f}" for row in before["rows"])
+        lines.append(f"- before (`{meta['command']}`): p50 {b['p50_s']:.1f} s, p90 "
+                     f"{b['p90_s']:.1f} s, {b['failures']} failed, memory {before['idle_rss_mib']:.0f} MiB idle then "
+                     f"{memory} MiB after each round")  # fmt: skip
+    summary = {"p50_s": percentile(latencies, 50), "p90_s": p90, "failures": result.failures,
+               "requests": len(latencies)}  # fmt: skip
+    data = ("the image tab's default request (sample photo at 256 px, calibrated steps, fast tiling, DiT 2 DDIM "
+            f"steps), {seeds}")  # fmt: skip
+    meta = make_meta("cpu", 0, data, f"{options.users} simultaneous users x {options.rounds} rounds", command)
+    out.mkdir(parents=True, exist_ok=True)
+    _figure(result, before, out / f"{stem}.png")
+    return write_report(out, stem, meta, _rows(result), "\n".join(lines) + f"\n\n![latency and memory]({stem}.png)",
+                        summary=summary, idle_rss_mib=result.idle_rss_mib, latencies=[r.latencies for r in
+                        result.rounds], failures=[f for r in result.rounds for f in r.failures],
+                        load_average=[result.load_before, result.load_after])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ebt_vision.experiments.app_load", description=__doc__)
+    parser.add_argument("--users", type=int, default=20, help="simultaneous requests per round")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--out", default="runs/app_load", help="folder for the report")
+    parser.add_argument("--stem", default="app_load")
+    parser.add_argument("--app-root", type=Path, default=None, help="serve the app of this checkout")
+    parser.add_argument("--before", type=Path, default=None, help="an earlier report's .json to compare with")
+    parser.add_argument("--api", default=API, help="the Denoise event's API name in the served app")
+    parser.add_argument("--same-request", action="store_true", help="every user the same request (noise seed 0)")
+    parser.add_argument("--app-label", default="", help="what the served code is (shown in the report)")
+    parser.add_argument("app_args", nargs=argparse.REMAINDER, help="after --: options of `ebt-vision demo`")
+    args = parser.parse_args(argv)
+    app_args = tuple(a for a in args.app_args if a != "--")
+    options = LoadOptions(args.users, args.rounds, app_args, args.app_root, args.api, args.same_request,
+                          args.app_label)  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run_load_test(options, Path(tempfile.gettempdir()) / f"{args.stem}-app.log")
+    command = shlex.join(["python", "-m", "ebt_vision.experiments.app_load", *(argv or sys.argv[1:])])
+    print(write_load_report(result, out, args.stem, args.before, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""The app under load, small: 4 users at once against a tiny model, served as ``ebt-vision demo`` serves it (the
+full 20-user measurement with the shipped models is ``reports/app_load.md``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ebt_vision.core.checkpoint import save_pretrained_folder
+from ebt_vision.experiments.app_load import LoadOptions, percentile, run_load_test, write_load_report
+from ebt_vision.image.dit import DiTObjective
+from ebt_vision.image.objective import DenoisingObjective
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_four_users_at_once_all_served_with_bounded_memory(tiny_cfg, tmp_path):
+    ebt, dit = DenoisingObjective(tiny_cfg), DiTObjective(tiny_cfg)
+    app_args = ("--checkpoint", str(save_pretrained_folder(ebt, tiny_cfg, tmp_path / "ebt")), "--dit-checkpoint",
+                str(save_pretrained_folder(dit, tiny_cfg, tmp_path / "dit")), "--video-checkpoint", "",
+                "--text-checkpoint", "", "--concurrency", "2")  # fmt: skip
+    # every user the same request: the same pictures written at once (a race in Gradio's cache, fixed by the app)
+    options = LoadOptions(users=4, rounds=3, app_args=app_args, app_root=REPO, same_request=True, startup_s=240,
+                          request_timeout_s=240)  # fmt: skip
+    result = run_load_test(options, tmp_path / "app.log", progress=False)
+    assert result.failures == 0 and len(result.latencies) == 12, [r.failures for r in result.rounds]
+    rss = [r.rss_mib for r in result.rounds]
+    assert max(rss) - rss[0] < 150, rss  # no growth with the requests served (a tiny model: a few MiB each)
+    report = write_load_report(result, tmp_path / "report", "app_load")
+    assert f"p90 **{percentile(result.latencies, 90):.1f} s**" in report.read_text()
+    assert (tmp_path / "report" / "app_load.json").is_file() and (tmp_path / "report" / "app_load.png").is_file()
