@@ -39,8 +39,11 @@ class TextBatch:
     def targets(self) -> Tensor:
         return self.tokens[:, 1:]
 
-    def to(self, device: torch.device | str) -> TextBatch:
-        return TextBatch(self.tokens.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TextBatch:
+        return TextBatch(self.tokens.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> TextBatch:
+        return TextBatch(self.tokens.pin_memory())
 
 
 def _check_length(stream: Tensor, seq_len: int, what: str) -> None:
