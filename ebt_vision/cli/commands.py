@@ -57,6 +57,17 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def prepare_text(args: argparse.Namespace) -> int:
+    from ..text.prepare import PrepareOptions, prepare_corpus
+
+    options = PrepareOptions(args.tokenizer, args.vocab_size, args.tokenizer_from, args.tokenizer_sample_mb)
+    meta = prepare_corpus(args.corpus, args.output, options)
+    tokens = ", ".join(f"{split} {count:,}" for split, count in meta["tokens"].items())
+    print(f"{args.output}: {tokens} tokens ({meta['dtype']}, {meta['tokenizer']} of {meta['vocab_size']}); train with "
+          f"--set data.corpus={args.output}")  # fmt: skip
+    return 0
+
+
 def evaluate(args: argparse.Namespace) -> int:
     from ..experiments.image.evaluation import EvalOptions, run_evaluation
 

@@ -107,6 +107,24 @@ def _train(p: argparse.ArgumentParser) -> None:
 
 
 @command(
+    "prepare-text",
+    commands.prepare_text,
+    "Tokenise a text corpus once into memory-mapped token files for training",
+    "Writes OUT/train.bin, validation.bin, test.bin (uint16, or uint32 for vocabularies over 65,536),\n"
+    "the tokenizer and corpus.json. Training with data.corpus=OUT reads windows through a memory map,\n"
+    "so a corpus far larger than memory works. CORPUS: sotu, folders of .txt/.jsonl files, or such files.",
+)
+def _prepare_text(p: argparse.ArgumentParser) -> None:
+    p.add_argument("corpus", nargs="+", help="sotu, or .txt/.jsonl files and folders of them (one document per .txt "
+                   "file or per JSON line's 'text')")  # fmt: skip
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--tokenizer", choices=["bpe", "gpt2"], default="bpe", help="bpe: trained on the training split")
+    p.add_argument("--vocab-size", type=int, default=4096, help="the trained BPE's vocabulary")
+    p.add_argument("--tokenizer-from", default="", help="a folder with a tokenizer.json to use instead of training")
+    p.add_argument("--tokenizer-sample-mb", type=float, default=200.0, help="train the BPE on this many MB")
+
+
+@command(
     "denoise",
     commands.denoise,
     "Denoise your own images with the shipped (or any) EBT or DiT",

@@ -27,6 +27,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from .errors import InputError, UserError
 
 ON_ERROR = ("raise", "skip")
+
+
+class Unusable(InputError):
+    """A readable file that cannot give a sample (a clip shorter than a window, a photo smaller than the crop): always
+    skipped, counted and warned about, whatever ``data.on_error`` says."""
+
+
 PREFETCH = 4  # batches each worker keeps ready
 
 
@@ -238,8 +245,8 @@ class FileSource(IndexedSource):
             path = self.files[order[(position + attempt) % len(self.files)]].decode()
             try:
                 return self.read(path, sample_generator(self.seed, index)), skipped
-            except InputError:
-                if self.on_error == "raise":
+            except InputError as error:
+                if self.on_error == "raise" and not isinstance(error, Unusable):
                     raise
                 skipped += (path,)
         raise InputError(f"{len(skipped)} training files in a row could not be read, e.g. {skipped[0]}")

@@ -34,7 +34,7 @@ from PIL import Image
 
 from ..core.defaults import MAX_FILE_PIXELS
 from ..core.errors import InputError, UserError
-from ..core.streams import ON_ERROR, FileSource, WorkerStream, permutation, sample_generator
+from ..core.streams import ON_ERROR, FileSource, Unusable, WorkerStream, permutation, sample_generator
 from .config import FORMATS, DataConfig
 from .data import DenoisingBatch
 from .files import READABLE, read_image
@@ -154,7 +154,7 @@ def noisy_crop(pixels: np.ndarray, cfg: DataConfig, generator: torch.Generator, 
     size = cfg.crop_size
     height, width = pixels.shape[:2]
     if min(height, width) < size:
-        raise InputError(f"{name} is {width}x{height}, smaller than the {size}px crop (data.crop_size)")
+        raise Unusable(f"{name} is {width}x{height}, smaller than the {size}px crop (data.crop_size)")
     top = int(torch.randint(height - size + 1, (1,), generator=generator))
     left = int(torch.randint(width - size + 1, (1,), generator=generator))
     crop = torch.from_numpy(np.ascontiguousarray(pixels[top : top + size, left : left + size])).permute(2, 0, 1)
@@ -247,8 +247,8 @@ class PhotoShards:
                 if isinstance(data, InputError):
                     raise data
                 items.append(noisy_crop(decode_photo(data, name, self.cfg.resize), self.cfg, generator, name))
-            except InputError:
-                if self.cfg.on_error == "raise":
+            except InputError as error:
+                if self.cfg.on_error == "raise" and not isinstance(error, Unusable):
                     raise
                 skipped += (name,)
             if len(items) == self.cfg.batch_size:
