@@ -39,5 +39,6 @@ def write_mjpeg_avi(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
         movie += chunk(b"00dc", jpeg)
         offset += len(chunk(b"00dc", jpeg))
     body = b"AVI " + header + group(b"movi", movie) + chunk(b"idx1", index)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return path
