@@ -149,6 +149,14 @@ def bench(args: argparse.Namespace) -> int:
     return _print_report(report, text=table)
 
 
+def bench_data(args: argparse.Namespace) -> int:
+    from ..experiments.databench.run import DataBenchOptions, run_data_bench
+
+    options = DataBenchOptions(tmp=args.tmp, photos=args.photos, clips=args.clips, repeats=args.repeats,
+                               image_steps=args.image_steps, stem=args.stem)  # fmt: skip
+    return _print_report(run_data_bench(args.out, options))
+
+
 def denoise(args: argparse.Namespace) -> int:
     from ..core.checkpoint import load_trained
     from ..core.train import resolve_device

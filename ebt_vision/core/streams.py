@@ -16,6 +16,7 @@ process, or (``data.on_error: skip``) replaced by the next file and counted, wit
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
@@ -165,7 +166,8 @@ class WorkerStream:
         finally:
             shutdown = getattr(iterator, "_shutdown_workers", None)
             if shutdown is not None:
-                shutdown()
+                with contextlib.suppress(RuntimeError):  # a worker that died while being stopped is stopped
+                    shutdown()
 
 
 class IndexedSource:

@@ -333,8 +333,9 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         step, seconds = state["step"], state["seconds"]
         _restore_rng(state["rng"], ctx, cfg.train.seed + step)
-        if sampler_state is not None:
-            sampler_state.load_state_dict(state["sampler"])
+        if sampler_state is not None:  # this rank's stream (tar-shard readers differ by rank), else rank 0's
+            per_rank = state.get("samplers") or []
+            sampler_state.load_state_dict(per_rank[ctx.rank] if len(per_rank) == ctx.world_size else state["sampler"])
     model = _wrap_ddp(objective, cfg, device, ctx)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -345,6 +346,7 @@ def train(
 
     def checkpoint() -> None:
         rng = distributed.gather_objects(_rng_state(), ctx)  # every rank's, so a resumed run draws the same numbers
+        streams = distributed.gather_objects(sampler_state.state_dict(), ctx) if sampler_state is not None else []
         if ctx.is_main:
             state = {
                 "optimizer": optimizer.state_dict(),
@@ -352,7 +354,8 @@ def train(
                 "step": step,
                 "seconds": seconds,
                 "rng": rng,
-                "sampler": sampler_state.state_dict() if sampler_state is not None else None,
+                "sampler": streams[0] if streams else None,
+                "samplers": streams if ctx.enabled else None,
                 "ema": average.state_dict() if average is not None else None,
             }
             save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)

@@ -157,7 +157,7 @@ def noisy_crop(pixels: np.ndarray, cfg: DataConfig, generator: torch.Generator, 
         raise Unusable(f"{name} is {width}x{height}, smaller than the {size}px crop (data.crop_size)")
     top = int(torch.randint(height - size + 1, (1,), generator=generator))
     left = int(torch.randint(width - size + 1, (1,), generator=generator))
-    crop = torch.from_numpy(np.ascontiguousarray(pixels[top : top + size, left : left + size])).permute(2, 0, 1)
+    crop = torch.from_numpy(pixels[top : top + size, left : left + size].copy()).permute(2, 0, 1)
     clean = crop.float() / 255.0 * 2 - 1
     if torch.rand((), generator=generator) < 0.5:
         clean = clean.flip(2)
