@@ -88,17 +88,18 @@ def _plot(rows: list[dict], options, path: Path) -> None:
     plt.close(fig)
 
 
-def _reading(rows: list[dict]) -> str:
+def _reading(rows: list[dict], options) -> str:
     """The verdicts against the issue's goals, from the numbers."""
     memory = {(r["data"], r["format"], r["files"]): r["main_rss_mib"] for r in _select(rows, "memory")}
+    small, large = options.small, options.photos
     waits = {r["workers"]: r["data_wait"] for r in _select(rows, "data_wait", data="photos")}
     resumes = _select(rows, "resume")
-    folder = memory[("photos", "folder", 20_000)] - memory[("photos", "folder", 1_000)]
+    folder = memory[("photos", "folder", large)] - memory[("photos", "folder", small)]
     return "\n".join([
-        f"- **Memory flat**: the training process holds {memory[('photos', 'folder', 1_000)]:.0f} MiB streaming "
-        f"1,000 photos and {memory[('photos', 'folder', 20_000)]:.0f} MiB streaming 20,000 ({folder:+.0f} MiB: the "
-        f"file list); decoded in memory (the old path), 1,000 photos took {memory[('photos', 'memory', 1_000)]:.0f} "
-        "MiB, so 20,000 would need about 20 times that.",
+        f"- **Memory flat**: the training process holds {memory[('photos', 'folder', small)]:.0f} MiB streaming "
+        f"{small:,} photos and {memory[('photos', 'folder', large)]:.0f} MiB streaming {large:,} ({folder:+.0f} MiB); "
+        f"decoded in memory (the old path), {small:,} photos took {memory[('photos', 'memory', small)]:.0f} MiB, so "
+        f"{large:,} would need about {large / small:.0f} times that.",
         f"- **Data wait of a Quick-start-sized run**: {100 * waits[0]:.1f}% with the photos decoded in the training "
         f"process, {100 * waits[max(waits)]:.1f}% with {max(waits)} workers (goal: under 5%: "
         f"{'met' if waits[max(waits)] < 0.05 else 'not met'}).",
@@ -121,7 +122,7 @@ def write_data_report(rows: list[dict], options, load: list[tuple], out: str | P
     meta = make_meta("cpu", 0, data, budget)
     body = "\n\n".join([
         NOTE.format(load=loads, repeats=options.repeats),
-        "## Reading\n\n" + _reading(rows),
+        "## Reading\n\n" + _reading(rows, options),
         "## Samples per second by number of workers\n\n*quickstart*: a random 32 px crop of the full-size photo "
         "(`configs/quickstart.yaml`, batch 32); *coco-128*: shorter side to 128 (JPEGs decoded at reduced scale), "
         "a 128 px crop (`configs/coco-128.yaml`); clips: 11 frames at stride 2, 64 px grey "

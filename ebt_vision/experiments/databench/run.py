@@ -9,6 +9,7 @@ configs); kill -9 and resume with workers against an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -163,4 +164,5 @@ def run_data_bench(out: str | Path, options: DataBenchOptions = DataBenchOptions
     rows += video_rows(clips, options, tmp) + text_rows(small, large, prepare_seconds, options, tmp)
     rows += resume_rows(tree, shards, clips, tmp, options.resume_steps)
     load.append(os.getloadavg())
+    (tmp / "rows.json").write_text(json.dumps({"rows": rows, "load": load}))  # to rewrite the report without rerunning
     return write_data_report(rows, options, load, out)
