@@ -172,3 +172,44 @@ def test_crop_sampler_shards_partition_the_global_batch(tmp_path):
     torch.testing.assert_close(torch.cat([s.noise.value for s in shards]), whole.noise.value)
     with pytest.raises(ValueError, match="shard"):
         CropSampler(photo, cfg, shard=2, shards=2)
+
+
+def test_killed_ddp_run_over_tar_shards_resumes_each_ranks_readers(tmp_path):
+    """Tar-shard readers differ by rank, so every rank's stream position is saved and restored: a 2-process run with
+    a data worker each, killed and resumed, trains exactly like the uninterrupted one."""
+    from ebt_vision.image.streams import list_photo_files, write_photo_shards
+
+    from .test_streams import photo_tree
+
+    tree = photo_tree(tmp_path / "tree", 16)
+    write_photo_shards(list_photo_files(str(tree), "folder"), tmp_path / "shards", per_shard=3)  # unequal
+    values = {
+        **TINY,
+        "data": {**TINY["data"], "source": str(tmp_path / "shards"), "workers": 1, "batch_size": 2},
+        "train": {**TINY["train"], "steps": 16, "checkpoint_every": 4, "device": "cpu"},
+    }
+    config = tmp_path / "shards.yaml"
+    config.write_text(yaml.safe_dump(values))
+    done = subprocess.run(_torchrun(config, tmp_path / "reference"), capture_output=True, text=True, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_torchrun(config, killed), env=_env(), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        found = latest_checkpoint(killed)
+        if found is not None and found.name >= "step_0000004":
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    stopped = latest_checkpoint(killed)
+    assert stopped is not None and stopped.name < "step_0000016", "was not killed mid-run"
+    streams = torch.load(stopped / "train_state.pt", weights_only=True)["samplers"]
+    assert streams[0]["slots"] != streams[1]["slots"]  # the ranks' readers stand at different places
+    done = subprocess.run(_torchrun(config, killed, "--resume"), capture_output=True, text=True, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _losses(killed) == pytest.approx(_losses(tmp_path / "reference"), rel=1e-6)
+    want, got = load_file(tmp_path / "reference" / "model.safetensors"), load_file(killed / "model.safetensors")
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=1e-7, msg=name)

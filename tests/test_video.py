@@ -4,11 +4,8 @@ the comparison end to end. Tiny configs on the CPU."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import struct
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +22,7 @@ from ebt_vision.video import clips as real_clips
 from ebt_vision.video import moving_mnist
 from ebt_vision.video.dit import VideoDiTObjective
 from ebt_vision.video.metrics import energy_uncertainty, frame_errors, pearson, spearman
+from ebt_vision.video.mjpeg import write_mjpeg_avi
 from ebt_vision.video.model import VideoEBT
 from ebt_vision.video.objective import VideoObjective
 from ebt_vision.video.plain import PlainVideoObjective
@@ -75,38 +73,6 @@ def perturbed(module: torch.nn.Module) -> torch.nn.Module:
 
 
 # --- reading video -------------------------------------------------------------------------------------------------
-
-
-def write_mjpeg_avi(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
-    """A minimal AVI (RIFF) container of JPEG frames (n, H, W, 3) uint8: what decord's FFmpeg reads as MJPEG video.
-    No video encoder ships here (no ffmpeg binary, no PyAV), so the test writes the container itself."""
-
-    def chunk(fourcc: bytes, data: bytes) -> bytes:
-        return fourcc + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")
-
-    def group(kind: bytes, body: bytes) -> bytes:
-        return b"LIST" + struct.pack("<I", len(body) + 4) + kind + body
-
-    count, height, width, _ = frames.shape
-    jpegs = []
-    for frame in frames:
-        buffer = io.BytesIO()
-        Image.fromarray(frame).save(buffer, format="JPEG", quality=95)
-        jpegs.append(buffer.getvalue())
-    largest = max(len(j) for j in jpegs)
-    avih = struct.pack("<14I", 1_000_000 // fps, 0, 0, 0x10, count, 0, 1, largest, width, height, 0, 0, 0, 0)
-    strh = b"vidsMJPG" + struct.pack("<IHHIIIIIIIIhhhh", 0, 0, 0, 0, 1, fps, 0, count, largest, 0xFFFFFFFF, 0, 0, 0,
-                                     width, height)  # fmt: skip
-    strf = struct.pack("<IiiHH4sIiiII", 40, width, height, 1, 24, b"MJPG", width * height * 3, 0, 0, 0, 0)
-    header = group(b"hdrl", chunk(b"avih", avih) + group(b"strl", chunk(b"strh", strh) + chunk(b"strf", strf)))
-    movie, index, offset = b"", b"", 4
-    for jpeg in jpegs:
-        index += b"00dc" + struct.pack("<III", 0x10, offset, len(jpeg))
-        movie += chunk(b"00dc", jpeg)
-        offset += len(chunk(b"00dc", jpeg))
-    body = b"AVI " + header + group(b"movi", movie) + chunk(b"idx1", index)
-    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
-    return path
 
 
 def moving_square(count: int = 12, height: int = 48, width: int = 64) -> np.ndarray:

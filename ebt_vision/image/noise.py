@@ -116,8 +116,11 @@ class NoiseLevel:
         if self.kind not in NOISE_KINDS:
             raise InputError(f"noise kind must be one of {NOISE_KINDS}, got {self.kind!r}")
 
-    def to(self, device: torch.device | str) -> NoiseLevel:
-        return NoiseLevel(self.kind, self.value.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> NoiseLevel:
+        return NoiseLevel(self.kind, self.value.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> NoiseLevel:
+        return NoiseLevel(self.kind, self.value.pin_memory())
 
     @property
     def sigma(self) -> Tensor:

@@ -9,11 +9,13 @@ from torch import nn
 
 from ..core import distributed
 from ..core.errors import UserError
+from ..core.streams import WorkerStream, pin_memory_for
 from ..core.train import TrainResult, seed_everything, train
 from .config import ImageConfig
 from .data import CropSampler, TensorSampler, training_photos
 from .labelled import fashion_mnist
 from .objective import DenoisingObjective
+from .streams import photo_stream, resolve_format
 
 MODELS = ("ebt", "dit")
 
@@ -29,13 +31,17 @@ def build_model(kind: str, cfg: ImageConfig) -> nn.Module:
     raise UserError(f"image model must be one of {MODELS}, got {kind!r}")
 
 
-def make_sampler(cfg: ImageConfig, shard: int = 0, shards: int = 1) -> CropSampler | TensorSampler:
+def make_sampler(cfg: ImageConfig, shard: int = 0, shards: int = 1) -> CropSampler | TensorSampler | WorkerStream:
     """The training stream of ``data.source``: "fashion-mnist" (its unlabelled training images, for probing
-    pre-training), or photos ("packaged" or a folder) cut into random crops."""
+    pre-training), or photos cut into random crops: held in memory ("packaged", or ``data.format: memory``) or
+    streamed from disk by ``data.workers`` processes (a folder, a list file or tar shards; ``image.streams``). Every
+    one yields ``DenoisingBatch``es and has ``state_dict``/``load_state_dict`` for an exact resume."""
     if cfg.data.source == "fashion-mnist":
         images = fashion_mnist("train", cfg.data.crop_size, cfg.model.channels).images
         return TensorSampler(images, cfg.data, cfg.train.seed, shard, shards)
-    return CropSampler(training_photos(cfg.data), cfg.data, cfg.train.seed, shard, shards)
+    if resolve_format(cfg.data.source, cfg.data.format) == "memory":
+        return CropSampler(training_photos(cfg.data), cfg.data, cfg.train.seed, shard, shards)
+    return photo_stream(cfg.data, cfg.train.seed, shard, shards, pin_memory_for(cfg.train.device))
 
 
 def train_model(

@@ -34,8 +34,8 @@ class TextModelConfig(TransformerConfig):
 
 @dataclass(frozen=True)
 class TextDataConfig:
-    # "sotu": the State of the Union addresses (scripts/fetch-data.sh), held out by year (see text.corpora);
-    # otherwise a folder of .txt files.
+    # "sotu": the State of the Union addresses (scripts/fetch-data.sh), held out by year (see text.corpora); a folder
+    # of .txt files; or a folder of memory-mapped tokens written by ``ebt-vision prepare-text`` (text.prepare).
     corpus: str = "sotu"
     tokenizer: str = "bpe"  # "bpe": trained on the training split (tokenizers); "gpt2": GPT-2's BPE (tiktoken)
     vocab_size: int = 4096  # size of the trained BPE (a few thousand keeps the candidate logits affordable on CPU)
@@ -109,7 +109,7 @@ class TextConfig(ExperimentConfig):
         )
         check(m.context_length >= 2, f"model.context_length must be >= 2, got {m.context_length}")
         check(data.tokenizer in TOKENIZERS, f"data.tokenizer must be one of {TOKENIZERS}, got {data.tokenizer!r}")
-        check(bool(data.corpus), "data.corpus must be 'sotu' or a folder of .txt files")
+        check(bool(data.corpus), "data.corpus must be 'sotu', a folder of .txt files or a prepared token folder")
         check(data.vocab_size >= 260, f"data.vocab_size must be >= 260 (256 bytes + specials), got {data.vocab_size}")
         wanted = data.vocab_size if data.tokenizer == "bpe" else GPT2_VOCAB_SIZE
         check(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,40 +40,53 @@ class TextBatch:
     def targets(self) -> Tensor:
         return self.tokens[:, 1:]
 
-    def to(self, device: torch.device | str) -> TextBatch:
-        return TextBatch(self.tokens.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TextBatch:
+        return TextBatch(self.tokens.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> TextBatch:
+        return TextBatch(self.tokens.pin_memory())
 
 
-def _check_length(stream: Tensor, seq_len: int, what: str) -> None:
-    if stream.dim() != 1 or stream.numel() < seq_len + 1:
-        raise UserError(f"{what} holds {stream.numel()} tokens, fewer than one window of {seq_len + 1}")
+def _check_length(stream: Tensor | np.ndarray, seq_len: int, what: str) -> None:
+    if stream.ndim != 1 or len(stream) < seq_len + 1:
+        raise UserError(f"{what} holds {len(stream)} tokens, fewer than one window of {seq_len + 1}")
+
+
+def take_windows(stream: Tensor | np.ndarray, index: Tensor) -> Tensor:
+    """``stream[index]`` as int64 token ids, from a tensor or a memory-mapped token file (only those tokens are
+    read from disk)."""
+    if isinstance(stream, Tensor):
+        return stream[index]
+    return torch.from_numpy(np.asarray(stream[index.numpy()], dtype=np.int64))
 
 
 class WindowSampler(ShardedSampler):
     """Endless batches of random windows of a token stream: yields ``TextBatch`` (B, seq_len + 1). Resumable and
     sharded (``ShardedSampler``): a resumed run sees the same windows as an uninterrupted one, and two models built
-    with the same seed train on the same tokens."""
+    with the same seed train on the same tokens. ``stream``: a tensor, or a memory-mapped token file
+    (``text.prepare``) of any size, read a window at a time: the same tokens give the same windows."""
 
     def __init__(
-        self, stream: Tensor, seq_len: int, batch_size: int, seed: int = 0, shard: int = 0, shards: int = 1
-    ) -> None:
+        self, stream: Tensor | np.ndarray, seq_len: int, batch_size: int, seed: int = 0, shard: int = 0,
+        shards: int = 1,
+    ) -> None:  # fmt: skip
         super().__init__(batch_size, seed, shard, shards)
         _check_length(stream, seq_len, "the training split")
         self.stream, self.seq_len = stream, seq_len
 
     def sample(self) -> TextBatch:
-        starts = torch.randint(self.stream.numel() - self.seq_len, (self.global_batch,), generator=self.generator)
+        starts = torch.randint(len(self.stream) - self.seq_len, (self.global_batch,), generator=self.generator)
         offsets = torch.arange(self.seq_len + 1)
-        windows = self.stream[starts[:, None] + offsets[None, :]]  # (shards * B, L + 1)
+        windows = take_windows(self.stream, starts[:, None] + offsets[None, :])  # (shards * B, L + 1)
         return TextBatch(windows[self.mine])
 
 
-def evaluation_windows(stream: Tensor, seq_len: int, count: int) -> Tensor:
+def evaluation_windows(stream: Tensor | np.ndarray, seq_len: int, count: int) -> Tensor:
     """(count, seq_len + 1) non-overlapping windows spread evenly over the whole stream (fewer if it is short):
     deterministic, so every model and every setting is scored on the same tokens."""
     _check_length(stream, seq_len, "the evaluation split")
-    available = stream.numel() // (seq_len + 1)
+    available = len(stream) // (seq_len + 1)
     count = min(count, available)
     slots = torch.linspace(0, available - 1, count).round().long()  # window indices, evenly spaced
     offsets = torch.arange(seq_len + 1)
-    return stream[slots[:, None] * (seq_len + 1) + offsets[None, :]]
+    return take_windows(stream, slots[:, None] * (seq_len + 1) + offsets[None, :])

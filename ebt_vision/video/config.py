@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.config import ExperimentConfig, TransformerConfig, check, check_energy_model, check_transformer
+from ..core.streams import ON_ERROR
 
 SOURCES = ("moving-mnist", "real-clips")  # or a path: a video file, a folder of videos, a folder of numbered frames
+FORMATS = ("auto", "footage", "clips")
 STARTS = ("last-frame", "noise")
 DIT_TARGETS = ("frame", "change")
 
@@ -23,6 +25,14 @@ class VideoDataConfig:
     # "moving-mnist" (generated from real MNIST digits), "real-clips" (the offline footage of docs/data.md with a
     # fixed train/validation/test split, see ebt_vision.video.clips) or a path to your own video(s).
     source: str = "moving-mnist"
+    # For a path: "footage" (videos decoded up front and split in time), "clips" (a clip dataset, one file per clip,
+    # streamed by workers; ebt_vision.video.clip_files) or "auto" (clips for a folder of 10 or more video files).
+    format: str = "auto"
+    workers: int = 0  # DataLoader worker processes decoding clips (format clips; 0: in the training process)
+    on_error: str = "raise"  # a clip that cannot be read: "raise" (one error naming it) or "skip" (counted)
+    train_list: str = ""  # format clips: split lists (SSv2 .json, Kinetics .csv or a text list like UCF-101's);
+    validation_list: str = ""  # without them clip i of the sorted files is validation when i % 10 == 3,
+    test_list: str = ""  # test when i % 10 == 7, training otherwise
     frames: int = 20  # frames per clip: the model trains on all of them, predicting each from the real ones before
     context_frames: int = 10  # at test time: this many real frames in, frames - context_frames predicted out
     frame_size: int = 64  # square frames: the shorter side is resized to this, then centre-cropped
@@ -94,6 +104,9 @@ class VideoConfig(ExperimentConfig):
         check(1 <= d.digits <= 4, f"data.digits must be in [1, 4], got {d.digits}")
         check(d.validation_clips >= 1 and d.test_clips >= 1, "data.validation_clips and data.test_clips must be >= 1")
         check(bool(d.source), "data.source must be moving-mnist, real-clips or a path")
+        check(d.format in FORMATS, f"data.format must be one of {FORMATS}, got {d.format!r}")
+        check(d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")
+        check(d.on_error in ON_ERROR, f"data.on_error must be one of {ON_ERROR}, got {d.on_error!r}")
         check(p.start in STARTS, f"prediction.start must be one of {STARTS}, got {p.start!r}")
         check(p.start_noise >= 0, f"prediction.start_noise must be >= 0, got {p.start_noise}")
         check(

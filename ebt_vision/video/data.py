@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..core.streams import pin_memory_for
+from .clip_files import clip_stream, held_out_clip_files, video_format
 from .clips import ClipSampler, footage_for, held_out_clips
 from .config import VideoConfig
 from .moving_mnist import MovingMNISTSampler, moving_mnist_set
@@ -20,8 +22,11 @@ def training_stream(cfg: VideoConfig, seed: int | None = None, shard: int = 0, s
     config's source, seeded by ``seed`` (default ``cfg.train.seed``)."""
     seed = cfg.train.seed if seed is None else seed
     channels = cfg.model.channels
-    if cfg.data.source == "moving-mnist":
+    fmt = video_format(cfg.data)
+    if fmt == "moving-mnist":
         return MovingMNISTSampler(cfg.data, channels, seed, shard, shards)
+    if fmt == "clips":  # a clip dataset, streamed from disk by data.workers processes
+        return clip_stream(cfg.data, channels, seed, shard, shards, pin_memory_for(cfg.train.device))
     return ClipSampler(footage_for("train", cfg.data, channels), cfg.data, seed, shard, shards)
 
 
@@ -32,6 +37,8 @@ def held_out(cfg: VideoConfig, split: str) -> tuple[list[str], Tensor]:
     if cfg.data.source == "moving-mnist":
         clips = moving_mnist_set(split, cfg.data, cfg.model.channels)
         return [f"mmnist-{split}-{i}" for i in range(len(clips))], clips
+    if video_format(cfg.data) == "clips":
+        return held_out_clip_files(cfg.data, split, cfg.model.channels)
     return held_out_clips(footage_for(split, cfg.data, cfg.model.channels), cfg.data)
 
 
@@ -46,4 +53,6 @@ def describe_source(cfg: VideoConfig) -> str:
             f"{d.validation_clips} validation and {d.test_clips} test clips from held-out digits"
         )
     where = "offline footage (scene split of ebt_vision.video.clips)" if d.source == "real-clips" else d.source
+    if video_format(d) == "clips":
+        where = f"the clip folder {d.source} (one file per clip, streamed; {d.train_list or 'file-index split'})"
     return f"{where}, {size}, clips of {d.frames} frames at stride {d.stride} ({d.context_frames} in)"

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ...core.config import with_overrides
 from ...core.reports import make_meta
 from ...core.train import resolve_device
@@ -22,6 +24,7 @@ from ...text.costs import pass_flops, training_step_flops
 from ...text.data import evaluation_windows, token_stream
 from ...text.evaluate import System2Settings, correlation, score_ebt, score_transformer
 from ...text.objective import TextEBTObjective
+from ...text.prepare import is_prepared, prepared_tokens
 from ...text.tokenizer import TextTokenizer
 from ...text.training import MODELS, prepare_tokenizer, train_model
 from .report import write_text_report
@@ -66,17 +69,19 @@ def evaluate_text_models(
     ebt: TextEBTObjective,
     transformer: TransformerPlusPlusObjective,
     tokenizer: TextTokenizer,
-    corpora: dict[str, list[Document]],
+    corpora: dict[str, list[Document] | np.ndarray],
     options: TextOptions,
     progress: bool = False,
 ) -> tuple[list[dict], list[dict], dict[str, float]]:
     """Score both models on ``options.windows`` windows of every corpus -> (perplexity rows, uncertainty rows,
-    FLOPs per token). ``corpora`` maps "validation", "test" and out-of-distribution names to documents."""
+    FLOPs per token). ``corpora`` maps "validation", "test" and out-of-distribution names to documents (or to the
+    memory-mapped tokens of a prepared corpus's split)."""
     seq_len = ebt.cfg.data.seq_len
     flops = pass_flops(ebt, transformer, seq_len)
     rows, uncertainty = [], []
     for name, documents in corpora.items():
-        windows = evaluation_windows(token_stream(tokenizer, documents), seq_len, options.windows)
+        stream = documents if isinstance(documents, np.ndarray) else token_stream(tokenizer, documents)
+        windows = evaluation_windows(stream, seq_len, options.windows)
         labels = {**_labels(name), "windows": windows.shape[0]}
         ebt_scores = score_ebt(ebt, windows, options.system2, progress=progress)
         transformer_scores = score_transformer(transformer, windows, options.system2.batch_size)
@@ -115,7 +120,10 @@ def run_text_experiment(
     runs, options = Path(runs), options or TextOptions()
     if options.device != "auto" and not options.load:
         cfg = with_overrides(cfg, [f"train.device={options.device}"])
-    splits = corpus_splits(cfg.data.corpus)
+    if is_prepared(cfg.data.corpus):  # held-out splits straight from the memory-mapped token files
+        splits = {"train": [], **{split: prepared_tokens(cfg.data.corpus, split) for split in ("validation", "test")}}
+    else:
+        splits = corpus_splits(cfg.data.corpus)
     corpora = {"validation": splits["validation"], "test": splits["test"]}
     corpora.update({name: ood_documents(name) for name in options.ood})
     ebt, transformer, tokenizer, results = _train_or_load(cfg, runs, options, splits, progress)
@@ -130,6 +138,8 @@ def run_text_experiment(
     data = ebt.cfg.data
     if data.corpus == "sotu":
         corpus, held_out = "State of the Union addresses", "held-out years (validation: years ending in 3, test: in 7)"
+    elif is_prepared(data.corpus):
+        corpus, held_out = f"the prepared tokens of {data.corpus}", "its validation.bin and test.bin (text.prepare)"
     else:
         corpus, held_out = f"the .txt files of {data.corpus}", "held-out files or text ends (text.corpora.split_folder)"
     tokenizer_kind = "a BPE trained on it" if data.tokenizer == "bpe" else "GPT-2's BPE"
