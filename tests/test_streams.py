@@ -213,8 +213,22 @@ def _losses(run: Path) -> dict[int, dict[str, float]]:
         return {int(float(r["step"])): {k: float(v) for k, v in r.items()} for r in csv.DictReader(handle)}
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_starting_a_stream_leaves_the_global_random_state_alone(tree, workers):
+    """The descent draws its random steps from the global torch RNG; a stream that drew from it when it started (as
+    a DataLoader iterator does by default) shifted those draws after a resume (bench-data found it)."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    iterator = iter(make_sampler(data_cfg(tree, workers=workers)))
+    next(iterator)
+    assert torch.equal(torch.get_rng_state(), before)
+    iterator.close()
+
+
 def test_killed_run_with_workers_resumes_bitwise_and_logs_throughput(tree, tmp_path):
     values = {**TINY, "data": {**TINY["data"], "source": str(tree), "workers": 2, "batch_size": 4}}
+    # randomised descent steps and step sizes (drawn from the global torch RNG) as every shipped config trains
+    values["descent"] = {**TINY["descent"], "min_steps": 1, "step_size_jitter": 2.0}
     values["train"] = {**TINY["train"], "steps": 30, "checkpoint_every": 5, "device": "cpu"}
     config = tmp_path / "workers.yaml"
     config.write_text(yaml.safe_dump(values))

@@ -144,7 +144,12 @@ class WorkerStream:
     def _loader(self) -> DataLoader:
         readers = _Readers(self.source, self.slots, self.consumed % self.slots, list(self.positions))
         extra = dict(persistent_workers=True, prefetch_factor=PREFETCH) if self.workers else {}
-        return DataLoader(readers, batch_size=None, num_workers=self.workers, pin_memory=self.pin_memory, **extra)
+        # its own generator: a DataLoader iterator draws its workers' base seed from the global torch RNG otherwise,
+        # one draw when the stream starts, so a resumed run (which starts it after the RNG is restored) would shift
+        # the descent's random draws by one against the uninterrupted run (the samples depend on their index only)
+        generator = torch.Generator().manual_seed(0)
+        return DataLoader(readers, batch_size=None, num_workers=self.workers, pin_memory=self.pin_memory,
+                          generator=generator, **extra)  # fmt: skip
 
     def _record(self, item: _Delivery) -> None:
         # the DataLoader hands tuples over as lists; a position is kept as the source made it
