@@ -3,6 +3,8 @@ full 20-user measurement with the shipped models is ``reports/app_load.md``)."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from ebt_vision.core.checkpoint import save_pretrained_folder
@@ -28,3 +30,21 @@ def test_four_users_at_once_all_served_with_bounded_memory(tiny_cfg, tmp_path):
     report = write_load_report(result, tmp_path / "report", "app_load")
     assert f"p90 **{percentile(result.latencies, 90):.1f} s**" in report.read_text()
     assert (tmp_path / "report" / "app_load.json").is_file() and (tmp_path / "report" / "app_load.png").is_file()
+
+
+def test_machine_cpu_counts_busy_time_only_and_report_states_the_shared_machine(tmp_path):
+    from ebt_vision.experiments.app_load import LoadResult, Round, machine_cpu_seconds
+
+    tick = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat = f"cpu  {tick} {2 * tick} {3 * tick} {100 * tick} {50 * tick} {4 * tick} {5 * tick} {6 * tick} 0 0\ncpu0 1"
+    assert machine_cpu_seconds(stat) == 1 + 2 + 3 + 4 + 5 + 6
+    assert machine_cpu_seconds() > 0
+    options = LoadOptions(users=2, rounds=2, note="a one-thread training ran on one core")
+    result = LoadResult(options, idle_rss_mib=500.0, load_before=1.5, load_after=2.5, server_nice=10)
+    result.rounds = [Round(k, [1.0 + k, 2.0 + k], [], 600.0, 700.0, 4.0, 6.0, 3.0) for k in range(2)]
+    text = write_load_report(result, tmp_path, "app_load").read_text()
+    assert "Shared machine: a one-thread training ran on one core" in text
+    assert "other jobs on the machine took 3 CPU-seconds per round (0.75 of the" in text and "at nice 10" in text
+    data = json.loads((tmp_path / "app_load.json").read_text())
+    assert [row["others_cpu_s"] for row in data["rows"]] == [3.0, 3.0] and data["server_nice"] == 10

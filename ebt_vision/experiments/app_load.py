@@ -44,6 +44,7 @@ class LoadOptions:
     api: str = API  # the Denoise event's API name (an older checkout's may differ: "/run")
     same_request: bool = False  # every user the same request (noise seed 0), as users who all click the default
     app_label: str = ""  # what the served code is, for the report (e.g. the commit an --app-root was taken from)
+    note: str = ""  # what else ran on the machine meanwhile, in words, for the report
     startup_s: float = 300.0  # the app must answer within this (it loads every tab's models first)
     request_timeout_s: float = 600.0
 
@@ -59,6 +60,7 @@ class Round:
     peak_rss_mib: float
     seconds: float  # from the first submission to the last answer
     cpu_s: float  # CPU time the server spent in the round (all its threads): what the round costs, however busy
+    others_cpu_s: float = float("nan")  # CPU time the rest of the machine spent meanwhile (other jobs), see busy_cpu
 
     @property
     def p50(self) -> float:
@@ -76,6 +78,7 @@ class LoadResult:
     load_before: float  # the machine's 1-minute load average (other jobs share the CPU)
     rounds: list[Round] = field(default_factory=list)
     load_after: float = float("nan")
+    server_nice: int = 0  # the server's scheduling priority (the load test's own, inherited)
 
     @property
     def latencies(self) -> list[float]:
@@ -110,6 +113,21 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
+def machine_cpu_seconds(stat: str | None = None) -> float:
+    """CPU time all cores spent busy since boot (user, nice, system, irq, softirq, steal), from /proc/stat (Linux)."""
+    text = stat if stat is not None else Path("/proc/stat").read_text()
+    values = [int(v) for v in text.splitlines()[0].split()[1:]]
+    busy = sum(values[k] for k in (0, 1, 2, 5, 6, 7) if k < len(values))  # not idle (3), iowait (4), guest (in user)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu(pid: int) -> tuple[float, float]:
+    """(the server's CPU seconds, the CPU seconds of everything else but this load test) so far: the difference over
+    a round says how much CPU other jobs took from the server while it ran."""
+    server = cpu_seconds(pid)
+    return server, machine_cpu_seconds() - server - cpu_seconds(os.getpid())
 
 
 def free_port() -> int:
@@ -182,14 +200,16 @@ def run_round(clients: list, index: int, pid: int, options: LoadOptions) -> Roun
     threads = [threading.Thread(target=user, args=(k,)) for k in range(len(clients))]
     for thread in threads:
         thread.start()
-    cpu = cpu_seconds(pid)
+    cpu, others = busy_cpu(pid)
     barrier.wait()
     started = time.perf_counter()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
     rss, peak = memory_mib(pid)
-    return Round(index, [t for t in latencies if t is not None], failures, rss, peak, seconds, cpu_seconds(pid) - cpu)
+    cpu_after, others_after = busy_cpu(pid)
+    return Round(index, [t for t in latencies if t is not None], failures, rss, peak, seconds, cpu_after - cpu,
+                 others_after - others)  # fmt: skip
 
 
 def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -> LoadResult:
@@ -198,7 +218,8 @@ def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -
 
     served = serve(options.app_args, log_path, options.startup_s, options.app_root)
     with served as (url, pid), tempfile.TemporaryDirectory() as tmp:
-        result = LoadResult(options, memory_mib(pid)[0], os.getloadavg()[0])
+        nice = os.getpriority(os.PRIO_PROCESS, pid)
+        result = LoadResult(options, memory_mib(pid)[0], os.getloadavg()[0], server_nice=nice)
         clients = [Client(url, verbose=False, download_files=tmp) for _ in range(options.users)]
         for index in range(options.rounds):
             done = run_round(clients, index, pid, options)
@@ -213,7 +234,8 @@ def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -
 def _rows(result: LoadResult) -> list[dict]:
     return [{"round": r.index, "users": result.options.users, "p50_s": r.p50, "p90_s": r.p90,
              "max_s": max(r.latencies, default=float("nan")), "failures": len(r.failures), "round_s": r.seconds,
-             "server_cpu_s": r.cpu_s, "rss_mib": r.rss_mib, "peak_rss_mib": r.peak_rss_mib}
+             "server_cpu_s": r.cpu_s, "others_cpu_s": r.others_cpu_s, "rss_mib": r.rss_mib,
+             "peak_rss_mib": r.peak_rss_mib}
             for r in result.rounds]  # fmt: skip
 
 
@@ -251,10 +273,11 @@ def write_load_report(
     options = result.options
     latencies = result.latencies
     before = json.loads(before_path.read_text()) if before_path else None
-    table = markdown_table(["round", "p50 s", "p90 s", "max s", "failed", "round s", "server CPU s", "RSS MiB after",
-                            "peak RSS MiB"],
+    table = markdown_table(["round", "p50 s", "p90 s", "max s", "failed", "round s", "server CPU s",
+                            "other jobs' CPU s", "RSS MiB after", "peak RSS MiB"],
                            [[r["round"], r["p50_s"], r["p90_s"], r["max_s"], r["failures"], r["round_s"],
-                             r["server_cpu_s"], r["rss_mib"], r["peak_rss_mib"]] for r in _rows(result)])  # fmt: skip
+                             r["server_cpu_s"], r["others_cpu_s"], r["rss_mib"], r["peak_rss_mib"]]
+                            for r in _rows(result)])  # fmt: skip
     rss = [r.rss_mib for r in result.rounds]
     p90 = percentile(latencies, 90)
     seeds = "every request the same, noise seed 0" if options.same_request else "each request its own noise seed"
@@ -262,6 +285,8 @@ def write_load_report(
     label = f" ({options.app_label})" if options.app_label else ""
     cpu_per_round = statistics.mean(r.cpu_s for r in result.rounds)
     cpu_per_request = cpu_per_round / options.users
+    others_per_round = statistics.mean(r.others_cpu_s for r in result.rounds)
+    round_s = statistics.mean(r.seconds for r in result.rounds)
     lines = [
         f"{options.users} users click the image tab's Denoise at the same moment, {options.rounds} rounds, the tab's "
         f"default settings ({seeds}). App options: `{' '.join(options.app_args) or '(none)'}`"
@@ -275,10 +300,16 @@ def write_load_report(
         f"each round (growth from the first round to the last: {rss[-1] - rss[0]:+.0f} MiB)",
         f"- the server's CPU time: {cpu_per_request:.2f} s per request (all its threads); a round's "
         f"{cpu_per_round:.0f} CPU-seconds would take {cpu_per_round / cores:.0f} s on {cores} idle cores, the rounds "
-        f"took {statistics.mean(r.seconds for r in result.rounds):.0f} s",
+        f"took {round_s:.0f} s",
+        f"- other jobs on the machine took {others_per_round:.0f} CPU-seconds per round "
+        f"({others_per_round / round_s:.2f} of the {cores} cores while a round ran; everything but the server and "
+        f"this load test, from /proc/stat); "
+        f"the server ran at nice {result.server_nice}",
         f"- machine load (1-minute average, other jobs included): {result.load_before:.1f} before, "
         f"{result.load_after:.1f} after",
     ]
+    if options.note:
+        lines.insert(2, f"Shared machine: {options.note}\n")
     if before:
         b, meta = before["summary"], before["meta"]
         memory = ", ".join(f"{row['rss_mib']:.0f}" for row in before["rows"])
@@ -295,7 +326,8 @@ def write_load_report(
     return write_report(out, stem, meta, _rows(result), "\n".join(lines) + f"\n\n![latency and memory]({stem}.png)",
                         summary=summary, idle_rss_mib=result.idle_rss_mib, latencies=[r.latencies for r in
                         result.rounds], failures=[f for r in result.rounds for f in r.failures],
-                        load_average=[result.load_before, result.load_after])  # fmt: skip
+                        load_average=[result.load_before, result.load_after], server_nice=result.server_nice,
+                        note=options.note)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,11 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", default=API, help="the Denoise event's API name in the served app")
     parser.add_argument("--same-request", action="store_true", help="every user the same request (noise seed 0)")
     parser.add_argument("--app-label", default="", help="what the served code is (shown in the report)")
+    parser.add_argument("--note", default="", help="what else ran on the machine meanwhile (shown in the report)")
     parser.add_argument("app_args", nargs=argparse.REMAINDER, help="after --: options of `ebt-vision demo`")
     args = parser.parse_args(argv)
     app_args = tuple(a for a in args.app_args if a != "--")
     options = LoadOptions(args.users, args.rounds, app_args, args.app_root, args.api, args.same_request,
-                          args.app_label)  # fmt: skip
+                          args.app_label, args.note)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = run_load_test(options, Path(tempfile.gettempdir()) / f"{args.stem}-app.log")
