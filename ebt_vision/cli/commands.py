@@ -173,7 +173,6 @@ def denoise(args: argparse.Namespace) -> int:
     from ..core.memory import fix_mmap_threshold
     from ..core.train import resolve_device
     from ..image.denoise_files import DenoiseOptions, plan_denoise, run_denoise
-    from ..image.dit import DiTObjective
     from ..image.objective import DenoisingObjective
     from ..image.schedule import StepSchedule
 
@@ -185,7 +184,12 @@ def denoise(args: argparse.Namespace) -> int:
     plan = plan_denoise(args.inputs, args.output, args.model, args.overwrite, options.best_of)  # before the model
     if plan.jobs:
         fix_mmap_threshold()  # the memory the pixel limit was measured with
-        build, what = (DiTObjective, "a DiT baseline") if is_dit else (DenoisingObjective, "an image EBT")
+        if is_dit:
+            from ..image.dit import DiTObjective  # diffusers: only for the DiT
+
+            build, what = DiTObjective, "a DiT baseline"
+        else:
+            build, what = DenoisingObjective, "an image EBT"
         model, _ = load_trained(checkpoint, build, what, resolve_device(args.device))
         schedule = None if is_dit else StepSchedule.load(checkpoint)
         run = run_denoise(model, plan, replace(options, schedule=schedule), progress=not args.quiet)
