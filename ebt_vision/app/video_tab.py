@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core import defaults
-from .common import MODELS, Workers, find_checkpoint, open_tab, step_gallery, train_command, without_traceback
+from .common import (
+    MODELS,
+    Workers,
+    find_checkpoint,
+    initial,
+    initial_result,
+    open_tab,
+    step_gallery,
+    train_command,
+    without_traceback,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,15 +192,19 @@ def build_video_tab(tab: VideoTab | str, workers: Workers | None = None) -> None
                                       visible=tab.dit is not None)  # fmt: skip
                 seed = gr.Number(0, precision=0, label="Seed (best-of-N starts, DiT noise)", elem_id="video-seed")
                 run = gr.Button("Predict", variant="primary", elem_id="video-button")
+            # the default clip's prediction, computed once now: the tab opens showing a result
+            opening = initial_result(tab.run, first, None, cfg.horizon, min(trained, most), 1, dit_default, 0)
             with gr.Column(scale=2):
-                summary = gr.Markdown(elem_id="video-summary")
-                plot = gr.Plot(label="PSNR and energy per predicted frame")
+                summary = gr.Markdown(initial(opening, 5), elem_id="video-summary")
+                plot = gr.Plot(initial(opening, 4), label="PSNR and energy per predicted frame")
         image = partial(gr.Image, type="numpy", format="png", interactive=False)
-        context = image(label="Context: the real frames the models see", elem_id="video-context")
-        comparison = image(label="Predictions beside the truth (red frame = predicted)", elem_id="video-comparison")
-        descent = image(label="EBT descent: each predicted frame after every step", elem_id="video-steps")
+        context = image(initial(opening, 0), label="Context: the real frames the models see", elem_id="video-context")
+        comparison = image(initial(opening, 1), label="Predictions beside the truth (red frame = predicted)",
+                           elem_id="video-comparison")  # fmt: skip
+        descent = image(initial(opening, 2), label="EBT descent: each predicted frame after every step",
+                        elem_id="video-steps")  # fmt: skip
         maps = step_gallery("Energy per patch of each predicted frame (bright = implausible; each map has its colour "
-                            "bar)", 5, "video-maps", format="png")  # fmt: skip
+                            "bar)", 5, "video-maps", format="png", value=initial(opening, 3))  # fmt: skip
         run.click(
             without_traceback(tab.run, workers),
             [sample, upload, horizon, steps, best_of, dit_steps, seed],

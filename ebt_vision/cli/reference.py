@@ -1,6 +1,6 @@
 """The command-line reference of the documentation, generated from the parser itself (``build_parser``), so the
 documented options, defaults and help cannot drift from ``--help``. Used by the documentation build
-(``docs/hooks.py``) and checked by ``tests/test_cli.py``."""
+(``scripts/mkdocs_hooks.py``) and checked by ``tests/test_cli.py``."""
 
 from __future__ import annotations
 
