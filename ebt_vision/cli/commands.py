@@ -37,6 +37,7 @@ def _print_report(report: Path, extra: str = "(+ .json, .png)", text: str | None
 def train(args: argparse.Namespace) -> int:
     from ..core import distributed
     from ..core.config import training_recipe
+    from ..core.data_check import check_data
     from ..core.errors import UserError
     from ..core.runs import check_run_folder, move_aside
     from ..core.train import TrainingDiverged
@@ -54,6 +55,7 @@ def train(args: argparse.Namespace) -> int:
                 print(f"moved the earlier content of {run_dir} to {backup}", file=sys.stderr)
         distributed.barrier(ctx)
         check_run_folder(run_dir, args.resume)  # before the recipe reads its data (train checks again)
+        check_data(cfg)  # every split's data, before the first step
         result = recipe(cfg, run_dir, resume=args.resume, progress=not args.quiet, model=args.model)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)

