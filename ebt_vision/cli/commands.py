@@ -199,6 +199,26 @@ def denoise(args: argparse.Namespace) -> int:
     return 1 if run.failed else 0
 
 
+def predict(args: argparse.Namespace) -> int:
+    from ..core.train import resolve_device
+    from ..video.loading import default_video_checkpoint, load_video_model
+    from ..video.predict_files import PredictOptions, check_output, predict_clip
+
+    options = PredictOptions(args.frames, args.steps, args.best_of, args.seed, args.overwrite)
+    check_output(args.output, args.overwrite)  # before the model loads
+    if args.checkpoint:
+        checkpoint, which = args.checkpoint, f"the video EBT {args.checkpoint}"
+    else:
+        checkpoint, which = default_video_checkpoint()
+    print(f"model: {which}", file=sys.stderr)
+    objective = load_video_model(checkpoint, "ebt", resolve_device(args.device))
+    summary = predict_clip(objective, args.clip, args.output, options, str(checkpoint), progress=not args.quiet)
+    print(f"{summary['predicted_frames']} frames predicted from frames {summary['context_frame_indices'][0]}-"
+          f"{summary['context_frame_indices'][-1]} of {args.clip} -> {args.output} (predicted_*.png, "
+          f"prediction.gif, summary.json)")  # fmt: skip
+    return 0
+
+
 def video(args: argparse.Namespace) -> int:
     from ..experiments.video.evaluation import EvalOptions
     from ..experiments.video.run import VideoCompareOptions, run_video_comparison
