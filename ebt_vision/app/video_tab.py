@@ -53,6 +53,7 @@ class VideoTab:
         checkpoint: str | Path = defaults.VIDEO_EBT,
         transformer_checkpoint: str | Path | None = defaults.VIDEO_TRANSFORMER,
         dit_checkpoint: str | Path | None = defaults.VIDEO_DIT,
+        upload_checkpoint: str | Path | None = None,
     ) -> None:
         from ..video.loading import load_video_model
         from .video_view import sample_clips
@@ -64,6 +65,22 @@ class VideoTab:
         self.dit = self._baseline("dit", dit_checkpoint)
         self.samples, sample_notes = sample_clips(self.cfg)
         self.notes += sample_notes
+        self.upload_objective, self.upload_note = self._upload_model(upload_checkpoint)
+
+    def _upload_model(self, path: str | Path | None):
+        """The EBT for uploaded clips and a note saying which: ``path`` (None: the shipped real-footage model,
+        ``defaults.VIDEO_REAL_EBT``, when there is one; '': none), else the samples' EBT with a visible warning."""
+        from ..video.loading import default_video_checkpoint, load_video_model
+
+        if path is None:
+            found, _ = default_video_checkpoint()
+            path = found if found.name == Path(defaults.VIDEO_REAL_EBT).name else ""
+        if path:
+            return load_video_model(_checkpoint("ebt", path), "ebt"), f"uploads use the real-footage video EBT {path}"
+        return self.objective, (
+            f"no real-footage video EBT is shipped ({defaults.VIDEO_REAL_EBT}): your upload meets the EBT of the "
+            "samples, which may never have seen real footage (e.g. the Moving MNIST one)"
+        )
 
     def _baseline(self, kind: str, path: str | Path | None):
         from ..core.errors import UserError
@@ -94,11 +111,13 @@ class VideoTab:
         from .video_view import load_video_upload
 
         if upload:
-            data = self.cfg.data
-            frames = self.context_frames + horizon
-            clip, notes = load_video_upload(upload, frames, data.frame_size, self.cfg.model.channels, data.stride)
+            cfg = self.upload_objective.cfg
+            context_frames = cfg.data.context_frames
+            frames = context_frames + horizon
+            clip, notes = load_video_upload(upload, frames, cfg.data.frame_size, cfg.model.channels, cfg.data.stride)
             name = Path(upload).name
-            notes = [f"your upload {name} (clear it to use the sample clips): {notes[0]}", *notes[1:]]
+            notes = [f"your upload {name} (clear it to use the sample clips): {notes[0]}", self.upload_note, *notes[1:]]
+            return clip[:context_frames], clip[context_frames:], name, notes
         elif sample in self.samples:
             clip, name, notes = self.samples[sample], sample, ["a test-split clip: no model was trained on it"]
         else:
@@ -130,12 +149,13 @@ class VideoTab:
 
         horizon, seed = int(horizon), int(seed)
         context, truth, name, notes = self.clip(sample, upload, horizon)
+        objective = self.upload_objective if upload else self.objective
         baselines = {"copy-last": copy_last_frame}
-        if self.transformer is not None:
+        if self.transformer is not None and objective is self.objective:  # the baselines of the samples' EBT
             baselines["transformer"] = self.transformer.rollout
-        if self.dit is not None:
+        if self.dit is not None and objective is self.objective:
             baselines[f"DiT {int(dit_steps)} DDIM"] = partial(self.dit.rollout, num_steps=int(dit_steps), seed=seed)
-        story = predict_story(self.objective, context, horizon, truth, int(steps), int(best_of), baselines, seed)
+        story = predict_story(objective, context, horizon, truth, int(steps), int(best_of), baselines, seed)
         story.name, story.notes = name, notes + self.notes
         return (
             context_strip(story),
