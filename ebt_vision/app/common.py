@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -150,4 +151,27 @@ def step_gallery(label: str, columns: int, elem_id: str, **options: Any):
     """A gallery of pictures (descent steps, energy maps), each shown whole."""
     import gradio as gr
 
-    return gr.Gallery(label=label, columns=columns, height="auto", object_fit="contain", elem_id=elem_id, **options)
+    options.setdefault("height", "auto")
+    return gr.Gallery(label=label, columns=columns, object_fit="contain", elem_id=elem_id, **options)
+
+
+def initial_result(handler: Callable[..., Any], *inputs: Any) -> tuple | None:
+    """``handler``'s outputs for a tab's default inputs, computed once when the app is built, so the tab opens showing
+    a result (as Gradio demos show their examples) instead of empty panels until the first click. None (the panels
+    open empty, with a line on the console) when the defaults cannot run, e.g. sample data that is not installed."""
+    try:
+        return tuple(handler(*inputs))
+    except UserError as error:
+        print(f"warning: the tab opens empty: {error}", file=sys.stderr)
+        return None
+
+
+def initial(result: tuple | None, index: int) -> Any:
+    """The ``index``-th initial output (None without an initial result)."""
+    return None if result is None else result[index]
+
+
+def gallery_height(count: int, columns: int, tile: int = 400) -> int:
+    """Pixels that show ``count`` gallery pictures in ``columns`` whole, without a scroll box (Gradio's default
+    height showed one row and a half of the descent steps)."""
+    return max(1, -(-count // columns)) * tile + 40

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core import defaults
-from .common import MODELS, Workers, step_gallery, without_traceback
+from .common import MODELS, Workers, gallery_height, initial, initial_result, step_gallery, without_traceback
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,6 +105,14 @@ def build_image_tab(tab: ImageTab, workers: Workers | None = None) -> None:
     """The image tab's components and events, inside the app's ``gr.Blocks``."""
     import gradio as gr
 
+    opening = dict(DEFAULTS, auto_steps=DEFAULTS["auto_steps"] and tab.schedule is not None)
+    first = initial_result(tab.run, *opening.values())  # the default sample's result, shown when the app opens
+    columns = 3  # one descent step per row: candidate, energy map, |dE/dx| map
+
+    def denoise(*inputs):
+        clean, noisy, frames, *rest = tab.run(*inputs)
+        return clean, noisy, gr.Gallery(frames, height=gallery_height(len(frames), columns)), *rest
+
     with gr.Tab("Image"):
         gr.Markdown(
             "The EBT denoises by **gradient descent on its energy**. Each step below shows the candidate, its "
@@ -113,10 +121,11 @@ def build_image_tab(tab: ImageTab, workers: Workers | None = None) -> None:
         )
         with gr.Row():
             with gr.Column(scale=1):
-                sample = gr.Dropdown(list(tab.samples), value=DEFAULTS["sample"], label="Sample photo (held out)")
+                sample = gr.Dropdown(list(tab.samples), value=DEFAULTS["sample"], label="Sample photo (held out)",
+                                     elem_id="sample")  # fmt: skip
                 # no file-type filter: a rejected file would silently leave the sample in use; the handler says why
                 upload = gr.File(label=f"…or upload a photo (≤ {defaults.APP_MAX_IMAGE_BYTES // 2**20} MiB; "
-                                       f"downscaled to {defaults.APP_MAX_SIDE} px)")  # fmt: skip
+                                       f"downscaled to {defaults.APP_MAX_SIDE} px)", elem_id="upload")  # fmt: skip
                 sigma = gr.Slider(
                     *defaults.APP_SIGMA_RANGE, value=DEFAULTS["sigma"], step=1, label="Noise sigma (0-255 scale)"
                 )
@@ -126,7 +135,7 @@ def build_image_tab(tab: ImageTab, workers: Workers | None = None) -> None:
                     if descent.min_steps < descent.num_steps
                     else str(descent.num_steps)
                 )
-                auto_steps = gr.Checkbox(DEFAULTS["auto_steps"] and tab.schedule is not None, elem_id="auto-steps",
+                auto_steps = gr.Checkbox(opening["auto_steps"], elem_id="auto-steps",
                                          label="Steps from the estimated noise (the model's calibrated step schedule; "
                                                "overrides the two sliders below)")  # fmt: skip
                 steps = gr.Slider(1, defaults.APP_MAX_STEPS, value=DEFAULTS["steps"], step=1,
@@ -150,17 +159,23 @@ def build_image_tab(tab: ImageTab, workers: Workers | None = None) -> None:
                 adaptive = gr.Slider(0, 0.3, value=DEFAULTS["adaptive"], step=0.01, label=f"{adaptive_label} (0 = off)")
                 run = gr.Button("Denoise", variant="primary", elem_id="denoise-button")
             with gr.Column(scale=2):
-                summary = gr.Markdown(elem_id="summary")
+                summary = gr.Markdown(initial(first, 6), elem_id="summary")
                 with gr.Row():
-                    clean = gr.Image(label="Clean", type="numpy", interactive=False)
-                    noisy = gr.Image(label="Noisy", type="numpy", interactive=False)
-                    ebt = gr.Image(label="EBT result", type="numpy", interactive=False)
-                    dit = gr.Image(label="DiT result", type="numpy", interactive=False)
-                plot = gr.Plot(label="Energy and PSNR per step")
-        gallery = step_gallery("Every step: candidate · energy per patch · |dE/dx| (each map has its colour bar)", 3,
-                               "steps")  # fmt: skip
+                    clean = gr.Image(initial(first, 0), label="Clean", type="numpy", interactive=False)
+                    noisy = gr.Image(initial(first, 1), label="Noisy", type="numpy", interactive=False)
+                    ebt = gr.Image(initial(first, 3), label="EBT result", type="numpy", interactive=False)
+                    dit = gr.Image(initial(first, 4), label="DiT result", type="numpy", interactive=False)
+                plot = gr.Plot(initial(first, 5), label="Energy and PSNR per step")
+        frames = initial(first, 2) or []
+        gallery = step_gallery("Every step: candidate · energy per patch · |dE/dx| (each map has its colour bar)",
+                               columns, "steps", value=frames, height=gallery_height(len(frames), columns))  # fmt: skip
+        # the photo in use is named in one place: an upload clears the sample's name, clearing it brings the sample back
+        upload.upload(lambda _: None, upload, sample, concurrency_limit=None, show_progress="hidden")
+        upload.clear(lambda chosen: chosen or DEFAULT_SAMPLE, sample, sample, concurrency_limit=None,
+                     show_progress="hidden")  # fmt: skip
+        sample.select(lambda: None, None, upload, concurrency_limit=None, show_progress="hidden")
         run.click(
-            without_traceback(tab.run, workers),
+            without_traceback(denoise, workers),
             [sample, upload, sigma, steps, step_scale, best_of, dit_steps, seed, fast, adaptive, auto_steps],
             [clean, noisy, gallery, ebt, dit, plot, summary],
             api_name="denoise",

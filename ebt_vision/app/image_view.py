@@ -19,7 +19,7 @@ from torch import Tensor
 from ..core import defaults
 from ..core.errors import InputError
 from ..core.inference import Thinking
-from ..core.maps import render_map, value_label
+from ..core.maps import distinct_labels, render_map, spread_note
 from ..core.metrics import psnr
 from ..image.data import to_uint8
 from ..image.dit import DiTObjective, dit_denoise
@@ -225,10 +225,11 @@ def story_frames(story: DenoiseStory) -> list[tuple[np.ndarray, str]]:
     its own robust colour range and colour bar. Captions stay short enough for a gallery tile."""
     frames = []
     patch = story.candidates[0].shape[1] // story.energy_maps[0].shape[0]
+    energies = distinct_labels(list(story.energies))  # steps told apart, however little the energy moves
     for k, candidate in enumerate(story.candidates):
         name = "noisy start" if k == 0 else f"step {k}"
         caption = f"{name} · {story.psnrs[k]:.2f} dB" if story.psnrs else name
-        frames.append((to_uint8(candidate), f"{caption} · E {value_label(story.energies[k])}"))
+        frames.append((to_uint8(candidate), f"{caption} · E {energies[k]}"))
         frames.append((render_map(story.energy_maps[k], f"{name}: energy per patch"), f"{name} · energy map"))
         if k < len(story.gradient_maps):
             # averaged over each patch: per-pixel gradients of a noisy image are noise; per patch they show structure
@@ -292,5 +293,6 @@ def story_summary(story: DenoiseStory) -> str:
         if story.dit_psnr is not None:
             dit += f"; PSNR {story.dit_psnr:.2f} dB"
         lines.append(dit)
-    lines += [f"*{note}*" for note in story.notes]
+    flat = spread_note(story.energy_maps[-1], "per-patch energies of the result")
+    lines += [f"*{note}*" for note in [*story.notes, *([flat] if flat else [])]]
     return "\n\n".join(lines)

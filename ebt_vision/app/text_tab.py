@@ -12,7 +12,16 @@ from functools import partial
 from pathlib import Path
 
 from ..core import defaults
-from .common import MODELS, Workers, find_checkpoint, open_tab, train_command, without_traceback
+from .common import (
+    MODELS,
+    Workers,
+    find_checkpoint,
+    initial,
+    initial_result,
+    open_tab,
+    train_command,
+    without_traceback,
+)
 
 DEFAULT_TOKENS = 40
 # in distribution (State of the Union addresses) first, then out of it (Shakespeare, the World English Bible)
@@ -122,12 +131,14 @@ def build_text_tab(tab: TextTab | str, workers: Workers | None = None) -> None:
                                     label="Best-of-N per token (lowest energy wins)")  # fmt: skip
                 seed = gr.Number(0, precision=0, label="Seed (sampling, best-of-N starts)", elem_id="text-seed")
                 run = gr.Button("Generate", variant="primary", elem_id="text-button")
+            # the default prompt's continuations, computed once now: the tab opens showing a result
+            first = initial_result(tab.run, EXAMPLE_PROMPTS[0], DEFAULT_TOKENS, 0.7, min(trained, most), 1, 0)
             with gr.Column(scale=2):
-                summary = gr.Markdown(elem_id="text-summary")
+                summary = gr.Markdown(initial(first, 2), elem_id="text-summary")
                 html_box = partial(gr.HTML, show_label=True, container=True, js_on_load=None)  # no click handler needed
                 with gr.Row():
-                    ebt = html_box(label="EBT: each token coloured by its energy")
-                    baseline = html_box(label="Transformer++ baseline")
+                    ebt = html_box(initial(first, 0), label="EBT: each token coloured by its energy")
+                    baseline = html_box(initial(first, 1), label="Transformer++ baseline")
         run.click(
             without_traceback(tab.run, workers),
             [prompt, tokens, temperature, steps, best_of, seed],

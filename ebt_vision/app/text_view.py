@@ -17,7 +17,7 @@ import torch
 from ..core import defaults
 from ..core.errors import InputError
 from ..core.inference import Thinking
-from ..core.maps import colorize, robust_range
+from ..core.maps import colorize, distinct_labels, range_labels, relative_spread, robust_range, spread_note
 from ..text.baseline import TransformerPlusPlusObjective
 from ..text.generate import Generation, Sampling, generate_ebt, generate_transformer
 from ..text.objective import TextEBTObjective
@@ -125,11 +125,16 @@ def energy_legend(low: float, high: float, cmap: str = ENERGY_CMAP) -> str:
     stops = colorize(torch.linspace(low, high, 9), cmap, low, high)
     gradient = ", ".join(_hex(rgb) for rgb in stops)
     bar = "display:inline-block;width:160px;height:12px;vertical-align:middle"
+    high_label, low_label = range_labels(low, high, 2)
+    spread = relative_spread(low, high)
+    note = spread_note(torch.tensor([low, high]), "token energies")
+    warning = f'<div style="color:#a33" id="energy-spread-note">{html.escape(note)}</div>' if note else ""
     return (
         '<div style="font-size:12px;margin-top:6px">'
-        f"energy per token (uncertainty): low {low:.3g} "
-        f'<span style="{bar};background:linear-gradient(to right, {gradient})"></span> high {high:.3g} · '
-        "pale = the EBT was sure, dark = it hesitated; hover a token for its energy</div>"
+        f"energy per token (uncertainty): low {low_label} "
+        f'<span style="{bar};background:linear-gradient(to right, {gradient})"></span> high {high_label} '
+        f"(a spread of {spread:.1%} of the energy's size) · "
+        f"pale = the EBT was sure, dark = it hesitated; hover a token for its energy{warning}</div>"
     )
 
 
@@ -142,9 +147,9 @@ def energy_html(prompt: str, pieces: list[str], energies: list[float], cmap: str
     low, high = robust_range(values) if len(energies) else (0.0, 1.0)
     colours = colorize(values, cmap, low, high) if len(energies) else []
     spans = [
-        f'<span title="energy {energy:.4g}" style="background:{_hex(rgb)};color:{_text_colour(rgb)};'
+        f'<span title="energy {label}" style="background:{_hex(rgb)};color:{_text_colour(rgb)};'
         f'border-radius:3px">{html.escape(piece)}</span>'
-        for piece, energy, rgb in zip(pieces, energies, colours, strict=True)
+        for piece, label, rgb in zip(pieces, distinct_labels(list(energies)), colours, strict=True)
     ]
     return _box(_prompt_html(prompt) + "".join(spans), "ebt-tokens") + energy_legend(low, high, cmap)
 

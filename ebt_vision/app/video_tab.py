@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core import defaults
-from .common import MODELS, Workers, find_checkpoint, open_tab, step_gallery, train_command, without_traceback
+from .common import (
+    MODELS,
+    Workers,
+    find_checkpoint,
+    initial,
+    initial_result,
+    open_tab,
+    step_gallery,
+    train_command,
+    without_traceback,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +53,7 @@ class VideoTab:
         checkpoint: str | Path = defaults.VIDEO_EBT,
         transformer_checkpoint: str | Path | None = defaults.VIDEO_TRANSFORMER,
         dit_checkpoint: str | Path | None = defaults.VIDEO_DIT,
+        upload_checkpoint: str | Path | None = None,
     ) -> None:
         from ..video.loading import load_video_model
         from .video_view import sample_clips
@@ -54,6 +65,22 @@ class VideoTab:
         self.dit = self._baseline("dit", dit_checkpoint)
         self.samples, sample_notes = sample_clips(self.cfg)
         self.notes += sample_notes
+        self.upload_objective, self.upload_note = self._upload_model(upload_checkpoint)
+
+    def _upload_model(self, path: str | Path | None):
+        """The EBT for uploaded clips and a note saying which: ``path`` (None: the shipped real-footage model,
+        ``defaults.VIDEO_REAL_EBT``, when there is one; '': none), else the samples' EBT with a visible warning."""
+        from ..video.loading import default_video_checkpoint, load_video_model
+
+        if path is None:
+            found, _ = default_video_checkpoint()
+            path = found if found.name == Path(defaults.VIDEO_REAL_EBT).name else ""
+        if path:
+            return load_video_model(_checkpoint("ebt", path), "ebt"), f"uploads use the real-footage video EBT {path}"
+        return self.objective, (
+            f"no real-footage video EBT is shipped ({defaults.VIDEO_REAL_EBT}): your upload meets the EBT of the "
+            "samples, which may never have seen real footage (e.g. the Moving MNIST one)"
+        )
 
     def _baseline(self, kind: str, path: str | Path | None):
         from ..core.errors import UserError
@@ -84,11 +111,13 @@ class VideoTab:
         from .video_view import load_video_upload
 
         if upload:
-            data = self.cfg.data
-            frames = self.context_frames + horizon
-            clip, notes = load_video_upload(upload, frames, data.frame_size, self.cfg.model.channels, data.stride)
+            cfg = self.upload_objective.cfg
+            context_frames = cfg.data.context_frames
+            frames = context_frames + horizon
+            clip, notes = load_video_upload(upload, frames, cfg.data.frame_size, cfg.model.channels, cfg.data.stride)
             name = Path(upload).name
-            notes = [f"your upload {name} (clear it to use the sample clips): {notes[0]}", *notes[1:]]
+            notes = [f"your upload {name} (clear it to use the sample clips): {notes[0]}", self.upload_note, *notes[1:]]
+            return clip[:context_frames], clip[context_frames:], name, notes
         elif sample in self.samples:
             clip, name, notes = self.samples[sample], sample, ["a test-split clip: no model was trained on it"]
         else:
@@ -120,12 +149,13 @@ class VideoTab:
 
         horizon, seed = int(horizon), int(seed)
         context, truth, name, notes = self.clip(sample, upload, horizon)
+        objective = self.upload_objective if upload else self.objective
         baselines = {"copy-last": copy_last_frame}
-        if self.transformer is not None:
+        if self.transformer is not None and objective is self.objective:  # the baselines of the samples' EBT
             baselines["transformer"] = self.transformer.rollout
-        if self.dit is not None:
+        if self.dit is not None and objective is self.objective:
             baselines[f"DiT {int(dit_steps)} DDIM"] = partial(self.dit.rollout, num_steps=int(dit_steps), seed=seed)
-        story = predict_story(self.objective, context, horizon, truth, int(steps), int(best_of), baselines, seed)
+        story = predict_story(objective, context, horizon, truth, int(steps), int(best_of), baselines, seed)
         story.name, story.notes = name, notes + self.notes
         return (
             context_strip(story),
@@ -182,15 +212,19 @@ def build_video_tab(tab: VideoTab | str, workers: Workers | None = None) -> None
                                       visible=tab.dit is not None)  # fmt: skip
                 seed = gr.Number(0, precision=0, label="Seed (best-of-N starts, DiT noise)", elem_id="video-seed")
                 run = gr.Button("Predict", variant="primary", elem_id="video-button")
+            # the default clip's prediction, computed once now: the tab opens showing a result
+            opening = initial_result(tab.run, first, None, cfg.horizon, min(trained, most), 1, dit_default, 0)
             with gr.Column(scale=2):
-                summary = gr.Markdown(elem_id="video-summary")
-                plot = gr.Plot(label="PSNR and energy per predicted frame")
+                summary = gr.Markdown(initial(opening, 5), elem_id="video-summary")
+                plot = gr.Plot(initial(opening, 4), label="PSNR and energy per predicted frame")
         image = partial(gr.Image, type="numpy", format="png", interactive=False)
-        context = image(label="Context: the real frames the models see", elem_id="video-context")
-        comparison = image(label="Predictions beside the truth (red frame = predicted)", elem_id="video-comparison")
-        descent = image(label="EBT descent: each predicted frame after every step", elem_id="video-steps")
+        context = image(initial(opening, 0), label="Context: the real frames the models see", elem_id="video-context")
+        comparison = image(initial(opening, 1), label="Predictions beside the truth (red frame = predicted)",
+                           elem_id="video-comparison")  # fmt: skip
+        descent = image(initial(opening, 2), label="EBT descent: each predicted frame after every step",
+                        elem_id="video-steps")  # fmt: skip
         maps = step_gallery("Energy per patch of each predicted frame (bright = implausible; each map has its colour "
-                            "bar)", 5, "video-maps", format="png")  # fmt: skip
+                            "bar)", 5, "video-maps", format="png", value=initial(opening, 3))  # fmt: skip
         run.click(
             without_traceback(tab.run, workers),
             [sample, upload, horizon, steps, best_of, dit_steps, seed],

@@ -22,7 +22,7 @@ from torch import Tensor
 from ..core import defaults
 from ..core.errors import InputError, UserError
 from ..core.inference import Thinking
-from ..core.maps import render_map, value_label
+from ..core.maps import distinct_labels, render_map, spread_note
 from ..core.metrics import psnr
 from ..video.config import VideoConfig
 from ..video.data import held_out
@@ -232,10 +232,21 @@ def energy_map_frames(story: VideoStory) -> list[tuple[np.ndarray, str]]:
     """Per predicted frame, its per-patch energy map with a colour bar (each its own robust range, so a frame's
     structure shows; the totals, comparable across frames, are in the captions and the plot)."""
     height = 2 * TILE_SIDE
+    labels = distinct_labels(list(story.energies))  # frames' totals told apart, however close
     return [
-        (render_map(energy_map, f"t+{k + 1}: energy per patch", height=height), f"t+{k + 1} · E {value_label(energy)}")
-        for k, (energy_map, energy) in enumerate(zip(story.energy_maps, story.energies, strict=True))
+        (render_map(energy_map, f"t+{k + 1}: energy per patch", height=height), f"t+{k + 1} · E {label}")
+        for k, (energy_map, label) in enumerate(zip(story.energy_maps, labels, strict=True))
     ]
+
+
+def energy_spread_notes(story: VideoStory) -> list[str]:
+    """A note when the per-patch energies of predicted frames spread too little to read as uncertainty."""
+    flat = [k + 1 for k, energy_map in enumerate(story.energy_maps) if spread_note(energy_map, "") is not None]
+    if not flat:
+        return []
+    frames = ", ".join(f"t+{k}" for k in flat)
+    return [spread_note(story.energy_maps[flat[0] - 1], f"per-patch energies of frame{'s' * (len(flat) > 1)} "
+                        f"{frames}")]  # fmt: skip
 
 
 def _finite(values: list[float]) -> list[float]:
@@ -293,5 +304,5 @@ def story_summary(story: VideoStory) -> str:
     for rival in story.baselines:
         cost = "no network" if rival.forward_passes == 0 else f"{rival.forward_passes} forward passes per frame"
         lines.append(f"**{rival.name}**: {cost}, {rival.seconds:.2f} s{_mean_psnr(rival)}")
-    lines += [f"*{note}*" for note in story.notes]
+    lines += [f"*{note}*" for note in [*story.notes, *energy_spread_notes(story)]]
     return "\n\n".join(lines)

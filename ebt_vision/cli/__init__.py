@@ -16,6 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     from ..core.errors import UserError
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import os
+
+        import torch  # only here: --help and argument errors stay instant
+
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # and in the processes a command spawns (bench's cases)
     previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return args.func(args)

@@ -37,6 +37,7 @@ def _print_report(report: Path, extra: str = "(+ .json, .png)", text: str | None
 def train(args: argparse.Namespace) -> int:
     from ..core import distributed
     from ..core.config import training_recipe
+    from ..core.data_check import check_data
     from ..core.errors import UserError
     from ..core.runs import check_run_folder, move_aside
     from ..core.train import TrainingDiverged
@@ -54,6 +55,7 @@ def train(args: argparse.Namespace) -> int:
                 print(f"moved the earlier content of {run_dir} to {backup}", file=sys.stderr)
         distributed.barrier(ctx)
         check_run_folder(run_dir, args.resume)  # before the recipe reads its data (train checks again)
+        check_data(cfg)  # every split's data, before the first step
         result = recipe(cfg, run_dir, resume=args.resume, progress=not args.quiet, model=args.model)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
@@ -173,7 +175,6 @@ def denoise(args: argparse.Namespace) -> int:
     from ..core.memory import fix_mmap_threshold
     from ..core.train import resolve_device
     from ..image.denoise_files import DenoiseOptions, plan_denoise, run_denoise
-    from ..image.dit import DiTObjective
     from ..image.objective import DenoisingObjective
     from ..image.schedule import StepSchedule
 
@@ -185,7 +186,12 @@ def denoise(args: argparse.Namespace) -> int:
     plan = plan_denoise(args.inputs, args.output, args.model, args.overwrite, options.best_of)  # before the model
     if plan.jobs:
         fix_mmap_threshold()  # the memory the pixel limit was measured with
-        build, what = (DiTObjective, "a DiT baseline") if is_dit else (DenoisingObjective, "an image EBT")
+        if is_dit:
+            from ..image.dit import DiTObjective  # diffusers: only for the DiT
+
+            build, what = DiTObjective, "a DiT baseline"
+        else:
+            build, what = DenoisingObjective, "an image EBT"
         model, _ = load_trained(checkpoint, build, what, resolve_device(args.device))
         schedule = None if is_dit else StepSchedule.load(checkpoint)
         run = run_denoise(model, plan, replace(options, schedule=schedule), progress=not args.quiet)
@@ -195,6 +201,26 @@ def denoise(args: argparse.Namespace) -> int:
     for line in run.summary():
         print(line, file=sys.stderr)
     return 1 if run.failed else 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    from ..core.train import resolve_device
+    from ..video.loading import default_video_checkpoint, load_video_model
+    from ..video.predict_files import PredictOptions, check_output, predict_clip
+
+    options = PredictOptions(args.frames, args.steps, args.best_of, args.seed, args.overwrite)
+    check_output(args.output, args.overwrite)  # before the model loads
+    if args.checkpoint:
+        checkpoint, which = args.checkpoint, f"the video EBT {args.checkpoint}"
+    else:
+        checkpoint, which = default_video_checkpoint()
+    print(f"model: {which}", file=sys.stderr)
+    objective = load_video_model(checkpoint, "ebt", resolve_device(args.device))
+    summary = predict_clip(objective, args.clip, args.output, options, str(checkpoint), progress=not args.quiet)
+    print(f"{summary['predicted_frames']} frames predicted from frames {summary['context_frame_indices'][0]}-"
+          f"{summary['context_frame_indices'][-1]} of {args.clip} -> {args.output} (predicted_*.png, "
+          f"prediction.gif, summary.json)")  # fmt: skip
+    return 0
 
 
 def video(args: argparse.Namespace) -> int:

@@ -19,8 +19,38 @@ reports under reports/ are rewritten only when asked (--out reports)."""
 SIGMAS = list(defaults.SIGMAS)
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option's help; descriptions keep their line breaks."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks; an option's default follows its help once, and only when it says
+    something (``default_text``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        shown = default_text(action)
+        return help if shown is None else f"{help} (default: {shown.replace('%', '%%')})"
+
+
+def default_text(action: argparse.Action) -> str | None:
+    """An option's default as ``--help`` shows it, or None where showing it would say nothing or repeat the help:
+    positionals, required options, flags (store_true and the like), empty defaults, and help that names its own
+    default. Lists read as on the command line (``15 25 50``), not as Python lists."""
+    default = action.default
+    if (
+        not action.option_strings
+        or action.required
+        or action.nargs == 0
+        or default is None
+        or default is argparse.SUPPRESS
+        or default in ("", [], ())
+        or "default" in (action.help or "")
+    ):
+        return None
+    if isinstance(default, (list, tuple)):
+        return " ".join(_plain(value) for value in default)
+    return _plain(default)
+
+
+def _plain(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 Options = Callable[[argparse.ArgumentParser], None]
@@ -41,15 +71,34 @@ def command(name: str, func: Callable, summary: str, description: str) -> Callab
 # ---- option groups
 
 
+def threads_option(p: argparse.ArgumentParser, default: int | None = None, help: str | None = None) -> None:
+    """``--threads N``: PyTorch's CPU threads for the command (``torch.set_num_threads``, applied by ``main``)."""
+    p.add_argument("--threads", type=positive_int, default=default, metavar="N", help=help or (
+        "PyTorch CPU threads (default: one per core). On a busy machine fewer is faster: a 2-core box shared with "
+        "another job ran Quick-start steps 4-6x faster with --threads 1"))  # fmt: skip
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def _set_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE [KEY=VALUE ...]``: several overrides after one --set, and --set repeatable."""
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=help)
+
+
 def _runtime(p: argparse.ArgumentParser, device: bool = True) -> None:
     if device:
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _config(p: argparse.ArgumentParser, default: str | None, help: str, override: str = "config override, repeatable"):
+def _config(p: argparse.ArgumentParser, default: str | None, help: str, override: str = "config overrides"):
     p.add_argument("--config", default=default, help=help)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=override)
+    _set_option(p, f"{override}, e.g. --set train.steps=100 data.batch_size=16 (--set repeatable)")
 
 
 def _experiment(p: argparse.ArgumentParser, config: str, what: str, runs: str, load: bool = False) -> None:
@@ -100,7 +149,7 @@ def _train(p: argparse.ArgumentParser) -> None:
         default="ebt",
         help="ebt, or a baseline of the same size: dit (image, video), transformer (video, text)",
     )
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=100")
+    _set_option(p, "config overrides, e.g. --set train.steps=100 data.batch_size=16 (--set repeatable)")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint (same config)")
     p.add_argument("--overwrite", action="store_true", help="move a model or run already in the run folder to "
@@ -151,6 +200,29 @@ def _denoise(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-steps", action="store_true", help="EBT: also write every intermediate step")
     p.add_argument("--save-energy-map", action="store_true", help="EBT: also write the per-patch energy map")
     p.add_argument("--overwrite", action="store_true", help="redo earlier results (never replace an input)")
+    _runtime(p)
+
+
+@command(
+    "predict",
+    commands.predict,
+    "Predict the next frames of your own clip with a video EBT",
+    "CLIP: a video file decord reads (.mp4, .avi, .mov, .mpg, .mkv, .webm, ...) or a folder of numbered\n"
+    "frames, any length and size. The model reads the clip's last frames (its context, at its stride), each\n"
+    "resized so the shorter side is its frame size and centre-cropped; then predicts --frames frames.\n"
+    "Writes OUT/predicted_NNN.png, OUT/prediction.gif (context + prediction beside the per-patch energy\n"
+    "map) and OUT/summary.json. An earlier prediction in OUT is kept unless --overwrite.",
+)
+def _predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("clip", help="video file or folder of numbered frames")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--checkpoint", help=f"video EBT folder or .safetensors (default: {defaults.VIDEO_REAL_EBT} when "
+                   f"shipped, else {defaults.VIDEO_EBT})")  # fmt: skip
+    p.add_argument("--frames", type=int, help="frames to predict (default: the model's trained horizon)")
+    p.add_argument("--steps", type=int, help="descent steps per frame (default: as trained)")
+    p.add_argument("--best-of", type=int, default=1, help="N descents per frame, the lowest energy wins")
+    p.add_argument("--seed", type=int, default=0, help="best-of-N seed")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction in the output folder")
     _runtime(p)
 
 
@@ -298,9 +370,10 @@ def _generate(p: argparse.ArgumentParser) -> None:
 @command(
     "quickstart",
     commands.compare,
-    "The main job: the EBT vs DiT comparison at toy scale (~12 min on CPU)",
-    "configs/quickstart.yaml: 0.16M-parameter models, 800 steps each; DDIM up to 25 steps, 4 EBT\n"
-    "steps, no diffusion-level table.",
+    "The main job: the EBT vs DiT comparison at toy scale (about 10 minutes on a 2-core CPU)",
+    "configs/quickstart.yaml: four ~0.16M-parameter models (blind EBT, sigma-conditioned EBT, the DiT for\n"
+    "the same 800 steps and the DiT for the blind EBT's training FLOPs); DDIM up to 25 steps, 4 EBT steps,\n"
+    "no diffusion-level table. Prints the comparison table.",
 )
 def _quickstart(p: argparse.ArgumentParser) -> None:
     _compare_options(p, "configs/quickstart.yaml", [1, 2, 5, 10, 25], 4)
@@ -435,10 +508,13 @@ def _demo(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; every command also takes ``--threads`` (the app its own, default 1)."""
     parser = argparse.ArgumentParser(prog="ebt-vision", description=DESCRIPTION, formatter_class=_Formatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, func, summary, description, options in COMMANDS:
         p = sub.add_parser(name, help=summary, description=f"{summary}.\n\n{description}", formatter_class=_Formatter)
         p.set_defaults(func=func)
         options(p)
+        if "--threads" not in p._option_string_actions:
+            threads_option(p)
     return parser

@@ -37,18 +37,33 @@ class ConfigError(UserError):
 class Task:
     """A workload as the rest of the code finds it by name: its config schema and its training recipe (each
     ``"module:name"``, imported only when used), and the model families the recipe trains (the EBT first). A recipe
-    is ``train_model(cfg, run_dir, model, resume, progress) -> TrainResult``."""
+    is ``train_model(cfg, run_dir, model, resume, progress) -> TrainResult``; its data check (``core.data_check``)
+    is ``missing_data(cfg, splits) -> list[Missing]``."""
 
     config: str
     recipe: str
     models: tuple[str, ...]
+    data_check: str = ""
 
 
 TASKS: dict[str, Task] = {
-    "image": Task("ebt_vision.image.config:ImageConfig", "ebt_vision.image.training:train_model", ("ebt", "dit")),
-    "text": Task("ebt_vision.text.config:TextConfig", "ebt_vision.text.training:train_model", ("ebt", "transformer")),
+    "image": Task(
+        "ebt_vision.image.config:ImageConfig",
+        "ebt_vision.image.training:train_model",
+        ("ebt", "dit"),
+        "ebt_vision.image.labelled:missing_data",
+    ),
+    "text": Task(
+        "ebt_vision.text.config:TextConfig",
+        "ebt_vision.text.training:train_model",
+        ("ebt", "transformer"),
+        "ebt_vision.text.corpora:missing_data",
+    ),
     "video": Task(
-        "ebt_vision.video.config:VideoConfig", "ebt_vision.video.training:train_model", ("ebt", "transformer", "dit")
+        "ebt_vision.video.config:VideoConfig",
+        "ebt_vision.video.training:train_model",
+        ("ebt", "transformer", "dit"),
+        "ebt_vision.video.data:missing_data",
     ),
 }
 
@@ -302,6 +317,12 @@ def _resolve(target: str) -> Any:
 def config_class(task: str) -> type[ExperimentConfig]:
     """The config schema of a workload (``TASKS``)."""
     return _resolve(_task(task).config)
+
+
+def data_check_of(task: str) -> Callable[..., Any] | None:
+    """The data check of a workload (``TASKS``; ``core.data_check``), None when it names none."""
+    target = _task(task).data_check
+    return _resolve(target) if target else None
 
 
 def training_recipe(task: str, model: str) -> Callable[..., Any]:

@@ -40,6 +40,9 @@ SIGMAS = (15.0, 25.0, 50.0, 75.0, 100.0)
 IMAGE_EBT = "checkpoints/ebt-image-s"
 IMAGE_DIT = "checkpoints/dit-image-s"
 VIDEO_EBT = "checkpoints/video-mmnist-s"
+# A real-footage video EBT (configs/video-real-cpu.yaml): what `ebt-vision predict` and the app's uploads use when it
+# is shipped, else VIDEO_EBT (``video.loading.default_video_checkpoint``).
+VIDEO_REAL_EBT = "checkpoints/video-real-s"
 VIDEO_TRANSFORMER = "checkpoints/video-mmnist-s-transformer"
 VIDEO_DIT = "checkpoints/video-mmnist-s-dit"
 TEXT_EBT = "checkpoints/text-sotu-s"

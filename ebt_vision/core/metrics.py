@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import kornia
 import torch
 from torch import Tensor
 
@@ -17,6 +16,8 @@ def psnr(prediction: Tensor, target: Tensor) -> Tensor:
     if prediction.shape != target.shape:
         raise ValueError(f"shape mismatch: {tuple(prediction.shape)} vs {tuple(target.shape)}")
     pred, ref = _to_255(prediction), _to_255(target)
+    import kornia  # here: half a second of start-up that denoise and the app's import need not pay
+
     return torch.stack([kornia.metrics.psnr(p, r, max_val=255.0) for p, r in zip(pred, ref, strict=True)])
 
 
@@ -26,5 +27,7 @@ def ssim(prediction: Tensor, target: Tensor, window: int = 11) -> Tensor:
         raise ValueError(f"shape mismatch: {tuple(prediction.shape)} vs {tuple(target.shape)}")
     if min(prediction.shape[2:]) < window:
         raise ValueError(f"SSIM needs images of at least {window}x{window} pixels, got {tuple(prediction.shape[2:])}")
+    import kornia
+
     ssim_map = kornia.metrics.ssim(_to_255(prediction) / 255.0, _to_255(target) / 255.0, window, padding="valid")
     return ssim_map.flatten(1).mean(dim=1)

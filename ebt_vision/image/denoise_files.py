@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -15,7 +16,6 @@ from ..core.errors import InputError
 from ..core.inference import Thinking
 from ..core.maps import render_map
 from ..core.progress import progress as progress_bar
-from .dit import DiTObjective, dit_denoise
 from .files import (
     MEMORY_BUDGET,
     UserImage,
@@ -30,6 +30,9 @@ from .inference import best_of_n, crop_to_patches, denoise
 from .noise import estimate_noise_sigma
 from .schedule import StepSchedule
 from .tiling import TiledEnergy
+
+if TYPE_CHECKING:
+    from .dit import DiTObjective  # diffusers is imported only when a DiT denoises (seconds of start-up otherwise)
 
 
 @dataclass(frozen=True)
@@ -184,15 +187,18 @@ def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions,
     thinking = Thinking(options.steps, final_energy=False)
     if options.steps is None and options.schedule is not None and not objective.cfg.model.sigma_conditioning:
         thinking = options.schedule.thinking(float(estimate_noise_sigma(noisy)[0]), thinking)
-    trajectory = None
     if options.best_of > 1:
-        result = best_of_n(objective, noisy, replace(thinking, n_candidates=options.best_of), sigma).best
+        found = best_of_n(objective, noisy, replace(thinking, n_candidates=options.best_of), sigma)
+        result = found.best
+        chosen = int(found.final_energies[:, 0].argmin())  # the start whose final energy was the lowest (one image)
+        steps = [candidate[chosen : chosen + 1] for candidate in found.trajectory.candidates]
     else:
         trajectory, _ = denoise(objective, noisy, thinking, sigma)
         result = trajectory.final
+        steps = list(trajectory.candidates)
     written = []
-    if options.save_steps and trajectory is not None:
-        for k, candidate in enumerate(trajectory.candidates[1:-1], start=1):
+    if options.save_steps:  # the steps of the chosen start, so they end at the result
+        for k, candidate in enumerate(steps[1:-1], start=1):
             written.append(name(f"-step{k}"))
             write_image(to_array(image, candidate[0]), written[-1])
     if options.save_energy_map:
@@ -208,6 +214,8 @@ def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions,
 
 
 def _dit_result(dit: DiTObjective, image: UserImage, options: DenoiseOptions, name: ResultName) -> list[Path]:
+    from .dit import dit_denoise
+
     sigma = options.sigma if options.sigma is not None else float(estimate_noise_sigma(image.rgb[None])[0])
     estimate, _ = dit_denoise(dit, image.rgb[None], sigma, options.steps or 2)
     write_image(to_array(image, estimate[0]), name())
@@ -218,7 +226,7 @@ def run_denoise(model: nn.Module, plan: DenoisePlan, options: DenoiseOptions, pr
     """Denoise the plan's inputs with ``model`` (an EBT ``DenoisingObjective`` or a ``DiTObjective``, as planned). An
     input that fails to read or to denoise (corrupt, not a multiple of the patch) is skipped and named; the others go
     on."""
-    is_dit = isinstance(model, DiTObjective)
+    is_dit = _is_dit(model)
     options.check(dit=is_dit)
     if plan.tag != ("dit" if is_dit else "ebt"):
         raise ValueError(f"the plan is for the {plan.tag.upper()}, the model is not")
@@ -241,7 +249,18 @@ def denoise_files(
     """Denoise every input image (files, or folders of images) with ``model`` (an EBT ``DenoisingObjective`` or a
     ``DiTObjective``); results go to ``out_dir`` as ``<input name>.ebt.png`` / ``.dit.png`` (``.tif`` for TIFF
     inputs): ``plan_denoise``, then ``run_denoise``."""
-    is_dit = isinstance(model, DiTObjective)
+    is_dit = _is_dit(model)
     options.check(dit=is_dit)
     plan = plan_denoise(inputs, out_dir, "dit" if is_dit else "ebt", options.overwrite, options.best_of)
     return run_denoise(model, plan, options, progress)
+
+
+def _is_dit(model: nn.Module) -> bool:
+    """Whether ``model`` is a ``DiTObjective``, without importing diffusers for an EBT."""
+    from .objective import DenoisingObjective
+
+    if isinstance(model, DenoisingObjective):
+        return False
+    from .dit import DiTObjective
+
+    return isinstance(model, DiTObjective)

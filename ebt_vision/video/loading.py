@@ -7,8 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core import defaults
 from ..core.checkpoint import CheckpointError, load_trained
 from ..core.errors import UserError
+from ..core.paths import PROJECT_ROOT
 from .config import VideoConfig
 
 MODEL_KINDS = ("ebt", "transformer", "dit")  # what ``ebt-vision train`` can train for the video task
@@ -43,3 +45,15 @@ def load_video_model(path: str | Path, kind: str = "ebt", device: str | torch.de
         return build_video_model(kind, cfg)
 
     return load_trained(path, build, f"a video {kind} model", device)[0]
+
+
+def default_video_checkpoint(root: str | Path = PROJECT_ROOT) -> tuple[Path, str]:
+    """The video EBT for a user's real clips: the shipped real-footage model (``defaults.VIDEO_REAL_EBT``) when it is
+    in the checkout ``root``, else the Moving MNIST one (``defaults.VIDEO_EBT``) -> (path, a note saying which)."""
+    real, digits = Path(root) / defaults.VIDEO_REAL_EBT, Path(root) / defaults.VIDEO_EBT
+    if (real / "model.safetensors").is_file():
+        return real, f"the real-footage video EBT ({defaults.VIDEO_REAL_EBT})"
+    return digits, (
+        f"the Moving MNIST video EBT ({defaults.VIDEO_EBT}): no real-footage model is shipped "
+        f"({defaults.VIDEO_REAL_EBT}), so real clips meet a model of bouncing digits"
+    )

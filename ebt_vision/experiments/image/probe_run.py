@@ -13,6 +13,7 @@ import torch
 from ...core import defaults
 from ...core.checkpoint import load_trained
 from ...core.config import with_overrides
+from ...core.data_check import check_data
 from ...core.errors import InputError
 from ...core.layers import count_parameters
 from ...core.progress import progress as progress_bar
@@ -170,6 +171,7 @@ def run_probe(cfg: ImageConfig, runs: str | Path | None = None, out: str | Path 
     ``runs``, itself by default ``runs/<config name>``)."""
     if options.folder is not None:
         cfg = folder_config(cfg, options.folder)
+    check_data(cfg)  # the pre-training images and the probe's train and test sets, before pre-training
     run_root = Path(runs or f"runs/{cfg.name}")
     settings, limit = options.settings, options.limit
     trained = pretrain(cfg, run_root, progress)

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ...core.config import with_overrides
+from ...core.data_check import check_data
 from ...core.reports import make_meta
 from ...core.train import resolve_device
 from ...text.baseline import TransformerPlusPlusObjective
 from ...text.checkpoints import load_text_ebt, load_transformer
 from ...text.config import TextConfig
-from ...text.corpora import OOD_CORPORA, Document, corpus_splits, ood_documents
+from ...text.corpora import OOD_CORPORA, Document, corpus_splits, missing_ood, ood_documents
 from ...text.costs import pass_flops, training_step_flops
 from ...text.data import evaluation_windows, token_stream
 from ...text.evaluate import System2Settings, correlation, score_ebt, score_transformer
@@ -118,6 +119,7 @@ def run_text_experiment(
     """Train (or resume, or ``load``) the text EBT and the Transformer++ under ``runs`` on the same windows for
     ``train.steps`` steps each, evaluate both, and write ``<out>/<stem>.{md,json,png}``. Returns the .md path."""
     runs, options = Path(runs), options or TextOptions()
+    check_data(cfg, also=missing_ood(options.ood))  # every corpus, before the tokenizer and the training
     if options.device != "auto" and not options.load:
         cfg = with_overrides(cfg, [f"train.device={options.device}"])
     if is_prepared(cfg.data.corpus):  # held-out splits straight from the memory-mapped token files

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.config import with_overrides
+from ...core.data_check import check_data
 from ...core.reports import make_meta
 from ...core.train import resolve_device
 from ...video.config import VideoConfig
@@ -40,6 +41,7 @@ def run_video_comparison(
 ) -> Path:
     """Train (or resume, or load) every contender under ``runs`` on one clip stream, evaluate every setting on the
     validation and test splits, and write ``<stem>.{md,json,png}`` and GIF strips to ``out``. Returns the .md path."""
+    check_data(cfg, ("validation", "test") if options.load else ("train", "validation", "test"))  # before training
     device = resolve_device(options.device if options.device != "auto" else cfg.train.device)
     if options.load:
         contenders = load_contenders(runs, device)
