@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
+from ebt_vision.core.checkpoint import latest_checkpoint
 from ebt_vision.core.config import from_dict
 from ebt_vision.image.config import ImageConfig
 from ebt_vision.image.data import DenoisingBatch
@@ -39,3 +46,17 @@ def noisy_batch(clean: torch.Tensor, sigma: float = 25.0) -> DenoisingBatch:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def kill_group_after_checkpoint(process: subprocess.Popen, run_dir: Path, step: int) -> None:
+    """Wait (at most 120 s, or until ``process`` ends) for a checkpoint at ``step`` or later in ``run_dir``, then
+    SIGKILL the process's whole session (a launcher and its workers, or a training and its data workers) and reap it.
+    ``process`` must have been started with ``start_new_session=True``."""
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        found = latest_checkpoint(run_dir)
+        if found is not None and found.name >= f"step_{step:07d}":
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from ebt_vision.image.data import CropSampler, folder_photos
 from ebt_vision.image.objective import DenoisingObjective
 from ebt_vision.image.training import train_model
 
-from .conftest import TINY, denoising_batch
+from .conftest import TINY, denoising_batch, kill_group_after_checkpoint
 
 skimage = pytest.importorskip("skimage", reason="scikit-image (a dependency) ships the photos")
 REPO = Path(__file__).resolve().parents[1]
@@ -94,14 +92,7 @@ def test_killed_ddp_run_resumes_from_its_step_with_the_same_loss(runs):
         _torchrun(runs["config"], killed), env=_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        found = latest_checkpoint(killed)
-        if found is not None and found.name >= "step_0000010":
-            break
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both workers, at once
-    process.wait()
+    kill_group_after_checkpoint(process, killed, 10)  # the launcher and both workers, at once
     stopped_at = latest_checkpoint(killed)
     assert stopped_at is not None and not (killed / "model.safetensors").exists(), "was not killed mid-run"
     resume_step = int(stopped_at.name.split("_")[1])
@@ -195,14 +186,7 @@ def test_killed_ddp_run_over_tar_shards_resumes_each_ranks_readers(tmp_path):
     killed = tmp_path / "killed"
     process = subprocess.Popen(_torchrun(config, killed), env=_env(), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        found = latest_checkpoint(killed)
-        if found is not None and found.name >= "step_0000004":
-            break
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_group_after_checkpoint(process, killed, 4)
     stopped = latest_checkpoint(killed)
     assert stopped is not None and stopped.name < "step_0000016", "was not killed mid-run"
     streams = torch.load(stopped / "train_state.pt", weights_only=True)["samplers"]

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from ebt_vision.image.noise import training_noise
 from ebt_vision.image.streams import PhotoFiles, list_photo_files, resolve_format, write_photo_shards
 from ebt_vision.image.training import make_sampler, train_model
 
-from .conftest import TINY
+from .conftest import TINY, kill_group_after_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = 36
@@ -238,14 +236,7 @@ def test_killed_run_with_workers_resumes_bitwise_and_logs_throughput(tree, tmp_p
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "ebt_vision", "train", "--config", str(config), "--out", str(killed), "--quiet"]
     process = subprocess.Popen(command, cwd=REPO, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        found = latest_checkpoint(killed)
-        if found is not None and found.name >= "step_0000010":
-            break
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)  # the training process and its data workers
-    process.wait()
+    kill_group_after_checkpoint(process, killed, 10)  # the training process and its data workers
     stopped = latest_checkpoint(killed)
     assert stopped is not None and not (killed / "model.safetensors").exists(), "was not killed mid-run"
 
