@@ -52,14 +52,7 @@ TINY_TEXT = {
 needs_digits = pytest.mark.skipif(not (digits_folder() / "0.json").is_file(), reason="MNIST digits not unpacked")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine two threads waiting on each other
-    made these calls up to 200x slower (the app runs with one thread by default, ``--threads``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_video_checkpoints(folder: Path) -> dict[str, Path]:

@@ -20,13 +20,7 @@ from ebt_vision.video.predict_files import PredictOptions, predict_clip
 
 from .test_video import TINY, moving_square
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

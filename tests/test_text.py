@@ -33,14 +33,7 @@ from ebt_vision.text.tokenizer import BPETokenizer, GPT2Tokenizer
 VOCAB = 260
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine two threads per op waiting
-    for each other made these tests ~25x slower (measured: 0.75 s vs 0.03 s per training step). Restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def text_cfg(**sections):

