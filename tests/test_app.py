@@ -234,3 +234,19 @@ def test_pictures_in_gradios_cache_are_replaced_whole_never_rewritten_in_place(t
         assert os.fstat(download.fileno()).st_ino != path.stat().st_ino  # a new file took the name ...
         assert download.read() == whole == path.read_bytes()  # ... and the download still reads its whole file
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_output_pictures_are_stored_losslessly(monkeypatch, tmp_path):
+    """The app's pictures reach the browser with the model's exact pixels (Gradio's WebP default is lossy: a
+    denoising demo must not show a codec's artefacts on top of the result)."""
+    from gradio import processing_utils
+
+    from ebt_vision.app.common import write_cache_files_atomically
+
+    monkeypatch.setattr(processing_utils, "save_pil_to_cache", processing_utils.save_pil_to_cache)  # restored after
+    write_cache_files_atomically()
+    pixels = (np.random.default_rng(3).random((48, 40, 3)) * 255).astype(np.uint8)
+    for fmt in ("webp", "png"):
+        path = Path(processing_utils.save_pil_to_cache(Image.fromarray(pixels), str(tmp_path), format=fmt))
+        assert path.suffix == f".{fmt}"
+        np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), pixels)

@@ -244,13 +244,12 @@ def story_frames(story: DenoiseStory) -> list[tuple[np.ndarray, str]]:
 
 def story_figure(story: DenoiseStory):
     """Energy (and PSNR when the clean image is known) per step, with the DiT's PSNR as a reference line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    # not pyplot's: its global registry is not thread-safe (two users' clicks draw at once) and keeps every figure
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
     steps = list(range(len(story.energies)))
     lines = ax.plot(steps, story.energies, "o-", color="C0", label="energy (left axis)")
     ax.set_xlabel("descent step")

@@ -61,6 +61,7 @@ class Round:
     seconds: float  # from the first submission to the last answer
     cpu_s: float  # CPU time the server spent in the round (all its threads): what the round costs, however busy
     others_cpu_s: float = float("nan")  # CPU time the rest of the machine spent meanwhile (other jobs), see busy_cpu
+    client_cpu_s: float = float("nan")  # CPU time this load test's own clients spent (they share the server's cores)
 
     @property
     def p50(self) -> float:
@@ -201,6 +202,7 @@ def run_round(clients: list, index: int, pid: int, options: LoadOptions) -> Roun
     for thread in threads:
         thread.start()
     cpu, others = busy_cpu(pid)
+    client = cpu_seconds(os.getpid())
     barrier.wait()
     started = time.perf_counter()
     for thread in threads:
@@ -209,7 +211,7 @@ def run_round(clients: list, index: int, pid: int, options: LoadOptions) -> Roun
     rss, peak = memory_mib(pid)
     cpu_after, others_after = busy_cpu(pid)
     return Round(index, [t for t in latencies if t is not None], failures, rss, peak, seconds, cpu_after - cpu,
-                 others_after - others)  # fmt: skip
+                 others_after - others, cpu_seconds(os.getpid()) - client)  # fmt: skip
 
 
 def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -> LoadResult:
@@ -234,7 +236,7 @@ def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -
 def _rows(result: LoadResult) -> list[dict]:
     return [{"round": r.index, "users": result.options.users, "p50_s": r.p50, "p90_s": r.p90,
              "max_s": max(r.latencies, default=float("nan")), "failures": len(r.failures), "round_s": r.seconds,
-             "server_cpu_s": r.cpu_s, "others_cpu_s": r.others_cpu_s, "rss_mib": r.rss_mib,
+             "server_cpu_s": r.cpu_s, "client_cpu_s": r.client_cpu_s, "others_cpu_s": r.others_cpu_s, "rss_mib": r.rss_mib,
              "peak_rss_mib": r.peak_rss_mib}
             for r in result.rounds]  # fmt: skip
 
@@ -274,9 +276,10 @@ def write_load_report(
     latencies = result.latencies
     before = json.loads(before_path.read_text()) if before_path else None
     table = markdown_table(["round", "p50 s", "p90 s", "max s", "failed", "round s", "server CPU s",
-                            "other jobs' CPU s", "RSS MiB after", "peak RSS MiB"],
+                            "clients' CPU s", "other jobs' CPU s", "RSS MiB after", "peak RSS MiB"],
                            [[r["round"], r["p50_s"], r["p90_s"], r["max_s"], r["failures"], r["round_s"],
-                             r["server_cpu_s"], r["others_cpu_s"], r["rss_mib"], r["peak_rss_mib"]]
+                             r["server_cpu_s"], r["client_cpu_s"], r["others_cpu_s"], r["rss_mib"],
+                             r["peak_rss_mib"]]
                             for r in _rows(result)])  # fmt: skip
     rss = [r.rss_mib for r in result.rounds]
     p90 = percentile(latencies, 90)
@@ -286,6 +289,7 @@ def write_load_report(
     cpu_per_round = statistics.mean(r.cpu_s for r in result.rounds)
     cpu_per_request = cpu_per_round / options.users
     others_per_round = statistics.mean(r.others_cpu_s for r in result.rounds)
+    client_per_round = statistics.mean(r.client_cpu_s for r in result.rounds)
     round_s = statistics.mean(r.seconds for r in result.rounds)
     lines = [
         f"{options.users} users click the image tab's Denoise at the same moment, {options.rounds} rounds, the tab's "
@@ -301,6 +305,9 @@ def write_load_report(
         f"- the server's CPU time: {cpu_per_request:.2f} s per request (all its threads); a round's "
         f"{cpu_per_round:.0f} CPU-seconds would take {cpu_per_round / cores:.0f} s on {cores} idle cores, the rounds "
         f"took {round_s:.0f} s",
+        f"- the {options.users} clients of this load test (Gradio clients in one process, on the same machine: a "
+        f"browser would not take the server's cores) took {client_per_round:.0f} CPU-seconds per round "
+        f"({client_per_round / round_s:.2f} of the {cores} cores)",
         f"- other jobs on the machine took {others_per_round:.0f} CPU-seconds per round "
         f"({others_per_round / round_s:.2f} of the {cores} cores while a round ran; everything but the server and "
         f"this load test, from /proc/stat); "
