@@ -5,6 +5,7 @@ test drives it)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,6 +36,25 @@ def test_readme_headline_table_is_the_reports():
     assert BEGIN in README and END in README
     assert readme_with_table(README, REPO / "reports") == README, "run python scripts/readme-table.py"
     assert headline_table(REPO / "reports") in README
+
+
+def test_python_api_examples_run(tmp_path, monkeypatch, one_thread):
+    """The Python API guide's example and the README's denoise lines run as written (on a small photo), so a changed
+    signature cannot leave them behind."""
+    from PIL import Image
+    from skimage import data
+
+    guide = (REPO / "docs" / "guides" / "python-api.md").read_text()
+    code = re.search(r"```python\n(.*?)```", guide, re.S).group(1).replace("model.push_to_hub", "#")
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(data.astronaut()[:64, :64]).save("photo.png")
+    found: dict = {}
+    exec(code, found)
+    assert len(found["trajectory"].candidates) == 5 and found["energy_map"].shape == (1, 16, 16)
+    start = README.index("from ebt_vision.core.inference import Thinking")
+    readme: dict = {"noisy": found["noisy"]}
+    exec(README[start : README.index("```", start)], readme)
+    assert len(readme["trajectory"].candidates) == 5
 
 
 @pytest.fixture(scope="module")

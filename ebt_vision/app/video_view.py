@@ -24,7 +24,7 @@ from ..core.errors import InputError, UserError
 from ..core.inference import Thinking
 from ..core.maps import distinct_labels, render_map, spread_note
 from ..core.metrics import psnr
-from ..video.config import VideoConfig
+from ..video.config import SOURCES, VideoConfig
 from ..video.data import held_out
 from ..video.objective import VideoObjective
 from ..video.reader import DecordVideo, open_video, read_clip
@@ -43,7 +43,7 @@ def sample_clips(cfg: VideoConfig, per_source: int = 6) -> tuple[dict[str, Tenso
     MNIST test sequences and up to ``per_source`` real test clips spread over the test scenes, each (T, C, S, S) in
     [-1, 1] at the model's frame size, channels and clip length. -> ({name: clip}, notes on sources unavailable)."""
     samples, notes = {}, []
-    for source in ("moving-mnist", "real-clips"):
+    for source in SOURCES:
         try:
             names, clips = held_out(replace(cfg, data=replace(cfg.data, source=source)), "test")
         except UserError as error:  # data not fetched: the other source, or an upload, still works

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..core.errors import InputError, UserError
 from ..core.streams import FileSource, Unusable, WorkerStream
-from .config import VideoDataConfig
+from .config import SOURCES, VideoDataConfig
 from .reader import VIDEO_SUFFIXES, open_video, read_clip, to_model_frames
 
 MIN_CLIPS = 10  # data.format auto: a folder with at least this many video files is a clip dataset
@@ -44,7 +44,7 @@ def clip_files(root: str) -> tuple[str, ...]:
 
 def video_format(cfg: VideoDataConfig) -> str:
     """ "moving-mnist", "real-clips", "footage" (videos decoded up front, split in time) or "clips" (streamed)."""
-    if cfg.source in ("moving-mnist", "real-clips"):
+    if cfg.source in SOURCES:
         return cfg.source
     if cfg.format != "auto":
         return cfg.format

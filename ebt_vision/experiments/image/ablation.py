@@ -56,8 +56,6 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     "long+stationarity+rank": ([*LONG, "train.stationarity_weight=1.0", "train.rank_weight=1.0"], "all three"),
     "long+replay": ([*LONG, "descent.replay_buffer_size=512"], "long + replay of past (noisy, candidate, clean)"),
 }
-THINKING = ["base", "stationarity", "rank", "long", "long-graph2", "long+stationarity", "long+rank",
-            "long+stationarity+rank", "long+replay"]  # fmt: skip
 
 # The energy landscape: parameterisation x objective (ebt_vision.core.energy, core.objective). The output-layer kinds
 # descend at step size 1: their output layer then emits pixel-sized corrections directly (residual: lands on it).
@@ -72,7 +70,6 @@ for _kind, _size in ENERGY_STEP_SIZE.items():
         _overrides = [f"model.energy={_kind}", f"train.objective={_objective}", f"descent.step_size={_size}"]
         VARIANTS[f"{_kind}-{_objective}"] = (_overrides, f"{_kind} energy, {_what}")
         VARIANTS[f"{_kind}-{_objective}+ema"] = ([*_overrides, "train.ema_decay=0.99"], f"{_kind}, {_what}, EMA 0.99")
-LANDSCAPE = [f"{kind}-{objective}" for kind in ENERGY_STEP_SIZE for objective in OBJECTIVE_WHAT]
 # Round two, on the residual energy: where the field is trained (the descent's own states), how long the training
 # descents are, how far one step may move.
 _RESIDUAL = ["model.energy=residual", "descent.step_size=1.0"]

@@ -8,9 +8,12 @@ of one DiT forward pass on the same tile (``costs.pass_costs``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
+from ....core.defaults import SIGMAS
 from ....core.inference import Thinking
 from ....core.metrics import psnr, ssim
 from ....core.progress import progress as progress_bar
@@ -32,6 +35,26 @@ from ...selection import SPLIT_SEED_OFFSET
 
 DIT_STEPS = (1, 2, 5, 10, 25, 50, 100, 0)  # 0 = all steps from the starting timestep
 PAPER_LEVELS = (0.1, 0.2)  # the original EBT protocol: train at diffusion level 0.1, test 0.1 and 0.2 (OOD)
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """The settings of ``ebt-vision compare``: what the evaluations measure (held-out photos resized to
+    ``eval_size``, the first ``limit`` of each split; the sigmas; EBT steps, DiT passes, best-of-N; CBM3D; the
+    original work's protocol) and how ``run_comparison`` gets its models (``load``, ``device``) and names the report."""
+
+    eval_size: int = 64
+    sigmas: tuple[float, ...] = SIGMAS
+    ebt_steps: int = 8
+    dit_steps: tuple[int, ...] = DIT_STEPS
+    best_of: tuple[int, ...] = (2, 4)
+    seed: int = 0
+    with_bm3d: bool = True  # on the test split (CBM3D has no setting to choose on validation)
+    with_paper_protocol: bool = True
+    limit: int | None = None
+    load: bool = False  # evaluate finished runs without training
+    device: str = "auto"
+    stem: str = "denoise_compare"
 
 
 def eval_images(split: str, size: int, limit: int | None = None) -> tuple[list[str], Tensor]:
@@ -99,42 +122,36 @@ def evaluate_gaussian(
     contenders: dict[str, Contender],
     costs: dict[str, float],
     split: str,
-    sigmas: tuple[float, ...],
-    size: int,
-    ebt_steps: int = 8,
-    dit_steps: tuple[int, ...] = DIT_STEPS,
-    best_of: tuple[int, ...] = (4,),
-    seed: int = 0,
-    with_bm3d: bool = True,
-    limit: int | None = None,
+    options: CompareOptions,
     progress: bool = True,
 ) -> list[dict]:
-    """Rows for every method on Gaussian noise at each sigma, in the blind and non-blind settings, on ``split``."""
-    names, clean = eval_images(split, size, limit)
+    """Rows for every method on Gaussian noise at each of ``options.sigmas``, in the blind and non-blind settings, on
+    ``split`` (CBM3D on the test split only)."""
+    names, clean = eval_images(split, options.eval_size, options.limit)
     writer = RowWriter(split, names, clean, costs)
     ebt, ebt_cond = contenders["ebt"].objective, contenders["ebt-cond"].objective
     dits = {"dit_ddim": contenders["dit"].objective, "dit_compute_ddim": contenders["dit-compute"].objective}
     train_max = training_sigma_max(ebt.cfg.data)
     offset = SPLIT_SEED_OFFSET[split]
-    for sigma in progress_bar(sigmas, desc=f"compare ({split})", disable=not progress):
-        noisy = torch.stack([noisy_copy(c, sigma, seed, offset + i) for i, c in enumerate(clean)])
+    for sigma in progress_bar(options.sigmas, desc=f"compare ({split})", disable=not progress):
+        noisy = torch.stack([noisy_copy(c, sigma, options.seed, offset + i) for i, c in enumerate(clean)])
         estimated = estimate_noise_sigma(noisy)
         base = {"noise": "gaussian", "sigma": sigma, "split": "id" if sigma <= train_max else "ood"}
         writer.add({**base, "setting": "-"}, "noisy", 0, noisy, 0)
         for setting, sigma_given in (("blind", estimated), ("non-blind", torch.full_like(estimated, sigma))):
             info = {**base, "setting": setting}
-            if with_bm3d:
+            if options.with_bm3d and split == "test":
                 denoised = torch.stack([cbm3d_denoise(n, float(s)) for n, s in zip(noisy, sigma_given, strict=True)])
                 writer.add(info, "cbm3d", 0, denoised, 0)
             for method, dit in dits.items():
-                _dit_rows(writer, info, method, dit, noisy, sigma_given, dit_steps)
-            _ebt_rows(writer, info, "ebt_cond", ebt_cond, noisy, ebt_steps, sigma=sigma_given)
+                _dit_rows(writer, info, method, dit, noisy, sigma_given, options.dit_steps)
+            _ebt_rows(writer, info, "ebt_cond", ebt_cond, noisy, options.ebt_steps, sigma=sigma_given)
         info = {**base, "setting": "blind"}
-        _ebt_rows(writer, info, "ebt", ebt, noisy, ebt_steps)
+        _ebt_rows(writer, info, "ebt", ebt, noisy, options.ebt_steps)
         k = ebt.cfg.descent.num_steps
-        for n in best_of:
+        for n in options.best_of:
             model_input = as_model_input(noisy, sigma, ebt.cfg.data.noise)
-            best = best_of_n(ebt, model_input, Thinking(k, n_candidates=n), seed=seed).best
+            best = best_of_n(ebt, model_input, Thinking(k, n_candidates=n), seed=options.seed).best
             writer.add({**info, "n_candidates": n}, "ebt_best_of_n", k, best, n * (k + 1), n * k)
     return writer.rows
 
@@ -143,12 +160,8 @@ def evaluate_paper_protocol(
     contenders: dict[str, Contender],
     costs: dict[str, float],
     split: str,
-    size: int,
+    options: CompareOptions,
     levels: tuple[float, ...] = PAPER_LEVELS,
-    ebt_steps: int = 8,
-    dit_steps: tuple[int, ...] = DIT_STEPS,
-    seed: int = 0,
-    limit: int | None = None,
 ) -> list[dict]:
     """The original EBT protocol: x_t = sqrt(a) x0 + sqrt(1 - a) eps at t = level * 1000 on the linear schedule.
 
@@ -156,14 +169,14 @@ def evaluate_paper_protocol(
     (x_t / sqrt(a), Gaussian noise of the SNR-equivalent sigma, for Gaussian-trained ones: level 0.1 ~ sigma 43,
     0.2 ~ sigma 92); the conditioned EBT is told that sigma. The level is known to every method.
     """
-    names, clean = eval_images(split, size, limit)
+    names, clean = eval_images(split, options.eval_size, options.limit)
     writer = RowWriter(split, names, clean, costs)
     ebt, ebt_cond = contenders["ebt"].objective, contenders["ebt-cond"].objective
     dits = {"dit_ddim": contenders["dit"].objective, "dit_compute_ddim": contenders["dit-compute"].objective}
     train_max = training_sigma_max(ebt.cfg.data)
     for level in levels:
         t = level_to_timestep(level)
-        generator = torch.Generator().manual_seed(seed * 7919 + t + SPLIT_SEED_OFFSET[split])
+        generator = torch.Generator().manual_seed(options.seed * 7919 + t + SPLIT_SEED_OFFSET[split])
         x_t = NoiseLevel("diffusion", torch.full((len(names),), level)).add_to(clean, generator)
         rescaled, sigma = diffusion_as_gaussian(x_t, level)
         base = {
@@ -175,7 +188,9 @@ def evaluate_paper_protocol(
         }
         writer.add(base, "noisy", 0, rescaled, 0)
         for method, dit in dits.items():
-            _dit_rows(writer, base, method, dit, rescaled, sigma, dit_steps)
-        _ebt_rows(writer, base, "ebt", ebt, rescaled, ebt_steps)
-        _ebt_rows(writer, base, "ebt_cond", ebt_cond, rescaled, ebt_steps, sigma=torch.full((len(names),), sigma))
+            _dit_rows(writer, base, method, dit, rescaled, sigma, options.dit_steps)
+        _ebt_rows(writer, base, "ebt", ebt, rescaled, options.ebt_steps)
+        _ebt_rows(
+            writer, base, "ebt_cond", ebt_cond, rescaled, options.ebt_steps, sigma=torch.full((len(names),), sigma)
+        )
     return writer.rows

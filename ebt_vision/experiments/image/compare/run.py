@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from ....core.config import ConfigError, with_overrides
-from ....core.defaults import SIGMAS
 from ....core.reports import make_meta
 from ....core.train import resolve_device
 from ....image.config import ImageConfig
 from .contenders import load_contenders, train_contenders
 from .costs import pass_costs
-from .protocols import DIT_STEPS, evaluate_gaussian, evaluate_paper_protocol
+from .protocols import CompareOptions, evaluate_gaussian, evaluate_paper_protocol
 from .report import write_compare_report
-
-
-@dataclass(frozen=True)
-class CompareOptions:
-    eval_size: int = 64
-    sigmas: tuple[float, ...] = SIGMAS
-    ebt_steps: int = 8
-    dit_steps: tuple[int, ...] = DIT_STEPS
-    best_of: tuple[int, ...] = (2, 4)
-    seed: int = 0
-    with_bm3d: bool = True
-    with_paper_protocol: bool = True
-    limit: int | None = None
-    load: bool = False  # evaluate finished runs without training
-    device: str = "auto"
-    stem: str = "denoise_compare"
 
 
 def run_comparison(cfg: ImageConfig, runs: str | Path, out: str | Path, options: CompareOptions,
@@ -48,16 +30,9 @@ def run_comparison(cfg: ImageConfig, runs: str | Path, out: str | Path, options:
     costs = pass_costs(contenders["ebt"].objective, contenders["dit"].objective)
     rows = []
     for split in ("validation", "test"):
-        rows += evaluate_gaussian(
-            contenders, costs, split, options.sigmas, options.eval_size, options.ebt_steps, options.dit_steps,
-            options.best_of, options.seed, with_bm3d=options.with_bm3d and split == "test", limit=options.limit,
-            progress=progress,
-        )  # fmt: skip
+        rows += evaluate_gaussian(contenders, costs, split, options, progress)
         if options.with_paper_protocol:
-            rows += evaluate_paper_protocol(
-                contenders, costs, split, options.eval_size, ebt_steps=options.ebt_steps,
-                dit_steps=options.dit_steps, seed=options.seed, limit=options.limit,
-            )  # fmt: skip
+            rows += evaluate_paper_protocol(contenders, costs, split, options)
     first = contenders["ebt"]
     images = {s: len({r["image"] for r in rows if r["eval_split"] == s}) for s in ("validation", "test")}
     data = (
