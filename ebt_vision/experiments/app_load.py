@@ -236,8 +236,8 @@ def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -
 def _rows(result: LoadResult) -> list[dict]:
     return [{"round": r.index, "users": result.options.users, "p50_s": r.p50, "p90_s": r.p90,
              "max_s": max(r.latencies, default=float("nan")), "failures": len(r.failures), "round_s": r.seconds,
-             "server_cpu_s": r.cpu_s, "client_cpu_s": r.client_cpu_s, "others_cpu_s": r.others_cpu_s, "rss_mib": r.rss_mib,
-             "peak_rss_mib": r.peak_rss_mib}
+             "server_cpu_s": r.cpu_s, "client_cpu_s": r.client_cpu_s, "others_cpu_s": r.others_cpu_s,
+             "rss_mib": r.rss_mib, "peak_rss_mib": r.peak_rss_mib}
             for r in result.rounds]  # fmt: skip
 
 
