@@ -70,6 +70,11 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     report = json.loads((tmp_path / "denoise_eval.json").read_text())
     assert set(report) == {"meta", "rows", "per_image"} and report["meta"]["command"] == "pytest"
     assert "| 75 | ood |" in md.read_text() and (tmp_path / "denoise_eval.png").stat().st_size > 0
+    # the validation photos alone (eval --split validation, where a setting is chosen): reported, not a crash
+    md = write_denoise_report(validation, make_meta("cpu", 0, "validation", "none"), tmp_path, "validation_only")
+    text = md.read_text()
+    assert "held-out **validation** photos" in text and "| 75 | ood |" in text and "DiT 2 DDIM steps" in text
+    assert (tmp_path / "validation_only.png").stat().st_size > 0
 
 
 def test_diffusion_trained_models_get_their_own_input_and_split_labels(tiny_cfg):

@@ -19,9 +19,21 @@ def average_rows(rows: list[dict]) -> list[dict]:
     return sorted(averaged, key=lambda r: (r["eval_split"], r["sigma"], r["method"], r["steps"]))
 
 
+def shown_split(averaged: list[dict]) -> str:
+    """The split whose numbers the report shows: test, or validation when only the validation photos were evaluated
+    (``ebt-vision eval --split validation``, e.g. to choose a setting there)."""
+    return "test" if any(r["eval_split"] == "test" for r in averaged) else "validation"
+
+
+def _both_splits(averaged: list[dict]) -> bool:
+    return {r["eval_split"] for r in averaged} >= {"test", "validation"}
+
+
 def _chosen(averaged: list[dict], method: str, sigma: float) -> dict | None:
     """The test row of ``method``'s setting (step count; for a ``method`` ending in "@", also which of its variants,
-    e.g. the stopping tolerance) with the best mean validation PSNR at ``sigma`` (None without a validation split)."""
+    e.g. the stopping tolerance) with the best mean validation PSNR at ``sigma`` (None without both splits)."""
+    if not _both_splits(averaged):
+        return None
 
     def group(row: dict) -> str | None:
         matches = row["method"].startswith(method) if method.endswith("@") else row["method"] == method
@@ -32,9 +44,9 @@ def _chosen(averaged: list[dict], method: str, sigma: float) -> dict | None:
 
 
 def summary_table(averaged: list[dict]) -> str:
-    """Markdown (test split): one row per sigma; noisy, CBM3D, EBT after each step, with stopping, the EBT and DiT
-    at their validation-chosen step counts (PSNR dB / SSIM)."""
-    test = [r for r in averaged if r["eval_split"] == "test"]
+    """Markdown (test split, or validation alone): one row per sigma; noisy, CBM3D, EBT after each step, with
+    stopping, the EBT and DiT at their validation-chosen step counts (PSNR dB / SSIM)."""
+    test = [r for r in averaged if r["eval_split"] == shown_split(averaged)]
     sigmas = sorted({r["sigma"] for r in test})
     steps = sorted({r["steps"] for r in test if r["method"] == "ebt"})
     lookup = {(r["method"], r["sigma"], r["steps"]): r for r in test}
@@ -43,7 +55,7 @@ def summary_table(averaged: list[dict]) -> str:
     names = {"noisy": "NOISY", "cbm3d": "CBM3D", "ebt_stop": f"EBT stop@{steps[-1]}"}
     headers = ["sigma", "split"] + [names.get(m) or f"EBT {k} step{'s' * (k > 1)}" for m, k in methods]
     with_dit = any(r["method"] == "dit_ddim" for r in test)
-    with_validation = any(r["eval_split"] == "validation" for r in averaged)
+    with_validation = _both_splits(averaged)
     with_auto = any(r["method"] == "ebt_auto" for r in test)
     dit_steps = sorted({r["steps"] for r in test if r["method"] == "dit_ddim"})
     if with_auto:
@@ -81,14 +93,15 @@ def summary_table(averaged: list[dict]) -> str:
 
 
 def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
-    """One panel per sigma (test split): EBT PSNR after each descent step, with noisy, CBM3D and the chosen DiT as
-    reference lines."""
+    """One panel per sigma (test split, or validation alone): EBT PSNR after each descent step, with noisy, CBM3D and
+    the chosen DiT as reference lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    test = [r for r in averaged if r["eval_split"] == "test"]
+    shown = shown_split(averaged)
+    test = [r for r in averaged if r["eval_split"] == shown]
     sigmas = sorted({r["sigma"] for r in test})
     fig, axes = plt.subplots(1, len(sigmas), figsize=(3.2 * len(sigmas), 3.4), squeeze=False)
     for ax, sigma in zip(axes[0], sigmas, strict=True):
@@ -98,7 +111,7 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
         dit = _chosen(averaged, "dit_ddim", sigma)
         if dit is not None:
             references.append((f"DiT ({dit['steps']} DDIM steps)", dit))
-        else:  # no validation split to choose on: every DDIM step count, against its forward passes
+        else:  # no two splits to choose on: every DDIM step count, against its forward passes
             dits = sorted((r for r in test if r["method"] == "dit_ddim" and r["sigma"] == sigma),
                           key=lambda r: r["steps"])  # fmt: skip
             if dits:
@@ -118,7 +131,7 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
         ax.set_title(f"sigma {sigma:g} ({split})")
         ax.set_xlabel("descent steps (fwd + bwd passes)", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("PSNR (dB), test split")
+    axes[0][0].set_ylabel(f"PSNR (dB), {shown} split")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -131,10 +144,11 @@ def write_denoise_report(
 ) -> Path:
     averaged = average_rows(rows)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    write_report(out_dir, stem, meta, averaged, "(the figure and table follow)", per_image=rows)  # rows kept first
     plot = plot_psnr_vs_steps(averaged, out_dir / f"{stem}.png")
+    shown = shown_split(averaged)
     body = (
-        f"Mean PSNR (dB) / SSIM over the held-out **test** photos ({resolution}), on clamped 0-255 pixels. The EBT "
+        f"Mean PSNR (dB) / SSIM over the held-out **{shown}** photos ({resolution}), on clamped 0-255 pixels. The EBT "
         "is blind (not told sigma); CBM3D is told the true sigma; the DiT (when given) is blind too: DDIM starts at "
         "the timestep of the sigma estimated from the noisy photo. *(chosen)* columns: the step count with the best "
         "mean PSNR on the **validation** photos at that sigma, quoted on the test photos. An EBT step is one forward "
