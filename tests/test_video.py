@@ -493,3 +493,29 @@ def test_the_dit_can_generate_the_change_from_the_last_frame(tiny):
     assert torch.allclose(loss, expected)
     frames = objective.rollout(clips[:, :3], horizon=1, num_steps=2).predictions
     assert frames.shape == (1, 1, 1, 16, 16) and torch.isfinite(frames).all()
+
+
+def test_a_sample_predicting_dit_of_the_change_starts_as_copy_last_and_regresses_the_target(tiny):
+    """With dit.prediction "sample" the network is trained on the target itself (not the noise), DDIM reads its output
+    as the clean sample, and a fresh model (zero output) with target "change" rolls out the last frame exactly."""
+    from dataclasses import replace
+
+    from ebt_vision.image.diffusion import training_scheduler
+
+    cfg = replace(tiny, dit=replace(tiny.dit, target="change", prediction="sample"))
+    objective = VideoDiTObjective(cfg).eval()
+    clips = random_clips(2, 4)
+    frames = objective.rollout(clips[:, :3], horizon=2, num_steps=3).predictions
+    assert torch.equal(frames, clips[:, 2:3].expand(-1, 2, -1, -1, -1))  # nothing moved: the last frame, twice
+    torch.nn.init.normal_(objective.model.transformer.proj_out_2.weight, std=0.02)  # a trained-like output layer
+    torch.manual_seed(0)
+    loss = objective(clips[:1]).loss
+    window = objective.model.window
+    past, target = clips[:1, :window], clips[:1, window]
+    torch.manual_seed(0)
+    t = torch.randint(0, 1000, (1,))
+    x_t = training_scheduler().add_noise((target - past[:, -1]) / 2, torch.randn_like(target), t)
+    expected = torch.nn.functional.mse_loss(objective.model(x_t, past, t), (target - past[:, -1]) / 2)
+    assert torch.allclose(loss, expected)
+    with pytest.raises(ConfigError, match="dit.prediction"):
+        replace(tiny, dit=replace(tiny.dit, prediction="v")).validate()

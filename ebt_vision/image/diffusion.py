@@ -58,15 +58,16 @@ def ddim_scheduler(start: int, steps: int | None = None, clip_sample: bool = Tru
     return scheduler
 
 
-def ddim_sampler(steps: int, clip_sample: bool = True) -> DDIMScheduler:
-    """DDIM in ``steps`` steps from t = 999 ("trailing" spacing); the last step lands on alpha = 1 (a clean sample)."""
+def ddim_sampler(steps: int, clip_sample: bool = True, prediction_type: str = "epsilon") -> DDIMScheduler:
+    """DDIM in ``steps`` steps from t = 999 ("trailing" spacing); the last step lands on alpha = 1 (a clean sample).
+    ``prediction_type``: what the network outputs, "epsilon" (the noise) or "sample" (the clean sample)."""
     scheduler = DDIMScheduler(
         num_train_timesteps=DIFFUSION_STEPS,
         trained_betas=diffusion_betas().tolist(),
         clip_sample=clip_sample,
         set_alpha_to_one=True,
         timestep_spacing="trailing",
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
     )
     scheduler.set_timesteps(steps)
     return scheduler

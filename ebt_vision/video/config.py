@@ -12,6 +12,7 @@ SOURCES = ("moving-mnist", "real-clips")  # or a path: a video file, a folder of
 FORMATS = ("auto", "footage", "clips")
 STARTS = ("last-frame", "noise")
 DIT_TARGETS = ("frame", "change")
+DIT_PREDICTIONS = ("epsilon", "sample")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class VideoDiTConfig:
     # What the diffusion generates: "frame", the next frame itself, or "change", the next frame minus the last one
     # (halved, so it lies in [-1, 1]): zero change is then what the model starts from and what a still scene needs.
     target: str = "frame"
+    # What the network outputs: "epsilon", the noise (DDPM's choice), or "sample", the clean target itself. Next-frame
+    # prediction is nearly deterministic, and an epsilon network must be exact at the first DDIM step from pure noise
+    # (its x0 estimate divides by sqrt(alpha_bar) = 0.006 at t = 999): on real footage it generated noise (10 dB).
+    # "sample" with target "change" starts (zero-initialised output) at copying the last frame.
+    prediction: str = "epsilon"
 
 
 @dataclass(frozen=True)
@@ -114,4 +120,8 @@ class VideoConfig(ExperimentConfig):
             f"prediction.train_frames must be in [0, data.frames - 1] = [0, {d.frames - 1}], got {p.train_frames}",
         )
         check(self.dit.target in DIT_TARGETS, f"dit.target must be one of {DIT_TARGETS}, got {self.dit.target!r}")
+        check(
+            self.dit.prediction in DIT_PREDICTIONS,
+            f"dit.prediction must be one of {DIT_PREDICTIONS}, got {self.dit.prediction!r}",
+        )
         check(self.dit.sampling_steps >= 1, f"dit.sampling_steps must be >= 1, got {self.dit.sampling_steps}")

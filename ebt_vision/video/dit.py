@@ -58,6 +58,9 @@ class VideoDiT(nn.Module):
         self.depth, self.heads, self.head_dim = matched_size(cfg, target)
         self.window = cfg.data.context_frames
         self.transformer = _transformer(cfg, self.depth, self.head_dim, self.heads)
+        if cfg.dit.prediction == "sample":  # predicts the target itself: zero at first (with "change": copy-last)
+            nn.init.zeros_(self.transformer.proj_out_2.weight)
+            nn.init.zeros_(self.transformer.proj_out_2.bias)
 
     def forward(self, x_t: Tensor, past: Tensor, timesteps: Tensor) -> Tensor:
         labels = torch.zeros(x_t.shape[0], dtype=torch.long, device=x_t.device)
@@ -75,8 +78,9 @@ def last_window(frames: Tensor, window: int) -> Tensor:
 
 
 class VideoDiTObjective(DirectObjective, HubModel):
-    """DDPM training of the conditional DiT on the same clips as the EBT; epsilon MSE. With ``dit.target`` "change"
-    it generates the change from the last frame (halved), so "nothing moved" is the zero it is drawn towards."""
+    """DDPM training of the conditional DiT on the same clips as the EBT; the MSE of the predicted noise (or, with
+    ``dit.prediction`` "sample", of the predicted target). With ``dit.target`` "change" it generates the change from
+    the last frame (halved), so "nothing moved" is the zero it is drawn towards."""
 
     def __init__(self, cfg: VideoConfig) -> None:
         cfg = as_config(cfg)
@@ -93,7 +97,8 @@ class VideoDiTObjective(DirectObjective, HubModel):
         t = torch.randint(0, DIFFUSION_STEPS, (target.shape[0],), device=target.device)
         noise = torch.randn_like(target)
         x_t = training_scheduler().add_noise(target, noise, t)
-        loss = F.mse_loss(self.model(x_t, past, t).float(), noise)
+        wanted = noise if self.cfg.dit.prediction == "epsilon" else target
+        loss = F.mse_loss(self.model(x_t, past, t).float(), wanted)
         return StepOutput(loss, {"loss": loss.detach()})
 
     @torch.no_grad()
@@ -108,7 +113,7 @@ class VideoDiTObjective(DirectObjective, HubModel):
         generator = torch.Generator().manual_seed(seed)
         for _ in range(horizon):
             past = last_window(frames, self.model.window)
-            scheduler = ddim_sampler(steps, self.cfg.dit.clip_sample)
+            scheduler = ddim_sampler(steps, self.cfg.dit.clip_sample, self.cfg.dit.prediction)
             x = torch.randn(past[:, 0].shape, generator=generator).to(past)
             for t in scheduler.timesteps:
                 x = scheduler.step(self.model(x, past, t), t, x).prev_sample
