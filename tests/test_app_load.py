@@ -8,7 +8,13 @@ import os
 from pathlib import Path
 
 from ebt_vision.core.checkpoint import save_pretrained_folder
-from ebt_vision.experiments.app_load import LoadOptions, percentile, run_load_test, write_load_report
+from ebt_vision.experiments.app_load import (
+    LoadOptions,
+    batching_cost,
+    percentile,
+    run_load_test,
+    write_load_report,
+)
 from ebt_vision.image.dit import DiTObjective
 from ebt_vision.image.objective import DenoisingObjective
 
@@ -27,8 +33,11 @@ def test_four_users_at_once_all_served_with_bounded_memory(tiny_cfg, tmp_path):
     assert result.failures == 0 and len(result.latencies) == 12, [r.failures for r in result.rounds]
     rss = [r.rss_mib for r in result.rounds]
     assert max(rss) - rss[0] < 150, rss  # no growth with the requests served (a tiny model: a few MiB each)
-    report = write_load_report(result, tmp_path / "report", "app_load")
+    batching = batching_cost(tmp_path / "ebt", tmp_path / "dit", batches=(1, 2), repeats=1)
+    assert [b["batch"] for b in batching] == [1, 2] and all(b["cpu_s_per_image"] > 0 for b in batching)
+    report = write_load_report(result, tmp_path / "report", "app_load", batching=batching)
     assert f"p90 **{percentile(result.latencies, 90):.1f} s**" in report.read_text()
+    assert "| requests in one batch |" in report.read_text() and "clients of this load test" in report.read_text()
     assert (tmp_path / "report" / "app_load.json").is_file() and (tmp_path / "report" / "app_load.png").is_file()
 
 

@@ -233,6 +233,37 @@ def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -
         return result
 
 
+def batching_cost(
+    ebt_path: str | Path, dit_path: str | Path | None, batches: tuple[int, ...] = (1, 2, 4), repeats: int = 3
+) -> list[dict]:
+    """CPU seconds per image of the image tab's model work (the EBT's 3-step descent with its energy maps, the DiT's 2
+    DDIM steps; 256 px, tiles side by side, one thread) when ``batch`` requests' photos run as one batch: what
+    batching queued requests into one forward pass would save. The median of ``repeats``, batch sizes interleaved."""
+    import torch
+
+    from ..core.inference import Thinking
+    from ..image.dit import dit_denoise, load_dit
+    from ..image.inference import Tiling, denoise, load_denoiser
+
+    objective, dit = load_denoiser(ebt_path), load_dit(dit_path) if dit_path else None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    seconds: dict[int, list[float]] = {batch: [] for batch in batches}
+    try:
+        for _ in range(repeats):
+            for batch in batches:
+                noisy = torch.rand(batch, 3, 256, 256, generator=torch.Generator().manual_seed(batch)) * 2 - 1
+                started = time.process_time()
+                denoise(objective, noisy, Thinking(num_steps=3), tiling=Tiling(overlap=1, record_maps=True))
+                if dit is not None:
+                    dit_denoise(dit, noisy, 25.0, num_steps=2, tile_overlap=1)
+                seconds[batch].append((time.process_time() - started) / batch)
+    finally:
+        torch.set_num_threads(threads)
+    return [{"batch": batch, "cpu_s_per_image": statistics.median(values), "repeats": repeats}
+            for batch, values in seconds.items()]  # fmt: skip
+
+
 def _rows(result: LoadResult) -> list[dict]:
     return [{"round": r.index, "users": result.options.users, "p50_s": r.p50, "p90_s": r.p90,
              "max_s": max(r.latencies, default=float("nan")), "failures": len(r.failures), "round_s": r.seconds,
@@ -269,7 +300,12 @@ def _figure(result: LoadResult, before: dict | None, path: Path) -> None:
 
 
 def write_load_report(
-    result: LoadResult, out: Path, stem: str, before_path: Path | None = None, command: str | None = None
+    result: LoadResult,
+    out: Path,
+    stem: str,
+    before_path: Path | None = None,
+    command: str | None = None,
+    batching: list[dict] | None = None,
 ) -> Path:
     """``stem``.md/.json/.png: latency percentiles and memory per round, against a ``before`` run when given."""
     options = result.options
@@ -315,6 +351,15 @@ def write_load_report(
         f"- machine load (1-minute average, other jobs included): {result.load_before:.1f} before, "
         f"{result.load_after:.1f} after",
     ]
+    if batching:
+        single = batching[0]["cpu_s_per_image"]
+        lines += ["", "Batched inference: CPU seconds per image of the tab's model work (EBT 3 descent steps with "
+                  "energy maps, DiT 2 DDIM steps, 256 px, one thread) when that many requests run as one batch "
+                  "(median of "
+                  f"{batching[0]['repeats']}, measured in the load test's process before the app started):", "",
+                  markdown_table(["requests in one batch", "CPU s per image", "vs one at a time"],
+                                 [[b["batch"], b["cpu_s_per_image"], f"{b['cpu_s_per_image'] / single - 1:+.0%}"]
+                                  for b in batching])]  # fmt: skip
     if options.note:
         lines.insert(2, f"Shared machine: {options.note}\n")
     if before:
@@ -334,7 +379,18 @@ def write_load_report(
                         summary=summary, idle_rss_mib=result.idle_rss_mib, latencies=[r.latencies for r in
                         result.rounds], failures=[f for r in result.rounds for f in r.failures],
                         load_average=[result.load_before, result.load_after], server_nice=result.server_nice,
-                        note=options.note)  # fmt: skip
+                        note=options.note, batching=batching or [])  # fmt: skip
+
+
+def _tab_models(app_args: tuple[str, ...]) -> tuple[str, str | None]:
+    """The image tab's (EBT, DiT) checkpoints that ``ebt-vision demo`` with ``app_args`` serves."""
+    from ..core import defaults
+
+    found = {"--checkpoint": defaults.IMAGE_EBT, "--dit-checkpoint": defaults.IMAGE_DIT}
+    for option, value in zip(app_args, app_args[1:], strict=False):
+        if option in found:
+            found[option] = value
+    return found["--checkpoint"], found["--dit-checkpoint"] or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-request", action="store_true", help="every user the same request (noise seed 0)")
     parser.add_argument("--app-label", default="", help="what the served code is (shown in the report)")
     parser.add_argument("--note", default="", help="what else ran on the machine meanwhile (shown in the report)")
+    parser.add_argument("--batching", action="store_true",
+                        help="first measure the CPU per image of the tab's model work run in batches of 1, 2, 4 "
+                        "(the shipped models, or --checkpoint/--dit-checkpoint among the app options)")  # fmt: skip
     parser.add_argument("app_args", nargs=argparse.REMAINDER, help="after --: options of `ebt-vision demo`")
     args = parser.parse_args(argv)
     app_args = tuple(a for a in args.app_args if a != "--")
@@ -356,9 +415,10 @@ def main(argv: list[str] | None = None) -> int:
                           args.app_label, args.note)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    batching = batching_cost(*_tab_models(app_args)) if args.batching else None
     result = run_load_test(options, Path(tempfile.gettempdir()) / f"{args.stem}-app.log")
     command = shlex.join(["python", "-m", "ebt_vision.experiments.app_load", *(argv or sys.argv[1:])])
-    print(write_load_report(result, out, args.stem, args.before, command))
+    print(write_load_report(result, out, args.stem, args.before, command, batching))
     return 0
 
 
