@@ -3,7 +3,11 @@ the descent, the Transformer++ baseline, System 2, generation, and a tiny end-to
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
+import math
 
 import pytest
 import torch
@@ -28,7 +32,7 @@ from ebt_vision.text.data import TextBatch, WindowSampler, evaluation_windows
 from ebt_vision.text.generate import Sampling, check_prompt, generate_ebt, generate_transformer
 from ebt_vision.text.objective import TextEBTObjective, token_cross_entropy
 from ebt_vision.text.system2 import think
-from ebt_vision.text.tokenizer import BPETokenizer, GPT2Tokenizer
+from ebt_vision.text.tokenizer import SEPARATOR_BYTES, BPETokenizer, GPT2Tokenizer, byte_level_alphabet
 
 VOCAB = 260
 
@@ -160,6 +164,91 @@ def test_window_sampler_resumes_exactly_and_windows_are_fixed():
     windows = evaluation_windows(stream, 16, 5)
     assert windows.shape == (5, 17) and torch.equal(windows, evaluation_windows(stream, 16, 5))
     assert len(set(windows[:, 0].tolist())) == 5
+
+
+# --- bits per byte -------------------------------------------------------------------------------------------------
+
+
+def test_token_bytes_are_exact_per_token():
+    from tokenizers import pre_tokenizers
+
+    assert set(byte_level_alphabet()) == set(pre_tokenizers.ByteLevel.alphabet())
+    assert sorted(byte_level_alphabet().values()) == list(range(256))
+    tokenizer = BPETokenizer.train([Document("a", "naïve café — 日本語 😀 The Congress. " * 20)], 300)
+    table = tokenizer.token_bytes()
+    assert len(table) == tokenizer.vocab_size and table[tokenizer.end_of_text] == SEPARATOR_BYTES
+    text = "naïve — 日本語 😀\t\n  spaces\x00\x7f The Congress " + "".join(chr(c) for c in range(0, 0x800, 7))
+    ids = tokenizer.encode(text)
+    assert b"".join(table[i] for i in ids) == text.encode("utf-8")
+    partial = [i for i in ids if tokenizer.decode([i]) == "\ufffd"]  # a token holding part of a character
+    assert partial and all(0 < len(table[i]) < 3 for i in partial)
+
+
+def test_bits_per_byte_of_a_hand_example():
+    from ebt_vision.text.evaluate import Scores
+
+    scores = Scores({("m", 0, 1, 1, 0): [6 * math.log(2), 2]}, torch.zeros(2), torch.zeros(2))
+    (row,) = scores.rows(n_bytes=4)  # 2 tokens, 6 bits in all, over 4 bytes
+    assert row["bits_per_byte"] == pytest.approx(1.5) and row["bytes"] == 4
+    assert row["perplexity"] == pytest.approx(8.0) and row["tokens"] == 2
+    assert "bits_per_byte" not in scores.rows()[0]
+
+
+def test_compressor_rows_are_compressed_bits_over_bytes():
+    from ebt_vision.text.evaluate import compressor_rows
+
+    data = ("The Congress shall assemble at least once in every year. naïve 😀\n" * 40).encode()
+    rows = {r["method"]: r for r in compressor_rows(data)}
+    expected = {
+        "gzip": len(gzip.compress(data, compresslevel=9)),
+        "bz2": len(bz2.compress(data, compresslevel=9)),
+        "xz": len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
+    }
+    assert set(rows) == set(expected)
+    for name, size in expected.items():
+        assert rows[name]["compressed_bytes"] == size and rows[name]["bytes"] == len(data)
+        assert rows[name]["bits_per_byte"] == pytest.approx(size * 8 / len(data))
+
+
+def test_bits_per_byte_charges_predicted_tokens_by_their_bytes():
+    """Through the experiment's own evaluation: the byte count is that of the predicted tokens (positions 1..L),
+    neither the context token of each window nor the number of tokens; the Transformer++'s bits per byte equal its
+    summed cross-entropy in bits over those bytes, worked out by hand; the compressors see the same bytes."""
+    from ebt_vision.experiments.text.run import TextOptions, evaluate_text_models
+    from ebt_vision.text.data import token_stream
+    from ebt_vision.text.evaluate import System2Settings
+
+    torch.manual_seed(0)
+    cfg = text_cfg()
+    text = "We the People of the United States, in Order to form a more perfect Union, establish Justice. " * 6
+    documents = [Document("a", text)]
+    tokenizer = BPETokenizer.train(documents, VOCAB)
+    ebt, transformer = TextEBTObjective(cfg), TransformerPlusPlusObjective(cfg)
+    options = TextOptions(windows=3, system2=System2Settings(max_steps=1, best_of=0, batch_size=2))
+    rows, _, _, compressors = evaluate_text_models(ebt, transformer, tokenizer, {"test": documents}, options)
+    windows = evaluation_windows(token_stream(tokenizer, documents), 16, 3)
+
+    def size(i: int) -> int:  # ASCII text: one token decoded alone is exact; the separator counts one byte
+        return 1 if i == tokenizer.end_of_text else len(tokenizer.decode([i]).encode("utf-8"))
+
+    predicted = sum(size(i) for i in windows[:, 1:].flatten().tolist())
+    with_context = predicted + sum(size(i) for i in windows[:, 0].tolist())
+    assert len({predicted, with_context, windows[:, 1:].numel()}) == 3  # the example tells the three apart
+    transformer_row = next(r for r in rows if r["method"] == "transformer")
+    assert all(r["bytes"] == predicted for r in rows) and transformer_row["tokens"] == windows[:, 1:].numel()
+    with torch.no_grad():
+        log_probs = transformer.model(windows[:, :-1]).float().log_softmax(-1)
+    nats = -log_probs.gather(-1, windows[:, 1:, None]).sum().item()
+    assert transformer_row["bits_per_byte"] == pytest.approx(nats / math.log(2) / predicted, rel=1e-5)
+    for row in rows:  # bits per byte and perplexity are the same sums, over bytes and over tokens
+        assert row["bits_per_byte"] == pytest.approx(row["tokens"] * math.log(row["perplexity"], 2) / predicted)
+    stream = b"".join(tokenizer.decode(w[1:].tolist()).encode() for w in windows)
+    assert len(stream) == predicted  # no separator in these windows: the decoded text is the stream
+    assert {c["method"]: c["compressed_bytes"] for c in compressors} == {
+        "gzip": len(gzip.compress(stream, 9)),
+        "bz2": len(bz2.compress(stream, 9)),
+        "xz": len(lzma.compress(stream, preset=9 | lzma.PRESET_EXTREME)),
+    }
 
 
 # --- model --------------------------------------------------------------------------------------------------------
@@ -362,8 +451,19 @@ def test_tiny_train_evaluate_report(tmp_path):
     assert (tmp_path / "runs" / "ebt" / "tokenizer.json").is_file()
     objective, tokenizer = load_text_ebt(tmp_path / "runs" / "ebt")
     assert tokenizer.vocab_size <= objective.cfg.model.vocab_size
+    assert all(r["bits_per_byte"] > 0 and r["bytes"] >= r["tokens"] / 4 for r in report["rows"])
+    assert {(c["corpus"], c["method"]) for c in report["compressors"]} == {
+        (corpus, name) for corpus in corpora for name in ("gzip", "bz2", "xz")
+    }
+    for c in report["compressors"]:  # the same bytes as the models' rows of that corpus
+        assert {r["bytes"] for r in report["rows"] if r["corpus"] == c["corpus"]} == {c["bytes"]}
+    assert "## Bits per byte" in md.read_text() and "xz -9e bpb" in md.read_text()
     again = run_text_experiment(cfg, tmp_path / "runs", tmp_path / "again", options, progress=False)  # resumes
     assert json.loads(again.with_suffix(".json").read_text())["rows"] == report["rows"]
+    shipped = (str(tmp_path / "runs" / "ebt"), str(tmp_path / "runs" / "transformer"))  # named folders, no runs/
+    loaded = TextOptions(windows=4, system2=settings, ood=(str(ood),), device="cpu", load=True, models=shipped)
+    named = run_text_experiment(cfg, tmp_path / "absent", tmp_path / "named", loaded, progress=False)
+    assert json.loads(named.with_suffix(".json").read_text())["rows"] == report["rows"]
     from ebt_vision.cli import main
 
     for model in ("ebt", "transformer"):  # `ebt-vision generate` on the trained folders, seeded
@@ -371,3 +471,4 @@ def test_tiny_train_evaluate_report(tmp_path):
                 "--max-new-tokens", "3", "--temperature", "1", "--seed", "5", "--energies"]  # fmt: skip
         assert main(args) == 0
     assert main(["generate", "", "--checkpoint", str(tmp_path / "runs" / "ebt")]) == 2
+    assert main(["text", "--models", *shipped, "--out", str(tmp_path / "x")]) == 2  # --models needs --load

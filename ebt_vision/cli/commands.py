@@ -238,11 +238,15 @@ def video(args: argparse.Namespace) -> int:
 
 
 def text(args: argparse.Namespace) -> int:
+    from ..core.errors import UserError
     from ..experiments.text.run import TextOptions, run_text_experiment
 
     cfg = _task_config(args, "text")
     runs = Path(args.runs or f"runs/{cfg.name}")
-    options = TextOptions(windows=args.windows, load=args.load, device=args.device, stem=args.stem)
+    if args.models and not args.load:
+        raise UserError("--models names finished models to evaluate: add --load (nothing is trained into them)")
+    models = tuple(args.models) if args.models else None
+    options = TextOptions(windows=args.windows, load=args.load, models=models, device=args.device, stem=args.stem)
     return _print_report(run_text_experiment(cfg, runs, Path(args.out or runs), options, progress=not args.quiet))
 
 

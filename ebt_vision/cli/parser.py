@@ -473,6 +473,9 @@ def _text(p: argparse.ArgumentParser) -> None:
     _experiment(p, "configs/text-cpu.yaml", "text config (task: text)", "folder of the trained models (default "
                 "runs/<config name>)", load=True)  # fmt: skip
     p.add_argument("--windows", type=int, default=64, help="evaluation windows per corpus and split")
+    p.add_argument("--models", nargs=2, metavar=("EBT", "TRANSFORMER"), help="with --load: the two model folders "
+                   "to evaluate instead of <runs>/ebt and <runs>/transformer (the shipped ones: "
+                   "checkpoints/text-sotu-s checkpoints/text-sotu-s-transformer)")  # fmt: skip
     _report(p, "text")
     _runtime(p)
 

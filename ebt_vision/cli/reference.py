@@ -16,7 +16,8 @@ def _cell(text: str) -> str:
 
 
 def _usage(action: argparse.Action) -> str:
-    """``-o, --output OUTPUT`` / ``--sigmas SIGMAS [SIGMAS ...]`` / ``inputs``, as in ``--help``."""
+    """``-o, --output OUTPUT`` / ``--sigmas SIGMAS [SIGMAS ...]`` / ``--models EBT TRANSFORMER`` / ``inputs``, as in
+    ``--help``."""
     if not action.option_strings:
         return action.metavar or action.dest
     metavar = action.metavar or action.dest.upper()
@@ -24,6 +25,8 @@ def _usage(action: argparse.Action) -> str:
         argument = ""
     elif action.choices is not None and action.metavar is None:
         argument = " {" + ",".join(map(str, action.choices)) + "}"
+    elif isinstance(metavar, tuple):  # nargs=N with one name per value
+        argument = " " + " ".join(metavar)
     elif action.nargs in ("+", "*"):
         argument = f" {metavar} [{metavar} ...]"
     else:

@@ -5,10 +5,21 @@ candidate), and one best-of-N descent scores every N' <= N; each evaluation is o
 variant. Costs are counted per token: the context is encoded once per descent, then one descent step is one forward
 and one backward pass of the candidate stream over the window (all positions at once), so a pass count is a
 per-token count as well (``experiments.text.run`` turns them into FLOPs).
+
+Bits per byte: the summed negative log-likelihood, in bits, of the predicted tokens of every window (positions
+1..L of a window of L + 1 tokens; token 0 is context only and is not charged) divided by the number of UTF-8 bytes
+those predicted tokens stand for (``predicted_bytes``: each token's exact bytes from the tokenizer, the end-of-text
+token as one separator byte). Unlike perplexity it does not depend on the tokenizer, so it compares with general
+compressors: ``compressor_rows`` compresses exactly those bytes, as one stream, with gzip, bz2 and xz.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,15 +54,56 @@ class Scores:
     uncertainty: Tensor  # (T,) for every scored token
     losses: Tensor  # (T,) the matching cross-entropies
 
-    def rows(self) -> list[dict]:
-        """One row per configuration: method, steps, n_candidates, passes per token, perplexity, tokens."""
+    def rows(self, n_bytes: int | None = None) -> list[dict]:
+        """One row per configuration: method, steps, n_candidates, passes per token, perplexity, tokens; with
+        ``n_bytes`` (the bytes of the scored tokens, ``predicted_bytes``) also bits per byte and that byte count."""
         out = []
         for (method, steps, n, forward, backward), (total, count) in self.totals.items():
             row = {"method": method, "steps": steps, "forward_passes": forward, "backward_passes": backward}
             if n > 1:
                 row["n_candidates"] = n
-            out.append({**row, "perplexity": float(torch.tensor(total / count).exp()), "tokens": int(count)})
+            row.update(perplexity=float(torch.tensor(total / count).exp()), tokens=int(count))
+            if n_bytes is not None:
+                row.update(bits_per_byte=bits_per_byte(total, n_bytes), bytes=int(n_bytes))
+            out.append(row)
         return out
+
+
+def predicted_bytes(windows: Tensor, table: list[bytes]) -> bytes:
+    """(W, L + 1) windows -> the bytes their predicted tokens stand for, window after window: tokens 1..L of each
+    window (token 0 is only ever context). ``table``: each id's bytes (``TextTokenizer.token_bytes``)."""
+    return b"".join(table[i] for i in windows[:, 1:].flatten().tolist())
+
+
+def bits_per_byte(nats: float, n_bytes: int) -> float:
+    """A summed negative log-likelihood in nats over the bytes it predicted -> bits per byte."""
+    if n_bytes <= 0:
+        raise ValueError("bits per byte of no bytes")
+    return nats / math.log(2) / n_bytes
+
+
+# The reference compressors at their strongest settings; each output includes its container (gzip's 18-byte header
+# and trailer, xz's stream header, index and footer, about 60 bytes), as a .gz/.bz2/.xz file of the text would.
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": lambda data: gzip.compress(data, compresslevel=9, mtime=0),
+    "bz2": lambda data: bz2.compress(data, compresslevel=9),
+    "xz": lambda data: lzma.compress(data, preset=9 | lzma.PRESET_EXTREME),
+}
+
+
+def compressor_rows(data: bytes) -> list[dict]:
+    """``data`` compressed as one stream by each of ``COMPRESSORS`` -> rows of method, bits per byte (compressed
+    bits over ``len(data)``), bytes and compressed bytes. A compressor starts from nothing (no training data, unlike
+    the models), so on a small input its container and its own learning weigh heavily."""
+    if not data:
+        raise ValueError("nothing to compress")
+    rows = []
+    for name, compress in COMPRESSORS.items():
+        size = len(compress(data))
+        rows.append(
+            {"method": name, "bits_per_byte": size * 8 / len(data), "bytes": len(data), "compressed_bytes": size}
+        )
+    return rows
 
 
 def _add(totals: dict, key: tuple, losses: Tensor) -> None:

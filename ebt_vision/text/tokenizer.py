@@ -1,7 +1,9 @@
 """Tokenizers, offline: a small byte-level BPE trained on the training split (``tokenizers``), or GPT-2's BPE
 (``tiktoken`` with the ``gpt2.tiktoken`` ranks that ``scripts/fetch-data.sh`` takes from the openai-whisper sdist).
 
-Both are byte-level, so any text round-trips exactly. The trained BPE is saved as ``tokenizer.json`` (the Hugging
+Both are byte-level, so any text round-trips exactly, and every token stands for a fixed byte string
+(``token_bytes``: exact even for a token holding part of a UTF-8 character, which bits per byte are counted from).
+The trained BPE is saved as ``tokenizer.json`` (the Hugging
 Face ``tokenizers`` format) beside the weights, so a checkpoint folder carries its own tokenizer. The reports use
 the trained BPE (``data.tokenizer: bpe``), the default: its few-thousand-token vocabulary keeps the candidate
 logits, which the EBT descends at every position, affordable on a CPU.
@@ -20,6 +22,9 @@ from .corpora import FETCH_HINT, Document
 
 END_OF_TEXT = "<|endoftext|>"  # separates documents in a token stream
 TOKENIZER_FILE = "tokenizer.json"
+# The bytes the end-of-text token stands for when bytes are counted (bits per byte, compressor references): one
+# separator byte (ASCII record separator), not the 13 characters of its name, which are a marker rather than text.
+SEPARATOR_BYTES = b"\x1e"
 GPT2_RANKS = "pypi/gpt2.tiktoken"
 # GPT-2's pre-tokenisation: contractions, letters, digits and other symbols, each with an optional leading space.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -44,10 +49,27 @@ class TextTokenizer(Protocol):
 
     def save(self, folder: str | Path) -> None: ...
 
+    def token_bytes(self) -> list[bytes]: ...
+
 
 def token_texts(tokenizer: TextTokenizer, ids: Iterable[int]) -> list[str]:
     """Each token's own text (for colouring tokens); a token holding part of a UTF-8 character shows U+FFFD."""
     return [tokenizer.decode([i]) for i in ids]
+
+
+def byte_level_alphabet() -> dict[str, int]:
+    """The byte-level BPE's stand-in character for each byte -> that byte: bytes that print as themselves ('!' to
+    '~', '\u00a1' to '\u00ac', '\u00ae' to '\u00ff') keep their code point, the other 68 (controls, space, ...) take
+    the code points 256, 257, ... in byte order, so every token's string is printable."""
+    printable = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
+    alphabet, spare = {}, 256
+    for byte in range(256):
+        if byte in printable:
+            alphabet[chr(byte)] = byte
+        else:
+            alphabet[chr(spare)] = byte
+            spare += 1
+    return alphabet
 
 
 class BPETokenizer:
@@ -103,6 +125,19 @@ class BPETokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
+    def token_bytes(self) -> list[bytes]:
+        """Every id's bytes (``SEPARATOR_BYTES`` for the end-of-text token), read from the vocabulary's byte-level
+        strings: exact per token, where decoding one token alone turns a partial UTF-8 character into U+FFFD."""
+        alphabet, table = byte_level_alphabet(), [b""] * self.vocab_size
+        for piece, index in self.tokenizer.get_vocab(with_added_tokens=True).items():
+            if index == self.end_of_text:
+                table[index] = SEPARATOR_BYTES
+            elif all(char in alphabet for char in piece):
+                table[index] = bytes(alphabet[char] for char in piece)
+            else:
+                raise TokenizerError(f"token {index} ({piece!r}) is not byte-level; was it trained by ebt-vision?")
+        return table
+
     def save(self, folder: str | Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(str(Path(folder) / TOKENIZER_FILE))
@@ -139,6 +174,11 @@ class GPT2Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.encoding.decode(list(ids))
+
+    def token_bytes(self) -> list[bytes]:
+        """Every id's bytes (``SEPARATOR_BYTES`` for the end-of-text token)."""
+        table = [self.encoding.decode_single_token_bytes(i) for i in range(self.end_of_text)]
+        return [*table, SEPARATOR_BYTES]
 
     def save(self, folder: str | Path) -> None:
         """Nothing to save: the ranks are fixed and found again through ``data_root()``."""

@@ -1,5 +1,6 @@
-"""The text report: settings chosen on the validation years and quoted on every test corpus, perplexity per number
-of test-time steps, best-of-N, energy as uncertainty, cost per token, goal verdicts, and a perplexity-vs-steps plot.
+"""The text report: settings chosen on the validation years and quoted on every test corpus, perplexity and bits per
+byte beside gzip, bz2 and xz of the same bytes, perplexity per number of test-time steps, best-of-N, energy as
+uncertainty, cost per token, goal verdicts, and a figure (perplexity vs steps per corpus, bits per byte per corpus).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def _ppl(row: dict | None) -> str:
     return "-" if row is None else f"{row['perplexity']:.2f}"
 
 
+def _bpb(row: dict | None) -> str:
+    return "-" if row is None or "bits_per_byte" not in row else f"{row['bits_per_byte']:.3f}"
+
+
 def headline(rows: list[dict], trained: int) -> tuple[list[dict], str]:
     """Per test corpus: Transformer++, the EBT at its trained step count, and the EBT configuration chosen on the
     validation years (overall and among plain descents); -> verdict rows and the Markdown table."""
@@ -59,12 +64,53 @@ def headline(rows: list[dict], trained: int) -> tuple[list[dict], str]:
             "ebt_chosen_steps_perplexity": plain["perplexity"], "system2_gain_pct": gain,
             "ebt_system2_beats_transformer": system2["perplexity"] <= transformer["perplexity"],
         })  # fmt: skip
+        if "bits_per_byte" in transformer:
+            verdicts[-1].update(transformer_bits_per_byte=transformer["bits_per_byte"],
+                                ebt_trained_steps_bits_per_byte=at_trained["bits_per_byte"],
+                                ebt_chosen_bits_per_byte=system2["bits_per_byte"])  # fmt: skip
         table.append([corpus, transformer["split"], _ppl(transformer), _ppl(at_trained),
                       f"{_ppl(plain)} ({config_label(chosen_plain)})", f"{_ppl(system2)} ({config_label(chosen)})",
                       f"{gain:+.1f}%", "yes" if verdicts[-1]["ebt_system2_beats_transformer"] else "no"])  # fmt: skip
     headers = ["corpus", "split", "Transformer++", f"EBT @{trained} (trained)", "EBT steps chosen on validation",
                "EBT System 2 chosen on validation", "System-2 gain", "EBT System 2 <= Transformer++"]  # fmt: skip
     return verdicts, markdown_table(headers, table)
+
+
+BITS_PER_BYTE_NOTE = (
+    "Bits per byte: the summed negative log-likelihood in bits of the predicted tokens of every window (positions "
+    "1..L of a window of L + 1 tokens; the first token is context only and is not charged) over the UTF-8 bytes "
+    "those tokens stand for, counted exactly per token from the tokenizer (a document's end-of-text token counts "
+    "as one separator byte). gzip -9, bz2 -9 and xz -9e compress exactly those bytes, window after window, as one "
+    "stream, container included. A compressor has no training data, unlike the models (trained on the training "
+    "years, the tokenizer too): it learns the text as it reads it, so on an evaluated text this small (bytes "
+    "below) it compresses far worse than on a whole corpus; its rows say what plain statistics of these very "
+    "bytes give, not how well a compressor does on the language. EBT settings chosen on the validation years."
+)
+
+
+def bits_per_byte_table(rows: list[dict], compressors: list[dict], trained: int) -> str:
+    """Per corpus: the evaluated text's size, perplexity and bits per byte of the Transformer++, the EBT at its
+    trained step count and at the setting chosen on validation, and gzip / bz2 / xz of the same bytes."""
+    chosen = choose_on_validation(rows)
+    table = []
+    for corpus in dict.fromkeys(r["corpus"] for r in rows):
+        transformer = _find(rows, corpus, ("transformer", 0, 1))
+        at_trained = _find(rows, corpus, ("ebt", trained, 1))
+        system2 = _find(rows, corpus, config_key(chosen)) if chosen else None
+        packed = {c["method"]: c for c in compressors if c["corpus"] == corpus}
+        if transformer is None or "bytes" not in transformer:
+            continue
+        size = (
+            f"{transformer['tokens']:,} / {transformer['bytes']:,} ({transformer['bytes'] / transformer['tokens']:.2f})"
+        )
+        table.append([corpus, transformer["split"], size, _ppl(transformer), _bpb(transformer), _ppl(at_trained),
+                      _bpb(at_trained), _ppl(system2), _bpb(system2),
+                      *(_bpb(packed.get(name)) for name in ("gzip", "bz2", "xz"))])  # fmt: skip
+    label = config_label(chosen) if chosen else "-"
+    headers = ["corpus", "split", "tokens / bytes (bytes per token)", "Transformer++ ppl", "Transformer++ bpb",
+               f"EBT @{trained} ppl", f"EBT @{trained} bpb", f"EBT {label} ppl", f"EBT {label} bpb", "gzip -9 bpb",
+               "bz2 -9 bpb", "xz -9e bpb"]  # fmt: skip
+    return markdown_table(headers, table)
 
 
 def steps_table(rows: list[dict], corpora: list[str]) -> str:
@@ -111,16 +157,20 @@ def cost_table(rows: list[dict], costs: dict[str, float]) -> str:
     return markdown_table(headers, table) + "\n\n" + training
 
 
-def plot_perplexity(rows: list[dict], trained: int, path: Path) -> Path:
-    """One panel per corpus: perplexity vs test-time descent steps (each curve), Transformer++ as a dashed line."""
+def plot_perplexity(rows: list[dict], trained: int, path: Path, compressors: list[dict] | None = None) -> Path:
+    """One panel per corpus: perplexity vs test-time descent steps (each curve), Transformer++ as a dashed line;
+    with ``compressors`` (and bits per byte in the rows) a last panel: bits per byte per corpus of the
+    Transformer++, the EBT at its trained step count, gzip, bz2 and xz."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     corpora = list(dict.fromkeys(r["corpus"] for r in rows))
-    fig, axes = plt.subplots(1, len(corpora), figsize=(4 * len(corpora), 3.6), squeeze=False)
-    for ax, corpus in zip(axes[0], corpora, strict=True):
+    bars = bool(compressors) and all("bits_per_byte" in r for r in rows)
+    panels = len(corpora) + int(bars)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6), squeeze=False)
+    for ax, corpus in zip(axes[0], corpora, strict=False):
         here = [r for r in rows if r["corpus"] == corpus]
         for method, label in CURVES.items():
             curve = sorted((r["steps"], r["perplexity"]) for r in here if r["method"] == method and r["steps"] > 0)
@@ -140,15 +190,37 @@ def plot_perplexity(rows: list[dict], trained: int, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("perplexity")
     axes[0][0].legend(fontsize=7)
+    if bars:
+        _plot_bits_per_byte(axes[0][-1], rows, compressors, corpora, trained)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
+def _plot_bits_per_byte(ax, rows: list[dict], compressors: list[dict], corpora: list[str], trained: int) -> None:
+    """Grouped bars: bits per byte per corpus, models and compressors of the same bytes side by side."""
+    series = {"Transformer++": lambda c: _find(rows, c, ("transformer", 0, 1)),
+              f"EBT @{trained}": lambda c: _find(rows, c, ("ebt", trained, 1))}  # fmt: skip
+    for name in ("gzip", "bz2", "xz"):
+        series[name] = lambda c, name=name: next((r for r in compressors if r["corpus"] == c and r["method"] == name),
+                                                 None)  # fmt: skip
+    width = 0.8 / len(series)
+    for i, (label, find) in enumerate(series.items()):
+        values = [(find(c) or {}).get("bits_per_byte", float("nan")) for c in corpora]
+        ax.bar([j + (i - (len(series) - 1) / 2) * width for j in range(len(corpora))], values, width, label=label)
+    ax.set_xticks(range(len(corpora)), corpora, rotation=20, fontsize=8)
+    ax.set_ylabel("bits per byte (lower is better)")
+    ax.set_title("bits per byte, same bytes")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+
+
 def write_text_report(rows: list[dict], uncertainty: list[dict], costs: dict[str, float], ebt, transformer,
-                      meta: dict, out: str | Path, stem: str = "text") -> Path:  # fmt: skip
-    """Write ``<out>/<stem>.{md,json,png}``; returns the .md path."""
+                      meta: dict, out: str | Path, stem: str = "text",
+                      compressors: list[dict] | None = None) -> Path:  # fmt: skip
+    """Write ``<out>/<stem>.{md,json,png}``; returns the .md path. ``compressors``: gzip / bz2 / xz rows of the
+    bytes every corpus's rows were scored on (``text.evaluate.compressor_rows``), shown beside bits per byte."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trained = ebt.cfg.descent.num_steps
@@ -166,19 +238,23 @@ def write_text_report(rows: list[dict], uncertainty: list[dict], costs: dict[str
         "matches_or_beats_transformer_ood": bool(ood) and all(v["ebt_system2_beats_transformer"] for v in verdicts
                                                               if v["split"] == "ood"),
     }  # fmt: skip
-    plot = plot_perplexity(rows, trained, out / f"{stem}.png")
+    compressors = compressors or []
+    plot = plot_perplexity(rows, trained, out / f"{stem}.png", compressors)
+    bpb = (f"## Bits per byte\n\n{BITS_PER_BYTE_NOTE}\n\n{bits_per_byte_table(rows, compressors, trained)}"
+           if any("bits_per_byte" in r for r in rows) else "")  # fmt: skip
     body = "\n\n".join([
         f"EBT {params['ebt_params']:,} parameters, Transformer++ {params['transformer_params']:,}; the EBT was "
         f"trained with {ebt.cfg.descent.min_steps}-{trained} descent steps. Perplexity on the test corpora; EBT "
         "settings chosen on the validation years (lowest validation perplexity), never on a test corpus.",
         headline_md,
         "Goals: " + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in goals.items()),
+        *([bpb] if bpb else []),
         f"## Perplexity per number of test-time steps\n\n{steps_table(rows, corpora)}",
         f"## Best-of-N (lowest energy per token)\n\n{best_of_table(rows, corpora)}",
         f"## Energy as uncertainty\n\nCorrelation of each token's energy (EBT, after {trained} steps) or predictive "
         f"entropy (Transformer++) with its cross-entropy.\n\n{uncertainty_table(uncertainty)}",
         f"## Cost per token\n\n{cost_table(rows, costs)}",
-        f"![perplexity vs steps]({plot.name})",
+        f"![perplexity vs steps{', bits per byte' if compressors else ''}]({plot.name})",
     ])  # fmt: skip
     return write_report(out, stem, meta, rows, body, uncertainty=uncertainty, costs=costs, verdicts=verdicts,
-                        goals=goals, **params)  # fmt: skip
+                        goals=goals, compressors=compressors, **params)  # fmt: skip

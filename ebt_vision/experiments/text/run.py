@@ -15,6 +15,7 @@ import numpy as np
 
 from ...core.config import with_overrides
 from ...core.data_check import check_data
+from ...core.errors import UserError
 from ...core.reports import make_meta
 from ...core.train import resolve_device
 from ...text.baseline import TransformerPlusPlusObjective
@@ -23,7 +24,14 @@ from ...text.config import TextConfig
 from ...text.corpora import OOD_CORPORA, Document, corpus_splits, missing_ood, ood_documents
 from ...text.costs import pass_flops, training_step_flops
 from ...text.data import evaluation_windows, token_stream
-from ...text.evaluate import System2Settings, correlation, score_ebt, score_transformer
+from ...text.evaluate import (
+    System2Settings,
+    compressor_rows,
+    correlation,
+    predicted_bytes,
+    score_ebt,
+    score_transformer,
+)
 from ...text.objective import TextEBTObjective
 from ...text.prepare import is_prepared, prepared_tokens
 from ...text.tokenizer import TextTokenizer
@@ -37,6 +45,7 @@ class TextOptions:
     system2: System2Settings = field(default_factory=System2Settings)
     ood: tuple[str, ...] = OOD_CORPORA  # out-of-distribution corpora: names in OOD_CORPORA or folders of .txt
     load: bool = False  # evaluate finished runs without training
+    models: tuple[str, str] | None = None  # with load: the EBT's and the Transformer++'s folders, not <runs>/ebt etc.
     device: str = "auto"
     stem: str = "text"
 
@@ -73,33 +82,42 @@ def evaluate_text_models(
     corpora: dict[str, list[Document] | np.ndarray],
     options: TextOptions,
     progress: bool = False,
-) -> tuple[list[dict], list[dict], dict[str, float]]:
-    """Score both models on ``options.windows`` windows of every corpus -> (perplexity rows, uncertainty rows,
-    FLOPs per token). ``corpora`` maps "validation", "test" and out-of-distribution names to documents (or to the
-    memory-mapped tokens of a prepared corpus's split)."""
+) -> tuple[list[dict], list[dict], dict[str, float], list[dict]]:
+    """Score both models on ``options.windows`` windows of every corpus -> (perplexity and bits-per-byte rows,
+    uncertainty rows, FLOPs per token, compressor rows). ``corpora`` maps "validation", "test" and
+    out-of-distribution names to documents (or to the memory-mapped tokens of a prepared corpus's split). The
+    compressors see exactly the bytes the models are charged for (``text.evaluate.predicted_bytes``)."""
     seq_len = ebt.cfg.data.seq_len
     flops = pass_flops(ebt, transformer, seq_len)
-    rows, uncertainty = [], []
+    table = tokenizer.token_bytes()
+    rows, uncertainty, compressors = [], [], []
     for name, documents in corpora.items():
         stream = documents if isinstance(documents, np.ndarray) else token_stream(tokenizer, documents)
         windows = evaluation_windows(stream, seq_len, options.windows)
         labels = {**_labels(name), "windows": windows.shape[0]}
+        text = predicted_bytes(windows, table)
+        compressors += [{**labels, "tokens": windows[:, 1:].numel(), **row} for row in compressor_rows(text)]
         ebt_scores = score_ebt(ebt, windows, options.system2, progress=progress)
         transformer_scores = score_transformer(transformer, windows, options.system2.batch_size)
-        rows += [_with_costs({**labels, **row}, flops) for row in ebt_scores.rows() + transformer_scores.rows()]
+        scored = ebt_scores.rows(len(text)) + transformer_scores.rows(len(text))
+        rows += [_with_costs({**labels, **row}, flops) for row in scored]
         for method, scores, signal in (("ebt", ebt_scores, "energy"), ("transformer", transformer_scores, "entropy")):
             steps = ebt.cfg.descent.num_steps if method == "ebt" else 0
             stats = correlation(scores.uncertainty, scores.losses)
             uncertainty.append({**labels, "method": method, "steps": steps, "signal": signal, **stats})
-    return rows, uncertainty, flops
+    return rows, uncertainty, flops, compressors
 
 
 def _train_or_load(cfg: TextConfig, runs: Path, options: TextOptions, splits: dict, progress: bool):
     """Both models and their shared tokenizer: trained (or resumed) under ``runs``, or loaded with ``load``."""
     if options.load:
         device = resolve_device(options.device if options.device != "auto" else cfg.train.device)
-        ebt, tokenizer = load_text_ebt(runs / "ebt", device)
-        transformer, _ = load_transformer(runs / "transformer", device)
+        ebt_folder, transformer_folder = options.models or (runs / "ebt", runs / "transformer")
+        ebt, tokenizer = load_text_ebt(ebt_folder, device)
+        transformer, other = load_transformer(transformer_folder, device)
+        if other.token_bytes() != tokenizer.token_bytes():
+            raise UserError(f"{ebt_folder} and {transformer_folder} use different tokenizers: scored on the same "
+                            "windows, both models must read the same tokens")  # fmt: skip
         return ebt, transformer, tokenizer, None
     tokenizer = prepare_tokenizer(cfg, runs, splits["train"])
     results = {}
@@ -129,7 +147,9 @@ def run_text_experiment(
     corpora = {"validation": splits["validation"], "test": splits["test"]}
     corpora.update({name: ood_documents(name) for name in options.ood})
     ebt, transformer, tokenizer, results = _train_or_load(cfg, runs, options, splits, progress)
-    rows, uncertainty, flops = evaluate_text_models(ebt, transformer, tokenizer, corpora, options, progress)
+    rows, uncertainty, flops, compressors = evaluate_text_models(
+        ebt, transformer, tokenizer, corpora, options, progress
+    )
     costs = {
         **{f"{k}_flops_per_token": v for k, v in flops.items()},
         "ebt_training_flops_per_token": training_step_flops(ebt, ebt.cfg.data.batch_size, ebt.cfg.data.seq_len),
@@ -156,4 +176,4 @@ def run_text_experiment(
     if results is not None:
         budget += "; " + ", ".join(f"{name} {r.seconds / 60:.1f} min" for name, r in results.items())
     meta = make_meta(next(ebt.parameters()).device, options.system2.seed, description, budget)
-    return write_text_report(rows, uncertainty, costs, ebt, transformer, meta, out, options.stem)
+    return write_text_report(rows, uncertainty, costs, ebt, transformer, meta, out, options.stem, compressors)
