@@ -38,6 +38,24 @@ def test_readme_headline_table_is_the_reports():
     assert headline_table(REPO / "reports") in README
 
 
+def test_headline_dit_steps_are_chosen_on_validation_not_test(tmp_path):
+    """The headline's DiT column quotes the test PSNR of the step count that was best on the validation photos, even
+    where another step count did better on test."""
+    import json
+
+    def row(split, method, steps, psnr):
+        return {"eval_split": split, "method": method, "sigma": 25.0, "split": "id", "steps": steps, "psnr": psnr,
+                "ssim": 0.5}  # fmt: skip
+
+    test = [row("test", "noisy", 0, 20.0), row("test", "cbm3d", 0, 33.0), row("test", "ebt_auto", 2, 30.0),
+            row("test", "dit_ddim", 1, 31.0), row("test", "dit_ddim", 5, 32.0)]  # fmt: skip
+    validation = [row("validation", "dit_ddim", 1, 29.5), row("validation", "dit_ddim", 5, 29.0)]
+    (tmp_path / "denoise_eval.json").write_text(json.dumps({"rows": test}))
+    (tmp_path / "denoise_eval_validation.json").write_text(json.dumps({"rows": validation}))
+    line = headline_table(tmp_path).splitlines()[2]
+    assert "31.00 / 0.500 (1 steps)" in line and line.endswith("| -1.00 dB |"), line
+
+
 def test_python_api_examples_run(tmp_path, monkeypatch, one_thread):
     """The Python API guide's example and the README's denoise lines run as written (on a small photo), so a changed
     signature cannot leave them behind."""
