@@ -208,8 +208,13 @@ def test_video_tab_handler_on_a_sample_and_an_upload(video_tab, tmp_path):
 
 def test_uploads_use_a_real_footage_ebt_when_one_is_shipped_else_say_so(video_tab, video_paths, tmp_path):
     upload = str(write_avi(tmp_path / "street.avi", 6))
-    summary = video_tab.run(None, upload, 2, 1, 1, 1, 0)[-1]  # no checkpoints/video-real-s in this checkout
+    digits_only = VideoTab(video_paths["ebt"], video_paths["transformer"], video_paths["dit"], "")  # none for uploads
+    summary = digits_only.run(None, upload, 2, 1, 1, 1, 0)[-1]
     assert "no real-footage video EBT is shipped" in summary and "transformer" in summary
+    shipped = VideoTab(video_paths["ebt"], video_paths["transformer"], video_paths["dit"])  # finds the shipped one
+    assert (
+        "checkpoints/video-real-s" in shipped.upload_note and shipped.upload_objective.cfg.data.source == "real-clips"
+    )
     real = VideoTab(video_paths["ebt"], video_paths["transformer"], video_paths["dit"], video_paths["ebt"])
     assert real.upload_objective is not real.objective
     summary = real.run(None, upload, 2, 1, 1, 1, 0)[-1]
