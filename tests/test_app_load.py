@@ -30,6 +30,7 @@ def test_four_users_at_once_all_served_with_bounded_memory(tiny_cfg, tmp_path):
     options = LoadOptions(users=4, rounds=3, app_args=app_args, app_root=REPO, same_request=True, startup_s=240,
                           request_timeout_s=240)  # fmt: skip
     result = run_load_test(options, tmp_path / "app.log", progress=False)
+    assert result.pictures >= 12 * 5  # each result's pictures fetched as a browser would (clean, noisy, EBT, ...)
     assert result.failures == 0 and len(result.latencies) == 12, [r.failures for r in result.rounds]
     rss = [r.rss_mib for r in result.rounds]
     assert max(rss) - rss[0] < 150, rss  # no growth with the requests served (a tiny model: a few MiB each)

@@ -33,6 +33,8 @@ from pathlib import Path
 from ..core.reports import make_meta, markdown_table, write_report
 
 API = "/denoise"  # the image tab's Denoise event
+CLIENTS = {"http": "HTTP requests as a browser makes them, every result picture downloaded",
+           "gradio": "gradio_client.Client instances, every result picture downloaded"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class LoadOptions:
     same_request: bool = False  # every user the same request (noise seed 0), as users who all click the default
     app_label: str = ""  # what the served code is, for the report (e.g. the commit an --app-root was taken from)
     note: str = ""  # what else ran on the machine meanwhile, in words, for the report
+    client: str = "http"  # "http": each user as a browser is (HttpUser); "gradio": gradio_client.Client per user
     startup_s: float = 300.0  # the app must answer within this (it loads every tab's models first)
     request_timeout_s: float = 600.0
 
@@ -80,6 +83,7 @@ class LoadResult:
     rounds: list[Round] = field(default_factory=list)
     load_after: float = float("nan")
     server_nice: int = 0  # the server's scheduling priority (the load test's own, inherited)
+    pictures: int = 0  # result pictures the users downloaded (HTTP users; gradio_client downloads its own)
 
     @property
     def latencies(self) -> list[float]:
@@ -214,15 +218,67 @@ def run_round(clients: list, index: int, pid: int, options: LoadOptions) -> Roun
                  others_after - others, cpu_seconds(os.getpid()) - client)  # fmt: skip
 
 
+class HttpUser:
+    """One user as a browser is to the server: a request to the Denoise event over Gradio's HTTP API, the wait on
+    its event stream, then a download of every picture of the result. The server does the same work for it as for
+    ``gradio_client.Client``, which on this 2-core machine itself took ~0.85 CPU-seconds per request (its threads,
+    its JSON, decoding what it downloads), CPU that a remote browser takes from its own machine."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.downloaded = 0  # pictures fetched so far
+
+    def submit(self, *inputs, api_name: str = API) -> HttpUser:
+        self._inputs, self._api = list(inputs), api_name.strip("/")
+        return self
+
+    def result(self, timeout: float) -> list:
+        import httpx
+
+        with httpx.Client(timeout=timeout) as http:
+            call = f"{self.url}/gradio_api/call/{self._api}"
+            event = http.post(call, json={"data": self._inputs}).raise_for_status().json()["event_id"]
+            outputs, kind = None, ""
+            with http.stream("GET", f"{call}/{event}") as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("event:"):
+                        kind = line.partition(":")[2].strip()
+                    elif line.startswith("data:") and kind in ("complete", "error"):
+                        if kind == "error":
+                            raise RuntimeError(f"the app answered with an error: {line[5:].strip()[:200]}")
+                        outputs = json.loads(line[5:])
+                        break
+            if outputs is None:
+                raise RuntimeError("the event stream ended without a result")
+            urls = _file_urls(outputs)
+            for file_url in urls:
+                http.get(file_url).raise_for_status()
+            self.downloaded += len(urls)
+        return outputs
+
+
+def _file_urls(value) -> list[str]:
+    """Every file URL in a Gradio result (pictures, the gallery's items), as a browser would fetch them."""
+    if isinstance(value, dict):
+        found = [value["url"]] if isinstance(value.get("url"), str) and value.get("meta") else []
+        return found + [url for item in value.values() for url in _file_urls(item)]
+    if isinstance(value, list):
+        return [url for item in value for url in _file_urls(item)]
+    return []
+
+
 def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -> LoadResult:
     """Serve the app and run ``options.rounds`` rounds of ``options.users`` simultaneous default denoise requests."""
-    from gradio_client import Client
-
     served = serve(options.app_args, log_path, options.startup_s, options.app_root)
     with served as (url, pid), tempfile.TemporaryDirectory() as tmp:
         nice = os.getpriority(os.PRIO_PROCESS, pid)
         result = LoadResult(options, memory_mib(pid)[0], os.getloadavg()[0], server_nice=nice)
-        clients = [Client(url, verbose=False, download_files=tmp) for _ in range(options.users)]
+        if options.client == "gradio":
+            from gradio_client import Client
+
+            clients = [Client(url, verbose=False, download_files=tmp) for _ in range(options.users)]
+        else:
+            clients = [HttpUser(url) for _ in range(options.users)]
         for index in range(options.rounds):
             done = run_round(clients, index, pid, options)
             result.rounds.append(done)
@@ -230,6 +286,7 @@ def run_load_test(options: LoadOptions, log_path: Path, progress: bool = True) -
                 print(f"round {index}: p50 {done.p50:.1f} s, p90 {done.p90:.1f} s, {len(done.failures)} failed, "
                       f"server RSS {done.rss_mib:.0f} MiB", flush=True)  # fmt: skip
         result.load_after = os.getloadavg()[0]
+        result.pictures = sum(getattr(client, "downloaded", 0) for client in clients)
         return result
 
 
@@ -341,9 +398,9 @@ def write_load_report(
         f"- the server's CPU time: {cpu_per_request:.2f} s per request (all its threads); a round's "
         f"{cpu_per_round:.0f} CPU-seconds would take {cpu_per_round / cores:.0f} s on {cores} idle cores, the rounds "
         f"took {round_s:.0f} s",
-        f"- the {options.users} clients of this load test (Gradio clients in one process, on the same machine: a "
-        f"browser would not take the server's cores) took {client_per_round:.0f} CPU-seconds per round "
-        f"({client_per_round / round_s:.2f} of the {cores} cores)",
+        f"- the {options.users} clients of this load test ({CLIENTS[options.client]}, in one process on the same "
+        f"machine: a remote browser would not take the server's cores) took {client_per_round:.0f} CPU-seconds per "
+        f"round ({client_per_round / round_s:.2f} of the {cores} cores)",
         f"- other jobs on the machine took {others_per_round:.0f} CPU-seconds per round "
         f"({others_per_round / round_s:.2f} of the {cores} cores while a round ran; everything but the server and "
         f"this load test, from /proc/stat); "
@@ -379,7 +436,7 @@ def write_load_report(
                         summary=summary, idle_rss_mib=result.idle_rss_mib, latencies=[r.latencies for r in
                         result.rounds], failures=[f for r in result.rounds for f in r.failures],
                         load_average=[result.load_before, result.load_after], server_nice=result.server_nice,
-                        note=options.note, batching=batching or [])  # fmt: skip
+                        note=options.note, client=options.client, batching=batching or [])  # fmt: skip
 
 
 def _tab_models(app_args: tuple[str, ...]) -> tuple[str, str | None]:
@@ -402,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-root", type=Path, default=None, help="serve the app of this checkout")
     parser.add_argument("--before", type=Path, default=None, help="an earlier report's .json to compare with")
     parser.add_argument("--api", default=API, help="the Denoise event's API name in the served app")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="http",
+                        help="how each user talks to the app: http (as a browser: submit, event stream, download "
+                        "every picture) or gradio (a gradio_client.Client each; heavier on this machine's "
+                        "CPU)")  # fmt: skip
     parser.add_argument("--same-request", action="store_true", help="every user the same request (noise seed 0)")
     parser.add_argument("--app-label", default="", help="what the served code is (shown in the report)")
     parser.add_argument("--note", default="", help="what else ran on the machine meanwhile (shown in the report)")
@@ -412,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app_args = tuple(a for a in args.app_args if a != "--")
     options = LoadOptions(args.users, args.rounds, app_args, args.app_root, args.api, args.same_request,
-                          args.app_label, args.note)  # fmt: skip
+                          args.app_label, args.note, args.client)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     batching = batching_cost(*_tab_models(app_args)) if args.batching else None
