@@ -94,11 +94,13 @@ def test_an_earlier_prediction_is_kept_unless_overwrite(tiny_ebt, clip, tmp_path
     assert sorted(p.name for p in out.glob("predicted_*.png")) == ["predicted_001.png", "predicted_002.png"]
 
 
-def test_the_command_says_which_model_and_refuses_to_overwrite(clip, tmp_path, capsys):
+def test_the_command_says_which_model_and_refuses_to_overwrite(tmp_path, capsys):
+    clip = write_mjpeg_avi(tmp_path / "square.avi", moving_square(24))  # the shipped real-footage EBT reads 19 frames
     out = tmp_path / "out"
     assert main(["predict", str(clip), "-o", str(out), "--frames", "2", "--quiet", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
-    assert "model: the Moving MNIST video EBT" in captured.err and "2 frames predicted" in captured.out
+    assert "model: the real-footage video EBT (checkpoints/video-real-s)" in captured.err
+    assert "2 frames predicted" in captured.out
     assert Image.open(out / "predicted_002.png").size == (64, 64)
     assert main(["predict", str(clip), "-o", str(out), "--quiet"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: ") and (out / "predicted_002.png").exists()
