@@ -42,6 +42,14 @@ def test_four_users_at_once_all_served_with_bounded_memory(tiny_cfg, tmp_path):
     assert (tmp_path / "report" / "app_load.json").is_file() and (tmp_path / "report" / "app_load.png").is_file()
 
 
+def test_the_batching_measurement_reads_the_image_models_as_the_app_does():
+    from ebt_vision.core import defaults
+    from ebt_vision.experiments.app_load import _tab_models
+
+    assert _tab_models(()) == (defaults.IMAGE_EBT, defaults.IMAGE_DIT)
+    assert _tab_models(("--checkpoint=mine", "--dit-checkpoint", "", "--concurrency", "2")) == ("mine", None)
+
+
 def test_machine_cpu_counts_busy_time_only_and_report_states_the_shared_machine(tmp_path):
     from ebt_vision.experiments.app_load import LoadResult, Round, machine_cpu_seconds
 

@@ -440,14 +440,14 @@ def write_load_report(
 
 
 def _tab_models(app_args: tuple[str, ...]) -> tuple[str, str | None]:
-    """The image tab's (EBT, DiT) checkpoints that ``ebt-vision demo`` with ``app_args`` serves."""
-    from ..core import defaults
+    """The image tab's (EBT, DiT) checkpoints that ``ebt-vision demo`` with ``app_args`` serves, read by the app's
+    own option parser."""
+    from ..app.demo import add_arguments
 
-    found = {"--checkpoint": defaults.IMAGE_EBT, "--dit-checkpoint": defaults.IMAGE_DIT}
-    for option, value in zip(app_args, app_args[1:], strict=False):
-        if option in found:
-            found[option] = value
-    return found["--checkpoint"], found["--dit-checkpoint"] or None
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    served = parser.parse_args(list(app_args))
+    return served.checkpoint, served.dit_checkpoint or None
 
 
 def main(argv: list[str] | None = None) -> int:

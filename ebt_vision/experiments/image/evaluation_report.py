@@ -46,7 +46,8 @@ def _chosen(averaged: list[dict], method: str, sigma: float) -> dict | None:
 def summary_table(averaged: list[dict]) -> str:
     """Markdown (test split, or validation alone): one row per sigma; noisy, CBM3D, EBT after each step, with
     stopping, the EBT and DiT at their validation-chosen step counts (PSNR dB / SSIM)."""
-    test = [r for r in averaged if r["eval_split"] == shown_split(averaged)]
+    shown = shown_split(averaged)
+    test = [r for r in averaged if r["eval_split"] == shown]
     sigmas = sorted({r["sigma"] for r in test})
     steps = sorted({r["steps"] for r in test if r["method"] == "ebt"})
     lookup = {(r["method"], r["sigma"], r["steps"]): r for r in test}
@@ -144,8 +145,7 @@ def write_denoise_report(
 ) -> Path:
     averaged = average_rows(rows)
     out_dir = Path(out_dir)
-    write_report(out_dir, stem, meta, averaged, "(the figure and table follow)", per_image=rows)  # rows kept first
-    plot = plot_psnr_vs_steps(averaged, out_dir / f"{stem}.png")
+    plot = out_dir / f"{stem}.png"
     shown = shown_split(averaged)
     body = (
         f"Mean PSNR (dB) / SSIM over the held-out **{shown}** photos ({resolution}), on clamped 0-255 pixels. The EBT "
@@ -159,4 +159,6 @@ def write_denoise_report(
         "than a fraction of the first step's drop, the fraction chosen on validation.\n\n"
         f"{summary_table(averaged)}\n\n![PSNR after each descent step]({plot.name})\n"
     )
-    return write_report(out_dir, stem, meta, averaged, body, per_image=rows)
+    report = write_report(out_dir, stem, meta, averaged, body, per_image=rows)  # the rows are kept before the figure
+    plot_psnr_vs_steps(averaged, plot)
+    return report
