@@ -1,4 +1,5 @@
-"""``ebt-vision predict``: a user's clip in, its next frames out (PNGs, a GIF with the energy map, a JSON summary);
+"""``ebt-vision predict``: a user's clip in, its next frames out (PNGs, a GIF and an MP4 with the energy map, a JSON
+summary);
 clear errors for short, corrupt and unsupported clips and for an output folder holding an earlier prediction."""
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import torch
 from PIL import Image
 
 from ebt_vision.cli import main
+from ebt_vision.core.checkpoint import CheckpointError
 from ebt_vision.core.config import from_dict
 from ebt_vision.core.errors import InputError
-from ebt_vision.video.loading import default_video_checkpoint
+from ebt_vision.video.loading import chosen_steps, default_video_checkpoint, write_chosen_steps
 from ebt_vision.video.mjpeg import write_mjpeg_avi
 from ebt_vision.video.objective import VideoObjective
 from ebt_vision.video.predict_files import PredictOptions, predict_clip
+from ebt_vision.video.reader import open_video
 
 from .test_video import TINY, moving_square
 
@@ -36,7 +39,7 @@ def clip(tmp_path):
     return write_mjpeg_avi(tmp_path / "square.avi", moving_square(12))  # 12 frames of 64x48
 
 
-def test_predict_writes_frames_a_gif_and_a_summary(tiny_ebt, clip, tmp_path):
+def test_predict_writes_frames_a_gif_an_mp4_and_a_summary(tiny_ebt, clip, tmp_path):
     out = tmp_path / "out"
     summary = predict_clip(tiny_ebt, clip, out, PredictOptions(frames=4), "tiny", progress=False)
     assert summary["context_frame_indices"] == [7, 9, 11]  # the clip's last 3 frames at stride 2
@@ -53,6 +56,13 @@ def test_predict_writes_frames_a_gif_and_a_summary(tiny_ebt, clip, tmp_path):
             gif.seek(index)
             durations.append(gif.info["duration"])
         assert sum(durations) == (3 + 4) * 250 and gif.width == 2 * (16 * 8 + 4)  # clip, energy map: 8x
+        gif.seek(0)
+        first_gif = np.asarray(gif.convert("RGB"), dtype=float)
+    assert summary["files"]["mp4"] == "prediction.mp4"
+    video = open_video(out / "prediction.mp4")  # H.264, read back by decord
+    assert len(video) == 3 + 4 and (video.width, video.height) == (2 * (16 * 8 + 4), 14 + 16 * 8 + 4)
+    first_mp4 = video.read([0])[0].astype(float)
+    assert np.abs(first_mp4 - first_gif).mean() < 3  # the same picture, near-lossless
 
 
 def test_a_frame_folder_predicts_like_the_video_file(tiny_ebt, clip, tmp_path):
@@ -104,6 +114,28 @@ def test_the_command_says_which_model_and_refuses_to_overwrite(tmp_path, capsys)
     assert Image.open(out / "predicted_002.png").size == (64, 64)
     assert main(["predict", str(clip), "-o", str(out), "--quiet"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: ") and (out / "predicted_002.png").exists()
+
+
+def test_predict_defaults_to_the_step_count_chosen_on_validation(tiny_ebt, clip, tmp_path, capsys):
+    folder = tmp_path / "model"
+    tiny_ebt.save_pretrained(folder)
+    out = ["-o", str(tmp_path / "a"), "--checkpoint", str(folder), "--frames", "1", "--quiet", "--device", "cpu"]
+    assert main(["predict", str(clip), *out]) == 0
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["descent_steps_from"] == "as trained"
+    write_chosen_steps(folder, 3, "5 validation clips, video_real.md")
+    out[1] = str(tmp_path / "b")
+    assert main(["predict", str(clip), *out]) == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["descent_steps"] == 3
+    assert summary["descent_steps_from"] == "chosen on 5 validation clips, video_real.md"
+    assert "descent steps: 3 per frame, chosen on 5 validation clips" in capsys.readouterr().err
+    out[1] = str(tmp_path / "c")
+    assert main(["predict", str(clip), *out, "--steps", "2"]) == 0  # --steps wins over the record
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["descent_steps"] == 2
+    (folder / "descent_steps.json").write_text('{"steps": 0}')
+    with pytest.raises(CheckpointError, match="descent_steps.json is damaged"):
+        chosen_steps(folder)
+    assert main(["predict", str(clip), *out[:1], str(tmp_path / "d"), *out[2:]]) == 2  # one clear line, no traceback
 
 
 def test_the_default_checkpoint_prefers_a_shipped_real_footage_model(tmp_path):

@@ -424,7 +424,7 @@ def test_gif_strips_play_every_frame(tmp_path):
 def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
     from ebt_vision.experiments.video.evaluation import EvalOptions
     from ebt_vision.experiments.video.run import VideoCompareOptions, run_video_comparison
-    from ebt_vision.video.loading import load_video_model
+    from ebt_vision.video.loading import chosen_steps, load_video_model
 
     options = VideoCompareOptions(EvalOptions(ebt_steps=2, dit_steps=(1, 2), best_of=(2,), batch=2), strip_clips=1)
     md = run_video_comparison(tiny, tmp_path / "runs", tmp_path / "reports", options, progress=False)
@@ -440,6 +440,10 @@ def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
     dit = next(r for r in report["summary"] if r["method"] == "dit_ddim" and r["steps"] == 2)
     assert ebt["forward_passes"] == 2 and ebt["gflops_per_frame"] > 0 and dit["forward_passes"] == 2
     assert report["uncertainty"] and report["meta"]["seed"] == 0
+    # the plain descent's validation-chosen step count is recorded beside the EBT's weights (predict's default)
+    plain = [r for r in report["summary"] if r["method"] == "ebt" and r["eval_split"] == "validation"]
+    best = min(plain, key=lambda r: r["mse"])["steps"]
+    assert chosen_steps(tmp_path / "runs" / "ebt") == (best, "4 validation clips, video_mmnist.md")
     # the trained EBT loads back, as a checkpoint and through the Hugging Face mixin, identically
     loaded = load_video_model(tmp_path / "runs" / "ebt", "ebt")
     hub = VideoObjective.from_pretrained(tmp_path / "runs" / "ebt").eval()

@@ -205,7 +205,7 @@ def denoise(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     from ..core.train import resolve_device
-    from ..video.loading import default_video_checkpoint, load_video_model
+    from ..video.loading import chosen_steps, default_video_checkpoint, load_video_model
     from ..video.predict_files import PredictOptions, check_output, predict_clip
 
     options = PredictOptions(args.frames, args.steps, args.best_of, args.seed, args.overwrite)
@@ -215,11 +215,15 @@ def predict(args: argparse.Namespace) -> int:
     else:
         checkpoint, which = default_video_checkpoint()
     print(f"model: {which}", file=sys.stderr)
+    recorded = chosen_steps(checkpoint) if args.steps is None else None
+    if recorded is not None:  # the model folder says which step count won on validation clips
+        options = replace(options, steps=recorded[0], steps_from=f"chosen on {recorded[1]}")
+        print(f"descent steps: {recorded[0]} per frame, chosen on {recorded[1]}", file=sys.stderr)
     objective = load_video_model(checkpoint, "ebt", resolve_device(args.device))
     summary = predict_clip(objective, args.clip, args.output, options, str(checkpoint), progress=not args.quiet)
     print(f"{summary['predicted_frames']} frames predicted from frames {summary['context_frame_indices'][0]}-"
           f"{summary['context_frame_indices'][-1]} of {args.clip} -> {args.output} (predicted_*.png, "
-          f"prediction.gif, summary.json)")  # fmt: skip
+          f"prediction.gif, prediction.mp4, summary.json)")  # fmt: skip
     return 0
 
 

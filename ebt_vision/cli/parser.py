@@ -210,8 +210,8 @@ def _denoise(p: argparse.ArgumentParser) -> None:
     "CLIP: a video file decord reads (.mp4, .avi, .mov, .mpg, .mkv, .webm, ...) or a folder of numbered\n"
     "frames, any length and size. The model reads the clip's last frames (its context, at its stride), each\n"
     "resized so the shorter side is its frame size and centre-cropped; then predicts --frames frames.\n"
-    "Writes OUT/predicted_NNN.png, OUT/prediction.gif (context + prediction beside the per-patch energy\n"
-    "map) and OUT/summary.json. An earlier prediction in OUT is kept unless --overwrite.",
+    "Writes OUT/predicted_NNN.png, OUT/prediction.gif and OUT/prediction.mp4 (context + prediction beside\n"
+    "the per-patch energy map) and OUT/summary.json. An earlier prediction in OUT is kept unless --overwrite.",
 )
 def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("clip", help="video file or folder of numbered frames")
@@ -219,7 +219,8 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help=f"video EBT folder or .safetensors (default: {defaults.VIDEO_REAL_EBT} when "
                    f"shipped, else {defaults.VIDEO_EBT})")  # fmt: skip
     p.add_argument("--frames", type=int, help="frames to predict (default: the model's trained horizon)")
-    p.add_argument("--steps", type=int, help="descent steps per frame (default: as trained)")
+    p.add_argument("--steps", type=int, help="descent steps per frame (default: the count chosen on validation clips "
+                   "when the model folder records one in descent_steps.json, else as trained)")  # fmt: skip
     p.add_argument("--best-of", type=int, default=1, help="N descents per frame, the lowest energy wins")
     p.add_argument("--seed", type=int, default=0, help="best-of-N seed")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction in the output folder")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -57,3 +58,33 @@ def default_video_checkpoint(root: str | Path = PROJECT_ROOT) -> tuple[Path, str
         f"the Moving MNIST video EBT ({defaults.VIDEO_EBT}): no real-footage model is shipped "
         f"({defaults.VIDEO_REAL_EBT}), so real clips meet a model of bouncing digits"
     )
+
+
+STEPS_FILE = "descent_steps.json"  # beside a video EBT's weights: the step count chosen on validation clips
+
+
+def write_chosen_steps(folder: str | Path, steps: int, chosen_on: str) -> Path:
+    """Record in a video EBT's model folder the descent steps per frame chosen on validation clips (``chosen_on``
+    says where): ``ebt-vision predict`` uses them when ``--steps`` is not given."""
+    if not 1 <= steps <= defaults.MAX_STEPS:
+        raise UserError(f"steps must be in [1, {defaults.MAX_STEPS}], got {steps}")
+    path = Path(folder) / STEPS_FILE
+    path.write_text(json.dumps({"steps": int(steps), "chosen_on": chosen_on}, indent=2) + "\n")
+    return path
+
+
+def chosen_steps(checkpoint: str | Path) -> tuple[int, str] | None:
+    """The validation-chosen descent steps of the video EBT at ``checkpoint`` (its folder, or a file in it) ->
+    (steps, where they were chosen), or None when none were recorded; a damaged record is an error."""
+    checkpoint = Path(checkpoint)
+    path = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / STEPS_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        steps = record["steps"]
+        if not isinstance(steps, int) or not 1 <= steps <= defaults.MAX_STEPS:
+            raise ValueError(f"steps {steps!r} is not in [1, {defaults.MAX_STEPS}]")
+        return steps, str(record.get("chosen_on", ""))
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path} is damaged ({error}); delete it to use the trained step count") from error

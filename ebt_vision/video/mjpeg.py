@@ -12,8 +12,8 @@ from PIL import Image
 
 def write_mjpeg_avi(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
     """A minimal AVI (RIFF) container of JPEG frames (n, H, W, 3) uint8: what decord's FFmpeg reads as MJPEG video.
-    No video encoder ships here (no ffmpeg binary, no PyAV), so the container is written by hand: the tests and the
-    data benchmark make their clips with it."""
+    Hand-written, so that a test clip is byte for byte the same on every machine, whatever encoder is installed: the
+    tests and the data benchmark make their clips with it."""
 
     def chunk(fourcc: bytes, data: bytes) -> bytes:
         return fourcc + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b"")

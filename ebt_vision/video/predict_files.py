@@ -6,8 +6,9 @@ The clip is a video file decord reads or a folder of numbered frames, of any len
 frame size (antialiased bilinear) and centre-cropped to a square; a grey model reads luma (ITU-R BT.601). The EBT
 then predicts ``frames`` frames autoregressively, each from the real context and the frames it predicted before.
 
-Written to the output folder: ``predicted_001.png``, ... (model resolution), ``prediction.gif`` (context, then the
-prediction framed red, beside each predicted frame's per-patch energy map) and ``summary.json``.
+Written to the output folder: ``predicted_001.png``, ... (model resolution), ``prediction.gif`` and the same as an
+H.264 ``prediction.mp4`` (context, then the prediction framed red, beside each predicted frame's per-patch energy map)
+and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from ..core.maps import colorize, robust_range
 from ..core.progress import progress as progress_bar
 from .objective import VideoObjective
 from .reader import DecordVideo, open_video, to_model_frames
-from .strips import write_gif
+from .strips import write_gif, write_mp4
 
 SUMMARY = "summary.json"
 GIF = "prediction.gif"
+MP4 = "prediction.mp4"
 FRAME_PATTERN = "predicted_{:03d}.png"
 RESIZE_RULE = "shorter side resized to {size} px (antialiased bilinear), centre-cropped to {size}x{size}"
 
@@ -44,6 +46,7 @@ class PredictOptions:
     best_of: int = 1
     seed: int = 0
     overwrite: bool = False
+    steps_from: str = ""  # where ``steps`` came from, for the summary (e.g. "chosen on 23 validation clips")
 
     def horizon(self, cfg) -> int:
         """The frames to predict for a model of ``cfg``, after checking every option (clear errors)."""
@@ -66,7 +69,7 @@ def check_output(out: str | Path, overwrite: bool) -> Path:
     if (out / SUMMARY).exists():
         if not overwrite:
             raise InputError(f"{out} holds an earlier prediction ({SUMMARY}); choose another folder or --overwrite")
-        for old in [out / SUMMARY, out / GIF, *out.glob(FRAME_PATTERN.replace("{:03d}", "[0-9][0-9][0-9]"))]:
+        for old in [out / SUMMARY, out / GIF, out / MP4, *out.glob(FRAME_PATTERN.replace("{:03d}", "[0-9][0-9][0-9]"))]:
             old.unlink(missing_ok=True)
     return out
 
@@ -137,8 +140,8 @@ def energy_frames(maps: Tensor, size: int) -> Tensor:
 
 
 def write_prediction(out: Path, context: Tensor, predictions: Tensor, maps: Tensor) -> dict[str, list[str] | str]:
-    """The predicted PNGs and the GIF (the clip: context then prediction; beside it the energy map of each predicted
-    frame, black during the context) -> their file names."""
+    """The predicted PNGs, the GIF and the MP4 (the clip: context then prediction; beside it the energy map of each
+    predicted frame, black during the context) -> their file names."""
     out.mkdir(parents=True, exist_ok=True)
     names = []
     for k, frame in enumerate(predictions, start=1):
@@ -151,8 +154,10 @@ def write_prediction(out: Path, context: Tensor, predictions: Tensor, maps: Tens
     size = clip.shape[-1]
     energy = torch.cat([torch.full((context.shape[0], 3, size, size), -1.0), energy_frames(maps, size)])
     scale = max(1, 128 // size)
-    write_gif(out / GIF, {"clip": clip, "energy per patch": energy}, context.shape[0], scale=scale)
-    return {"frames": names, "gif": GIF}
+    panels = {"clip": clip, "energy per patch": energy}
+    write_gif(out / GIF, panels, context.shape[0], scale=scale)
+    write_mp4(out / MP4, panels, context.shape[0], scale=scale)
+    return {"frames": names, "gif": GIF, "mp4": MP4}
 
 
 def predict_clip(
@@ -180,6 +185,7 @@ def predict_clip(
         "context_frames": cfg.data.context_frames,
         "predicted_frames": len(predictions),
         "descent_steps": options.steps or cfg.descent.num_steps,
+        "descent_steps_from": options.steps_from or ("--steps" if options.steps else "as trained"),
         "best_of": options.best_of,
         "seed": options.seed,
         "energies": [round(e, 6) for e in energies.tolist()],

@@ -11,6 +11,7 @@ from ...core.reports import make_meta
 from ...core.train import resolve_device
 from ...video.config import VideoConfig
 from ...video.data import describe_source
+from ...video.loading import write_chosen_steps
 from .contenders import load_contenders, train_contenders
 from .evaluation import EvalOptions, evaluate_split, predictions_for_strips, setting_costs, settings
 from .report import choose, summarise, write_strips, write_video_report
@@ -36,6 +37,14 @@ def is_standard_protocol(cfg: VideoConfig) -> bool:
     return d.source == "moving-mnist" and (d.frame_size, d.frames, d.context_frames, d.digits) == (64, 20, 10, 2)
 
 
+def _record_ebt_steps(summary: list[dict], folder: Path, chosen_on: str) -> None:
+    """Write the plain descent's step count chosen on validation into the EBT's model folder (``predict``'s
+    default), when the folder is there."""
+    plain = choose(summary, lambda row: row["method"] == "ebt").get("ebt")
+    if plain is not None and (folder / "model.safetensors").is_file():
+        write_chosen_steps(folder, int(plain["steps"]), chosen_on)
+
+
 def run_video_comparison(
     cfg: VideoConfig, runs: str | Path, out: str | Path, options: VideoCompareOptions, progress: bool = True
 ) -> Path:
@@ -59,10 +68,11 @@ def run_video_comparison(
     stem = options.stem or default_stem(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    strips = []
+    summary, strips = summarise(rows), []
+    _record_ebt_steps(summary, Path(runs) / "ebt", f"{len(names['validation'])} validation clips, {stem}.md")
     if options.strip_clips:
         by_label = {s.label: s for s in found}
-        chosen = {model: by_label[row["chosen"]] for model, row in choose(summarise(rows)).items()}
+        chosen = {model: by_label[row["chosen"]] for model, row in choose(summary).items()}
         frames = predictions_for_strips(contenders, cfg, chosen, options.strip_clips, options.evaluation.seed)
         strips = write_strips(out, stem, frames, cfg.data.context_frames)
     parts = [f"{contenders['ebt'].steps} steps of {cfg.data.batch_size} clips of {cfg.data.frames} frames per model"]
