@@ -3,7 +3,8 @@
 One app serves every test of this file: the shipped image checkpoints, and tiny untrained video and text checkpoints
 written by the test and passed by option (the shipped video and text models may not exist yet). The image test runs
 a denoise on a sample photo and waits for the steps gallery, the energy maps and the summary; the video test predicts
-a Moving MNIST test clip and waits for the strips, the energy maps and the summary; the text test generates from the
+a Moving MNIST test clip and waits for the strips, the energy maps and the summary (and an uploaded clip of real
+pixels goes to the shipped real-footage EBT); the text test generates from the
 default prompt and checks every token is coloured, then that an empty prompt gives its message. Each then times a
 second click with the default settings (another seed) from the click to the updated summary, as a user sees it, and
 saves a screenshot and the seconds (under the test's tmp folder, and under $EBT_SCREENSHOT_DIR when set). Skipped
@@ -171,6 +172,33 @@ def test_video_tab_in_the_browser_shows_strips_maps_and_baselines(page, tmp_path
     latency = _timed_click(page, "#video-seed", "#video-button", summary, "seed 1")
     _save(page, tmp_path, "video", latency)
     assert latency < 10, f"the default video click took {latency:.1f} s on tiny checkpoints"
+
+
+def test_video_tab_predicts_an_uploaded_real_clip_with_the_real_footage_model(page, tmp_path):
+    """Issue 23: an uploaded clip of real pixels (a camera panning over a photo) goes to the real-footage EBT."""
+    import numpy as np
+    from skimage import data
+
+    from ebt_vision.video.loading import default_video_checkpoint
+    from ebt_vision.video.mjpeg import write_mjpeg_avi
+
+    if "real-footage" not in default_video_checkpoint()[1]:
+        pytest.skip("no real-footage video EBT in this checkout (checkpoints/video-real-s)")
+    photo = data.astronaut()
+    frames = np.stack([photo[100 + 2 * t : 220 + 2 * t, 80 + 3 * t : 240 + 3 * t] for t in range(32)])
+    clip = write_mjpeg_avi(tmp_path / "pan.avi", np.ascontiguousarray(frames))
+    page.get_by_role("tab", name="Video").click()
+    summary = page.locator("#video-summary")
+    summary.get_by_text("descent steps per frame").wait_for(timeout=60_000)
+    page.locator("#video-upload input[type=file]").set_input_files(str(clip))
+    page.locator("#video-button").click()
+    summary.get_by_text("your upload pan.avi").wait_for(timeout=120_000)
+    text = summary.inner_text()
+    assert "uploads use the real-footage video EBT" in text and "copy-last" in text and "mean PSNR" in text
+    assert "of 32, resized and centre-cropped to 64x64 grey" in text  # the real model's frames, not the tiny one's
+    page.locator("#video-maps img").first.wait_for(timeout=60_000)
+    assert page.locator("#video-maps img").count() == 3  # one energy map per predicted frame
+    _save(page, tmp_path, "video-upload", 0.0)
 
 
 def test_text_tab_in_the_browser_colours_tokens_and_refuses_an_empty_prompt(page, app, tmp_path):

@@ -199,7 +199,7 @@ def build_video_tab(tab: VideoTab | str, workers: Workers | None = None) -> None
                 first = next(iter(tab.samples), None)
                 sample = gr.Dropdown(list(tab.samples), value=first, label="Sample clip (test split, never trained on)")
                 upload = gr.File(label=f"…or upload a video (≤ 100 MiB; its first {tab.context_frames} + horizon "
-                                       "frames are used)")  # fmt: skip
+                                       "frames are used)", elem_id="video-upload")  # fmt: skip
                 horizon = gr.Slider(1, cfg.horizon, value=cfg.horizon, step=1, label="Horizon: frames to predict")
                 most = defaults.APP_MAX_STEPS
                 steps = gr.Slider(1, most, value=min(trained, most), step=1,
