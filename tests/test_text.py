@@ -371,6 +371,33 @@ def test_baseline_matches_the_ebt_in_size_and_fits():
     assert _fit(baseline, batch, 40).metrics["perplexity_last"] < 0.1 * VOCAB
 
 
+def test_a_residual_energy_is_a_bowl_around_the_tied_embeddings_proposal():
+    """``model.energy: residual``: |x - f|^2 / 2 with f read through the tied embedding, the Transformer++'s
+    parameters exactly; a step of size 1 from x moves it to f plus the trunk's correction; it trains."""
+    with pytest.raises(ConfigError, match=r"descent.step_size must be in \(0, 2\]"):
+        text_cfg(model={"energy": "residual"})  # the linear head's step size overshoots the bowl
+    with pytest.raises(ConfigError, match="the text EBT's energies are"):
+        text_cfg(model={"energy": "dot"}, descent={"step_size": 1.0})
+    cfg = text_cfg(model={"energy": "residual"}, descent={"step_size": 1.0}, train={"steps": 60})
+    torch.manual_seed(0)
+    objective = TextEBTObjective(cfg)
+    model = objective.model.eval()
+    assert count_parameters(model) == count_parameters(TransformerPlusPlusObjective(cfg).model)
+    context, candidate = torch.randint(VOCAB, (2, 10)), torch.randn(2, 10, VOCAB, requires_grad=True)
+    energies = model(context, candidate)
+    memory = model.encode_context(context)
+    x = model.embed_candidate(candidate)
+    rope, mask = model.rotary(11, "cpu")[1:], torch.cat([torch.ones(10, 10).tril().bool(), torch.eye(10).bool()], 1)
+    for i, block in enumerate(model.blocks):
+        x, _ = block(x, rope, mask, (memory[:, i, 0], memory[:, i, 1]))
+    proposal = torch.nn.functional.linear(model.final_norm(x), model.embed.weight)
+    torch.testing.assert_close(energies, 0.5 * (candidate - proposal).pow(2).sum(-1))
+    gradient = torch.autograd.grad(energies.sum(), candidate)[0]
+    assert (gradient - (candidate - proposal)).norm() < 0.2 * (candidate - proposal).norm()  # mostly x - f
+    batch = TextBatch(torch.randint(VOCAB, (4, 17)))
+    assert _fit(objective, batch, 60).metrics["perplexity_last"] < 0.05 * VOCAB
+
+
 # --- System 2 and generation --------------------------------------------------------------------------------------
 
 

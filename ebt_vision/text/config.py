@@ -12,6 +12,7 @@ from ..core.config import (
     OptimConfig,
     TransformerConfig,
     check,
+    check_energy_model,
     check_transformer,
 )
 
@@ -63,6 +64,7 @@ class CandidateConfig:
 # order of the vocabulary size V (it is learnable; measured on CPU at V = 1024, it settled near 0.8 V from 1000 and
 # from 5000, and starting at 5000 fit worse). Two randomised steps with a jittered step size, as trap 7 of
 # docs/design.md asks for if thinking longer is to help.
+TEXT_ENERGIES = ("linear", "residual")
 TEXT_DESCENT = dict(num_steps=2, min_steps=1, step_size=3000.0, step_size_jitter=2.0)
 TEXT_OPTIM = dict(lr=1e-3, warmup_steps=100)
 
@@ -92,7 +94,11 @@ class TextConfig(ExperimentConfig):
         super().validate()
         m, data, cand = self.model, self.data, self.candidate
         check_transformer(m)
-        check(m.energy == "linear", f"model.energy={m.energy!r}: the text EBT has the linear energy head only")
+        check(
+            m.energy in TEXT_ENERGIES,
+            f"model.energy={m.energy!r}: the text EBT's energies are {TEXT_ENERGIES} (ebt_vision.text.model)",
+        )
+        check_energy_model(m, self.descent)
         check(
             self.train.objective == "unrolled",
             f"train.objective={self.train.objective!r}: text trains the unrolled objective only (its targets are token "

@@ -15,6 +15,7 @@ them (L queries instead of 2L, about half the work of one step). ``forward`` tak
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.layers import RmsNorm
 from torch import Tensor, nn
 
@@ -44,9 +45,15 @@ def candidate_mask(length: int, device: torch.device | str | None = None) -> Ten
 class TextEBT(nn.Module):
     """Per-token energies of next-token candidates given the previous tokens.
 
-    The energy head reads the candidate stream through a norm without affine and ``Linear(D, 1, bias=False)``,
-    zero-initialised (docs/design.md, trap 3: a candidate-independent shift of the energy would get no gradient). The
-    token embedding is shared by both streams: a candidate that puts all its mass on one token is embedded as that
+    ``model.energy`` says how the candidate stream's final token becomes an energy (``ebt_vision.core.energy``):
+
+    - ``linear`` (the original work's): a norm without affine and ``Linear(D, 1, bias=False)``, zero-initialised
+      (docs/design.md, trap 3: a candidate-independent shift of the energy would get no gradient);
+    - ``residual``: ``|x - f|^2 / 2`` over the V logits, the proposal ``f`` read through an RMSNorm and the tied token
+      embedding, as the Transformer++ reads its logits (so the two have the same parameters). A step of size 1 from
+      ``x`` lands near ``f``; the next step re-reads the trunk with the candidate moved there.
+
+    The token embedding is shared by both streams: a candidate that puts all its mass on one token is embedded as that
     token.
     """
 
@@ -57,10 +64,12 @@ class TextEBT(nn.Module):
         self.rotary = Rotary(cfg.width // cfg.heads)
         hidden = swiglu_hidden(cfg)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, hidden, cfg.attention) for _ in range(cfg.depth))
-        self.final_norm = RmsNorm(cfg.width, affine=False)
-        self.head = nn.Linear(cfg.width, 1, bias=False)
+        self.residual = cfg.energy == "residual"
+        self.final_norm = RmsNorm(cfg.width, affine=self.residual)
+        self.head = None if self.residual else nn.Linear(cfg.width, 1, bias=False)
         init_weights(self)
-        nn.init.zeros_(self.head.weight)
+        if self.head is not None:
+            nn.init.zeros_(self.head.weight)
 
     def embed_candidate(self, candidate: Tensor) -> Tensor:
         """(B, L, V) logits -> (B, L, D): the expected token embedding under softmax(logits)."""
@@ -87,7 +96,10 @@ class TextEBT(nn.Module):
         mask = candidate_mask(length, x.device)
         for i, block in enumerate(self.blocks):
             x, _ = block(x, rope, mask, (memory[:, i, 0], memory[:, i, 1]))
-        return self.head(self.final_norm(x)).squeeze(-1)
+        if self.head is not None:
+            return self.head(self.final_norm(x)).squeeze(-1)
+        proposal = F.linear(self.final_norm(x), self.embed.weight).float()  # (B, L, V) logits, as the Transformer++
+        return 0.5 * (candidate.float() - proposal).pow(2).sum(-1)
 
     def forward(self, context: Tensor, candidate: Tensor) -> Tensor:
         """(B, L) token ids or their ``encode_context`` encoding, (B, L, V) next-token logits -> (B, L): the energy of
