@@ -14,6 +14,8 @@ copying the last frame. One predicted frame per clip (the first of the horizon),
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +143,9 @@ def main(argv: list[str] | None = None) -> Path:
     folders = {kind: path for kind, path in (("ebt", args.ebt), ("transformer", args.transformer),
                                              ("dit", args.dit)) if path}  # fmt: skip
     rows, chosen, cfg = measure(folders, ChangeOptions(ebt_steps=args.ebt_steps))
-    meta = make_meta("cpu", 0, describe_source(cfg), "the given trained models: " + ", ".join(folders.values()))
+    command = shlex.join(["python", "-m", "ebt_vision.experiments.video.change", *(argv or sys.argv[1:])])
+    budget = "the given trained models: " + ", ".join(folders.values())
+    meta = make_meta("cpu", 0, describe_source(cfg), budget, command)
     text = body(rows, chosen) + f"\n\n![MSE against damping]({args.stem}.png)"
     md = write_report(args.out, args.stem, meta, rows, text, chosen=chosen)
     plot(rows, md.with_suffix(".png"))
