@@ -371,6 +371,26 @@ def test_baseline_matches_the_ebt_in_size_and_fits():
     assert _fit(baseline, batch, 40).metrics["perplexity_last"] < 0.1 * VOCAB
 
 
+def test_a_candidate_that_sees_the_token_it_follows_stays_causal_and_trains():
+    """``model.candidate_token``: candidate t gets real token t's embedding added; energies stay causal and per
+    position, a changed token t moves energy t most, and the model trains."""
+    torch.manual_seed(0)
+    objective = TextEBTObjective(text_cfg(model={"candidate_token": True}, train={"steps": 60}))
+    model = _trained_head(objective)
+    context, candidate = torch.randint(VOCAB, (2, 10)), torch.randn(2, 10, VOCAB)
+    energies = model(context, candidate)
+    assert model.encode_context(context).shape[1] == len(model.blocks) + 1  # the embeddings' slot
+    later = context.clone()
+    later[:, 4] = (later[:, 4] + 1) % VOCAB
+    moved = (model(later, candidate) - energies).abs()
+    assert moved[:, :4].max() == 0 and moved[:, 4].min() > 0
+    with pytest.raises(InputError, match="slots"):
+        TextEBTObjective(text_cfg()).model(model.encode_context(context), candidate)
+    objective.model.train()
+    batch = TextBatch(torch.randint(VOCAB, (4, 17)))
+    assert _fit(objective, batch, 60).metrics["perplexity_last"] < 0.05 * VOCAB
+
+
 def test_a_residual_energy_is_a_bowl_around_the_tied_embeddings_proposal():
     """``model.energy: residual``: |x - f|^2 / 2 with f read through the tied embedding, the Transformer++'s
     parameters exactly; a step of size 1 from x moves it to f plus the trunk's correction; it trains."""

@@ -31,6 +31,9 @@ class TextModelConfig(TransformerConfig):
 
     vocab_size: int = 4096  # must equal the tokenizer's: data.vocab_size for "bpe", 50257 for "gpt2"
     context_length: int = 128  # the longest window the model is trained on and may be given
+    # EBT only: the candidate for token t + 1 also gets the embedding of real token t added to its input, so the token
+    # it follows reaches it directly (as in the Transformer++), not only through attention to the real stream.
+    candidate_token: bool = False
 
 
 @dataclass(frozen=True)

@@ -77,10 +77,19 @@ class TextEBT(nn.Module):
         return probs.to(self.embed.weight.dtype) @ self.embed.weight
 
     def encode_context(self, context: Tensor) -> Tensor:
-        """(B, L) token ids -> (B, depth, 2, h, L, d): every block's keys and values of the real tokens."""
+        """(B, L) token ids -> (B, depth, 2, h, L, d): every block's keys and values of the real tokens. With
+        ``model.candidate_token`` one more slot (B, 1, 2, h, L, d) follows: the real tokens' embeddings, split into
+        heads like a key (and zeros in the value's place), which the candidate stream adds to its input."""
         check_tokens(context, self.cfg.vocab_size, self.cfg.context_length)
-        _, keys_values = causal_stream(self.embed(context), self.rotary, self.blocks)
-        return torch.stack([torch.stack(kv, dim=1) for kv in keys_values], dim=1)  # (B, depth, 2, h, L, d)
+        embedded = self.embed(context)
+        _, keys_values = causal_stream(embedded, self.rotary, self.blocks)
+        memory = torch.stack([torch.stack(kv, dim=1) for kv in keys_values], dim=1)  # (B, depth, 2, h, L, d)
+        if not self.cfg.candidate_token:
+            return memory
+        batch, length, width = embedded.shape
+        heads = embedded.view(batch, length, self.cfg.heads, width // self.cfg.heads).transpose(1, 2)
+        slot = torch.stack([heads, torch.zeros_like(heads)], dim=1)[:, None]  # (B, 1, 2, h, L, d)
+        return torch.cat([memory, slot.to(memory.dtype)], dim=1)
 
     def candidate_energies(self, memory: Tensor, candidate: Tensor) -> Tensor:
         """(B, depth, 2, h, L, d) encoded context, (B, L, V) next-token logits -> (B, L) energy per position."""
@@ -88,10 +97,13 @@ class TextEBT(nn.Module):
         expected = (batch, length, self.cfg.vocab_size)
         if tuple(candidate.shape) != expected:
             raise InputError(f"candidate logits must have shape {expected} (B, L, V), got {tuple(candidate.shape)}")
-        if depth != len(self.blocks) or heads != self.cfg.heads:
-            raise InputError(f"the encoded context has {depth} blocks of {heads} heads; the model has "
-                             f"{len(self.blocks)} of {self.cfg.heads}: encode it with this model")  # fmt: skip
+        slots = len(self.blocks) + self.cfg.candidate_token
+        if depth != slots or heads != self.cfg.heads:
+            raise InputError(f"the encoded context has {depth} slots of {heads} heads; the model has "
+                             f"{slots} of {self.cfg.heads}: encode it with this model")  # fmt: skip
         x = self.embed_candidate(candidate)
+        if self.cfg.candidate_token:  # the embedding of the real token each candidate follows
+            x = x + memory[:, -1, 0].transpose(1, 2).reshape(batch, length, -1).to(x.dtype)
         rope = self.rotary(length + 1, x.device)[1:]  # candidate t sits at position t + 1
         mask = candidate_mask(length, x.device)
         for i, block in enumerate(self.blocks):
