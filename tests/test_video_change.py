@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ebt_vision.core.config import from_dict
-from ebt_vision.experiments.video.change import ChangeOptions, body, change_rows
+from ebt_vision.experiments.video.change import ChangeOptions, body, change_rows, choose_damping
 from ebt_vision.video.data import held_out
 from ebt_vision.video.rollout import Rollout
 
@@ -22,7 +22,7 @@ class KnownPredictor:
         self.cfg, self.factor = cfg, factor
         self.clips = held_out(cfg, split)[1]
 
-    def rollout(self, context, horizon):
+    def rollout(self, context, horizon, *settings, **options):  # any model kind's call
         k = self.cfg.data.context_frames
         match = [int((self.clips[:, :k] == c).flatten(1).all(1).nonzero()[0]) for c in context]
         last, truth = self.clips[match, k - 1], self.clips[match, k]
@@ -43,3 +43,17 @@ def test_cosine_and_damping_of_known_predictors(factor, cosine, best):
     chosen = {"transformer": {"damping": best, "test_mse": 1.0, "test_mse_undamped": 2.0, "copy_last_test_mse": 3.0,
                               "test_change_cosine": cosine, "validation_change_cosine": cosine}}  # fmt: skip
     assert "| transformer |" in body(rows, chosen)
+
+
+@needs_digits
+def test_each_model_is_chosen_on_its_own_validation_rows_and_quoted_on_its_own_test_rows():
+    cfg = from_dict(TINY)
+    rows = []
+    for kind, factor in (("transformer", -1.0), ("ebt", 2.0)):  # the mirror image of the change, twice the change
+        for split in ("validation", "test"):
+            rows += change_rows(kind, KnownPredictor(cfg, split, factor), split, ChangeOptions(), None)
+    chosen = choose_damping(rows)
+    assert chosen["ebt"]["damping"] == 0.5 and chosen["ebt"]["test_mse"] < 1e-6
+    assert chosen["transformer"]["damping"] == 0.0
+    assert chosen["transformer"]["test_mse"] == chosen["transformer"]["copy_last_test_mse"] > 0
+    assert chosen["transformer"]["test_change_cosine"] == pytest.approx(-1.0, abs=1e-4)

@@ -64,9 +64,9 @@ class TextEBT(nn.Module):
         self.rotary = Rotary(cfg.width // cfg.heads)
         hidden = swiglu_hidden(cfg)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, hidden, cfg.attention) for _ in range(cfg.depth))
-        self.residual = cfg.energy == "residual"
-        self.final_norm = RmsNorm(cfg.width, affine=self.residual)
-        self.head = None if self.residual else nn.Linear(cfg.width, 1, bias=False)
+        residual = cfg.energy == "residual"
+        self.final_norm = RmsNorm(cfg.width, affine=residual)  # the residual's proposal reads it, as the Transformer++
+        self.head = None if residual else nn.Linear(cfg.width, 1, bias=False)
         init_weights(self)
         if self.head is not None:
             nn.init.zeros_(self.head.weight)

@@ -27,6 +27,7 @@ from ...core.reports import make_meta, markdown_table, write_report
 from ...video.data import describe_source, held_out
 from ...video.loading import chosen_steps, load_video_model
 from ...video.metrics import frame_errors
+from .. import selection
 
 DAMPING = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 SHIPPED = {
@@ -74,6 +75,21 @@ def change_rows(kind: str, model, split: str, options: ChangeOptions, steps: int
     return rows
 
 
+def choose_damping(rows: list[dict]) -> dict[str, dict]:
+    """Per model: the damping factor with the lowest validation MSE, its test MSE, the undamped and copy-last test
+    MSEs and the cosines (``selection.choose``: chosen on validation, quoted on test)."""
+    chosen = {}
+    for kind, choice in selection.choose(
+        rows, lambda r: r["method"], ("method", "damping"), score="mse", lowest=True
+    ).items():
+        test = {r["damping"]: r for r in rows if r["method"] == kind and r["eval_split"] == "test"}
+        chosen[kind] = {"damping": choice.validation["damping"], "test_mse": choice.test["mse"],
+                        "test_mse_undamped": test[1.0]["mse"], "copy_last_test_mse": test[0.0]["mse"],
+                        "test_change_cosine": test[1.0]["change_cosine"],
+                        "validation_change_cosine": choice.validation["change_cosine"]}  # fmt: skip
+    return chosen
+
+
 def measure(folders: dict[str, str], options: ChangeOptions) -> tuple[list[dict], dict, object]:
     """Every model's rows on both splits -> (rows, {model: chosen damping and its test MSE}, the EBT's config)."""
     rows, cfg = [], None
@@ -86,15 +102,7 @@ def measure(folders: dict[str, str], options: ChangeOptions) -> tuple[list[dict]
             steps = recorded[0] if recorded else None
         for split in ("validation", "test"):
             rows += change_rows(kind, model, split, options, steps)
-    chosen = {}
-    for kind in folders:
-        validation = [r for r in rows if r["method"] == kind and r["eval_split"] == "validation"]
-        best = min(validation, key=lambda r: r["mse"])["damping"]
-        test = {r["damping"]: r for r in rows if r["method"] == kind and r["eval_split"] == "test"}
-        chosen[kind] = {"damping": best, "test_mse": test[best]["mse"], "test_mse_undamped": test[1.0]["mse"],
-                        "copy_last_test_mse": test[0.0]["mse"], "test_change_cosine": test[1.0]["change_cosine"],
-                        "validation_change_cosine": validation[0]["change_cosine"]}  # fmt: skip
-    return rows, chosen, cfg
+    return rows, choose_damping(rows), cfg
 
 
 def body(rows: list[dict], chosen: dict) -> str:
