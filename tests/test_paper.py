@@ -49,9 +49,13 @@ def test_the_context_free_energy_ignores_the_noisy_image():
 
 def test_models_train_at_one_level_and_the_dit_on_t_below_100():
     configs = paper.model_configs(paper_cfg())
-    assert set(configs) == {"ebt-1", "ebt-23", "ebt-ctx-1", "ebt-ctx-23", "dit"}
-    assert [c.model.noisy_context for c in configs.values()] == [False, False, True, True, True]
+    assert set(configs) == {"ebt-1", "ebt-23", "ebt-eq", "ebt-ctx-1", "ebt-ctx-23", "ebt-ctx-eq", "dit"}
+    assert [c.model.noisy_context for c in configs.values()] == [False] * 3 + [True] * 4
     assert configs["ebt-1"].descent.num_steps == 1 and configs["ebt-23"].descent.min_steps == 2
+    for name in ("ebt-eq", "ebt-ctx-eq"):  # the landscape recipe; the original's keep the linear head and unrolling
+        assert (configs[name].model.energy, configs[name].train.objective) == ("residual", "equilibrium")
+    assert (configs["ebt-23"].model.energy, configs["ebt-23"].train.objective) == ("linear", "unrolled")
+    assert {c.train.ema_decay for c in configs.values()} == {0.0}  # no model averages its weights
     assert DiTObjective(configs["dit"]).max_timestep == 99
     objective = DenoisingObjective(configs["ebt-1"])
     batch_noise = paper.paper_noise(torch.zeros(1, 3, 16, 16), 0.1, torch.Generator().manual_seed(0))
@@ -81,8 +85,8 @@ def test_the_protocol_end_to_end_chooses_on_validation(tmp_path):
     report = paper_report.write_paper_report(rows, models, {"machine": "test"}, tmp_path, "paper")
     data = json.loads((tmp_path / "paper.json").read_text())
     assert report.exists() and (tmp_path / "paper.png").exists()
-    assert {r["method"] for r in data["rows"]} == {"noisy", "ebt_1", "ebt_23", "ebt_ctx_1", "ebt_ctx_23", "dit",
-                                                     "dit_x2", "dit_compute", "dit_compute_x2"}  # fmt: skip
+    ebts = {f"ebt_{c}{r}" for c in ("", "ctx_") for r in ("1", "23", "eq")}
+    assert {r["method"] for r in data["rows"]} == {"noisy", "dit", "dit_x2", "dit_compute", "dit_compute_x2"} | ebts
     ratio = models["ebt-1"]["step_flops"] / models["dit"]["step_flops"]
     assert models["dit-compute"]["steps"] == round(2 * ratio) > 2  # the EBT's training FLOPs in more DiT steps
     for key, choice in data["chosen"].items():  # each choice is its family's best on validation
@@ -91,5 +95,5 @@ def test_the_protocol_end_to_end_chooses_on_validation(tmp_path):
                   and r["noise_level"] == float(level)
                   and paper_report.family_of(r["method"]) == family]  # fmt: skip
         assert len(scores) >= 2 and choice["validation_psnr"] == max(scores)
-    assert len(data["verdicts"]) == 8 and "original work" in report.read_text().lower()
+    assert len(data["verdicts"]) == 12 and "original work" in report.read_text().lower()
     assert all("dit_compute_psnr" in v for v in data["verdicts"])

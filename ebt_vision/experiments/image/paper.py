@@ -7,7 +7,8 @@ chosen on the validation split and reported on the test split.
 
 EBT variants: the original's (the energy sees only the candidate; the noisy image is only the starting point) and the
 project's (the noisy image is a second input), each with the original's two training recipes (1 descent step, or 2-3
-randomised steps with a jittered step size). The DiT runs deterministic DDIM from the level's own t to 0 with all
+randomised steps with a jittered step size) and with the landscape recipe (``eq``: the residual energy and the
+equilibrium objective). The DiT runs deterministic DDIM from the level's own t to 0 with all
 t + 1 passes, with fewer, and re-run twice more on its own output (the original's 600-pass setting at level 0.2).
 """
 
@@ -40,9 +41,21 @@ EBT_STEPS = 4
 DIT_PASSES = (1, 2, 5, 10, 25, 50, 0)  # 0 = all t + 1 passes
 RERUNS = 3  # all passes, then twice more on the DiT's own output
 COMPUTE_REFERENCE = "ebt-1"  # the EBT whose training FLOPs the compute-matched DiT gets
+# Each training recipe as config overrides: the original's two, and the landscape issue's (``eq``: the residual energy
+# trained by the equilibrium objective at points between the noisy and the clean image and at visited states, 1-2
+# randomised steps of size ~1). No model here averages its weights, so the DiT needs none either.
 RECIPES = {
-    "1": {"num_steps": 1, "min_steps": 1, "step_size_jitter": 1.0},
-    "23": {"num_steps": 3, "min_steps": 2, "step_size_jitter": 2.0},
+    "1": ("descent.num_steps=1", "descent.min_steps=1", "descent.step_size_jitter=1.0"),
+    "23": ("descent.num_steps=3", "descent.min_steps=2", "descent.step_size_jitter=2.0"),
+    "eq": (
+        "model.energy=residual",
+        "descent.step_size=1.0",
+        "descent.num_steps=2",
+        "descent.min_steps=1",
+        "descent.step_size_jitter=2.0",
+        "train.objective=equilibrium",
+        "train.equilibrium_visited=4",
+    ),
 }
 
 
@@ -61,10 +74,10 @@ def model_configs(cfg: ImageConfig) -> dict[str, ImageConfig]:
         )
     out = {}
     for context in (False, True):
-        for recipe, descent in RECIPES.items():
+        for recipe, overrides in RECIPES.items():
             name = f"ebt{'-ctx' if context else ''}-{recipe}"
             model = replace(cfg.model, noisy_context=context, sigma_conditioning=False)
-            out[name] = replace(cfg, name=f"{cfg.name}-{name}", model=model, descent=replace(cfg.descent, **descent))
+            out[name] = with_overrides(replace(cfg, name=f"{cfg.name}-{name}", model=model), overrides)
     out["dit"] = replace(cfg, name=f"{cfg.name}-dit", model=replace(cfg.model, sigma_conditioning=False))
     return out
 

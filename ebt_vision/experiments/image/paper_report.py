@@ -145,7 +145,10 @@ def write_paper_report(rows: list[dict], models: dict[str, dict], meta: dict, ou
         "crop stream and number of steps (and a compute-matched DiT: the training FLOPs of `ebt-1`, in more steps). "
         "`ebt-*` models: the energy sees only the candidate (the original's denoiser); "
         "`ebt-ctx-*`: the noisy image is also an input. Recipe `-1`: one descent step in training; `-23`: 2-3 "
-        "randomised steps with a step size jittered in [1/2, 2]x (the original's second recipe). PSNR on clamped "
+        "randomised steps with a step size jittered in [1/2, 2]x (the original's second recipe); `-eq`: the residual "
+        "energy |x - f|^2/2 per patch trained by the equilibrium objective at points between the noisy and the clean "
+        "image and at states a 1-2 step descent visits (the shipped denoiser's recipe, without its weight average: "
+        "no model here averages weights). PSNR on clamped "
         "0-255 pixels; GFLOPs per image measured (an EBT step = one forward and one backward pass to the image).",
         markdown_table(["model", "parameters", "training steps", "wall-clock (min)", "GFLOPs per training step"],
                        model_rows),
