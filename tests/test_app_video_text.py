@@ -263,3 +263,29 @@ def test_app_builds_with_all_tabs_or_their_messages(tmp_path, tiny_cfg, video_ta
     app = build_app(image, open_video_tab(tmp_path / "none"), open_text_tab(tmp_path / "none"))
     ids = {getattr(block, "elem_id", None) for block in app.blocks.values()}
     assert {"video-unavailable", "text-unavailable"} <= ids and "video-button" not in ids
+
+
+def test_step_sliders_start_at_the_counts_chosen_on_validation(video_paths, tmp_path):
+    import shutil
+
+    import gradio as gr
+
+    from ebt_vision.app.video_tab import build_video_tab
+    from ebt_vision.video.loading import write_chosen_steps
+
+    folders = {kind: Path(shutil.copytree(video_paths[kind], tmp_path / kind)) for kind in ("ebt", "dit")}
+    write_chosen_steps(folders["ebt"], 3, "4 validation clips, video_mmnist.md")
+    write_chosen_steps(folders["dit"], 2, "4 validation clips, video_mmnist.md")
+    tab = VideoTab(folders["ebt"], "", folders["dit"], "")
+    assert tab.steps == (3, "chosen on 4 validation clips, video_mmnist.md") and tab.dit_steps[0] == 2
+    plain = VideoTab(video_paths["ebt"], "", video_paths["dit"], "")  # no record: the configured counts
+    assert plain.steps == (plain.cfg.descent.num_steps, "as configured") != tab.steps
+    assert plain.dit_steps == (plain.dit.cfg.dit.sampling_steps, "as configured") != tab.dit_steps
+    with gr.Blocks() as app:
+        build_video_tab(tab)
+    sliders = {block.elem_id: block for block in app.blocks.values() if getattr(block, "elem_id", None)}
+    assert sliders["video-ebt-steps"].value == 3 and "chosen on 4 validation clips" in sliders["video-ebt-steps"].label
+    assert sliders["video-dit-steps"].value == 2
+    (folders["ebt"] / "chosen_steps.json").write_text('{"steps": 0}')  # damaged: a note, the configured count
+    damaged = VideoTab(folders["ebt"], "", "", "")
+    assert damaged.steps[0] == damaged.cfg.descent.num_steps and any("damaged" in n for n in damaged.notes)

@@ -132,8 +132,8 @@ def test_predict_defaults_to_the_step_count_chosen_on_validation(tiny_ebt, clip,
     out[1] = str(tmp_path / "c")
     assert main(["predict", str(clip), *out, "--steps", "2"]) == 0  # --steps wins over the record
     assert json.loads((tmp_path / "c" / "summary.json").read_text())["descent_steps"] == 2
-    (folder / "descent_steps.json").write_text('{"steps": 0}')
-    with pytest.raises(CheckpointError, match="descent_steps.json is damaged"):
+    (folder / "chosen_steps.json").write_text('{"steps": 0}')
+    with pytest.raises(CheckpointError, match="chosen_steps.json is damaged"):
         chosen_steps(folder)
     assert main(["predict", str(clip), *out[:1], str(tmp_path / "d"), *out[2:]]) == 2  # one clear line, no traceback
 

@@ -440,10 +440,13 @@ def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
     dit = next(r for r in report["summary"] if r["method"] == "dit_ddim" and r["steps"] == 2)
     assert ebt["forward_passes"] == 2 and ebt["gflops_per_frame"] > 0 and dit["forward_passes"] == 2
     assert report["uncertainty"] and report["meta"]["seed"] == 0
-    # the plain descent's validation-chosen step count is recorded beside the EBT's weights (predict's default)
-    plain = [r for r in report["summary"] if r["method"] == "ebt" and r["eval_split"] == "validation"]
-    best = min(plain, key=lambda r: r["mse"])["steps"]
-    assert chosen_steps(tmp_path / "runs" / "ebt") == (best, "4 validation clips, video_mmnist.md")
+    # the validation-chosen step counts are recorded beside the weights (predict's and the app's defaults): the EBT's
+    # plain descent and the DiT's DDIM, each its own
+    for folder, method in (("ebt", "ebt"), ("dit", "dit_ddim")):
+        plain = [r for r in report["summary"] if r["method"] == method and r["eval_split"] == "validation"]
+        best = min(plain, key=lambda r: r["mse"])["steps"]
+        assert chosen_steps(tmp_path / "runs" / folder) == (best, "4 validation clips, video_mmnist.md")
+    assert chosen_steps(tmp_path / "runs" / "transformer") is None
     # the trained EBT loads back, as a checkpoint and through the Hugging Face mixin, identically
     loaded = load_video_model(tmp_path / "runs" / "ebt", "ebt")
     hub = VideoObjective.from_pretrained(tmp_path / "runs" / "ebt").eval()

@@ -41,6 +41,20 @@ def _checkpoint(kind: str, path: str | Path | None) -> Path:
     return find_checkpoint(path, NAMES[kind], train_command(defaults.VIDEO_CONFIG, kind, path), OPTIONS[kind])
 
 
+def _start_steps(path: Path, configured: int, notes: list[str]) -> tuple[int, str]:
+    """A slider's first value -> (steps, where they come from): the count chosen on validation clips when the model's
+    folder records one (``ebt-vision video`` writes it), else the configured one; a damaged record becomes a note."""
+    from ..core.errors import UserError
+    from ..video.loading import chosen_steps
+
+    try:
+        recorded = chosen_steps(path)
+    except UserError as error:
+        notes.append(str(error))
+        recorded = None
+    return (recorded[0], f"chosen on {recorded[1]}") if recorded else (configured, "as configured")
+
+
 class VideoTab:
     """The video tab's handler, independent of Gradio so tests can call it directly.
 
@@ -58,11 +72,18 @@ class VideoTab:
         from ..video.loading import load_video_model
         from .video_view import sample_clips
 
-        self.objective = load_video_model(_checkpoint("ebt", checkpoint), "ebt")
+        path = _checkpoint("ebt", checkpoint)
+        self.objective = load_video_model(path, "ebt")
         self.cfg = self.objective.cfg
         self.notes: list[str] = []
+        self.steps = _start_steps(path, self.cfg.descent.num_steps, self.notes)  # (the EBT slider's start, source)
         self.transformer = self._baseline("transformer", transformer_checkpoint)
         self.dit = self._baseline("dit", dit_checkpoint)
+        self.dit_steps = (
+            _start_steps(_checkpoint("dit", dit_checkpoint), self.dit.cfg.dit.sampling_steps, self.notes)
+            if self.dit is not None
+            else (1, "")
+        )
         self.samples, sample_notes = sample_clips(self.cfg)
         self.notes += sample_notes
         self.upload_objective, self.upload_note = self._upload_model(upload_checkpoint)
@@ -202,18 +223,21 @@ def build_video_tab(tab: VideoTab | str, workers: Workers | None = None) -> None
                                        "frames are used)", elem_id="video-upload")  # fmt: skip
                 horizon = gr.Slider(1, cfg.horizon, value=cfg.horizon, step=1, label="Horizon: frames to predict")
                 most = defaults.APP_MAX_STEPS
-                steps = gr.Slider(1, most, value=min(trained, most), step=1,
-                                  label=f"EBT descent steps per frame (trained with {trained})")  # fmt: skip
+                start = min(tab.steps[0], most)
+                steps = gr.Slider(1, most, value=start, step=1, elem_id="video-ebt-steps",
+                                  label=f"EBT descent steps per frame (trained with {trained}; "
+                                        f"starts at {tab.steps[0]}, {tab.steps[1]})")  # fmt: skip
                 best_of = gr.Slider(1, defaults.APP_MAX_BEST_OF, value=1, step=1,
                                     label="Best-of-N per frame (lowest energy wins)")  # fmt: skip
                 most_dit = defaults.APP_MAX_DIT_STEPS
-                dit_default = min(tab.dit.cfg.dit.sampling_steps, most_dit) if tab.dit is not None else 1
-                dit_steps = gr.Slider(1, most_dit, value=dit_default, step=1, label="DiT DDIM steps per frame",
+                dit_default = min(tab.dit_steps[0], most_dit)
+                dit_steps = gr.Slider(1, most_dit, value=dit_default, step=1, elem_id="video-dit-steps",
+                                      label=f"DiT DDIM steps per frame ({tab.dit_steps[1]})",
                                       visible=tab.dit is not None)  # fmt: skip
                 seed = gr.Number(0, precision=0, label="Seed (best-of-N starts, DiT noise)", elem_id="video-seed")
                 run = gr.Button("Predict", variant="primary", elem_id="video-button")
             # the default clip's prediction, computed once now: the tab opens showing a result
-            opening = initial_result(tab.run, first, None, cfg.horizon, min(trained, most), 1, dit_default, 0)
+            opening = initial_result(tab.run, first, None, cfg.horizon, start, 1, dit_default, 0)
             with gr.Column(scale=2):
                 summary = gr.Markdown(initial(opening, 5), elem_id="video-summary")
                 plot = gr.Plot(initial(opening, 4), label="PSNR and energy per predicted frame")

@@ -220,7 +220,7 @@ def _predict(p: argparse.ArgumentParser) -> None:
                    f"shipped, else {defaults.VIDEO_EBT})")  # fmt: skip
     p.add_argument("--frames", type=int, help="frames to predict (default: the model's trained horizon)")
     p.add_argument("--steps", type=int, help="descent steps per frame (default: the count chosen on validation clips "
-                   "when the model folder records one in descent_steps.json, else as trained)")  # fmt: skip
+                   "when the model folder records one in chosen_steps.json, else as trained)")  # fmt: skip
     p.add_argument("--best-of", type=int, default=1, help="N descents per frame, the lowest energy wins")
     p.add_argument("--seed", type=int, default=0, help="best-of-N seed")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier prediction in the output folder")

@@ -60,12 +60,14 @@ def default_video_checkpoint(root: str | Path = PROJECT_ROOT) -> tuple[Path, str
     )
 
 
-STEPS_FILE = "descent_steps.json"  # beside a video EBT's weights: the step count chosen on validation clips
+# Beside a video model's weights: the steps per frame chosen on validation clips (an EBT's descent steps, a DiT's DDIM
+# steps); ``ebt-vision predict`` and the app's video tab start from them.
+STEPS_FILE = "chosen_steps.json"
 
 
 def write_chosen_steps(folder: str | Path, steps: int, chosen_on: str) -> Path:
-    """Record in a video EBT's model folder the descent steps per frame chosen on validation clips (``chosen_on``
-    says where): ``ebt-vision predict`` uses them when ``--steps`` is not given."""
+    """Record in a video model's folder the steps per frame chosen on validation clips (``chosen_on`` says where):
+    ``ebt-vision predict`` uses them when ``--steps`` is not given, the app's sliders start there."""
     if not 1 <= steps <= defaults.MAX_STEPS:
         raise UserError(f"steps must be in [1, {defaults.MAX_STEPS}], got {steps}")
     path = Path(folder) / STEPS_FILE
@@ -74,7 +76,7 @@ def write_chosen_steps(folder: str | Path, steps: int, chosen_on: str) -> Path:
 
 
 def chosen_steps(checkpoint: str | Path) -> tuple[int, str] | None:
-    """The validation-chosen descent steps of the video EBT at ``checkpoint`` (its folder, or a file in it) ->
+    """The validation-chosen steps per frame of the video model at ``checkpoint`` (its folder, or a file in it) ->
     (steps, where they were chosen), or None when none were recorded; a damaged record is an error."""
     checkpoint = Path(checkpoint)
     path = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / STEPS_FILE
@@ -87,4 +89,4 @@ def chosen_steps(checkpoint: str | Path) -> tuple[int, str] | None:
             raise ValueError(f"steps {steps!r} is not in [1, {defaults.MAX_STEPS}]")
         return steps, str(record.get("chosen_on", ""))
     except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{path} is damaged ({error}); delete it to use the trained step count") from error
+        raise CheckpointError(f"{path} is damaged ({error}); delete it to use the configured step count") from error

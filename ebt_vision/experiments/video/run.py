@@ -37,12 +37,16 @@ def is_standard_protocol(cfg: VideoConfig) -> bool:
     return d.source == "moving-mnist" and (d.frame_size, d.frames, d.context_frames, d.digits) == (64, 20, 10, 2)
 
 
-def _record_ebt_steps(summary: list[dict], folder: Path, chosen_on: str) -> None:
-    """Write the plain descent's step count chosen on validation into the EBT's model folder (``predict``'s
-    default), when the folder is there."""
-    plain = choose(summary, lambda row: row["method"] == "ebt").get("ebt")
-    if plain is not None and (folder / "model.safetensors").is_file():
-        write_chosen_steps(folder, int(plain["steps"]), chosen_on)
+RECORDED = {"ebt": "ebt", "dit": "dit_ddim"}  # model folder -> the method whose steps per frame are recorded there
+
+
+def _record_chosen_steps(summary: list[dict], runs: Path, chosen_on: str) -> None:
+    """Write the step counts chosen on validation (the EBT's plain descent, the DiT's DDIM) into the models' folders
+    (``predict``'s and the app's defaults), when the folders are there."""
+    for folder, method in RECORDED.items():
+        plain = choose(summary, lambda row, m=method: row["method"] == m).get(folder)  # folders are named by model
+        if plain is not None and (runs / folder / "model.safetensors").is_file():
+            write_chosen_steps(runs / folder, int(plain["steps"]), chosen_on)
 
 
 def run_video_comparison(
@@ -69,7 +73,7 @@ def run_video_comparison(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary, strips = summarise(rows), []
-    _record_ebt_steps(summary, Path(runs) / "ebt", f"{len(names['validation'])} validation clips, {stem}.md")
+    _record_chosen_steps(summary, Path(runs), f"{len(names['validation'])} validation clips, {stem}.md")
     if options.strip_clips:
         by_label = {s.label: s for s in found}
         chosen = {model: by_label[row["chosen"]] for model, row in choose(summary).items()}
