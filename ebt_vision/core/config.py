@@ -179,6 +179,9 @@ class TrainConfig:
     # Exponential moving average of the weights (0 = off): what evaluation and the saved model use when on; the decay
     # ramps up as min(ema_decay, (1 + step) / (10 + step)) so short runs average their later steps only.
     ema_decay: float = 0.0
+    # Early stopping (0 = off; tasks with a validation split: video): score the model on validation at every
+    # checkpoint, stop after this many checkpoints without a new best, and keep the best weights.
+    early_stopping: int = 0
     # Fine-tuning: a fresh run starts from these weights (a model folder or .safetensors of the same architecture)
     # instead of a random initialisation; a resumed run ignores it (its checkpoint holds the weights).
     init_from: str = ""
@@ -188,7 +191,7 @@ OBJECTIVES = ("unrolled", "equilibrium", "both")
 
 # Settings a resumed run may change: they decide how long and how loudly it runs, not what it learns.
 RESUMABLE_CHANGES = ("name", "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.device")  # fmt: skip
+                     "train.device", "train.early_stopping")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,7 @@ class ExperimentConfig:
         check(t.equilibrium_weight >= 0, "train.equilibrium_weight must be >= 0")
         check(0 <= t.equilibrium_visited <= 64, "train.equilibrium_visited must be in [0, 64]")
         check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+        check(t.early_stopping >= 0, f"train.early_stopping must be >= 0 checkpoints, got {t.early_stopping}")
         check(t.loss in ("smooth_l1", "mse"), f"train.loss must be smooth_l1|mse, got {t.loss!r}")
         check(t.loss_on_steps in ("all", "last"), f"train.loss_on_steps must be all|last, got {t.loss_on_steps!r}")
 

@@ -9,7 +9,8 @@ refuses a run whose stored config differs from the requested one (``ebt_vision.c
 or a run is never replaced unasked, and resume falls back past unreadable checkpoints, never to step 0). With
 ``train.ema_decay`` it keeps an average of the weights (``ebt_vision.core.ema``): checkpoints hold both (the raw
 weights resume training exactly), and the finished run folder, like the objective after ``train`` returns, holds the
-average.
+average. Given a validation function, it scores the model at every checkpoint and, with ``train.early_stopping``,
+stops when the score stops improving and keeps the best weights (``ebt_vision.core.early_stopping``).
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ from .checkpoint import (
     load_training_checkpoint,
     load_weights,
     read_checkpoint,
+    read_weights,
     save_pretrained_folder,
     save_training_checkpoint,
+    save_weights,
 )
-from .config import ExperimentConfig, OptimConfig, dump_yaml
+from .config import ConfigError, ExperimentConfig, OptimConfig, dump_yaml
 from .distributed import Distributed
+from .early_stopping import BEST_FILE, EarlyStopping, Validate, ValidationLog
 from .ema import WeightAverage
 from .errors import UserError
 from .objective import Objective
@@ -297,6 +301,7 @@ def train(
     resume: bool = False,
     sampler_state: object | None = None,
     progress: bool = True,
+    validate: Validate | None = None,
 ) -> TrainResult:
     """Train ``objective`` on ``batches`` for ``cfg.train.steps`` steps, writing everything under ``run_dir``.
 
@@ -304,9 +309,16 @@ def train(
     With ``resume``, training continues from ``run_dir``'s latest checkpoint (or starts fresh if there is none).
     Under ``torchrun`` (see ``ebt_vision.distributed``) the objective is wrapped in DDP; ``batches`` must then yield
     this rank's share, and only rank 0 writes files.
+
+    ``validate``: the model -> its validation error (lower is better), the task's; with ``train.early_stopping`` it
+    runs at every checkpoint (every rank scores the same clips) and the finished run holds the best-scoring weights.
     """
     ctx = distributed.current()
     run_dir = Path(run_dir)
+    if cfg.train.early_stopping and validate is None:
+        raise ConfigError(f"train.early_stopping needs a validation split, and {cfg.task} training has none here: "
+                          "set train.early_stopping: 0")  # fmt: skip
+    stopping = EarlyStopping(cfg.train.early_stopping) if cfg.train.early_stopping else None
     check_run_folder(run_dir, resume)
     device = resolve_device(cfg.train.device)
     if ctx.enabled and device.type == "cuda":
@@ -329,6 +341,8 @@ def train(
             per_rank = state.get("samplers") or []
             sampler_state.load_state_dict(per_rank[ctx.rank] if len(per_rank) == ctx.world_size else state["sampler"])
         _restore_rng(state["rng"], ctx, cfg.train.seed + state["step"])
+        if stopping is not None and state.get("early_stopping"):
+            stopping.load_state_dict(state["early_stopping"])
         return state
 
     state = resume_checkpoint(run_dir, cfg, restore) if resume else None
@@ -344,6 +358,7 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(dump_yaml(cfg))
             log = MetricsLog(run_dir, step, cfg.train.log_every)
+            validation_log = ValidationLog(run_dir, step) if stopping is not None else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
     accumulation = cfg.train.grad_accumulation
 
@@ -360,10 +375,31 @@ def train(
                 "sampler": streams[0] if streams else None,
                 "samplers": streams if ctx.enabled else None,
                 "ema": average.state_dict() if average is not None else None,
+                "early_stopping": stopping.state_dict() if stopping is not None else None,
             }
             with writing(run_dir, f"; the last complete checkpoint before step {step} is kept"):
                 save_training_checkpoint(run_dir, step, objective, cfg, state, cfg.train.keep_checkpoints)
         distributed.barrier(ctx)
+
+    def validation_round() -> None:
+        """Score the weights the run would save (the average when on); a new best is written to ``best.safetensors``.
+        Training's random streams are left as they were: a run with validation learns what one without would."""
+        raw = {k: v.detach().clone() for k, v in objective.state_dict().items()} if average is not None else None
+        if average is not None:
+            average.copy_to(objective)
+        objective.eval()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            score = float(validate(objective))
+        improved = stopping.record(step, score)
+        if ctx.is_main:
+            with writing(run_dir):
+                if improved:
+                    save_weights(objective, cfg, run_dir / BEST_FILE, extra={"step": step, "validation": score})
+                validation_log.append(step, score, stopping.best)
+                validation_log.plot()
+        if raw is not None:
+            objective.load_state_dict(raw)
+        objective.train()
 
     bar = progress_bar(
         total=cfg.train.steps, initial=step, desc=f"train {cfg.name}", disable=not (progress and ctx.is_main),
@@ -372,7 +408,7 @@ def train(
     metrics: dict[str, float] = {}
     last_plot = time.perf_counter()
     throughput = Throughput()
-    while step < cfg.train.steps:
+    while step < cfg.train.steps and not (stopping is not None and stopping.stopped):
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         summed: dict[str, torch.Tensor] = {}
@@ -408,6 +444,8 @@ def train(
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", samples_s=f"{speed['samples_per_s']:.0f}",
                                 data_wait=f"{speed['data_wait']:.0%}", refresh=False)  # fmt: skip
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+            if stopping is not None:
+                validation_round()
             checkpoint()
             if ctx.is_main and time.perf_counter() - last_plot > 60:  # matplotlib is slow: at most once a minute
                 with writing(run_dir):
@@ -416,10 +454,15 @@ def train(
     bar.close()
     if average is not None:  # from here on the objective holds the averaged weights: what is saved and evaluated
         average.copy_to(objective)
+    if stopping is not None and stopping.best_step:  # the best-scoring weights, not the last ones
+        tensors, _, _ = read_weights(run_dir / BEST_FILE)
+        load_weights(objective, {k: v.to(device) for k, v in tensors.items()}, run_dir / BEST_FILE, "this model")
     if ctx.is_main:
         extra = {"step": step, "train_seconds": seconds, "world_size": ctx.world_size}
         if average is not None:
             extra["weights"] = f"exponential moving average, decay {cfg.train.ema_decay:g}"
+        if stopping is not None:
+            extra.update(stopping.summary())
         with writing(run_dir, f"; checkpoint step {step} holds the trained weights"):
             save_pretrained_folder(objective, cfg, run_dir, extra=extra)  # the run folder is a loadable model folder
             log.plot()

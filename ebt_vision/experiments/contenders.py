@@ -13,6 +13,7 @@ from torch import nn
 
 from ..core.checkpoint import CheckpointError, load_trained
 from ..core.config import ExperimentConfig, with_overrides
+from ..core.early_stopping import Validate
 from ..core.layers import count_parameters
 from ..core.train import seed_everything, train
 
@@ -44,6 +45,7 @@ def fit_contender(
     step_flops: StepFlops,
     run_root: Path,
     progress: bool,
+    validate: Validate | None = None,
 ) -> Contender:
     """Train ``build()`` on ``stream()`` (a resumable sampler, the same one for every contender) under
     ``run_root/name``; every contender starts from the same random state."""
@@ -52,7 +54,7 @@ def fit_contender(
     seed_everything(cfg.train.seed)  # the FLOP count drew random numbers: start every model from the same state
     objective = build()
     sampler = stream()
-    result = train(objective, iter(sampler), cfg, run_root / name, True, sampler, progress)
+    result = train(objective, iter(sampler), cfg, run_root / name, True, sampler, progress, validate)
     return Contender(name, objective.eval(), result.step, result.seconds, flops)
 
 

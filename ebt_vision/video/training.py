@@ -5,13 +5,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from ..core import distributed
+from ..core.early_stopping import Validate
 from ..core.train import TrainResult, seed_everything, train
 from .config import VideoConfig
-from .data import training_stream
+from .data import held_out, training_stream
 from .loading import MODEL_KINDS, build_video_model
+from .metrics import frame_errors
 
 MODELS = MODEL_KINDS
+VALIDATION_CLIPS = 16  # the first N validation clips score a model during training (train.early_stopping)
+
+
+def validation_error(cfg: VideoConfig, clips: int = VALIDATION_CLIPS) -> Validate:
+    """The video models' early-stopping score: the mean MSE (OpenSTL's convention, as the reports) of the full
+    horizon rolled out from the first ``clips`` validation clips, each model at its configured steps. The clips are
+    read now, before any training step, so missing validation footage fails first."""
+    _, held = held_out(cfg, "validation")
+    held = held[:clips]
+    context_frames = cfg.data.context_frames
+
+    def score(model: nn.Module) -> float:
+        rollout = model.rollout(held[:, :context_frames], cfg.horizon)
+        truth = held[:, context_frames : context_frames + cfg.horizon]
+        return float(frame_errors(rollout.predictions.detach().cpu(), truth)["mse"].mean())
+
+    return score
 
 
 def train_model(
@@ -23,4 +44,5 @@ def train_model(
     objective = build_video_model(model, cfg)
     ctx = distributed.current()  # under torchrun each process keeps its slice of every global batch
     stream = training_stream(cfg, cfg.train.seed, ctx.rank, ctx.world_size)
-    return train(objective, iter(stream), cfg, run_dir, resume=resume, sampler_state=stream, progress=progress)
+    validate = validation_error(cfg) if cfg.train.early_stopping else None
+    return train(objective, iter(stream), cfg, run_dir, resume, stream, progress, validate)

@@ -12,6 +12,7 @@ import torch
 from ...video.config import VideoConfig
 from ...video.data import training_stream
 from ...video.loading import build_video_model
+from ...video.training import validation_error
 from ..contenders import Contender, compute_matched_config, fit_contender, load_contender
 from .costs import training_step_flops
 
@@ -31,7 +32,8 @@ def model_configs(cfg: VideoConfig) -> dict[str, VideoConfig]:
 def _fit(name: str, cfg: VideoConfig, run_root: Path, progress: bool) -> Contender:
     build = partial(build_video_model, kind_of(name), cfg)
     clips = partial(training_stream, cfg)  # the identical clip stream for every contender
-    return fit_contender(name, cfg, build, clips, training_step_flops, run_root, progress)
+    validate = validation_error(cfg) if cfg.train.early_stopping else None
+    return fit_contender(name, cfg, build, clips, training_step_flops, run_root, progress, validate)
 
 
 def train_contenders(
