@@ -77,6 +77,35 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     assert (tmp_path / "validation_only.png").stat().st_size > 0
 
 
+def test_the_plain_transformer_trains_and_joins_the_evaluation(tmp_path, tiny_cfg):
+    """The EBT's trunk predicting the clean photo directly: trained by the one loop (``--model transformer``), tiled
+    like the EBT on big photos, one row per photo and sigma, and a column of the report."""
+    from ebt_vision.core.checkpoint import load_trained
+    from ebt_vision.core.config import with_overrides
+    from ebt_vision.image.plain import PlainDenoisingObjective, plain_denoise
+    from ebt_vision.image.training import train_model
+
+    cfg = with_overrides(tiny_cfg, ["train.steps=2", "train.checkpoint_every=2"])
+    train_model(cfg, tmp_path / "transformer", "transformer", progress=False)
+    plain, extra = load_trained(tmp_path / "transformer", PlainDenoisingObjective, "a plain transformer", "cpu")
+    assert extra["step"] == 2
+    crop = torch.rand(1, 3, 16, 16) * 2 - 1  # the training crop size: one tile, the model's own output
+    with torch.no_grad():
+        torch.testing.assert_close(plain_denoise(plain, crop), plain.model(crop).clamp(-1, 1))
+    assert plain_denoise(plain, torch.rand(2, 3, 40, 56) * 2 - 1).shape == (2, 3, 40, 56)
+    objective = DenoisingObjective(tiny_cfg).eval()
+    options = EvalOptions(sigmas=(25,), steps=1, with_bm3d=False, progress=False)
+    rows = []
+    for split in ("validation", "test"):
+        photos = held_out_photos(40, split)[:1]
+        rows += evaluate_denoiser(objective, photos, options, split, transformer=plain)
+    mine = [r for r in rows if r["method"] == "transformer"]
+    assert len(mine) == 2 and all((r["forward_passes"], r["backward_passes"]) == (1, 0) for r in mine)
+    text = write_denoise_report(rows, make_meta("cpu", 0, "test", "none"), tmp_path).read_text()
+    test_row = next(r for r in mine if r["eval_split"] == "test")
+    assert "transformer (the EBT's trunk, direct)" in text and f"{test_row['psnr']:.2f} / " in text
+
+
 def test_diffusion_trained_models_get_their_own_input_and_split_labels(tiny_cfg):
     """Level 0.1 (t 99) has the signal-to-noise ratio of sigma ~43: sigma 25 is in distribution, 50 is not; the model
     sees the noisy photo scaled to the diffusion convention, sqrt(a) (x0 + u eps) with a = 1 / (1 + u^2)."""

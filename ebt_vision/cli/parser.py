@@ -147,7 +147,8 @@ def _train(p: argparse.ArgumentParser) -> None:
         "--model",
         choices=["ebt", "dit", "transformer"],
         default="ebt",
-        help="ebt, or a baseline of the same size: dit (image, video), transformer (video, text)",
+        help="ebt, or a baseline of the same size: dit (image, video), transformer (image: the EBT's trunk "
+        "predicting directly; video, text)",
     )
     _set_option(p, "config overrides, e.g. --set train.steps=100 data.batch_size=16 (--set repeatable)")
     p.add_argument("--out", help="run folder (default: runs/<config name>)")
@@ -247,6 +248,8 @@ def _eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dit-checkpoint", default="", help="also the DiT baseline (blind, estimated sigma), e.g. "
                    f"{defaults.IMAGE_DIT}")  # fmt: skip
     p.add_argument("--dit-steps", type=int, nargs="+", default=[1, 2, 5, 10], help="the DiT's DDIM step counts")
+    p.add_argument("--transformer-checkpoint", default="", help="also the plain transformer: the EBT's trunk "
+                   "predicting the clean photo in one pass (ebt-vision train --model transformer)")  # fmt: skip
     p.add_argument(
         "--no-schedule",
         action="store_true",

@@ -50,7 +50,7 @@ TASKS: dict[str, Task] = {
     "image": Task(
         "ebt_vision.image.config:ImageConfig",
         "ebt_vision.image.training:train_model",
-        ("ebt", "dit"),
+        ("ebt", "dit", "transformer"),
         "ebt_vision.image.labelled:missing_data",
     ),
     "text": Task(

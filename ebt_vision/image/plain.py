@@ -10,6 +10,7 @@ from ..core.layers import adaln_blocks, init_residual_predictor, patchify, sinco
 from ..core.objective import DirectObjective, StepOutput
 from .config import ImageConfig, ModelConfig
 from .data import DenoisingBatch
+from .tiling import tiled_map
 
 
 class PlainDenoiser(nn.Module):
@@ -51,3 +52,12 @@ class PlainDenoisingObjective(DirectObjective, HubModel):
 
     def forward(self, batch: DenoisingBatch) -> StepOutput:
         return self.prediction_step(self.model(batch.noisy), batch.clean)
+
+
+@torch.no_grad()
+def plain_denoise(objective: PlainDenoisingObjective, noisy: Tensor, tile_overlap: int = 2) -> Tensor:
+    """(B, C, H, W) noisy in [-1, 1] -> the one-pass estimate, clamped; photos larger than the training crop are
+    tiled like the EBT's energy and the DiT's passes (half-overlapping tiles, overlaps averaged)."""
+    device = next(objective.parameters()).device
+    estimate = tiled_map(objective.model, noisy.to(device), objective.cfg.data.crop_size, overlap=tile_overlap)
+    return estimate.clamp(-1, 1)

@@ -17,17 +17,22 @@ from .labelled import fashion_mnist
 from .objective import DenoisingObjective
 from .streams import photo_stream, resolve_format
 
-MODELS = ("ebt", "dit")
+MODELS = ("ebt", "dit", "transformer")
 
 
 def build_model(kind: str, cfg: ImageConfig) -> nn.Module:
-    """A fresh objective: "ebt" (the image EBT of ``cfg.model``) or "dit" (the diffusers DiT matched to it in size)."""
+    """A fresh objective: "ebt" (the image EBT of ``cfg.model``), "dit" (the diffusers DiT matched to it in size) or
+    "transformer" (the EBT's own trunk predicting the clean image in one pass: what the energy adds, apart)."""
     if kind == "ebt":
         return DenoisingObjective(cfg)
     if kind == "dit":
         from .dit import DiTObjective  # diffusers is imported only when a DiT is wanted
 
         return DiTObjective(cfg)
+    if kind == "transformer":
+        from .plain import PlainDenoisingObjective
+
+        return PlainDenoisingObjective(cfg)
     raise UserError(f"image model must be one of {MODELS}, got {kind!r}")
 
 

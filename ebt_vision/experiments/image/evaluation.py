@@ -22,6 +22,7 @@ from ...image.dit import DiTObjective, dit_denoise
 from ...image.inference import crop_to_patches, denoise
 from ...image.noise import as_model_input, estimate_noise_sigma, noisy_copy, training_sigma_max
 from ...image.objective import DenoisingObjective
+from ...image.plain import PlainDenoisingObjective, plain_denoise
 from ...image.schedule import StepSchedule
 from ..selection import SPLIT_SEED_OFFSET
 from .evaluation_report import write_denoise_report
@@ -35,7 +36,8 @@ class EvalOptions:
     """What ``ebt-vision eval`` measures: noise ``sigmas`` (0-255), EBT descent ``steps`` (PSNR after each), photos
     downscaled to ``max_side`` (None: full resolution), the held-out ``split`` ("both": choices on validation, quoted
     on test), the first ``limit`` photos, the noise ``seed``, CBM3D (test split only), the DiT at ``dit_steps`` DDIM
-    steps when a ``dit_checkpoint`` is given, the checkpoint's step schedule (``use_schedule``)."""
+    steps when a ``dit_checkpoint`` is given, the plain transformer (the EBT's trunk predicting directly) when a
+    ``transformer_checkpoint`` is given, the checkpoint's step schedule (``use_schedule``)."""
 
     sigmas: tuple[float, ...] = SIGMAS
     steps: int = 4
@@ -46,6 +48,7 @@ class EvalOptions:
     with_bm3d: bool = True
     dit_checkpoint: str | Path | None = None
     dit_steps: tuple[int, ...] = DIT_STEPS
+    transformer_checkpoint: str | Path | None = None
     use_schedule: bool = True
     device: str = "auto"
     stem: str = "denoise_eval"
@@ -64,6 +67,7 @@ def evaluate_denoiser(
     split: str = "test",
     dit: DiTObjective | None = None,
     schedule: StepSchedule | None = None,
+    transformer: PlainDenoisingObjective | None = None,
 ) -> list[dict]:
     """Per image and sigma: one row per method/step with PSNR, SSIM and forward/backward passes.
 
@@ -72,7 +76,8 @@ def evaluate_denoiser(
     stopping; ``ebt_auto`` (with a ``schedule``) takes the steps its estimated noise level looks up. The DiT is
     blind like the EBT: it starts DDIM at the timestep of the sigma estimated from the noisy photo. CBM3D runs when
     ``options.with_bm3d``. The split label compares sigma with the highest (Gaussian-equivalent) sigma the model
-    trained on; a diffusion-trained model gets the noisy photo in its own convention (``as_model_input``).
+    trained on; a diffusion-trained model gets the noisy photo in its own convention (``as_model_input``). The
+    plain ``transformer`` (blind too) predicts the clean photo in one forward pass.
     """
     patch = objective.cfg.model.patch_size
     train_max = training_sigma_max(objective.cfg.data)
@@ -101,6 +106,10 @@ def evaluate_denoiser(
                 estimate, passes = dit_denoise(dit, noisy[None], estimated, k)
                 rows.append(_scored(base, "dit_ddim", estimate[0], clean, steps=k, forward_passes=passes[0],
                                     backward_passes=0))  # fmt: skip
+        if transformer is not None:
+            estimate = plain_denoise(transformer, noisy[None])
+            rows.append(_scored(base, "transformer", estimate[0], clean, steps=1, forward_passes=1,
+                                backward_passes=0))  # fmt: skip
     return rows
 
 
@@ -168,6 +177,10 @@ def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOpt
     dit = None
     if options.dit_checkpoint:
         dit = load_trained(options.dit_checkpoint, DiTObjective, "a DiT baseline", device)[0]
+    transformer = None
+    if options.transformer_checkpoint:
+        transformer = load_trained(options.transformer_checkpoint, PlainDenoisingObjective,
+                                   "a plain-transformer image baseline", device)[0]  # fmt: skip
     schedule = StepSchedule.load(checkpoint) if options.use_schedule else None
     cfg = objective.cfg
     budget = f"{cfg.name}: {extra.get('step', '?')} steps of batch {cfg.data.batch_size}, crops {cfg.data.crop_size}px"
@@ -180,7 +193,7 @@ def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOpt
         photos = held_out_photos(options.max_side, name)[: options.limit]
         described.append(f"{name}: {len(photos)} photos ({', '.join(p.name for p in photos)})")
         split_options = replace(options, with_bm3d=options.with_bm3d and name == "test")
-        rows += evaluate_denoiser(objective, photos, split_options, name, dit, schedule)
+        rows += evaluate_denoiser(objective, photos, split_options, name, dit, schedule, transformer)
     scale = f"downscaled to at most {options.max_side}px" if options.max_side else "full resolution"
     data = f"held-out photos, {scale}; " + "; ".join(described)
     meta = make_meta(device, options.seed, data, budget)

@@ -59,6 +59,7 @@ def summary_table(averaged: list[dict]) -> str:
     with_validation = _both_splits(averaged)
     with_auto = any(r["method"] == "ebt_auto" for r in test)
     dit_steps = sorted({r["steps"] for r in test if r["method"] == "dit_ddim"})
+    with_transformer = any(r["method"] == "transformer" for r in test)
     if with_auto:
         headers.append("EBT auto steps (mean steps)")
     with_rel = any(r["method"].startswith("ebt_stop_rel@") for r in test)
@@ -67,6 +68,7 @@ def summary_table(averaged: list[dict]) -> str:
         headers += ["DiT (chosen DDIM steps)"] if with_dit else []
     elif with_dit:
         headers += [f"DiT {k} DDIM step{'s' * (k > 1)}" for k in dit_steps]
+    headers += ["transformer (the EBT's trunk, direct)"] if with_transformer else []
 
     def cell(row: dict | None, label: bool = False) -> str:
         if row is None:
@@ -89,6 +91,8 @@ def summary_table(averaged: list[dict]) -> str:
                 cells.append(cell(_chosen(averaged, "dit_ddim", sigma), label=True))
         elif with_dit:
             cells += [cell(lookup.get(("dit_ddim", sigma, k))) for k in dit_steps]
+        if with_transformer:
+            cells.append(cell(lookup.get(("transformer", sigma, 1))))
         table.append([f"{sigma:g}", lookup[("noisy", sigma, 0)]["split"], *cells])
     return markdown_table(headers, table)
 
@@ -108,7 +112,8 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
     for ax, sigma in zip(axes[0], sigmas, strict=True):
         ebt = sorted((r for r in test if r["method"] == "ebt" and r["sigma"] == sigma), key=lambda r: r["steps"])
         ax.plot([r["steps"] for r in ebt], [r["psnr"] for r in ebt], "o-", markersize=3, label="EBT")
-        references = [(m, r) for m in ("noisy", "cbm3d") for r in test if r["method"] == m and r["sigma"] == sigma]
+        references = [(m, r) for m in ("noisy", "cbm3d", "transformer") for r in test
+                      if r["method"] == m and r["sigma"] == sigma]  # fmt: skip
         dit = _chosen(averaged, "dit_ddim", sigma)
         if dit is not None:
             references.append((f"DiT ({dit['steps']} DDIM steps)", dit))
@@ -126,7 +131,9 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
         if auto:
             ax.plot([auto[0]["forward_passes"]], [auto[0]["psnr"]], "*", markersize=10, color="C1",
                     label="EBT, steps from est. noise")  # fmt: skip
-        for (name, ref), (style, color) in zip(references, ((":", "grey"), ("--", "C3"), ("-.", "C2")), strict=False):
+        styles = {"noisy": (":", "grey"), "cbm3d": ("--", "C3"), "transformer": ((0, (1, 1)), "C5")}
+        for name, ref in references:
+            style, color = styles.get(name, ("-.", "C2"))
             ax.axhline(ref["psnr"], linestyle=style, color=color, label=name)
         split = "in-dist." if ebt and ebt[0]["split"] == "id" else "out-of-dist."
         ax.set_title(f"sigma {sigma:g} ({split})")
