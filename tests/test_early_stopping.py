@@ -17,35 +17,17 @@ from ebt_vision.core.early_stopping import EarlyStopping
 from ebt_vision.core.objective import StepOutput
 from ebt_vision.core.train import train
 
+from . import test_landscape as landscape
 from .conftest import TINY
 from .test_video import TINY as TINY_VIDEO
 from .test_video import needs_digits
 
 
-class Crash(Exception):
-    """Stands in for a process killed between two steps."""
+class Stream(landscape.Stream):
+    """The landscape tests' resumable stream (crashes on request), of noisy 3-vector targets."""
 
-
-class Stream:
-    """A resumable stream of noisy targets (its position travels with checkpoints)."""
-
-    def __init__(self, crash_at: int = -1) -> None:
-        self.position, self.crash_at = 0, crash_at
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self.position == self.crash_at:
-            raise Crash
-        self.position += 1
-        return torch.randn(3, generator=torch.Generator().manual_seed(self.position))
-
-    def state_dict(self):
-        return {"position": self.position}
-
-    def load_state_dict(self, state):
-        self.position = state["position"]
+    def batch(self, generator: torch.Generator):
+        return torch.randn(3, generator=generator)
 
 
 class Toy(nn.Module):
@@ -123,7 +105,7 @@ def test_training_stops_after_patience_and_keeps_the_best_weights(tmp_path):
 def test_a_crashed_run_resumes_to_the_same_stop_and_weights(tmp_path):
     scores = [5.0, 3.0, 4.0, 4.5, 1.0]
     straight, _ = run(tmp_path / "straight", cfg(early_stopping=2), Scripted(scores))
-    with pytest.raises(Crash):
+    with pytest.raises(landscape.Crash):
         run(tmp_path / "resumed", cfg(early_stopping=2), Scripted(scores), Stream(crash_at=7))
     resumed_validate = Scripted(scores[3:])  # the resumed run scores steps 8 on (its checkpoint holds step 6's)
     resumed, result = run(tmp_path / "resumed", cfg(early_stopping=2), resumed_validate, resume=True)

@@ -181,6 +181,9 @@ class Stream:
             raise Crash
         generator = torch.Generator().manual_seed(self.position)
         self.position += 1
+        return self.batch(generator)
+
+    def batch(self, generator: torch.Generator):
         return noisy_batch(torch.rand(4, 3, 16, 16, generator=generator) * 2 - 1)
 
     def state_dict(self):

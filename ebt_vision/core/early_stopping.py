@@ -17,6 +17,8 @@ from pathlib import Path
 
 from torch import nn
 
+from .reports import curve_plot
+
 Validate = Callable[[nn.Module], float]  # the model (in eval mode) -> its validation error, lower is better
 BEST_FILE = "best.safetensors"
 
@@ -84,21 +86,7 @@ class ValidationLog:
     def plot(self) -> Path | None:
         if not self.rows:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        curves = [("validation error", [r["validation"] for r in self.rows], {"marker": "o"}),
+                  ("best so far", [r["best"] for r in self.rows], {"linestyle": "--"})]  # fmt: skip
         steps = [r["step"] for r in self.rows]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(steps, [r["validation"] for r in self.rows], marker="o", label="validation error")
-        ax.plot(steps, [r["best"] for r in self.rows], linestyle="--", label="best so far")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("validation error (lower is better)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        out = self.path.with_name("validation.png")
-        fig.savefig(out, dpi=120)
-        plt.close(fig)
-        return out
+        return curve_plot(self.path.with_name("validation.png"), steps, curves, "validation error (lower is better)")

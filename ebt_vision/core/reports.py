@@ -93,3 +93,26 @@ def write_report(out_dir: str | Path, stem: str, meta: dict, rows: list[dict], b
     md = out_dir / f"{stem}.md"
     md.write_text(f"# {stem}\n\n{meta_markdown(meta)}\n\n{body}\n")
     return md
+
+
+def curve_plot(path: str | Path, steps: list[float], curves: list[tuple[str, list[float], dict]], ylabel: str,
+               log_y: bool = False) -> Path:  # fmt: skip
+    """A training curve figure at ``path``: each (label, values, matplotlib keyword arguments) against ``steps``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, values, style in curves:
+        ax.plot(steps, values, label=label, **style)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -47,6 +47,7 @@ from .ema import WeightAverage
 from .errors import UserError
 from .objective import Objective
 from .progress import progress as progress_bar
+from .reports import curve_plot
 from .runs import RunConflict as RunConflict  # raised here, so callers catch it from here too
 from .runs import check_run_folder, resume_checkpoint, writing
 
@@ -180,32 +181,17 @@ class MetricsLog:
     def plot(self) -> Path | None:
         if not self.rows:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         steps = [r["step"] for r in self.rows]
         losses = [r["loss"] for r in self.rows]
         smoothed, average = [], losses[0]
         for value in losses:  # exponential moving average: batches differ in noise level, so raw values jump
             average = 0.9 * average + 0.1 * value
             smoothed.append(average)
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(steps, losses, label="loss (mean over descent steps)", alpha=0.35)
-        ax.plot(steps, smoothed, label="same, moving average", color="C0")
+        curves = [("loss (mean over descent steps)", losses, {"alpha": 0.35}),
+                  ("same, moving average", smoothed, {"color": "C0"})]  # fmt: skip
         if "loss_last" in self.rows[0]:
-            ax.plot(steps, [r["loss_last"] for r in self.rows], label="loss after the last step", alpha=0.35)
-        ax.set_yscale("log")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        out = self.path.with_name("loss.png")
-        fig.savefig(out, dpi=120)
-        plt.close(fig)
-        return out
+            curves.append(("loss after the last step", [r["loss_last"] for r in self.rows], {"alpha": 0.35}))
+        return curve_plot(self.path.with_name("loss.png"), steps, curves, "loss", log_y=True)
 
 
 def _divergence(step: int, loss: torch.Tensor, energy: torch.Tensor | None, cfg: ExperimentConfig) -> str | None:
