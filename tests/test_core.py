@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ebt_vision.core.objective import Objective
 from ebt_vision.core.progress import progress
 from ebt_vision.image.dit import DiTObjective
@@ -51,3 +53,12 @@ def test_an_unknown_key_suggests_the_closest_valid_one():
         assert "did you mean 'num_steps'" in str(error)
     else:
         raise AssertionError("an unknown key was accepted")
+
+
+def test_markdown_table_refuses_a_row_wider_or_narrower_than_its_header():
+    from ebt_vision.core.reports import markdown_table
+
+    assert markdown_table(["a", "b"], [[1, 2.5]]) == "| a | b |\n|---|---|\n| 1 | 2.50 |"
+    for row in ([1], [1, 2, 3]):
+        with pytest.raises(ValueError, match="cells for 2 headers"):
+            markdown_table(["a", "b"], [row])

@@ -61,6 +61,12 @@ def make_meta(device: torch.device | str, seed: int, data: str, budget: str, com
 
 
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table; a row whose cell count differs from the header's is a bug in the caller (the renderer
+    would show its extra cells under no heading), so it raises."""
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"table row has {len(row)} cells for {len(headers)} headers: {row!r}")
+
     def cell(value: Any) -> str:
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 

@@ -54,7 +54,7 @@ def _resume_table(rows: list[dict]) -> str:
     lines = [[r["data"], r["killed_at_step"], "yes" if r["bitwise_equal"] else "no", f"{r['max_abs_difference']:.3g}",
               r["tensors"]] for r in _select(rows, "resume")]  # fmt: skip
     return markdown_table(
-        ["data (2 workers)", "killed after checkpoint", "bitwise equal", "max |diff|", "tensors"], lines
+        ["data (2 workers)", "killed after checkpoint", "bitwise equal", "max abs diff", "tensors"], lines
     )
 
 

@@ -181,6 +181,8 @@ def write_paper_report(rows: list[dict], models: dict[str, dict], meta: dict, ou
                 "EBT - DiT (dB)",
                 "EBT passes / DiT passes",
                 "EBT beats DiT",
+                "DiT compute-matched PSNR",
+                "EBT - DiT compute-matched (dB)",
             ],
             verdict_rows,
         ),  # fmt: skip
