@@ -87,7 +87,7 @@ def test_the_counter_finds_bests_and_stops_after_patience():
 def test_training_stops_after_patience_and_keeps_the_best_weights(tmp_path):
     validate = Scripted([5.0, 3.0, 4.0, 4.5, 1.0])  # best at step 4, no better at 6 and 8: stop at 8
     model, result = run(tmp_path / "run", cfg(early_stopping=2), validate)
-    assert result.step == 8 and len(validate.seen) == 4
+    assert result.step == 8 and len(validate.seen) == 4 and result.best_step == 4
     assert [r["step"] for r in rows(tmp_path / "run")] == [2, 4, 6, 8]
     assert [r["best"] for r in rows(tmp_path / "run")] == [5.0, 3.0, 3.0, 3.0]
     saved = load_file(tmp_path / "run" / "model.safetensors")["weight"]
@@ -99,7 +99,18 @@ def test_training_stops_after_patience_and_keeps_the_best_weights(tmp_path):
     assert (extra["validation_best_step"], extra["validation_best"], extra["stopped_early"]) == (4, 3.0, True)
     assert (tmp_path / "run" / "validation.png").is_file()
     _, again = run(tmp_path / "run", cfg(early_stopping=2), Scripted([0.0] * 9), resume=True)
-    assert again.step == 8  # a stopped run stays stopped when resumed
+    assert again.step == 8 and again.best_step == 4  # a stopped run stays stopped when resumed
+
+
+def test_reports_say_which_step_early_stopping_kept():
+    from ebt_vision.experiments.contenders import Contender
+    from ebt_vision.experiments.video.report import steps_kept
+
+    assert steps_kept(Contender("ebt", torch.nn.Identity(), 250, 1.0, 1, kept_step=50)) == (
+        "250 (weights of step 50, the best on validation)"
+    )
+    assert steps_kept(Contender("ebt", torch.nn.Identity(), 250, 1.0, 1)) == "250"
+    assert steps_kept(Contender("ebt", torch.nn.Identity(), 250, 1.0, 1, kept_step=250)) == "250"
 
 
 def test_a_crashed_run_resumes_to_the_same_stop_and_weights(tmp_path):

@@ -63,6 +63,7 @@ class TrainResult:
     seconds: float  # training wall-clock, summed over resumed segments
     final_metrics: dict[str, float]
     resumed_from: int = 0  # the checkpoint step this call continued from (0: it started afresh)
+    best_step: int = 0  # with train.early_stopping: the step whose weights the run kept (0: the last step's)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -453,4 +454,5 @@ def train(
             save_pretrained_folder(objective, cfg, run_dir, extra=extra)  # the run folder is a loadable model folder
             log.plot()
     distributed.barrier(ctx)
-    return TrainResult(run_dir, step, seconds, metrics, resumed_from)
+    best_step = stopping.best_step if stopping is not None else 0
+    return TrainResult(run_dir, step, seconds, metrics, resumed_from, best_step)

@@ -27,6 +27,7 @@ class Contender:
     steps: int
     seconds: float
     step_flops: int  # FLOPs of one training step (forward, descent and backward)
+    kept_step: int = 0  # early stopping kept the weights of this step (0: the last step's)
 
     @property
     def params(self) -> int:
@@ -55,7 +56,7 @@ def fit_contender(
     objective = build()
     sampler = stream()
     result = train(objective, iter(sampler), cfg, run_root / name, True, sampler, progress, validate)
-    return Contender(name, objective.eval(), result.step, result.seconds, flops)
+    return Contender(name, objective.eval(), result.step, result.seconds, flops, result.best_step)
 
 
 def compute_matched_config(
@@ -83,4 +84,5 @@ def load_contender(
         raise CheckpointError(f"{path} not found; train the contenders first (the same command without --load)")
     objective, extra = load_trained(path, build, f"the {name} model", device)
     flops = step_flops(objective, objective.cfg)
-    return Contender(name, objective.eval(), extra["step"], extra.get("train_seconds", 0), flops)
+    kept = int(extra.get("validation_best_step", 0))
+    return Contender(name, objective.eval(), extra["step"], extra.get("train_seconds", 0), flops, kept)

@@ -196,11 +196,19 @@ def describe_clips(names: list[str]) -> str:
     return ", ".join(f"{scene} ({count} clips)" for scene, count in scenes.items())
 
 
+def steps_kept(contender: Contender) -> str:
+    """Training steps, and the step whose weights early stopping kept when that is not the last one."""
+    kept = contender.kept_step
+    if not kept or kept == contender.steps:
+        return str(contender.steps)
+    return f"{contender.steps} (weights of step {kept}, the best on validation)"
+
+
 def models_table(contenders: dict[str, Contender]) -> str:
     return markdown_table(
         ["model", "parameters", "training steps", "training PFLOP", "wall-clock (s)"],
         [
-            [c.name, f"{c.params / 1e6:.3f}M", c.steps, f"{c.train_flops / 1e15:.3g}", f"{c.seconds:.0f}"]
+            [c.name, f"{c.params / 1e6:.3f}M", steps_kept(c), f"{c.train_flops / 1e15:.3g}", f"{c.seconds:.0f}"]
             for c in contenders.values()
         ],
     )

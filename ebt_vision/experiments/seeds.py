@@ -1,0 +1,141 @@
+"""One comparison run with several training seeds: the mean and spread of every contender's chosen test figures.
+
+Reads the JSON of reports that ``ebt-vision video`` wrote for the same config and data with different
+``train.seed`` (their ``chosen`` rows: each method's setting chosen on validation, quoted on test), checks that they
+compare the same methods on the same clips, and writes a report: per method the mean and the sample standard
+deviation over the seeds of each metric, the setting each seed chose, and a figure of the per-seed values.
+
+    python -m ebt_vision.experiments.seeds reports/video_real.json runs/seed1/video_real_seed1.json ... \\
+        --seeds 0 1 2 --metrics mse psnr ssim --out reports --stem video_real_seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+from ..core.errors import UserError
+from ..core.reports import make_meta, markdown_table, write_report
+
+HIGHER_IS_BETTER = {"psnr", "ssim"}
+DECIMALS = {"ssim": 3}  # decimals shown per metric (2 otherwise)
+
+
+def read_chosen(path: str | Path) -> tuple[dict, dict[str, dict]]:
+    """-> (meta, {method: chosen test row}) of one report's JSON (clear errors for anything else)."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: not a readable report JSON ({error})") from None
+    chosen = payload.get("chosen")
+    if not isinstance(chosen, list) or not chosen:
+        raise UserError(f"{path} has no 'chosen' rows: give the JSON of ebt-vision video reports")
+    return payload.get("meta", {}), {row["method"]: row for row in chosen}
+
+
+def aggregate(runs: list[dict[str, dict]], metrics: list[str]) -> list[dict]:
+    """Per method: the mean and sample sd over the runs of each metric, and the settings the runs chose."""
+    if len(runs) < 2:
+        raise UserError("give at least two reports (one per seed)")
+    methods = list(runs[0])
+    for i, run in enumerate(runs[1:], start=2):
+        if set(run) != set(methods):
+            raise UserError(f"report {i} compares {sorted(run)}, report 1 {sorted(methods)}: not the same run")
+    for method in methods:
+        clips = {run[method].get("clips") for run in runs}
+        if len(clips) != 1:
+            raise UserError(f"{method}: the reports were measured on different numbers of clips {sorted(clips)}")
+    rows = []
+    for method in methods:
+        row = {"method": method, "seeds": len(runs), "chosen": [run[method].get("chosen", "") for run in runs]}
+        for metric in metrics:
+            values = [float(run[method][metric]) for run in runs]
+            row[metric] = values
+            row[f"{metric}_mean"] = statistics.fmean(values)
+            row[f"{metric}_sd"] = statistics.stdev(values)
+        rows.append(row)
+    return rows
+
+
+def best_marks(rows: list[dict], metrics: list[str]) -> dict[str, str]:
+    """{metric: the method with the best mean} (lowest, or highest for PSNR and SSIM)."""
+    pick = {m: (max if m in HIGHER_IS_BETTER else min) for m in metrics}
+    return {m: pick[m](rows, key=lambda r: r[f"{m}_mean"])["method"] for m in metrics}
+
+
+def plot(rows: list[dict], metrics: list[str], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(3.4 * len(metrics), 3.4))
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for x, row in enumerate(rows):
+            ax.scatter([x] * len(row[metric]), row[metric], color="C0", alpha=0.6, s=18)
+            ax.errorbar(x + 0.15, row[f"{metric}_mean"], yerr=row[f"{metric}_sd"], fmt="o", color="C3", capsize=3)
+        ax.set_xticks(range(len(rows)), [r["method"] for r in rows], rotation=30)
+        ax.set_title(f"{metric} (seeds; mean ± sd)")
+        ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reports", nargs="+", help="the JSON of each seed's report")
+    parser.add_argument("--seeds", nargs="+", type=int, required=True, help="each report's train.seed, in order")
+    parser.add_argument("--metrics", nargs="+", default=["mse", "psnr", "ssim"])
+    parser.add_argument("--out", default="runs/seeds")
+    parser.add_argument("--stem", default="seeds")
+    parser.add_argument("--note", default="", help="what was run (the report's first paragraph)")
+    args = parser.parse_args(argv)
+    if len(args.seeds) != len(args.reports) or len(set(args.seeds)) != len(args.seeds):
+        parser.error("give one distinct --seeds value per report")
+    read = [read_chosen(path) for path in args.reports]
+    runs = [chosen for _, chosen in read]
+    missing = [m for m in args.metrics if any(m not in row for run in runs for row in run.values())]
+    if missing:
+        raise UserError(f"the reports have no metric {missing[0]!r}")
+    rows = aggregate(runs, args.metrics)
+    best = best_marks(rows, args.metrics)
+
+    def cell(r: dict, m: str) -> str:
+        digits = DECIMALS.get(m, 2)
+        text = f"{r[f'{m}_mean']:.{digits}f} ± {r[f'{m}_sd']:.{digits}f}"
+        return f"**{text}**" if best[m] == r["method"] else text
+
+    first_metric = args.metrics[0]
+    table = [[r["method"], ", ".join(r["chosen"]), *(cell(r, m) for m in args.metrics),
+              " / ".join(f"{v:.{DECIMALS.get(first_metric, 2)}f}" for v in r[first_metric])] for r in rows]  # fmt: skip
+    command = shlex.join(["python", "-m", "ebt_vision.experiments.seeds", *(argv or sys.argv[1:])])
+    first = read[0][0]
+    pairs = zip(args.seeds, read, strict=True)
+    budget = "; ".join(f"seed {seed}: {meta.get('budget', '?')}" for seed, (meta, _) in pairs)
+    meta = make_meta("cpu", args.seeds[0], first.get("data", "?"), budget, command)
+    meta["device"] = "; ".join(sorted({m.get("device", "?") for m, _ in read}))
+    meta["seed"] = ", ".join(map(str, args.seeds))
+    meta["machine"] = "; ".join(sorted({m.get("machine", "?") for m, _ in read}))
+    body = (
+        (f"{args.note}\n\n" if args.note else "")
+        + f"{len(runs)} reports, one per training seed ({', '.join(map(str, args.seeds))}); "
+        "each method's setting chosen on validation in its own report, figures on the test split; "
+        "mean ± sample standard deviation over the seeds (best mean in bold).\n\n"
+        + markdown_table(
+            ["method", "chosen per seed", *(f"{m} mean ± sd" for m in args.metrics), f"{args.metrics[0]} per seed"],
+            table,
+        )  # fmt: skip
+        + f"\n\n![per-seed figures]({args.stem}.png)"
+    )
+    md = write_report(args.out, args.stem, meta, rows, body, reports=[str(p) for p in args.reports])
+    plot(rows, args.metrics, md.with_suffix(".png"))
+    print(md)
+    return md
+
+
+if __name__ == "__main__":
+    main()
