@@ -18,6 +18,7 @@ from ebt_vision.core.checkpoint import CheckpointError, load_trained, save_pretr
 from ebt_vision.core.config import ConfigError, from_dict, load_config, read_yaml
 from ebt_vision.image.dit import DiTObjective
 from ebt_vision.image.objective import DenoisingObjective
+from ebt_vision.image.plain import PlainDenoisingObjective
 from ebt_vision.text.baseline import TransformerPlusPlusObjective
 from ebt_vision.text.objective import TextEBTObjective
 from ebt_vision.video.dit import VideoDiTObjective
@@ -29,11 +30,15 @@ SHIPPED = {
     "ebt-image-s": DenoisingObjective,
     "ebt-image-s-stage1": DenoisingObjective,
     "dit-image-s": DiTObjective,
+    "transformer-image-s": PlainDenoisingObjective,
     "text-sotu-s": TextEBTObjective,
     "text-sotu-s-transformer": TransformerPlusPlusObjective,
     "video-mmnist-s": VideoObjective,
     "video-mmnist-s-dit": VideoDiTObjective,
     "video-mmnist-s-transformer": PlainVideoObjective,
+    "video-real-s": VideoObjective,
+    "video-real-s-dit": VideoDiTObjective,
+    "video-real-s-transformer": PlainVideoObjective,
 }
 
 
