@@ -50,6 +50,9 @@ def aggregate(runs: list[dict[str, dict]], metrics: list[str]) -> list[dict]:
         clips = {run[method].get("clips") for run in runs}
         if len(clips) != 1:
             raise UserError(f"{method}: the reports were measured on different numbers of clips {sorted(clips)}")
+    missing = [m for m in metrics if any(m not in run[method] for run in runs for method in methods)]
+    if missing:
+        raise UserError(f"the reports have no metric {missing[0]!r}")
     rows = []
     for method in methods:
         row = {"method": method, "seeds": len(runs), "chosen": [run[method].get("chosen", "") for run in runs]}
@@ -98,9 +101,6 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error("give one distinct --seeds value per report")
     read = [read_chosen(path) for path in args.reports]
     runs = [chosen for _, chosen in read]
-    missing = [m for m in args.metrics if any(m not in row for run in runs for row in run.values())]
-    if missing:
-        raise UserError(f"the reports have no metric {missing[0]!r}")
     rows = aggregate(runs, args.metrics)
     best = best_marks(rows, args.metrics)
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> Path:
         + markdown_table(
             ["method", "chosen per seed", *(f"{m} mean ± sd" for m in args.metrics), f"{args.metrics[0]} per seed"],
             table,
-        )  # fmt: skip
+        )
         + f"\n\n![per-seed figures]({args.stem}.png)"
     )
     md = write_report(args.out, args.stem, meta, rows, body, reports=[str(p) for p in args.reports])
