@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import pytest
 import torch
@@ -163,3 +164,29 @@ def test_video_models_train_with_early_stopping_on_their_validation_clips(tmp_pa
 
     model = load_video_model(tmp_path / "transformer", "transformer").eval()
     assert score(model) > 0
+
+
+class Slow(Toy):
+    """The toy model with a fixed cost per step, for the wall-clock budget."""
+
+    def forward(self, batch) -> StepOutput:
+        time.sleep(0.05)
+        return super().forward(batch)
+
+
+def test_a_time_budget_stops_training_and_saves_the_model_at_the_step_reached(tmp_path):
+    torch.manual_seed(0)
+    config = cfg(steps=1000, checkpoint_every=500, max_seconds=0.3)
+    result = train(Slow(), Stream(), config, tmp_path / "run", False, None, False)
+    assert 6 <= result.step < 40  # 0.3 s of 0.05 s steps, not the 1000 asked for
+    with safe_open(str(tmp_path / "run" / "model.safetensors"), "pt") as handle:
+        extra = json.loads(handle.metadata()["extra"])
+    assert extra["step"] == result.step and "max_seconds=0.3" in extra["stopped"]
+    assert (tmp_path / "run" / "checkpoints" / f"step_{result.step:07d}").is_dir()  # checkpointed where it stopped
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        assert int(float(list(csv.DictReader(handle))[-1]["step"])) == result.step  # the stop step is logged
+    again = train(Slow(), Stream(), cfg(steps=result.step + 3, checkpoint_every=500), tmp_path / "run", True, None,
+                  False)  # fmt: skip
+    assert again.step == result.step + 3  # resumable, and the limit is a setting a resumed run may drop
+    with pytest.raises(ConfigError, match="max_seconds must be >= 0"):
+        cfg(max_seconds=-1)

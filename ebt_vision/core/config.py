@@ -182,6 +182,10 @@ class TrainConfig:
     # Early stopping (0 = off; tasks with a validation split: video): score the model on validation at every
     # checkpoint, stop after this many checkpoints without a new best, and keep the best weights.
     early_stopping: int = 0
+    # A wall-clock budget (0 = off): training stops after the first step at which its summed step time reaches this
+    # many seconds, checkpoints there and saves the model like a finished run (which records the step it reached).
+    # For a fixed time slot (a lent GPU); comparisons at equal budget then train the next model for that step count.
+    max_seconds: float = 0.0
     # Fine-tuning: a fresh run starts from these weights (a model folder or .safetensors of the same architecture)
     # instead of a random initialisation; a resumed run ignores it (its checkpoint holds the weights).
     init_from: str = ""
@@ -191,7 +195,7 @@ OBJECTIVES = ("unrolled", "equilibrium", "both")
 
 # Settings a resumed run may change: they decide how long and how loudly it runs, not what it learns.
 RESUMABLE_CHANGES = ("name", "train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.device", "train.early_stopping")  # fmt: skip
+                     "train.device", "train.early_stopping", "train.max_seconds")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,7 @@ class ExperimentConfig:
         check(t.equilibrium_weight >= 0, "train.equilibrium_weight must be >= 0")
         check(0 <= t.equilibrium_visited <= 64, "train.equilibrium_visited must be in [0, 64]")
         check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+        check(t.max_seconds >= 0, f"train.max_seconds must be >= 0 (0 = no time limit), got {t.max_seconds}")
         check(t.early_stopping >= 0, f"train.early_stopping must be >= 0 checkpoints, got {t.early_stopping}")
         check(t.loss in ("smooth_l1", "mse"), f"train.loss must be smooth_l1|mse, got {t.loss!r}")
         check(t.loss_on_steps in ("all", "last"), f"train.loss_on_steps must be all|last, got {t.loss_on_steps!r}")

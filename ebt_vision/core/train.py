@@ -306,6 +306,8 @@ def train(
         raise ConfigError(f"train.early_stopping needs a validation split, and {cfg.task} training has none here: "
                           "set train.early_stopping: 0")  # fmt: skip
     stopping = EarlyStopping(cfg.train.early_stopping) if cfg.train.early_stopping else None
+    if cfg.train.max_seconds and ctx.enabled:  # ranks' clocks differ: they would stop at different steps and hang
+        raise ConfigError("train.max_seconds is for a single process; under torchrun set train.steps instead")
     check_run_folder(run_dir, resume)
     device = resolve_device(cfg.train.device)
     if ctx.enabled and device.type == "cuda":
@@ -395,7 +397,8 @@ def train(
     metrics: dict[str, float] = {}
     last_plot = time.perf_counter()
     throughput = Throughput()
-    while step < cfg.train.steps and not (stopping is not None and stopping.stopped):
+    out_of_time = False
+    while step < cfg.train.steps and not out_of_time and not (stopping is not None and stopping.stopped):
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         summed: dict[str, torch.Tensor] = {}
@@ -420,8 +423,9 @@ def train(
             average.update(objective, step)
         step += 1
         seconds += time.perf_counter() - started
+        out_of_time = bool(cfg.train.max_seconds) and seconds >= cfg.train.max_seconds
         bar.update(1)
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps or out_of_time:
             metrics = {k: float(v) for k, v in distributed.mean_over_ranks(summed, ctx).items()}
             speed = throughput.read()  # rank 0's: every rank waits for the slowest in the gradient all-reduce
             if ctx.is_main:
@@ -430,7 +434,7 @@ def train(
                     log.append({**row, "seconds": round(seconds, 2), **speed})
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", samples_s=f"{speed['samples_per_s']:.0f}",
                                 data_wait=f"{speed['data_wait']:.0%}", refresh=False)  # fmt: skip
-        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps or out_of_time:
             if stopping is not None:
                 validation_round()
             checkpoint()
@@ -450,6 +454,8 @@ def train(
             extra["weights"] = f"exponential moving average, decay {cfg.train.ema_decay:g}"
         if stopping is not None:
             extra.update(stopping.summary())
+        if out_of_time:
+            extra["stopped"] = f"time limit: train.max_seconds={cfg.train.max_seconds:g} reached at step {step}"
         with writing(run_dir, f"; checkpoint step {step} holds the trained weights"):
             save_pretrained_folder(objective, cfg, run_dir, extra=extra)  # the run folder is a loadable model folder
             log.plot()
