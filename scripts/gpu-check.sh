@@ -4,7 +4,7 @@
 # plain transformer, evaluates them on the full-resolution held-out photos, and trains and evaluates the Moving MNIST
 # contenders larger. Results: at most 8 files in $OUT (or /tmp/gpu-check).
 #   bash scripts/gpu-check-prepare.sh           # here, once: .gpu/ (wheels, opencv-doc photos, MNIST digits)
-#   device run, carry [".gpu"]: bash scripts/gpu-check.sh          (BUDGET=seconds, default 560)
+#   device run, carry [".gpu"]: bash scripts/gpu-check.sh          (BUDGET=seconds, default 540; --part video for the video check)
 # GPU_CHECK_NO_INSTALL=1 skips the wheels and photo copies (a machine that has them); extra arguments go to gpu_check
 # (e.g. --tiny for a rehearsal of every stage on a CPU).
 set -uo pipefail
@@ -22,4 +22,4 @@ if [ -z "${GPU_CHECK_NO_INSTALL:-}" ]; then
 fi
 # Evaluation runs in float32; TF32 matrix products (float32 accumulation) make the full-resolution photos affordable.
 export PYTHONUNBUFFERED=1 TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
-python3 -m ebt_vision.experiments.gpu_check --out "$out" --budget "${BUDGET:-560}" "$@"
+python3 -m ebt_vision.experiments.gpu_check --out "$out" --budget "${BUDGET:-540}" "$@"

@@ -13,7 +13,7 @@ from ebt_vision.experiments import gpu_check
 
 def write_log(folder, rows):
     folder.mkdir(parents=True, exist_ok=True)
-    lines = ["step,loss,seconds"] + [f"{s},0.1,{t}" for s, t in rows]
+    lines = ["step,loss,seconds,samples_per_s"] + [f"{s},0.1,{t},100" for s, t in rows]
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
     return folder
 
@@ -46,19 +46,32 @@ def test_results_are_packed_into_few_files_without_training_checkpoints(tmp_path
     (work / "logs").mkdir()
     (work / "logs" / "ebt.log").write_text("log")
     files = gpu_check.collect(work, out, "ebt")
-    assert files == [
-        "ebt-image-gpu.tar.gz",
-        "dit-image-gpu.tar.gz",
-        "image-report.tar.gz",
-        "video.tar.gz",
-        "logs.tar.gz",
-    ]
-    assert len(files) + 2 <= 8  # with gpu_check.json and .md: within the lent machine's 8 files
-    with tarfile.open(out / "ebt-image-gpu.tar.gz") as tar:
-        assert sorted(tar.getnames()) == ["ebt-image-gpu/config.json", "ebt-image-gpu/model.safetensors"]
-    with tarfile.open(out / "video.tar.gz") as tar:  # contenders keep their own folders
-        assert "video/ebt/model.safetensors" in tar.getnames() and "video/dit/model.safetensors" in tar.getnames()
-        assert not any("checkpoints" in name for name in tar.getnames())
+    assert files == ["ebt-image-gpu.tar.gz", "dit-image-gpu.tar.gz", "image-report.tar.gz", "video-ebt.tar.gz",
+                     "video-dit.tar.gz", "logs.tar.gz"]  # fmt: skip
+    with tarfile.open(out / "ebt-image-gpu.tar.gz") as tar:  # paths relative to the work folder, no checkpoints
+        assert sorted(tar.getnames()) == ["ebt/config.json", "ebt/model.safetensors"]
+    with tarfile.open(out / "video-ebt.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["video/ebt/config.json", "video/ebt/model.safetensors"]
+
+
+def test_the_report_reads_the_unpacked_results(tmp_path):
+    results = tmp_path / "results"
+    write_log(results / "ebt1", [(10, 2.0), (20, 3.0), (30, 4.0)])
+    write_log(results / "video" / "ebt", [(5, 1.0), (10, 2.0)])
+    summary = {"budget_s": 540, "used_s": 500, "environment": {"card": "NVIDIA H200", "cuda": True}, "image": {},
+               "video": {}, "stages": [{"name": "ebt", "status": "ok", "seconds": 9.0, "timeout": 20}]}  # fmt: skip
+    (results / "gpu_check.json").write_text(json.dumps(summary))
+    md = gpu_check.report(results, tmp_path / "reports")
+    payload = json.loads(md.with_suffix(".json").read_text())
+    assert [(r["method"], r["steps"], r["steps_per_s"]) for r in payload["rows"]] == [
+        ("image EBT, stage 1", 30, 10.0), ("video EBT", 10, 5.0)]  # fmt: skip
+    assert payload["meta"]["device"] == "cuda:NVIDIA H200" and md.with_suffix(".png").is_file()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no gpu_check.json"):
+        gpu_check.report(tmp_path / "empty", tmp_path)
+    (tmp_path / "empty" / "gpu_check.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match="no trained model folders"):
+        gpu_check.report(tmp_path / "empty", tmp_path)
 
 
 def test_the_summary_names_the_card_and_every_stage(tmp_path):
