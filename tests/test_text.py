@@ -391,6 +391,40 @@ def test_a_candidate_that_sees_the_token_it_follows_stays_causal_and_trains():
     assert _fit(objective, batch, 60).metrics["perplexity_last"] < 0.05 * VOCAB
 
 
+def test_a_guess_start_reads_the_real_stream_and_trains_with_the_descent():
+    """``candidate.start: guess``: the descent starts from the model's own one-pass guess, read off the real stream's
+    last block (causal: a later token changes no earlier guess) with D more weights than the zero start; training
+    encodes once and adds the guess's cross-entropy; descending then fits a batch below the guess alone."""
+    torch.manual_seed(0)
+    cfg = text_cfg(model={"candidate_token": True}, candidate={"start": "guess"}, train={"steps": 60})
+    objective = TextEBTObjective(cfg)
+    plain = TextEBTObjective(text_cfg(model={"candidate_token": True}))
+    assert count_parameters(objective.model) - count_parameters(plain.model) == cfg.model.width
+    context = torch.randint(VOCAB, (2, 10))
+    memory = objective.model.encode_context(context)
+    assert memory.shape[1] == len(objective.model.blocks) + 2  # the embeddings' slot, then the guess's
+    guess = objective.start(context)
+    assert guess.shape == (2, 10, VOCAB)
+    torch.testing.assert_close(objective.start(context, memory=memory), guess)
+    later = context.clone()
+    later[:, 6] = (later[:, 6] + 1) % VOCAB
+    torch.testing.assert_close(objective.start(later)[:, :6], guess[:, :6])
+    with pytest.raises(InputError, match="no guess readout"):
+        plain.model.guess_logits(plain.model.encode_context(context))
+    batch = TextBatch(torch.randint(VOCAB, (4, 17)))
+    out = _fit(objective, batch, 60)
+    assert {"loss_guess", "loss_last"} <= set(out.metrics)
+    total = out.metrics["loss_reconstruction"] + out.metrics["loss_guess"]
+    torch.testing.assert_close(out.metrics["loss"], total)  # the logged loss is the one optimised
+    assert out.metrics["perplexity_last"] < 0.05 * VOCAB, out.metrics
+    objective.eval()
+    prediction = think(objective, batch.context)  # evaluation starts from the guess too
+    with torch.no_grad():
+        alone = token_cross_entropy(objective.start(batch.context), batch.targets).mean()
+    descended = token_cross_entropy(prediction.logits, batch.targets).mean()
+    assert descended < alone, (float(descended), float(alone))
+
+
 def test_a_residual_energy_is_a_bowl_around_the_tied_embeddings_proposal():
     """``model.energy: residual``: |x - f|^2 / 2 with f read through the tied embedding, the Transformer++'s
     parameters exactly; a step of size 1 from x moves it to f plus the trunk's correction; it trains."""

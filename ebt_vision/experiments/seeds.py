@@ -1,12 +1,16 @@
 """One comparison run with several training seeds: the mean and spread of every contender's chosen test figures.
 
-Reads the JSON of reports that ``ebt-vision video`` wrote for the same config and data with different
-``train.seed`` (their ``chosen`` rows: each method's setting chosen on validation, quoted on test), checks that they
-compare the same methods on the same clips, and writes a report: per method the mean and the sample standard
-deviation over the seeds of each metric, the setting each seed chose, and a figure of the per-seed values.
+Reads the JSON of reports that ``ebt-vision video`` or ``ebt-vision text`` wrote for the same config and data with
+different ``train.seed`` (a video report's ``chosen`` rows: each method's setting chosen on validation, quoted on
+test; a text report's ``verdicts``: per test corpus the Transformer++ and the EBT at its validation-chosen setting),
+checks that they compare the same methods on the same clips or windows, and writes a report: per method the mean and
+the sample standard deviation over the seeds of each metric, the setting each seed chose, and a figure of the
+per-seed values. Text rows are named ``corpus: model``; the best mean is marked within each corpus.
 
     python -m ebt_vision.experiments.seeds reports/video_real.json runs/seed1/video_real_seed1.json ... \\
         --seeds 0 1 2 --metrics mse psnr ssim --out reports --stem video_real_seeds
+    python -m ebt_vision.experiments.seeds reports/text.json reports/text_seed1.json reports/text_seed2.json \\
+        --seeds 0 1 2 --metrics perplexity bits_per_byte --out reports --stem text_seeds
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from ..core.errors import UserError
 from ..core.reports import make_meta, markdown_table, write_report
 
 HIGHER_IS_BETTER = {"psnr", "ssim"}
-DECIMALS = {"ssim": 3}  # decimals shown per metric (2 otherwise)
+DECIMALS = {"ssim": 3, "bits_per_byte": 3}  # decimals shown per metric (2 otherwise)
 
 
 def read_chosen(path: str | Path) -> tuple[dict, dict[str, dict]]:
@@ -32,10 +36,29 @@ def read_chosen(path: str | Path) -> tuple[dict, dict[str, dict]]:
         payload = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise UserError(f"{path}: not a readable report JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise UserError(f"{path}: not a report JSON (an object with 'meta' and its rows)")
+    if isinstance(payload.get("verdicts"), list) and payload["verdicts"]:
+        windows = {row["corpus"]: row.get("windows") for row in payload.get("rows", []) if "corpus" in row}
+        return payload.get("meta", {}), _text_rows(payload["verdicts"], windows)
     chosen = payload.get("chosen")
     if not isinstance(chosen, list) or not chosen:
-        raise UserError(f"{path} has no 'chosen' rows: give the JSON of ebt-vision video reports")
+        raise UserError(f"{path} has no 'chosen' rows (video) or 'verdicts' (text): give the JSON of ebt-vision "
+                        "video or text reports")  # fmt: skip
     return payload.get("meta", {}), {row["method"]: row for row in chosen}
+
+
+def _text_rows(verdicts: list[dict], windows: dict[str, int | None]) -> dict[str, dict]:
+    """A text report's per-corpus verdicts as rows ``corpus: transformer`` and ``corpus: ebt`` (the EBT at the
+    setting chosen on validation), each with perplexity, bits per byte and the corpus's evaluation windows."""
+    rows = {}
+    for verdict in verdicts:
+        corpus, count = verdict["corpus"], windows.get(verdict["corpus"])
+        for model, chosen, prefix in (("transformer", "transformer", "transformer"),
+                                      ("ebt", verdict["ebt_chosen"], "ebt_chosen")):  # fmt: skip
+            figures = {m: verdict[f"{prefix}_{m}"] for m in ("perplexity", "bits_per_byte")}
+            rows[f"{corpus}: {model}"] = {"chosen": chosen, "clips": count, **figures}
+    return rows
 
 
 def aggregate(runs: list[dict[str, dict]], metrics: list[str]) -> list[dict]:
@@ -49,7 +72,10 @@ def aggregate(runs: list[dict[str, dict]], metrics: list[str]) -> list[dict]:
     for method in methods:
         clips = {run[method].get("clips") for run in runs}
         if len(clips) != 1:
-            raise UserError(f"{method}: the reports were measured on different numbers of clips {sorted(clips)}")
+            raise UserError(
+                f"{method}: the reports were measured on different numbers of clips (or windows) "
+                f"{sorted(clips, key=str)}"
+            )
     missing = [m for m in metrics if any(m not in run[method] for run in runs for method in methods)]
     if missing:
         raise UserError(f"the reports have no metric {missing[0]!r}")
@@ -65,10 +91,20 @@ def aggregate(runs: list[dict[str, dict]], metrics: list[str]) -> list[dict]:
     return rows
 
 
-def best_marks(rows: list[dict], metrics: list[str]) -> dict[str, str]:
-    """{metric: the method with the best mean} (lowest, or highest for PSNR and SSIM)."""
-    pick = {m: (max if m in HIGHER_IS_BETTER else min) for m in metrics}
-    return {m: pick[m](rows, key=lambda r: r[f"{m}_mean"])["method"] for m in metrics}
+def group_of(method: str) -> str:
+    """The group a method's row competes in: the corpus of a text row ``corpus: model``, one group otherwise."""
+    return method.split(": ", 1)[0] if ": " in method else ""
+
+
+def best_marks(rows: list[dict], metrics: list[str]) -> set[tuple[str, str]]:
+    """{(metric, method)} of the best mean per metric within each group (lowest, or highest for PSNR and SSIM)."""
+    marks = set()
+    for group in dict.fromkeys(group_of(r["method"]) for r in rows):
+        members = [r for r in rows if group_of(r["method"]) == group]
+        for m in metrics:
+            pick = max if m in HIGHER_IS_BETTER else min
+            marks.add((m, pick(members, key=lambda r: r[f"{m}_mean"])["method"]))
+    return marks
 
 
 def plot(rows: list[dict], metrics: list[str], path: Path) -> Path:
@@ -107,7 +143,7 @@ def main(argv: list[str] | None = None) -> Path:
     def cell(r: dict, m: str) -> str:
         digits = DECIMALS.get(m, 2)
         text = f"{r[f'{m}_mean']:.{digits}f} ± {r[f'{m}_sd']:.{digits}f}"
-        return f"**{text}**" if best[m] == r["method"] else text
+        return f"**{text}**" if (m, r["method"]) in best else text
 
     first_metric = args.metrics[0]
     table = [[r["method"], ", ".join(r["chosen"]), *(cell(r, m) for m in args.metrics),
@@ -124,7 +160,9 @@ def main(argv: list[str] | None = None) -> Path:
         (f"{args.note}\n\n" if args.note else "")
         + f"{len(runs)} reports, one per training seed ({', '.join(map(str, args.seeds))}); "
         "each method's setting chosen on validation in its own report, figures on the test split; "
-        "mean ± sample standard deviation over the seeds (best mean in bold).\n\n"
+        "mean ± sample standard deviation over the seeds (best mean in bold"
+        + (", per corpus" if any(group_of(r["method"]) for r in rows) else "")
+        + ").\n\n"
         + markdown_table(
             ["method", "chosen per seed", *(f"{m} mean ± sd" for m in args.metrics), f"{args.metrics[0]} per seed"],
             table,

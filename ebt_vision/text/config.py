@@ -18,7 +18,7 @@ from ..core.config import (
 
 GPT2_VOCAB_SIZE = 50257  # GPT-2's BPE: 50,000 merges + 256 bytes + <|endoftext|>
 TOKENIZERS = ("bpe", "gpt2")
-CANDIDATE_STARTS = ("normal", "zeros")
+CANDIDATE_STARTS = ("normal", "zeros", "guess")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,11 @@ class CandidateConfig:
     around this one (``text.system2``).
     """
 
-    start: str = "zeros"  # "zeros": the uniform distribution; "normal": Gaussian logits of std start_std
+    # "zeros": the uniform distribution; "normal": Gaussian logits of std start_std; "guess": the model's own one-pass
+    # guess, read off the real stream's last block through an RMSNorm and the tied token embedding as the
+    # Transformer++ reads its logits (the real stream is computed anyway; the readout adds the norm's D weights),
+    # trained by its own cross-entropy beside the descent's (reports/text_guess.md).
+    start: str = "zeros"
     start_std: float = 0.0
 
 

@@ -10,6 +10,8 @@ Rotary positions: real token i sits at i, candidate t at t + 1, the place of the
 Real tokens never attend to candidates, so the real stream does not depend on the candidate: ``encode_context``
 runs it once and keeps every block's keys and values, and each descent step runs the candidate stream alone against
 them (L queries instead of 2L, about half the work of one step). ``forward`` takes either token ids or that encoding.
+A model built with ``guess=True`` (``candidate.start: guess``) also keeps the real stream's last block output in the
+encoding, from which ``guess_logits`` reads a one-pass next-token guess to start the descent from.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class TextEBT(nn.Module):
     token.
     """
 
-    def __init__(self, cfg: TextModelConfig) -> None:
+    def __init__(self, cfg: TextModelConfig, guess: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.width)
@@ -67,6 +69,7 @@ class TextEBT(nn.Module):
         residual = cfg.energy == "residual"
         self.final_norm = RmsNorm(cfg.width, affine=residual)  # the residual's proposal reads it, as the Transformer++
         self.head = None if residual else nn.Linear(cfg.width, 1, bias=False)
+        self.guess_norm = RmsNorm(cfg.width, affine=True) if guess else None  # the one-pass guess's readout
         init_weights(self)
         if self.head is not None:
             nn.init.zeros_(self.head.weight)
@@ -79,17 +82,39 @@ class TextEBT(nn.Module):
     def encode_context(self, context: Tensor) -> Tensor:
         """(B, L) token ids -> (B, depth, 2, h, L, d): every block's keys and values of the real tokens. With
         ``model.candidate_token`` one more slot (B, 1, 2, h, L, d) follows: the real tokens' embeddings, split into
-        heads like a key (and zeros in the value's place), which the candidate stream adds to its input."""
+        heads like a key (and zeros in the value's place), which the candidate stream adds to its input. A model with
+        a guess readout keeps, in a last slot of the same shape, the real stream's last block output (``guess_logits``
+        reads it)."""
         check_tokens(context, self.cfg.vocab_size, self.cfg.context_length)
         embedded = self.embed(context)
-        _, keys_values = causal_stream(embedded, self.rotary, self.blocks)
+        final, keys_values = causal_stream(embedded, self.rotary, self.blocks)
         memory = torch.stack([torch.stack(kv, dim=1) for kv in keys_values], dim=1)  # (B, depth, 2, h, L, d)
-        if not self.cfg.candidate_token:
-            return memory
-        batch, length, width = embedded.shape
-        heads = embedded.view(batch, length, self.cfg.heads, width // self.cfg.heads).transpose(1, 2)
-        slot = torch.stack([heads, torch.zeros_like(heads)], dim=1)[:, None]  # (B, 1, 2, h, L, d)
-        return torch.cat([memory, slot.to(memory.dtype)], dim=1)
+        slots = [memory]
+        if self.cfg.candidate_token:
+            slots.append(self._slot(embedded).to(memory.dtype))
+        if self.guess_norm is not None:
+            slots.append(self._slot(final).to(memory.dtype))
+        return torch.cat(slots, dim=1) if len(slots) > 1 else memory
+
+    def _slot(self, values: Tensor) -> Tensor:
+        """(B, L, D) -> (B, 1, 2, h, L, d): per-token values split into heads like a key, zeros as the value."""
+        batch, length, width = values.shape
+        heads = values.view(batch, length, self.cfg.heads, width // self.cfg.heads).transpose(1, 2)
+        return torch.stack([heads, torch.zeros_like(heads)], dim=1)[:, None]
+
+    @staticmethod
+    def _unslot(slot: Tensor) -> Tensor:
+        """(B, 2, h, L, d) slot -> (B, L, D) per-token values (the inverse of ``_slot``)."""
+        batch, _, heads, length, dim = slot.shape
+        return slot[:, 0].transpose(1, 2).reshape(batch, length, heads * dim)
+
+    def guess_logits(self, memory: Tensor) -> Tensor:
+        """(B, depth + ..., 2, h, L, d) encoding -> (B, L, V): the one-pass next-token guess of a model built with
+        ``guess=True``, read as the Transformer++ reads its logits (RMSNorm, tied token embedding)."""
+        if self.guess_norm is None:
+            raise InputError("this text EBT has no guess readout (candidate.start is not 'guess')")
+        hidden = self._unslot(memory[:, -1]).to(self.embed.weight.dtype)
+        return F.linear(self.guess_norm(hidden), self.embed.weight).float()
 
     def candidate_energies(self, memory: Tensor, candidate: Tensor) -> Tensor:
         """(B, depth, 2, h, L, d) encoded context, (B, L, V) next-token logits -> (B, L) energy per position."""
@@ -97,13 +122,13 @@ class TextEBT(nn.Module):
         expected = (batch, length, self.cfg.vocab_size)
         if tuple(candidate.shape) != expected:
             raise InputError(f"candidate logits must have shape {expected} (B, L, V), got {tuple(candidate.shape)}")
-        slots = len(self.blocks) + self.cfg.candidate_token
+        slots = len(self.blocks) + self.cfg.candidate_token + (self.guess_norm is not None)
         if depth != slots or heads != self.cfg.heads:
             raise InputError(f"the encoded context has {depth} slots of {heads} heads; the model has "
                              f"{slots} of {self.cfg.heads}: encode it with this model")  # fmt: skip
         x = self.embed_candidate(candidate)
         if self.cfg.candidate_token:  # the embedding of the real token each candidate follows
-            x = x + memory[:, -1, 0].transpose(1, 2).reshape(batch, length, -1).to(x.dtype)
+            x = x + self._unslot(memory[:, len(self.blocks)]).to(x.dtype)
         rope = self.rotary(length + 1, x.device)[1:]  # candidate t sits at position t + 1
         mask = candidate_mask(length, x.device)
         for i, block in enumerate(self.blocks):

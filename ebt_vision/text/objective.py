@@ -16,7 +16,10 @@ from .model import TextEBT
 
 def start_logits(context: Tensor, vocab_size: int, cfg: CandidateConfig, generator: torch.Generator | None = None):
     """(B, L) context -> (B, L, V) starting logits: zeros (the uniform distribution) or Gaussian of ``start_std``.
-    ``generator`` (CPU) makes the start reproducible; without it the global RNG draws (seeded by the train loop)."""
+    ``generator`` (CPU) makes the start reproducible; without it the global RNG draws (seeded by the train loop).
+    The model's own guess (``start: guess``) is ``TextEBTObjective.start``'s."""
+    if cfg.start == "guess":
+        raise ValueError("candidate.start=guess is read off the model: use TextEBTObjective.start")
     shape = (*context.shape, vocab_size)
     if cfg.start == "zeros":
         return torch.zeros(shape, device=context.device)
@@ -35,23 +38,40 @@ class TextEBTObjective(EnergyObjective, HubModel):
 
     def __init__(self, cfg: TextConfig) -> None:
         cfg = as_config(cfg)
-        super().__init__(TextEBT(cfg.model), cfg)
+        super().__init__(TextEBT(cfg.model, guess=cfg.candidate.start == "guess"), cfg)
 
-    def start(self, context: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """(B, L) -> (B, L, V): where the descent starts (``candidate`` section of the config)."""
+    @property
+    def guesses(self) -> bool:
+        """Whether the descent starts from the model's own one-pass guess (``candidate.start: guess``)."""
+        return self.cfg.candidate.start == "guess"
+
+    def start(self, context: Tensor, generator: torch.Generator | None = None, memory: Tensor | None = None) -> Tensor:
+        """(B, L) -> (B, L, V): where the descent starts (``candidate`` section of the config). The guess start reads
+        the context's encoding: pass ``memory`` when it is at hand (else the context is encoded here)."""
+        if self.guesses:
+            return self.model.guess_logits(self.model.encode_context(context) if memory is None else memory)
         return start_logits(context, self.cfg.model.vocab_size, self.cfg.candidate, generator)
 
     def encode(self, context: Tensor) -> Tensor:
         """The real tokens' keys and values do not depend on the candidate: encoded once per descent, not per step
         (their graph is shared by the steps, so the gradients are those of encoding at every step). The descent
-        encodes after replay, so replayed rows stay token ids (stored encodings would come from older weights)."""
-        return self.model.encode_context(context)
+        encodes after replay, so replayed rows stay token ids (stored encodings would come from older weights); an
+        encoding given in place of the ids (a guess-start training step encodes first) passes through."""
+        return context if context.is_floating_point() else self.model.encode_context(context)
 
     def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy of candidate logits (B, L, V) against the next tokens (B, L)."""
         return token_cross_entropy(prediction, target).mean()
 
     def forward(self, batch: TextBatch) -> StepOutput:
-        out, _ = self.energy_step(batch.context, self.start(batch.context), batch.targets)
+        if not self.guesses:
+            out, _ = self.energy_step(batch.context, self.start(batch.context), batch.targets)
+        else:  # encode once: the guess and every descent step read the same encoding (and its graph)
+            memory = self.encode(batch.context)
+            guess = self.start(batch.context, memory=memory)
+            out, _ = self.energy_step(memory, guess, batch.targets)
+            guess_loss = self.loss(guess, batch.targets)
+            loss = out.loss + guess_loss
+            out = StepOutput(loss, {**out.metrics, "loss": loss.detach(), "loss_guess": guess_loss.detach()})
         out.metrics["perplexity_last"] = out.metrics["loss_last"].exp()
         return out

@@ -50,10 +50,17 @@ class Prediction:
 
 
 def starts(
-    objective: TextEBTObjective, context: Tensor, n: int, start_noise: float, generator: torch.Generator | None
+    objective: TextEBTObjective,
+    context: Tensor,
+    n: int,
+    start_noise: float,
+    generator: torch.Generator | None,
+    memory: Tensor | None = None,
 ) -> Tensor:
-    """(B, L) -> (N * B, L, V): the configured start for every window, then N - 1 perturbed copies of it."""
-    start = objective.start(context, generator)
+    """(B, L) -> (N * B, L, V): the configured start for every window, then N - 1 perturbed copies of it.
+    ``memory``: the context's encoding, when at hand (the guess start reads it)."""
+    with torch.no_grad():
+        start = objective.start(context, generator, memory)
     if n == 1:
         return start
     noise = torch.randn((n - 1, *start.shape), generator=generator) * start_noise
@@ -80,7 +87,7 @@ def think(objective: TextEBTObjective, context: Tensor, thinking: Thinking = Thi
             memory = objective.model.encode_context(context)  # once for every step and every start
         trajectory = objective.infer(
             memory.repeat(n, *[1] * (memory.dim() - 1)),  # (N * B, ...): every start with its own window
-            starts(objective, context, n, noise, generator),
+            starts(objective, context, n, noise, generator, memory),
             thinking,
         )
     energies = trajectory.position_energies.reshape(steps + 1, n, batch, -1)  # (K + 1, N, B, L)
