@@ -38,7 +38,7 @@ def read_chosen(path: str | Path) -> tuple[dict, dict[str, dict]]:
         raise UserError(f"{path}: not a readable report JSON ({error})") from None
     if not isinstance(payload, dict):
         raise UserError(f"{path}: not a report JSON (an object with 'meta' and its rows)")
-    if isinstance(payload.get("verdicts"), list) and payload["verdicts"]:
+    if "chosen" not in payload and isinstance(payload.get("verdicts"), list) and payload["verdicts"]:
         windows = {row["corpus"]: row.get("windows") for row in payload.get("rows", []) if "corpus" in row}
         return payload.get("meta", {}), _text_rows(payload["verdicts"], windows)
     chosen = payload.get("chosen")
