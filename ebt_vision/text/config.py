@@ -60,7 +60,7 @@ class CandidateConfig:
     # "zeros": the uniform distribution; "normal": Gaussian logits of std start_std; "guess": the model's own one-pass
     # guess, read off the real stream's last block through an RMSNorm and the tied token embedding as the
     # Transformer++ reads its logits (the real stream is computed anyway; the readout adds the norm's D weights),
-    # trained by its own cross-entropy beside the descent's (reports/text_guess.md).
+    # trained by its own cross-entropy beside the descent's (reports/text.md).
     start: str = "zeros"
     start_std: float = 0.0
 

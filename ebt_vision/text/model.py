@@ -113,8 +113,12 @@ class TextEBT(nn.Module):
         ``guess=True``, read as the Transformer++ reads its logits (RMSNorm, tied token embedding)."""
         if self.guess_norm is None:
             raise InputError("this text EBT has no guess readout (candidate.start is not 'guess')")
-        hidden = self._unslot(memory[:, -1]).to(self.embed.weight.dtype)
-        return F.linear(self.guess_norm(hidden), self.embed.weight).float()
+        return self._tied_logits(self.guess_norm, self._unslot(memory[:, -1]).to(self.embed.weight.dtype))
+
+    def _tied_logits(self, norm: nn.Module, hidden: Tensor) -> Tensor:
+        """(B, L, D) -> (B, L, V) float32 logits read as the Transformer++ reads them: a norm, then the tied token
+        embedding (the residual energy's proposal and the guess start both read this way)."""
+        return F.linear(norm(hidden), self.embed.weight).float()
 
     def candidate_energies(self, memory: Tensor, candidate: Tensor) -> Tensor:
         """(B, depth, 2, h, L, d) encoded context, (B, L, V) next-token logits -> (B, L) energy per position."""
@@ -135,7 +139,7 @@ class TextEBT(nn.Module):
             x, _ = block(x, rope, mask, (memory[:, i, 0], memory[:, i, 1]))
         if self.head is not None:
             return self.head(self.final_norm(x)).squeeze(-1)
-        proposal = F.linear(self.final_norm(x), self.embed.weight).float()  # (B, L, V) logits, as the Transformer++
+        proposal = self._tied_logits(self.final_norm, x)  # (B, L, V) logits, as the Transformer++
         return 0.5 * (candidate.float() - proposal).pow(2).sum(-1)
 
     def forward(self, context: Tensor, candidate: Tensor) -> Tensor:

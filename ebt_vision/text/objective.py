@@ -42,8 +42,9 @@ class TextEBTObjective(EnergyObjective, HubModel):
 
     @property
     def guesses(self) -> bool:
-        """Whether the descent starts from the model's own one-pass guess (``candidate.start: guess``)."""
-        return self.cfg.candidate.start == "guess"
+        """Whether the descent starts from the model's own one-pass guess (``candidate.start: guess``: the model was
+        built with its readout)."""
+        return self.model.guess_norm is not None
 
     def start(self, context: Tensor, generator: torch.Generator | None = None, memory: Tensor | None = None) -> Tensor:
         """(B, L) -> (B, L, V): where the descent starts (``candidate`` section of the config). The guess start reads
