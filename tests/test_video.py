@@ -526,3 +526,75 @@ def test_a_sample_predicting_dit_of_the_change_starts_as_copy_last_and_regresses
     assert torch.allclose(loss, expected)
     with pytest.raises(ConfigError, match="dit.prediction"):
         replace(tiny, dit=replace(tiny.dit, prediction="v")).validate()
+
+
+def test_a_guess_start_reads_the_real_stream_causally_and_trains_beside_the_descent(tiny):
+    cfg = replace(tiny, prediction=replace(tiny.prediction, start="guess"))
+    objective = VideoObjective(cfg)
+    pixels, width = cfg.model.patch_size**2, cfg.model.width
+    assert count_parameters(objective.model) == count_parameters(VideoEBT(cfg.model)) + width * pixels + pixels
+    context = random_clips(2, 4)
+    # untrained, the guess is the last real frame (a zero output layer), so zero steps copy it
+    copied = objective.eval().rollout(context, 2, Thinking(0)).predictions
+    torch.testing.assert_close(copied, context[:, -1:].expand(-1, 2, -1, -1, -1))
+    # the guess of the frame after real frame t reads the real frames up to t only
+    model = perturbed(VideoObjective(cfg).model).eval()
+    changed = context.clone()
+    changed[:, 2] += 1.0
+    guesses = [model.guess_frames(model.encode_context(c), c) for c in (context, changed)]
+    difference = (guesses[1] - guesses[0] - (changed - context)).flatten(2).abs().amax(2)
+    assert (difference[:, :2] < 1e-5).all() and (difference[:, 2:] > 1e-4).all()
+    # training: the logged loss is the optimised one, the guess's own loss is part of it, every parameter learns
+    objective.train()
+    optimizer, _ = build_optimizer(objective, cfg, torch.device("cpu"))
+    clips = random_clips(4, 6)
+    for _ in range(3):
+        optimizer.zero_grad()
+        out = objective(clips)
+        out.loss.backward()
+        optimizer.step()
+    missing = [n for n, p in objective.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == [] and objective.model.guess_head.weight.abs().sum() > 0
+    torch.testing.assert_close(out.metrics["loss"], out.loss.detach())
+    assert {"loss_guess", "mse_guess", "mse_copy_last", "mse_last"} <= set(out.metrics)
+    assert out.metrics["loss_guess"] < out.metrics["loss"]
+    # the guess start in a best-of-N rollout, and a reload of the weights into the same config
+    best = objective.eval().rollout(context, 2, Thinking(2, n_candidates=3), seed=1)
+    assert best.predictions.shape == (2, 2, 1, 16, 16) and best.forward_passes == 9
+    reloaded = VideoObjective(cfg)
+    reloaded.load_state_dict(objective.state_dict())
+    torch.testing.assert_close(reloaded.eval().rollout(context, 2, Thinking(2)).predictions,
+                               objective.rollout(context, 2, Thinking(2)).predictions)  # fmt: skip
+    # the comparison reports the guess alone as its own row, beside the descent's step counts
+    from ebt_vision.experiments.contenders import Contender
+    from ebt_vision.experiments.video.evaluation import EvalOptions, settings
+
+    found = settings({"ebt": Contender("ebt", objective, 3, 0.0, 0)}, cfg, EvalOptions(ebt_steps=2, best_of=(2,)))
+    assert [s.label for s in found if s.model == "ebt"][:3] == ["ebt_guess@0", "ebt@1", "ebt@2"]
+    guessed = found[[s.label for s in found].index("ebt_guess@0")].predict(objective, context, 2, 0, False)
+    torch.testing.assert_close(guessed.predictions, objective.rollout(context, 2, Thinking(0)).predictions)
+    assert guessed.backward_passes == 0
+    plain = settings({"ebt": Contender("ebt", VideoObjective(tiny), 3, 0.0, 0)}, tiny, EvalOptions(ebt_steps=2))
+    assert "ebt_guess@0" not in {s.label for s in plain}
+    with pytest.raises(ConfigError, match="replay"):
+        from_dict({**TINY, "prediction": {"start": "guess"}, "descent": {"replay_buffer_size": 4}})
+    with pytest.raises(ValueError, match="guess=True"):
+        VideoEBT(cfg.model).guess_frames(VideoObjective(tiny).model.encode_context(context), context[:, -1:])
+
+
+@needs_digits
+def test_a_guess_start_ebt_overfits_one_clip_and_its_guess_learns(tiny):
+    cfg = replace(tiny, prediction=replace(tiny.prediction, start="guess"),
+                  optim=replace(tiny.optim, lr=1e-2, warmup_steps=5))  # fmt: skip
+    clip = moving_mnist.moving_mnist_set("validation", cfg.data, 1)[:1].expand(4, -1, -1, -1, -1)
+    objective = VideoObjective(cfg)
+    optimizer, _ = build_optimizer(objective, cfg, torch.device("cpu"))
+    first = objective(clip).metrics
+    for _ in range(150):
+        optimizer.zero_grad()
+        objective(clip).loss.backward()
+        optimizer.step()
+    last = objective(clip).metrics
+    reference = first["mse_copy_last"].item()
+    assert abs(first["mse_guess"].item() - reference) < 1e-6  # the guess starts at copying the last frame
+    assert last["mse_guess"] < 0.3 * reference and last["mse_last"] < 0.3 * reference, (reference, last)

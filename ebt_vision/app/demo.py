@@ -105,7 +105,7 @@ def launch(args: argparse.Namespace) -> int:
     from ..core.memory import fix_mmap_threshold
 
     torch.set_num_threads(args.threads)
-    fix_mmap_threshold()  # a heap that does not fragment under many requests (docs/design.md, trap 21)
+    fix_mmap_threshold()  # a heap that does not fragment under many requests (docs/design.md, trap 22)
     video = open_video_tab(args.video_checkpoint, args.video_transformer_checkpoint, args.video_dit_checkpoint)
     text = open_text_tab(args.text_checkpoint, args.text_transformer_checkpoint)
     for name, tab in (("video", video), ("text", text)):

@@ -6,7 +6,7 @@ DataLoader worker (one when there are none). Slot ``s`` yields its batches toget
 slot ``n % slots``. ``WorkerStream`` counts the batches the training loop has consumed and keeps every slot's
 position after its last consumed batch: its ``state_dict`` is where the stream stands, whatever the workers had
 already prefetched. Resumed, worker ``j`` plays slot ``(consumed + j) % slots`` from that slot's saved position, so
-the batches continue exactly where the uninterrupted run would have gone on (docs/design.md, trap 20).
+the batches continue exactly where the uninterrupted run would have gone on (docs/design.md, trap 21).
 
 Sources whose every sample is a pure function of (seed, global sample index) (``IndexedSource``) give the same
 stream whatever the number of workers; sequential sources (tar shards) depend on the number of readers, and resuming

@@ -10,7 +10,7 @@ from ..core.streams import ON_ERROR
 
 SOURCES = ("moving-mnist", "real-clips")  # or a path: a video file, a folder of videos, a folder of numbered frames
 FORMATS = ("auto", "footage", "clips")
-STARTS = ("last-frame", "noise")
+STARTS = ("last-frame", "noise", "guess")
 DIT_TARGETS = ("frame", "change")
 DIT_PREDICTIONS = ("epsilon", "sample")
 
@@ -48,7 +48,9 @@ class VideoDataConfig:
 class PredictionConfig:
     """Where the descent for a next frame starts, in training and at test time."""
 
-    start: str = "last-frame"  # "last-frame": the newest real (or predicted) frame; "noise": Gaussian noise
+    # "last-frame": the newest real (or predicted) frame; "noise": Gaussian noise; "guess": the model's own one-pass
+    # guess (the last frame plus a correction read off the real stream, trained beside the descent)
+    start: str = "last-frame"
     # Best-of-N: every start after the first is perturbed by Gaussian noise of this std ([-1, 1] pixel units).
     start_noise: float = 0.1
     # Training predicts the last this many frames of each clip, each from all the real frames before it (0: every
@@ -114,6 +116,11 @@ class VideoConfig(ExperimentConfig):
         check(d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")
         check(d.on_error in ON_ERROR, f"data.on_error must be one of {ON_ERROR}, got {d.on_error!r}")
         check(p.start in STARTS, f"prediction.start must be one of {STARTS}, got {p.start!r}")
+        check(
+            p.start != "guess" or self.descent.replay_buffer_size == 0,
+            "prediction.start=guess does not combine with descent.replay_buffer_size > 0 (a replayed row's start "
+            "would not be its guess)",
+        )
         check(p.start_noise >= 0, f"prediction.start_noise must be >= 0, got {p.start_noise}")
         check(
             0 <= p.train_frames < d.frames,

@@ -16,6 +16,11 @@ The real stream never attends to candidates, so ``encode_context`` runs it once 
 values, ``VideoMemory``) and each descent step runs the candidate stream alone against that memory: the same
 energies as one transformer over both streams with the full mask, for a fraction of the work.
 
+A model built with ``guess=True`` (``prediction.start: guess``) also reads a one-pass guess of every next frame off
+the real stream's last block (``guess_frames``: a per-patch output layer, zero at the start, adding a correction to
+the last real frame, as the plain transformer predicts), so its descent can start from its own best guess; the real
+stream's output is computed anyway and kept in the memory.
+
 The energy of a frame is the SUM of its per-patch energies (``patch_energies`` keeps them apart for maps): a step of
 size s moves a pixel by s * dE/dpixel whatever the number of patches (``ebt_vision.core.energy``).
 """
@@ -26,11 +31,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.energy import EnergyHead
 from ..core.errors import InputError
-from ..core.layers import KeysValues, adaln_blocks, init_adaln_trunk, patchify, sincos_position_embedding
+from ..core.layers import KeysValues, adaln_blocks, init_adaln_trunk, patchify, sincos_position_embedding, unpatchify
 from .config import VideoModelConfig
 
 
@@ -94,6 +100,7 @@ class VideoMemory:
 
     keys_values: list[KeysValues]  # per block: keys and values (B, h, T N, d)
     patches: Tensor  # (B, T, N, C p p)
+    tokens: Tensor | None = None  # (B, T, N, D): the real stream's output, kept by a model that guesses
 
     @property
     def frames(self) -> int:
@@ -102,14 +109,15 @@ class VideoMemory:
     def repeat(self, times: int) -> VideoMemory:
         """The memory of ``times`` copies of the batch (row n B + b is clip b), e.g. for best-of-N starts."""
         tiled = [(k.repeat(times, 1, 1, 1), v.repeat(times, 1, 1, 1)) for k, v in self.keys_values]
-        return VideoMemory(tiled, self.patches.repeat(times, 1, 1, 1))
+        tokens = None if self.tokens is None else self.tokens.repeat(times, 1, 1, 1)
+        return VideoMemory(tiled, self.patches.repeat(times, 1, 1, 1), tokens)
 
 
 class VideoEBT(nn.Module):
     """``forward(context (B, T, C, H, W) or its VideoMemory, candidate (B, K, C, H, W)) -> (B, K)`` energies; see the
     module doc."""
 
-    def __init__(self, cfg: VideoModelConfig) -> None:
+    def __init__(self, cfg: VideoModelConfig, guess: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
@@ -118,8 +126,12 @@ class VideoEBT(nn.Module):
         self.condition = nn.Parameter(torch.randn(width) * 0.02)  # the one learned adaLN condition
         self.blocks = adaln_blocks(cfg)
         self.head = EnergyHead(width, pixels, cfg.energy)  # per candidate patch: tokens and candidate pixels
+        # the one-pass guess's readout of the real stream (the plain transformer's output layer), when guessing
+        self.guess_head = nn.Linear(width, pixels) if guess else None
         init_adaln_trunk(self, self.blocks)
         self.head.reset_parameters()
+        if self.guess_head is not None:
+            nn.init.zeros_(self.guess_head.weight)  # the first guess is the last real frame
 
     def _patches(self, frames: Tensor) -> Tensor:
         """(B, F, C, H, W) -> (B, F, N, C p p)."""
@@ -156,8 +168,20 @@ class VideoEBT(nn.Module):
     def encode_context(self, context: Tensor) -> VideoMemory:
         """(B, T, C, H, W) real frames -> their ``VideoMemory`` (one pass of the real stream)."""
         keep: list[KeysValues] = []
-        self.real_tokens(context, keep=keep)
-        return VideoMemory(keep, self._patches(context))
+        tokens = self.real_tokens(context, keep=keep)
+        return VideoMemory(keep, self._patches(context), tokens if self.guess_head is not None else None)
+
+    def guess_frames(self, memory: VideoMemory, last: Tensor) -> Tensor:
+        """The one-pass guess of the last K next frames: ``VideoMemory`` of T frames, their last real frames
+        (B, K, C, H, W) (real frames T - K + 1..T) -> (B, K, C, H, W), each last frame plus a correction read off
+        the real stream's output at that frame (normalised, then a per-patch linear layer)."""
+        if self.guess_head is None or memory.tokens is None:
+            raise ValueError("this model reads no guess: build it with guess=True (prediction.start: guess)")
+        count, p = last.shape[1], self.cfg.patch_size
+        tokens = memory.tokens[:, memory.frames - count :]  # (B, K, N, D)
+        correction = self.guess_head(F.layer_norm(tokens, tokens.shape[-1:]))  # (B, K, N, C p p)
+        correction = unpatchify(correction.flatten(0, 1), p, *last.shape[-2:]).reshape(last.shape)
+        return last + correction.to(last.dtype)
 
     def candidate_tokens(self, memory: VideoMemory, candidate: Tensor) -> Tensor:
         """``VideoMemory`` of T frames, (B, K, C, H, W) -> (B, K, N, D): the candidate stream, candidate k attending

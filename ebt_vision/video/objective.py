@@ -1,10 +1,11 @@
 """Next-frame prediction with the video EBT: training through the descent, and autoregressive rollouts.
 
-Training descends every next frame of a clip in parallel, from a stated start (the last real frame, or noise), and
-scores every step's candidates against the real next frames (SmoothL1 or MSE, as the image workload). Replay and
-Langevin noise come from ``cfg.descent`` through ``EnergyObjective``. A rollout predicts one frame at a time with the
-same ``minimize_energy``, optionally with more steps than trained, best-of-N by lowest energy per frame, and
-energy-based stopping; it returns the per-frame energies and per-patch energy maps with the predictions.
+Training descends every next frame of a clip in parallel, from a stated start (the last real frame, noise, or the
+model's own one-pass guess, whose loss is then trained beside the descent's), and scores every step's candidates
+against the real next frames (SmoothL1 or MSE, as the image workload). Replay and Langevin noise come from
+``cfg.descent`` through ``EnergyObjective``. A rollout predicts one frame at a time with the same
+``minimize_energy``, optionally with more steps than trained, best-of-N by lowest energy per frame, and energy-based
+stopping; it returns the per-frame energies and per-patch energy maps with the predictions.
 """
 
 from __future__ import annotations
@@ -31,32 +32,61 @@ class VideoObjective(EnergyObjective, HubModel):
 
     def __init__(self, cfg: VideoConfig) -> None:
         cfg = as_config(cfg)
-        super().__init__(VideoEBT(cfg.model), cfg)
+        super().__init__(VideoEBT(cfg.model, guess=cfg.prediction.start == "guess"), cfg)
+
+    @property
+    def guesses(self) -> bool:
+        """Whether the descent starts from the model's own one-pass guess (the model was built with its readout)."""
+        return self.model.guess_head is not None
 
     def projection(self):
         return clamp_unit_range
 
-    def encode(self, context: Tensor) -> VideoMemory | Tensor:
+    def encode(self, context: Tensor | VideoMemory) -> VideoMemory | Tensor:
         """The real frames' memory, once per descent (not with checkpointed steps: a reentrant checkpoint cannot
-        follow tensors hidden in the memory, so those steps re-encode the frames themselves)."""
-        return context if self.cfg.descent.checkpoint_steps else self.model.encode_context(context)
+        follow tensors hidden in the memory, so those steps re-encode the frames themselves); a memory passes
+        through."""
+        if isinstance(context, VideoMemory) or self.cfg.descent.checkpoint_steps:
+            return context
+        return self.model.encode_context(context)
 
-    def starts(self, context: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
+    def starts(
+        self,
+        context: Tensor,
+        count: int,
+        generator: torch.Generator | None = None,
+        memory: VideoMemory | None = None,
+    ) -> Tensor:
         """(B, T, C, H, W) -> (B, K, C, H, W): where the descent of the last ``count`` next frames starts
-        (``prediction.start``: each one's last real frame, or Gaussian noise)."""
+        (``prediction.start``: each one's last real frame, Gaussian noise, or the model's guess, read off the
+        context's ``memory`` when it is at hand, else encoded here)."""
+        last = context[:, context.shape[1] - count :]
+        if self.guesses:
+            return self.model.guess_frames(self.model.encode_context(context) if memory is None else memory, last)
         if self.cfg.prediction.start == "last-frame":
-            return context[:, context.shape[1] - count :].clone()
+            return last.clone()
         shape = (context.shape[0], count, *context.shape[2:])
         return torch.randn(shape, generator=generator).to(context)
 
     def forward(self, clips: Tensor) -> StepOutput:
         count = self.cfg.prediction.train_frames or clips.shape[1] - 1
         context, target = clips[:, :-1], clips[:, -count:]  # frame t + 1 is predicted from the real frames 1..t
-        out, rows = self.energy_step(context, self.starts(context, count), target)
-        if rows is not None:
-            copy_last = rows.context[:, -rows.target.shape[1] :].float()
-            out.metrics["mse_copy_last"] = F.mse_loss(copy_last, rows.target)  # the reference
-        return out
+        if not self.guesses:
+            out, rows = self.energy_step(context, self.starts(context, count), target)
+            if rows is not None:
+                copy_last = rows.context[:, -rows.target.shape[1] :].float()
+                out.metrics["mse_copy_last"] = F.mse_loss(copy_last, rows.target)  # the reference
+            return out
+        # encode once: the guess and every descent step read the same memory (and its graph)
+        memory = self.model.encode_context(context)
+        guess = self.starts(context, count, memory=memory)
+        out, _ = self.energy_step(context if self.cfg.descent.checkpoint_steps else memory, guess, target)
+        guess_loss = self.loss(guess, target)
+        loss = out.loss + guess_loss
+        metrics = {**out.metrics, "loss": loss.detach(), "loss_guess": guess_loss.detach()}
+        metrics["mse_guess"] = F.mse_loss(guess.detach().float(), target)
+        metrics["mse_copy_last"] = F.mse_loss(context[:, -count:].float(), target)  # the reference
+        return StepOutput(loss, metrics)
 
     def _next_frame(
         self, frames: Tensor, thinking: Thinking, generator: torch.Generator, record_steps: bool
@@ -65,8 +95,8 @@ class VideoObjective(EnergyObjective, HubModel):
         batch, best_of = frames.shape[0], thinking.n_candidates
         context = frames.repeat(best_of, 1, 1, 1, 1)  # (N B, t, C, H, W): start n of clip b at row n B + b
         memory = self.model.encode_context(frames).repeat(best_of)  # the real stream, once for every step
-        start = self.starts(context, 1, generator)
-        if best_of > 1 and self.cfg.prediction.start == "last-frame":
+        start = self.starts(context, 1, generator, memory=memory)
+        if best_of > 1 and self.cfg.prediction.start != "noise":
             jitter = torch.randn(start.shape, generator=generator).to(start) * thinking.start_noise
             start = start + torch.cat([torch.zeros_like(jitter[:batch]), jitter[batch:]])
         trajectory = self.infer(memory, start, thinking)

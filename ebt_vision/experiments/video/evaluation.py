@@ -66,6 +66,8 @@ def settings(contenders: dict[str, Contender], cfg: VideoConfig, options: EvalOp
     for name, method in (("dit", "dit_ddim"), ("dit-compute", "dit_compute_ddim")):
         if name in contenders:
             found += [Setting(method, name, k) for k in options.dit_steps]
+    if contenders["ebt"].objective.guesses:  # its one-pass guess alone, without a descent step
+        found.append(Setting("ebt_guess", "ebt", 0))
     found += [Setting("ebt", "ebt", k) for k in range(1, options.ebt_steps + 1)]
     found.append(Setting("ebt_stop", "ebt", options.ebt_steps))
     found += [Setting("ebt_best_of_n", "ebt", cfg.descent.num_steps, n) for n in options.best_of]

@@ -22,6 +22,7 @@ MODEL_OF_METHOD = {
     "transformer": "transformer",
     "dit_ddim": "dit",
     "dit_compute_ddim": "dit_compute",
+    "ebt_guess": "ebt_guess",  # a guess-start EBT's one-pass guess alone (no descent step): its own row
     "ebt": "ebt",
     "ebt_stop": "ebt",
     "ebt_best_of_n": "ebt",
