@@ -98,9 +98,15 @@ def test_shipped_models_load_strictly(name, cls):
     load_trained(folder, cls, name)
 
 
-def test_the_old_energy_head_key_is_among_the_shipped_ones():
-    """The shipped video EBT predates the energy heads: loading it above exercises the old key's remapping."""
-    assert "model.head.weight" in load_file(REPO / "checkpoints" / "video-mmnist-s" / "model.safetensors")
+def test_a_checkpoint_from_before_the_energy_heads_loads_its_linear_head(model_folder):
+    """Checkpoints written before the head had kinds hold the linear energy head as ``<head>.weight``."""
+    weights = load_file(model_folder / "model.safetensors")["model.head.out.weight"]
+    rewrite_weights(model_folder, lambda t: t.update({"model.head.weight": t.pop("model.head.out.weight")}))
+    for model in (
+        DenoisingObjective.from_pretrained(model_folder),
+        load_trained(model_folder, DenoisingObjective, "an image EBT")[0],
+    ):
+        torch.testing.assert_close(model.state_dict()["model.head.out.weight"], weights)
 
 
 def test_from_pretrained_on_a_hub_repository_loads_strictly(model_folder, monkeypatch):

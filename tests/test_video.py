@@ -422,6 +422,7 @@ def test_gif_strips_play_every_frame(tmp_path):
 
 @needs_digits
 def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
+    from ebt_vision.experiments.video.contenders import load_contenders
     from ebt_vision.experiments.video.evaluation import EvalOptions
     from ebt_vision.experiments.video.run import VideoCompareOptions, run_video_comparison
     from ebt_vision.video.loading import chosen_steps, load_video_model
@@ -432,7 +433,16 @@ def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
     assert md.name == "video_mmnist.md" and (tmp_path / "reports" / "video_mmnist.png").is_file()
     assert (tmp_path / "reports" / "video_mmnist_clip0.gif").is_file()
     methods = {r["method"] for r in report["rows"]}
-    assert methods == {"copy_last", "transformer", "dit_ddim", "dit_compute_ddim", "ebt", "ebt_stop", "ebt_best_of_n"}
+    assert methods == {
+        "copy_last",
+        "transformer",
+        "transformer_compute",
+        "dit_ddim",
+        "dit_compute_ddim",
+        "ebt",
+        "ebt_stop",
+        "ebt_best_of_n",
+    }
     assert {r["eval_split"] for r in report["rows"]} == {"validation", "test"}
     assert {r["horizon"] for r in report["rows"]} == {1, 2, 3}
     assert all(r["eval_split"] == "test" and "validation_mse" in r for r in report["chosen"])
@@ -447,6 +457,12 @@ def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
         best = min(plain, key=lambda r: r["mse"])["steps"]
         assert chosen_steps(tmp_path / "runs" / folder) == (best, "4 validation clips, video_mmnist.md")
     assert chosen_steps(tmp_path / "runs" / "transformer") is None
+    # the compute-matched baselines had the EBT's training FLOPs (to within one of their steps), in more steps
+    trained = load_contenders(tmp_path / "runs")
+    for name in ("transformer", "dit"):
+        matched = trained[f"{name}-compute"]
+        assert matched.steps > trained[name].steps == tiny.train.steps
+        assert abs(matched.train_flops - trained["ebt"].train_flops) <= matched.step_flops / 2 + 1
     # the trained EBT loads back, as a checkpoint and through the Hugging Face mixin, identically
     loaded = load_video_model(tmp_path / "runs" / "ebt", "ebt")
     hub = VideoObjective.from_pretrained(tmp_path / "runs" / "ebt").eval()

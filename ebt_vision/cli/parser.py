@@ -459,7 +459,9 @@ def _video(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ebt-steps", type=int, default=8, help="most EBT descent steps per predicted frame")
     p.add_argument("--dit-steps", type=int, nargs="+", default=[1, 2, 5, 10], help="DDIM step counts of the DiT")
     p.add_argument("--best-of", type=int, nargs="+", default=[2, 4], help="N values of the EBT's best-of-N")
-    p.add_argument("--no-compute-matched", action="store_true", help="skip the DiT trained for the EBT's FLOPs")
+    p.add_argument(
+        "--no-compute-matched", action="store_true", help="skip the transformer and the DiT trained for the EBT's FLOPs"
+    )
     p.add_argument("--strips", type=int, default=3, help="test clips written as GIF strips")
     _held_out(p, "only the first N clips of each split", seed="evaluation seed")
     _report(p, "", help="report stem (default video_mmnist or video_real)")

@@ -188,10 +188,14 @@ class MetricsLog:
         for value in losses:  # exponential moving average: batches differ in noise level, so raw values jump
             average = 0.9 * average + 0.1 * value
             smoothed.append(average)
-        curves = [("loss (mean over descent steps)", losses, {"alpha": 0.35}),
+        curves = [("training loss (what is optimised)", losses, {"alpha": 0.35}),
                   ("same, moving average", smoothed, {"color": "C0"})]  # fmt: skip
-        if "loss_last" in self.rows[0]:
-            curves.append(("loss after the last step", [r["loss_last"] for r in self.rows], {"alpha": 0.35}))
+        for key, label in (
+            ("loss_last", "loss after the last descent step"),
+            ("loss_guess", "the one-pass guess's loss"),
+        ):
+            if key in self.rows[0]:
+                curves.append((label, [r[key] for r in self.rows], {"alpha": 0.35}))
         return curve_plot(self.path.with_name("loss.png"), steps, curves, "loss", log_y=True)
 
 

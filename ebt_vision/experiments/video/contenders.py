@@ -1,5 +1,6 @@
 """The models of the video comparison, trained on one clip stream: the video EBT, the plain causal transformer and the
-diffusers DiT for the same number of steps, and the DiT for the EBT's training FLOPs (the compute-matched row)."""
+diffusers DiT for the same number of steps, and the transformer and the DiT for the EBT's training FLOPs (the
+compute-matched rows: more steps on the same stream)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from ...video.training import validation_error
 from ..contenders import Contender, compute_matched_config, fit_contender, load_contender
 from .costs import training_step_flops
 
-MODELS = ("ebt", "transformer", "dit", "dit-compute")  # run folders; row methods use underscores (docs/reports.md)
+BASELINES = ("transformer", "dit")
+COMPUTE_MATCHED = tuple(f"{kind}-compute" for kind in BASELINES)  # optional: trained for the EBT's FLOPs
+MODELS = ("ebt", *BASELINES, *COMPUTE_MATCHED)  # run folders; row methods use underscores (docs/reports.md)
 
 
 def kind_of(name: str) -> str:
-    """The model kind of a contender's run folder ("dit-compute" is a DiT)."""
-    return "dit" if name.startswith("dit") else name
+    """The model kind of a contender's run folder ("dit-compute" is a DiT, "transformer-compute" a transformer)."""
+    return name.removesuffix("-compute")
 
 
 def model_configs(cfg: VideoConfig) -> dict[str, VideoConfig]:
@@ -43,15 +46,16 @@ def train_contenders(
     run_root = Path(run_root)
     contenders = {name: _fit(name, c, run_root, progress) for name, c in model_configs(cfg).items()}
     if compute_matched:
-        matched = compute_matched_config(cfg, f"{cfg.name}-dit-compute", cfg.train.steps,
-                                         contenders["ebt"].step_flops, contenders["dit"].step_flops)  # fmt: skip
-        contenders["dit-compute"] = _fit("dit-compute", matched, run_root, progress)
+        for kind in BASELINES:
+            matched = compute_matched_config(cfg, f"{cfg.name}-{kind}-compute", cfg.train.steps,
+                                             contenders["ebt"].step_flops, contenders[kind].step_flops)  # fmt: skip
+            contenders[f"{kind}-compute"] = _fit(f"{kind}-compute", matched, run_root, progress)
     return contenders
 
 
 def load_contenders(run_root: str | Path, device: str | torch.device = "cpu") -> dict[str, Contender]:
     """Trained models from ``run_root/<name>/model.safetensors`` (what ``train_contenders`` writes); the
-    compute-matched DiT is optional."""
+    compute-matched ones are optional."""
     loaded = {name: load_contender(name, run_root, partial(build_video_model, kind_of(name)), training_step_flops,
-                                   device, required=name != "dit-compute") for name in MODELS}  # fmt: skip
+                                   device, required=name not in COMPUTE_MATCHED) for name in MODELS}  # fmt: skip
     return {name: contender for name, contender in loaded.items() if contender is not None}

@@ -41,7 +41,7 @@ class Setting:
         """Roll ``context`` (B, T, C, H, W) out ``horizon`` frames; ``maps``: the EBT's energies and maps too."""
         if self.model is None:
             return copy_last_frame(context, horizon)
-        if self.method == "transformer":
+        if self.method.startswith("transformer"):
             return model.rollout(context, horizon)
         if self.method.startswith("dit"):
             return model.rollout(context, horizon, self.steps, seed=seed)
@@ -63,6 +63,8 @@ class EvalOptions:
 def settings(contenders: dict[str, Contender], cfg: VideoConfig, options: EvalOptions) -> list[Setting]:
     """Every setting of every contender (and copy-last-frame) that the evaluation runs."""
     found = [Setting("copy_last", None, 0), Setting("transformer", "transformer", 1)]
+    if "transformer-compute" in contenders:
+        found.append(Setting("transformer_compute", "transformer-compute", 1))
     for name, method in (("dit", "dit_ddim"), ("dit-compute", "dit_compute_ddim")):
         if name in contenders:
             found += [Setting(method, name, k) for k in options.dit_steps]

@@ -20,6 +20,7 @@ from ..contenders import Contender
 MODEL_OF_METHOD = {
     "copy_last": "copy_last",
     "transformer": "transformer",
+    "transformer_compute": "transformer_compute",
     "dit_ddim": "dit",
     "dit_compute_ddim": "dit_compute",
     "ebt_guess": "ebt_guess",  # a guess-start EBT's one-pass guess alone (no descent step): its own row
@@ -113,7 +114,7 @@ def verdicts(summary: list[dict], chosen: dict[str, dict]) -> list[dict]:
     if ebt is None:
         return []
     out = []
-    for model in ("transformer", "dit", "dit_compute"):
+    for model in ("transformer", "transformer_compute", "dit", "dit_compute"):
         if model not in chosen:
             continue
         cheaper = choose(
