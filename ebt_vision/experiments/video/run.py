@@ -12,7 +12,7 @@ from ...core.train import resolve_device
 from ...video.config import VideoConfig
 from ...video.data import describe_source
 from ...video.loading import write_chosen_steps
-from .contenders import COMPUTE_MATCHED, load_contenders, train_contenders
+from .contenders import COMPUTE_MATCHED, kind_of, load_contenders, train_contenders
 from .evaluation import EvalOptions, evaluate_split, predictions_for_strips, setting_costs, settings
 from .report import choose, summarise, write_strips, write_video_report
 
@@ -80,9 +80,7 @@ def run_video_comparison(
         frames = predictions_for_strips(contenders, cfg, chosen, options.strip_clips, options.evaluation.seed)
         strips = write_strips(out, stem, frames, cfg.data.context_frames)
     parts = [f"{contenders['ebt'].steps} steps of {cfg.data.batch_size} clips of {cfg.data.frames} frames per model"]
-    matched = [
-        f"{name.removesuffix('-compute')} {contenders[name].steps}" for name in COMPUTE_MATCHED if name in contenders
-    ]
+    matched = [f"{kind_of(name)} {contenders[name].steps}" for name in COMPUTE_MATCHED if name in contenders]
     if matched:
         parts.append(f"compute-matched (the EBT's training FLOPs): {', '.join(matched)} steps")
     parts.append(", ".join(f"{c.name} {c.seconds / 60:.1f} min" for c in contenders.values()))
