@@ -1,7 +1,7 @@
 """Rewrite the README's headline table from reports/denoise_eval.json (ebt_vision.experiments.headline).
 
-    python scripts/readme-table.py           rewrite it in place
-    python scripts/readme-table.py --check   exit 1 when the README's table differs from the report
+python scripts/readme-table.py           rewrite it in place
+python scripts/readme-table.py --check   exit 1 when the README's table differs from the report
 """
 
 from __future__ import annotations

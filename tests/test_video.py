@@ -28,7 +28,7 @@ from ebt_vision.video.model import VideoEBT
 from ebt_vision.video.objective import VideoObjective
 from ebt_vision.video.plain import PlainVideoObjective
 from ebt_vision.video.reader import FrameFolder, find_videos, open_video, read_clip
-from ebt_vision.video.rollout import copy_last_frame
+from ebt_vision.video.rollout import copy_last_frame, extrapolate_frames
 from ebt_vision.video.strips import write_gif
 
 TINY = {
@@ -329,6 +329,7 @@ def test_rollouts_have_the_stated_shapes_and_pass_counts(tiny):
     assert dit.predictions.shape == (2, 2, 1, 16, 16) and dit.forward_passes == 3
     copied = copy_last_frame(context, 3)
     assert copied.forward_passes == 0 and torch.equal(copied.predictions[:, 2], context[:, -1])
+    torch.testing.assert_close(extrapolate_frames(context, 3, 0.0).predictions, copied.predictions)
     with pytest.raises(InputError, match="horizon"):
         ebt.rollout(context, 0)
     with pytest.raises(InputError, match="channel"):
@@ -435,6 +436,7 @@ def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
     methods = {r["method"] for r in report["rows"]}
     assert methods == {
         "copy_last",
+        "extrapolate",
         "transformer",
         "transformer_compute",
         "dit_ddim",
@@ -614,3 +616,56 @@ def test_a_guess_start_ebt_overfits_one_clip_and_its_guess_learns(tiny):
     reference = first["mse_copy_last"].item()
     assert abs(first["mse_guess"].item() - reference) < 1e-6  # the guess starts at copying the last frame
     assert last["mse_guess"] < 0.3 * reference and last["mse_last"] < 0.3 * reference, (reference, last)
+
+
+def test_extrapolation_continues_each_pixels_last_change_and_is_clamped():
+    ramp = torch.linspace(-0.5, 0.1, 4).view(1, 4, 1, 1, 1).expand(2, 4, 1, 8, 8)  # every pixel rises 0.2 a frame
+    out = extrapolate_frames(ramp, 3, 1.0)
+    assert (out.forward_passes, out.backward_passes) == (0, 0)
+    torch.testing.assert_close(out.predictions[:, :, 0, 0, 0], torch.tensor([[0.3, 0.5, 0.7]] * 2))
+    half = extrapolate_frames(ramp, 2, 0.5).predictions[0, :, 0, 0, 0]  # the change halves every frame
+    torch.testing.assert_close(half, torch.tensor([0.2, 0.25]))
+    assert extrapolate_frames(ramp * 4, 5, 1.0).predictions.max() == 1.0  # clamped to the pixel range
+    single = ramp[:, :1]  # one context frame: nothing to continue, the frame is copied
+    torch.testing.assert_close(extrapolate_frames(single, 2, 1.0).predictions, single.expand(-1, 2, -1, -1, -1))
+    with pytest.raises(InputError, match="gain"):
+        extrapolate_frames(ramp, 1, -0.1)
+
+
+def test_a_drift_clip_moves_a_frame_by_smooth_sub_pixel_shifts():
+    from ebt_vision.video.drift import drift_clip, shift, trajectory
+
+    image = torch.rand(1, 12, 16, dtype=torch.float64)
+    torch.testing.assert_close(shift(image, 2, -3), image.roll((2, -3), dims=(1, 2)))  # whole pixels: exact
+    g = torch.Generator().manual_seed(0)
+    paths = torch.stack([trajectory(11, 0.3, g) for _ in range(200)])
+    steps = paths.diff(dim=1)
+    speeds = steps.norm(dim=-1)
+    assert (paths[:, 0] == 0).all() and speeds.max() <= 0.3 * 1.2 + 1e-9 and speeds.min() >= 0.005 * 0.8 - 1e-9
+    assert (steps[:, 1:] * steps[:, :-1]).sum(-1).min() > 0  # the direction never reverses between frames
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    blob = (255 * torch.exp(-((yy - 30) ** 2 + (xx - 34) ** 2) / 60)).round().to(torch.uint8)[None]
+    clip = drift_clip(blob, 11, 0.3, torch.Generator().manual_seed(3))
+    assert clip.shape == (11, 1, 64, 64) and clip.dtype == torch.uint8 and torch.equal(clip[0], blob)
+    weights = clip.double()[:, 0]
+    centre = torch.stack([(weights * yy).sum((1, 2)), (weights * xx).sum((1, 2))], -1) / weights.sum((1, 2))[:, None]
+    expected = trajectory(11, 0.3, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(centre - centre[0], expected, atol=0.02, rtol=0)  # the blob follows the path
+    with pytest.raises(ValueError, match="uint8"):
+        drift_clip(blob.float(), 3, 0.3, g)
+
+
+def test_drift_windows_replace_a_fraction_of_the_training_footage(tmp_path, tiny):
+    write_mjpeg_avi(tmp_path / "mine.avi", np.concatenate([moving_square(30)] * 2))
+    cfg = replace(tiny.data, source=str(tmp_path), frames=6)
+    footage = real_clips.user_footage(str(tmp_path), "train", cfg, 1)
+    plain = real_clips.ClipSampler(footage, cfg, seed=0).sample()
+    drifting = real_clips.ClipSampler(footage, replace(cfg, drift_fraction=1.0), seed=0).sample()
+    moved = lambda clips: float((clips[:, 1:] - clips[:, :1]).abs().mean())  # noqa: E731
+    assert moved(drifting) < moved(plain) / 4  # the square jumps by pixels, a drift by at most 0.36 a frame
+    again = real_clips.ClipSampler(footage, replace(cfg, drift_fraction=1.0), seed=0).sample()
+    assert torch.equal(drifting, again)  # seeded like every other window
+    with pytest.raises(ConfigError, match="drift_fraction"):
+        replace(tiny, data=replace(tiny.data, source="real-clips", drift_fraction=1.5)).validate()
+    with pytest.raises(ConfigError, match="Moving MNIST"):
+        replace(tiny, data=replace(tiny.data, drift_fraction=0.5)).validate()

@@ -12,8 +12,9 @@ a warning; a split with nothing left is an error. A user's own videos (a path as
 instead: the first 80% of every video for training, the next 10% for validation, the last 10% for test.
 
 Footage is decoded once and kept as uint8 frames whose shorter side is the frame size; training clips are random
-windows with a random crop along the longer side and a random horizontal flip, held-out clips are non-overlapping
-windows, centre-cropped.
+windows with a random crop along the longer side and a random horizontal flip (``data.drift_fraction`` of them
+replaced by a slow camera drift over the window's first frame, ``drift``), held-out clips are non-overlapping windows,
+centre-cropped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..core.errors import UserError
 from ..core.paths import debian_file
 from ..core.sampling import ShardedSampler
 from .config import VideoDataConfig
+from .drift import drift_clip
 from .reader import Video, find_videos, open_video, to_model_frames
 
 VISP = "usr/share/visp-images-data/ViSP-images"
@@ -201,6 +203,8 @@ class ClipSampler(ShardedSampler):
         top = int(torch.randint(scene.shape[2] - size + 1, (1,), generator=g))
         left = int(torch.randint(scene.shape[3] - size + 1, (1,), generator=g))
         window = scene[start : start + self.span : self.cfg.stride, :, top : top + size, left : left + size]
+        if self.cfg.drift_fraction > 0 and torch.rand((), generator=g) < self.cfg.drift_fraction:
+            window = drift_clip(window[0], self.cfg.frames, self.cfg.drift_speed, g)  # its first frame, drifting
         return window.flip(3) if torch.rand((), generator=g) < 0.5 else window
 
     def sample(self) -> Tensor:

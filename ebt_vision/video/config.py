@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..core.config import ExperimentConfig, TransformerConfig, check, check_energy_model, check_transformer
 from ..core.streams import ON_ERROR
+from .drift import MIN_SPEED
 
 SOURCES = ("moving-mnist", "real-clips")  # or a path: a video file, a folder of videos, a folder of numbered frames
 FORMATS = ("auto", "footage", "clips")
@@ -38,6 +39,11 @@ class VideoDataConfig:
     context_frames: int = 10  # at test time: this many real frames in, frames - context_frames predicted out
     frame_size: int = 64  # square frames: the shorter side is resized to this, then centre-cropped
     stride: int = 1  # real footage: take every stride-th frame
+    # Footage sources: this fraction of training windows is replaced by a slow camera drift over the window's first
+    # frame (ebt_vision.video.drift; speeds log-uniform up to drift_speed pixels per clip frame), the sub-pixel
+    # motion of hand-held footage that the training scenes lack.
+    drift_fraction: float = 0.0
+    drift_speed: float = 0.3
     batch_size: int = 16
     digits: int = 2  # Moving MNIST: digits bouncing in each clip
     validation_clips: int = 256  # Moving MNIST: fixed validation set (settings are chosen here)
@@ -108,6 +114,14 @@ class VideoConfig(ExperimentConfig):
             f"data.frame_size {d.frame_size} must be a positive multiple of model.patch_size {m.patch_size}",
         )
         check(d.stride >= 1, f"data.stride must be >= 1, got {d.stride}")
+        check(0 <= d.drift_fraction <= 1, f"data.drift_fraction must be in [0, 1], got {d.drift_fraction}")
+        check(
+            d.drift_fraction == 0 or d.source != "moving-mnist",
+            "data.drift_fraction is for real footage (a camera drifting over its frames), not Moving MNIST",
+        )
+        check(
+            d.drift_speed >= MIN_SPEED, f"data.drift_speed must be >= {MIN_SPEED} pixels per frame, got {d.drift_speed}"
+        )
         check(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
         check(1 <= d.digits <= 4, f"data.digits must be in [1, 4], got {d.digits}")
         check(d.validation_clips >= 1 and d.test_clips >= 1, "data.validation_clips and data.test_clips must be >= 1")

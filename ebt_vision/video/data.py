@@ -85,4 +85,7 @@ def describe_source(cfg: VideoConfig) -> str:
     where = "offline footage (scene split of ebt_vision.video.clips)" if d.source == "real-clips" else d.source
     if video_format(d) == "clips":
         where = f"the clip folder {d.source} (one file per clip, streamed; {d.train_list or 'file-index split'})"
-    return f"{where}, {size}, clips of {d.frames} frames at stride {d.stride} ({d.context_frames} in)"
+    drift = f"; {d.drift_fraction:.0%} of training windows a slow camera drift (up to {d.drift_speed:g} px/frame)"
+    return f"{where}, {size}, clips of {d.frames} frames at stride {d.stride} ({d.context_frames} in)" + (
+        drift if d.drift_fraction else ""
+    )

@@ -45,3 +45,18 @@ def copy_last_frame(context: Tensor, horizon: int) -> Rollout:
     """(B, T, C, H, W) -> every predicted frame is the last context frame (no network, no passes)."""
     check_context(context, horizon)
     return Rollout(context[:, -1:].expand(-1, horizon, -1, -1, -1).clone(), 0, 0)
+
+
+def extrapolate_frames(context: Tensor, horizon: int, gain: float) -> Rollout:
+    """(B, T, C, H, W) -> each next frame continues the last change, ``last + gain * (last - previous)``, clamped to
+    [-1, 1] and rolled out on its own predictions (no network). A classical baseline: for the sub-pixel drift of
+    hand-held footage, a pixel's change is nearly the same from one frame to the next. One context frame: copy it."""
+    check_context(context, horizon)
+    if not 0.0 <= gain <= 2.0:
+        raise InputError(f"the extrapolation gain must be in [0, 2], got {gain}")
+    previous, last = context[:, -2 if context.shape[1] > 1 else -1], context[:, -1]
+    frames = []
+    for _ in range(horizon):
+        previous, last = last, (last + gain * (last - previous)).clamp(-1, 1)
+        frames.append(last)
+    return Rollout(torch.stack(frames, dim=1), 0, 0)

@@ -18,7 +18,7 @@ from ...core.progress import progress as progress_bar
 from ...video.config import VideoConfig
 from ...video.data import held_out
 from ...video.metrics import energy_uncertainty, frame_errors, patch_errors
-from ...video.rollout import Rollout, copy_last_frame
+from ...video.rollout import Rollout, copy_last_frame, extrapolate_frames
 from ..contenders import Contender
 from ..selection import SPLIT_SEED_OFFSET
 from .costs import counting_copy, frame_flops
@@ -32,13 +32,18 @@ class Setting:
     model: str | None
     steps: int
     n_candidates: int | None = None
+    gain: float | None = None  # linear extrapolation: the fraction of the last change that continues
 
     @property
     def label(self) -> str:
+        if self.gain is not None:
+            return f"{self.method} (a={self.gain:g})"
         return f"{self.method}@{self.steps}" + (f" (N={self.n_candidates})" if self.n_candidates else "")
 
     def predict(self, model: nn.Module | None, context: Tensor, horizon: int, seed: int, maps: bool) -> Rollout:
         """Roll ``context`` (B, T, C, H, W) out ``horizon`` frames; ``maps``: the EBT's energies and maps too."""
+        if self.gain is not None:
+            return extrapolate_frames(context, horizon, self.gain)
         if self.model is None:
             return copy_last_frame(context, horizon)
         if self.method.startswith("transformer"):
@@ -55,6 +60,7 @@ class EvalOptions:
     ebt_steps: int = 8  # EBT rollouts with 1..ebt_steps descent steps per frame, and stopping at ebt_steps
     dit_steps: tuple[int, ...] = (1, 2, 5, 10, 25)
     best_of: tuple[int, ...] = (2, 4)
+    extrapolate: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # gains of the linear-extrapolation baseline
     limit: int | None = None  # clips per split (None: all)
     batch: int = 64  # clips rolled out together
     seed: int = 0
@@ -62,7 +68,9 @@ class EvalOptions:
 
 def settings(contenders: dict[str, Contender], cfg: VideoConfig, options: EvalOptions) -> list[Setting]:
     """Every setting of every contender (and copy-last-frame) that the evaluation runs."""
-    found = [Setting("copy_last", None, 0), Setting("transformer", "transformer", 1)]
+    found = [Setting("copy_last", None, 0)]
+    found += [Setting("extrapolate", None, 0, gain=a) for a in options.extrapolate]
+    found.append(Setting("transformer", "transformer", 1))
     if "transformer-compute" in contenders:
         found.append(Setting("transformer_compute", "transformer-compute", 1))
     for name, method in (("dit", "dit_ddim"), ("dit-compute", "dit_compute_ddim")):
@@ -135,6 +143,8 @@ def evaluate_split(
         base = {"eval_split": split, "method": setting.method, "steps": setting.steps}
         if setting.n_candidates:
             base["n_candidates"] = setting.n_candidates
+        if setting.gain is not None:
+            base["gain"] = setting.gain
         cost = {"forward_passes": forward, "backward_passes": backward, "gflops_per_frame": costs[setting.label]}
         for h in range(cfg.horizon):
             means = {key: float(values[:, h].mean()) for key, values in metrics.items()}

@@ -19,6 +19,7 @@ from ..contenders import Contender
 
 MODEL_OF_METHOD = {
     "copy_last": "copy_last",
+    "extrapolate": "extrapolate",  # last + a * (last - previous), a chosen on validation
     "transformer": "transformer",
     "transformer_compute": "transformer_compute",
     "dit_ddim": "dit",
@@ -29,7 +30,7 @@ MODEL_OF_METHOD = {
     "ebt_best_of_n": "ebt",
 }
 METRICS = ("mse", "mae", "psnr", "ssim")
-GROUP = ("eval_split", "method", "steps", "n_candidates")
+GROUP = ("eval_split", "method", "steps", "n_candidates", "gain")
 # OpenSTL's published Moving MNIST MSE (10 -> 10, 64x64), for context only: other training budgets and models.
 OPENSTL_MSE = {
     "SimVP v2 (2,000 epochs)": 15.05,
@@ -42,6 +43,8 @@ OPENSTL_MSE = {
 
 
 def label(row: dict) -> str:
+    if "gain" in row:
+        return f"{row['method']} (a={row['gain']:g})"
     return f"{row['method']}@{row['steps']}" + (f" (N={row['n_candidates']})" if "n_candidates" in row else "")
 
 
@@ -56,7 +59,7 @@ def choose(summary: list[dict], within=lambda row: True) -> dict[str, dict]:
     """Per model: the test summary of the setting with the lowest mean validation MSE (``within`` filters settings).
     Adds ``chosen`` (the setting) and ``validation_mse``."""
     found = selection.choose(summary, lambda r: MODEL_OF_METHOD[r["method"]] if within(r) else None,
-                             ("method", "steps", "n_candidates"), score="mse", lowest=True)  # fmt: skip
+                             ("method", "steps", "n_candidates", "gain"), score="mse", lowest=True)  # fmt: skip
     return {model: {**c.test, "chosen": label(c.validation), "validation_mse": c.validation["mse"]}
             for model, c in found.items() if c.test is not None}  # fmt: skip
 
@@ -114,7 +117,7 @@ def verdicts(summary: list[dict], chosen: dict[str, dict]) -> list[dict]:
     if ebt is None:
         return []
     out = []
-    for model in ("transformer", "transformer_compute", "dit", "dit_compute"):
+    for model in ("copy_last", "extrapolate", "transformer", "transformer_compute", "dit", "dit_compute"):
         if model not in chosen:
             continue
         cheaper = choose(
@@ -254,7 +257,8 @@ def write_video_report(
         "(pixels in [0, 1], summed over a frame's pixels, averaged over frames and clips); PSNR/SSIM on 8-bit pixels. "
         "Cost per predicted frame of one clip: forward (f) and backward (b) passes through the network (an EBT "
         "descent step is one of each; the DiT one forward per DDIM step) and GFLOPs counted on what ran, attention "
-        f"included. The EBT was trained with {trained_steps} descent step(s).\n\n"
+        f"included. The EBT was trained with {trained_steps} descent step(s). *extrapolate*: the classical baseline "
+        "that continues each pixel's last change, last + a x (last - previous), a chosen on validation.\n\n"
         + "".join(f"- {split} clips: {describe_clips(n)}\n" for split, n in split_names.items())
         + f"\n{models_table(contenders)}\n\n### Test, settings chosen on validation\n\n{main_table(chosen)}\n\n"
         f"![per-horizon metrics and cost]({figure.name})\n\n"
