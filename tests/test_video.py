@@ -28,7 +28,7 @@ from ebt_vision.video.model import VideoEBT
 from ebt_vision.video.objective import VideoObjective
 from ebt_vision.video.plain import PlainVideoObjective
 from ebt_vision.video.reader import FrameFolder, find_videos, open_video, read_clip
-from ebt_vision.video.rollout import copy_last_frame, extrapolate_frames
+from ebt_vision.video.rollout import copy_last_frame, extrapolate_frames, reference_frames
 from ebt_vision.video.strips import write_gif
 
 TINY = {
@@ -669,3 +669,17 @@ def test_drift_windows_replace_a_fraction_of_the_training_footage(tmp_path, tiny
         replace(tiny, data=replace(tiny.data, source="real-clips", drift_fraction=1.5)).validate()
     with pytest.raises(ConfigError, match="Moving MNIST"):
         replace(tiny, data=replace(tiny.data, drift_fraction=0.5)).validate()
+
+
+def test_fresh_models_with_an_extrapolated_reference_predict_the_extrapolation(tiny):
+    cfg = replace(tiny, prediction=replace(tiny.prediction, extrapolate=0.5))
+    context = random_clips(2, 4) * 0.5  # inside [-1, 1] after extrapolating
+    expected = extrapolate_frames(context, 2, 0.5).predictions
+    torch.testing.assert_close(VideoObjective(cfg).eval().rollout(context, 2, Thinking(2)).predictions, expected)
+    with torch.no_grad():
+        torch.testing.assert_close(PlainVideoObjective(cfg).eval().rollout(context, 2).predictions, expected)
+    dit_cfg = replace(cfg, dit=replace(cfg.dit, target="change", prediction="sample"))  # starts at its reference
+    torch.testing.assert_close(VideoDiTObjective(dit_cfg).eval().rollout(context, 2, 2).predictions, expected)
+    assert torch.equal(reference_frames(context, 0.0), context)  # gain 0: the last frame, as before
+    with pytest.raises(ConfigError, match="prediction.extrapolate"):
+        replace(tiny, prediction=replace(tiny.prediction, extrapolate=3.0)).validate()

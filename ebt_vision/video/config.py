@@ -59,6 +59,9 @@ class PredictionConfig:
     start: str = "last-frame"
     # Best-of-N: every start after the first is perturbed by Gaussian noise of this std ([-1, 1] pixel units).
     start_noise: float = 0.1
+    # The frame each prediction is measured from: last + extrapolate x (last - previous). 0: the last frame. The EBT's
+    # energy reads candidates as changes from it and its descent starts there; the transformer corrects it.
+    extrapolate: float = 0.0
     # Training predicts the last this many frames of each clip, each from all the real frames before it (0: every
     # frame from the second on). Fewer candidates cost less: the candidate stream is half the EBT's tokens.
     train_frames: int = 0
@@ -135,6 +138,7 @@ class VideoConfig(ExperimentConfig):
             "prediction.start=guess does not combine with descent.replay_buffer_size > 0 (a replayed row's start "
             "would not be its guess)",
         )
+        check(0 <= p.extrapolate <= 2, f"prediction.extrapolate must be in [0, 2], got {p.extrapolate}")
         check(p.start_noise >= 0, f"prediction.start_noise must be >= 0, got {p.start_noise}")
         check(
             0 <= p.train_frames < d.frames,

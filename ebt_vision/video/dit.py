@@ -27,7 +27,7 @@ from ..image.diffusion import ddim_sampler, dit_transformer, training_scheduler
 from ..image.noise import DIFFUSION_STEPS
 from .config import VideoConfig
 from .model import VideoEBT
-from .rollout import Rollout, check_context
+from .rollout import Rollout, check_context, reference_frames
 
 MAX_SAMPLING_STEPS = DIFFUSION_STEPS
 
@@ -92,14 +92,18 @@ class VideoDiTObjective(DirectObjective, HubModel):
         samples = clips.unfold(1, window + 1, 1).permute(0, 1, 5, 2, 3, 4)
         samples = samples.flatten(0, 1)  # (B (L - W), W + 1, C, H, W)
         past, target = samples[:, :window], samples[:, window]
-        if self.cfg.dit.target == "change":
-            target = (target - past[:, -1]) / 2
+        if self.cfg.dit.target == "change":  # from the last frame, or its extrapolation (prediction.extrapolate)
+            target = (target - self.reference(past)) / 2
         t = torch.randint(0, DIFFUSION_STEPS, (target.shape[0],), device=target.device)
         noise = torch.randn_like(target)
         x_t = training_scheduler().add_noise(target, noise, t)
         wanted = noise if self.cfg.dit.prediction == "epsilon" else target
         loss = F.mse_loss(self.model(x_t, past, t).float(), wanted)
         return StepOutput(loss, {"loss": loss.detach()})
+
+    def reference(self, past: Tensor) -> Tensor:
+        """(B, W, C, H, W) -> (B, C, H, W): the frame a generated change is added to (``prediction.extrapolate``)."""
+        return reference_frames(past, self.cfg.prediction.extrapolate)[:, -1]
 
     @torch.no_grad()
     def rollout(self, context: Tensor, horizon: int, num_steps: int | None = None, seed: int = 0) -> Rollout:
@@ -117,6 +121,6 @@ class VideoDiTObjective(DirectObjective, HubModel):
             x = torch.randn(past[:, 0].shape, generator=generator).to(past)
             for t in scheduler.timesteps:
                 x = scheduler.step(self.model(x, past, t), t, x).prev_sample
-            frame = past[:, -1] + 2 * x if self.cfg.dit.target == "change" else x
+            frame = self.reference(past) + 2 * x if self.cfg.dit.target == "change" else x
             frames = torch.cat([frames, frame.clamp(-1, 1)[:, None]], dim=1)
         return Rollout(frames[:, context.shape[1] :], steps, 0)

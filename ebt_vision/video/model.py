@@ -38,6 +38,7 @@ from ..core.energy import EnergyHead
 from ..core.errors import InputError
 from ..core.layers import KeysValues, adaln_blocks, init_adaln_trunk, patchify, sincos_position_embedding, unpatchify
 from .config import VideoModelConfig
+from .rollout import reference_frames
 
 
 def frame_position_embedding(frames: Tensor, dim: int) -> Tensor:
@@ -117,9 +118,10 @@ class VideoEBT(nn.Module):
     """``forward(context (B, T, C, H, W) or its VideoMemory, candidate (B, K, C, H, W)) -> (B, K)`` energies; see the
     module doc."""
 
-    def __init__(self, cfg: VideoModelConfig, guess: bool = False) -> None:
+    def __init__(self, cfg: VideoModelConfig, guess: bool = False, extrapolate: float = 0.0) -> None:
         super().__init__()
         self.cfg = cfg
+        self.extrapolate = extrapolate  # candidates are read against last + extrapolate x (last - previous)
         width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
         self.embed_frame = nn.Linear(pixels, width)  # a real frame's patch
         self.embed_candidate = nn.Linear(2 * pixels, width)  # (last real frame's patch, candidate's patch)
@@ -192,7 +194,8 @@ class VideoEBT(nn.Module):
             raise InputError(f"need (B={batch}, 1 <= K <= {frames}, C, H, W) candidates, got {tuple(candidate.shape)}")
         height, width = candidate.shape[-2:]
         space, time = self._positions(frames, height, width, candidate.device, memory.patches.dtype)
-        previous = memory.patches[:, frames - count :]  # the last real frame each candidate may see
+        # the reference each candidate is read against: the last real frame it may see, or its extrapolation
+        previous = reference_frames(memory.patches, self.extrapolate)[:, frames - count :]
         pairs = torch.cat([previous, self._patches(candidate.to(previous.dtype))], dim=-1)  # (B, K, N, 2 C p p)
         # candidate k stands at the frame index of the frame it predicts: T - K + k + 1
         x = (self.embed_candidate(pairs) + time[frames - count + 1 :, None] + space).flatten(1, 2)  # (B, K N, D)
@@ -212,7 +215,8 @@ class VideoEBT(nn.Module):
         # The head reads each candidate patch as its change from the last real frame it may see, so an output-layer
         # energy (dot, l2, residual) starts with its minimum at "nothing moved": copying the last frame is always
         # reachable, and a descent that starts there stays unless the context says otherwise.
-        change = self._patches(candidate) - memory.patches[:, memory.frames - count :].to(candidate.dtype)
+        reference = reference_frames(memory.patches, self.extrapolate)[:, memory.frames - count :]
+        change = self._patches(candidate) - reference.to(candidate.dtype)
         energies = self.head(self.candidate_tokens(memory, candidate), change)  # (B, K, N)
         return energies.reshape(*energies.shape[:2], candidate.shape[-2] // p, candidate.shape[-1] // p)
 

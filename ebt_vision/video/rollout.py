@@ -60,3 +60,13 @@ def extrapolate_frames(context: Tensor, horizon: int, gain: float) -> Rollout:
         previous, last = last, (last + gain * (last - previous)).clamp(-1, 1)
         frames.append(last)
     return Rollout(torch.stack(frames, dim=1), 0, 0)
+
+
+def reference_frames(frames: Tensor, gain: float) -> Tensor:
+    """(B, T, ...) frames (or their patches) -> (B, T, ...) the frame each one's successor is measured from:
+    ``f_t + gain * (f_t - f_{t-1})`` (the first frame has no predecessor: itself), clamped to [-1, 1]. Gain 0: the
+    frame itself, as copying the last frame predicts."""
+    if gain == 0:
+        return frames
+    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    return (frames + gain * (frames - previous)).clamp(-1, 1)
