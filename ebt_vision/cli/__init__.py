@@ -3,6 +3,7 @@ library."""
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -35,6 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         warnings.formatwarning = previous
+
+
+def run() -> None:
+    """The ``ebt-vision`` program (and ``python -m ebt_vision``): ``main`` on the command line, then exit with its code.
+
+    A torchrun worker has destroyed its process group by then (``core.distributed.shutdown``), but interpreter
+    finalisation would still destroy gloo's C++ objects, and a worker once aborted there after a complete run
+    ("terminate called without an active exception", exit -6, in CI); a worker ends without that teardown."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

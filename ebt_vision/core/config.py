@@ -186,8 +186,9 @@ class TrainConfig:
     # many seconds, checkpoints there and saves the model like a finished run (which records the step it reached).
     # For a fixed time slot (a lent GPU); comparisons at equal budget then train the next model for that step count.
     max_seconds: float = 0.0
-    # Fine-tuning: a fresh run starts from these weights (a model folder or .safetensors of the same architecture)
-    # instead of a random initialisation; a resumed run ignores it (its checkpoint holds the weights).
+    # Fine-tuning: a fresh run starts from these weights (a model folder or .safetensors of the same architecture; an
+    # image EBT also from a plain denoiser's, see DenoisingObjective.initial_weights) instead of a random
+    # initialisation; a resumed run ignores it (its checkpoint holds the weights).
     init_from: str = ""
 
 

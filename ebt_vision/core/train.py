@@ -275,8 +275,11 @@ class Throughput:
 
 
 def _initialise_from(objective: nn.Module, path: str) -> None:
-    """``train.init_from``: load a trained model's weights (same architecture) before the first step."""
+    """``train.init_from``: load a trained model's weights (same architecture, or one the objective's
+    ``initial_weights`` maps) before the first step."""
     found, tensors = read_checkpoint(path, "train.init_from checkpoint")[:2]
+    if hasattr(objective, "initial_weights"):  # an objective that can start from another kind's weights
+        tensors = objective.initial_weights(tensors)
     try:
         load_weights(objective, tensors, found, "this model")
     except CheckpointError as error:

@@ -20,6 +20,10 @@ class ModelConfig(TransformerConfig):
     # The energy sees the noisy image as a second input beside the candidate (True), or only the candidate (False:
     # the original work's denoiser, where the noisy image enters only as the descent's starting point).
     noisy_context: bool = True
+    # The energy reads each candidate patch as its change from the noisy patch: the residual energy's bowl is then
+    # centred on noisy + f, so the output layer proposes a correction of the noisy image (as the plain denoiser and the
+    # DiT predict one) instead of the whole patch. Needs noisy_context; lets train.init_from start from a plain trunk.
+    relative_to_noisy: bool = False
 
 
 # Named sizes; a preset fills ModelConfig fields, explicit values in a config file win.
@@ -97,6 +101,10 @@ class ImageConfig(ExperimentConfig):
         check_transformer(m)
         check_energy_model(m, self.descent)
         check(m.patch_size >= 1 and m.channels >= 1, "model.patch_size and model.channels must be positive")
+        check(
+            m.noisy_context or not m.relative_to_noisy,
+            "model.relative_to_noisy reads candidates against the noisy image: it needs model.noisy_context: true",
+        )
         check(
             data.crop_size % m.patch_size == 0, f"data.crop_size {data.crop_size} is not a multiple of the patch size"
         )

@@ -108,7 +108,8 @@ class ImageEBT(nn.Module):
         """(B, C, H, W), (B, C, H, W) -> (B, H/p, W/p) energy per patch; ``sigma`` (B,) for conditioned models."""
         p = self.cfg.patch_size
         tokens = self.tokens(context, candidate, sigma=sigma)
-        energies = self.head(tokens, patchify(candidate, p))  # (B, N)
+        values = candidate - context.to(candidate.dtype) if self.cfg.relative_to_noisy else candidate
+        energies = self.head(tokens, patchify(values, p))  # (B, N)
         return energies.reshape(context.shape[0], context.shape[2] // p, context.shape[3] // p)
 
     def forward(self, context: Tensor, candidate: Tensor, sigma: Tensor | None = None) -> Tensor:

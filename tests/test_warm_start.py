@@ -1,0 +1,87 @@
+"""An image EBT whose energy reads candidates against the noisy image, started from a plain denoiser's weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ebt_vision.core.checkpoint import CheckpointError, save_pretrained_folder
+from ebt_vision.core.config import ConfigError, from_dict
+from ebt_vision.core.layers import patchify
+from ebt_vision.core.train import _initialise_from, train
+from ebt_vision.image.objective import DenoisingObjective
+from ebt_vision.image.plain import PlainDenoisingObjective
+
+from .conftest import TINY, denoising_batch
+
+RELATIVE = {**TINY, "model": {**TINY["model"], "energy": "residual", "relative_to_noisy": True},
+            "descent": {**TINY["descent"], "step_size": 1.0, "learn_step_size": False}}  # fmt: skip
+
+
+def _trained_looking_plain(tmp_path):
+    """A plain denoiser with random (non-zero) weights everywhere, saved as a model folder."""
+    plain = PlainDenoisingObjective(from_dict(TINY))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for value in plain.parameters():
+            value.copy_(0.2 * torch.randn(value.shape, generator=generator))
+    save_pretrained_folder(plain, plain.cfg, tmp_path / "plain")
+    return plain, tmp_path / "plain"
+
+
+def _one_step(objective: DenoisingObjective, noisy: torch.Tensor) -> torch.Tensor:
+    candidate = noisy.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(objective.model(noisy, candidate).sum(), candidate)
+    return noisy - gradient  # a step of size 1
+
+
+def test_relative_energy_reads_the_candidate_as_a_change_from_the_noisy_image():
+    torch.manual_seed(0)
+    objective = DenoisingObjective(from_dict(RELATIVE))
+    with torch.no_grad():
+        objective.model.head.out.bias.normal_()
+    noisy = torch.rand(2, 3, 16, 16) * 2 - 1
+    # a fresh head proposes a constant correction b, so one step of size 1 lands on noisy + b in every patch
+    step = _one_step(objective, noisy)
+    change = patchify(step - noisy, 4)
+    torch.testing.assert_close(change, objective.model.head.out.bias.expand_as(change), rtol=1e-4, atol=1e-5)
+
+
+def test_relative_energy_needs_the_noisy_context():
+    with pytest.raises(ConfigError, match="relative_to_noisy.*noisy_context"):
+        from_dict({**RELATIVE, "model": {**RELATIVE["model"], "noisy_context": False}})
+
+
+def test_an_ebt_started_from_a_plain_denoiser_predicts_what_it_does_in_one_step(tmp_path):
+    plain, folder = _trained_looking_plain(tmp_path)
+    cfg = from_dict({**RELATIVE, "train": {**RELATIVE["train"], "steps": 1, "init_from": str(folder)}})
+    objective = DenoisingObjective(cfg)
+    noisy = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    clean = noisy.clamp(-0.5, 0.5)
+    _initialise_from(objective, str(folder))
+    with torch.no_grad():
+        want = plain.model(noisy)
+    torch.testing.assert_close(_one_step(objective, noisy), want, rtol=1e-4, atol=1e-5)
+    # the candidate half of the patch embedding starts at zero, the noisy half is the plain model's
+    embed = objective.model.embed.weight
+    torch.testing.assert_close(embed[:, :48], plain.model.embed.weight)
+    assert embed[:, 48:].abs().max() == 0
+
+    # and the training loop takes it through train.init_from (the weight average starts there too)
+    def batches():
+        while True:
+            yield denoising_batch(noisy, clean)
+
+    fresh = DenoisingObjective(cfg)
+    result = train(fresh, batches(), cfg, tmp_path / "run", progress=False)
+    assert result.step == 1 and (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_plain_denoiser_starts_only_the_energy_it_fits(tmp_path):
+    _, folder = _trained_looking_plain(tmp_path)
+    absolute = from_dict({**RELATIVE, "model": {**RELATIVE["model"], "relative_to_noisy": False}})
+    with pytest.raises(CheckpointError, match="relative_to_noisy"):
+        _initialise_from(DenoisingObjective(absolute), str(folder))
+    wider = from_dict({**RELATIVE, "model": {**RELATIVE["model"], "width": 32}})
+    with pytest.raises(CheckpointError, match="does not fit"):
+        _initialise_from(DenoisingObjective(wider), str(folder))
