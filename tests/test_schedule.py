@@ -38,8 +38,12 @@ def _schedule() -> StepSchedule:
 
 def test_lookup_takes_the_nearest_calibrated_level():
     schedule = _schedule()
-    assert schedule.lookup(0.0) == (1, 0.5) and schedule.lookup(24.0) == (1, 0.5)
-    assert schedule.lookup(30.0) == (2, 1.0) and schedule.lookup(70.0) == (5, 1.5) and schedule.lookup(500) == (5, 1.5)
+    assert schedule.lookup(0.0) == (1, 0.5, 1) and schedule.lookup(24.0) == (1, 0.5, 1)  # saved without passes: 1
+    assert schedule.lookup(30.0) == (2, 1.0, 1) and schedule.lookup(70.0) == (5, 1.5, 1)
+    assert schedule.lookup(500) == (5, 1.5, 1)
+    anchored = StepSchedule([10.0, 90.0], [1, 3], [0.75, 1.0], [30.0, 20.0], [10.0, 90.0], passes=[1, 2])
+    assert anchored.lookup(80.0) == (3, 1.0, 2) and anchored.thinking(80.0).passes == 2
+    assert anchored.describe() == "10->1x0.75, 90->3x1 (2 passes)"
 
 
 def test_schedule_round_trips_and_bad_files_are_refused(tmp_path):
@@ -59,11 +63,14 @@ def test_fit_schedule_picks_the_best_validation_choice(objective):
     crops = full_resolution_crops(held_out_photos(None, "validation")[:1], size=32, per_photo=2)
     assert len(crops) == 2 and crops[0].shape == (3, 32, 32)
     schedule, rows = fit_schedule(objective, crops, sigmas=(10.0, 60.0), max_steps=3, scales=(0.5, 1.0),
-                                  progress=False)  # fmt: skip
-    assert len(rows) == 2 * 2 * 3  # sigmas x scales x steps
+                                  progress=False, passes=2)  # fmt: skip
+    single = [r for r in rows if r["passes"] == 1]
+    assert len(single) == 2 * 2 * 3  # sigmas x scales x steps
+    assert len(rows) - len(single) == 2 * 3  # sigmas x steps per pass (1-3), each after its second pass
     for i, sigma in enumerate(schedule.calibration_sigmas):
         best = max((r for r in rows if r["sigma"] == sigma), key=lambda r: r["psnr"])
-        assert (schedule.steps[i], schedule.scales[i]) == (best["steps"], best["scale"])
+        assert (schedule.steps[i], schedule.scales[i], schedule.passes[i]) == (best["steps"], best["scale"],
+                                                                               best["passes"])  # fmt: skip
         assert schedule.psnr[i] == pytest.approx(best["psnr"], abs=1e-3)
     assert schedule.estimated == sorted(schedule.estimated)
     assert schedule.estimated[-1] > 30  # heavy noise is estimated as heavy
@@ -76,8 +83,8 @@ def test_denoise_scheduled_gives_each_image_its_own_steps(objective):
     light = add_gaussian_noise(clean, 5.0, torch.Generator().manual_seed(0))
     heavy = add_gaussian_noise(clean, 100.0, torch.Generator().manual_seed(1))
     estimates, estimated, choices = denoise_scheduled(objective, torch.cat([light, heavy]), _schedule())
-    assert estimated[0] < estimated[1] and choices == [(1, 0.5), (5, 1.5)]
-    for i, (steps, scale) in enumerate(choices):
+    assert estimated[0] < estimated[1] and choices == [(1, 0.5, 1), (5, 1.5, 1)]
+    for i, (steps, scale, _) in enumerate(choices):
         alone = denoise(objective, torch.cat([light, heavy])[i : i + 1], Thinking(steps, step_scale=scale))[0].final
         torch.testing.assert_close(estimates[i : i + 1], alone)
 

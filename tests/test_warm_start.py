@@ -1,4 +1,5 @@
-"""An image EBT whose energy reads candidates against the noisy image, started from a plain denoiser's weights."""
+"""An image EBT whose energy reads candidates against the noisy image, started from a plain denoiser's weights, and
+re-anchored descents (passes whose estimate becomes the next pass's noisy image)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import torch
 
 from ebt_vision.core.checkpoint import CheckpointError, save_pretrained_folder
 from ebt_vision.core.config import ConfigError, from_dict
+from ebt_vision.core.errors import InputError
+from ebt_vision.core.inference import Thinking
 from ebt_vision.core.layers import patchify
 from ebt_vision.core.train import _initialise_from, train
+from ebt_vision.image.inference import best_of_n, denoise
 from ebt_vision.image.objective import DenoisingObjective
 from ebt_vision.image.plain import PlainDenoisingObjective
 
@@ -85,3 +89,36 @@ def test_a_plain_denoiser_starts_only_the_energy_it_fits(tmp_path):
     wider = from_dict({**RELATIVE, "model": {**RELATIVE["model"], "width": 32}})
     with pytest.raises(CheckpointError, match="does not fit"):
         _initialise_from(DenoisingObjective(wider), str(folder))
+
+
+def test_a_re_anchored_descent_is_passes_whose_estimate_becomes_the_next_noisy_image():
+    torch.manual_seed(0)
+    objective = DenoisingObjective(from_dict(RELATIVE)).eval()
+    with torch.no_grad():
+        for value in objective.parameters():
+            value.add_(0.1 * torch.randn_like(value))
+    noisy = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    anchored, _ = denoise(objective, noisy, Thinking(2, passes=3))
+    context, candidates, forward = noisy, [noisy], 0
+    for _ in range(3):
+        one, _ = denoise(objective, context, Thinking(2, final_energy=False))
+        candidates += one.candidates[1:]
+        forward += one.forward_passes
+        context = one.final.clamp(-1, 1)
+    assert len(anchored.candidates) == 7 and anchored.backward_passes == 6 and anchored.forward_passes == forward + 1
+    for got, want in zip(anchored.candidates, candidates, strict=True):
+        torch.testing.assert_close(got, want)
+    assert anchored.position_energies.shape[0] == 7 and anchored.grad_norms.shape[0] == 6
+    # the later passes read the estimates, so they go elsewhere than one pass of the same six steps
+    assert not torch.allclose(anchored.final, denoise(objective, noisy, Thinking(6))[0].final)
+
+
+def test_passes_are_checked_and_refused_where_they_mean_nothing():
+    objective = DenoisingObjective(from_dict(RELATIVE)).eval()
+    noisy = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(InputError, match="passes must be in"):
+        denoise(objective, noisy, Thinking(1, passes=0))
+    with pytest.raises(InputError, match="best-of-N"):
+        best_of_n(objective, noisy, Thinking(1, passes=2, n_candidates=2))
+    with pytest.raises(InputError, match="only image denoising re-anchors"):
+        objective.infer(noisy, noisy, Thinking(1, passes=2))  # one descent (what video and text run) takes one pass

@@ -139,7 +139,7 @@ def _ebt_descent(objective: DenoisingObjective, noisy: Tensor, thinking: Thinkin
     tiling = Tiling(overlap=settings.tile_overlap, per_patch=adaptive, record_maps=not adaptive)
     if adaptive:
         # each patch stops once its energy falls by less than the tolerance, measured by one probe step
-        probe, _ = denoise(objective, noisy[None], replace(thinking, num_steps=1), tiling=tiling)
+        probe, _ = denoise(objective, noisy[None], replace(thinking, num_steps=1, passes=1), tiling=tiling)
         stop = replace(
             thinking, stop_when_energy_rises=True, stop_tolerance=adaptive_tolerance(probe, settings.adaptive)
         )
@@ -177,8 +177,9 @@ def denoise_story(
     if schedule is not None:
         thinking = schedule.thinking(estimated, thinking)
         steps = thinking.num_steps
+        passes = f" in each of {thinking.passes} re-anchored passes" if thinking.passes > 1 else ""
         notes.append(f"steps from the estimated noise (sigma ~{estimated:.1f}): the step schedule says {steps} "
-                     f"step{'s' * (steps > 1)} at step scale {thinking.step_scale:g}")  # fmt: skip
+                     f"step{'s' * (steps > 1)} at step scale {thinking.step_scale:g}{passes}")  # fmt: skip
     started = time.perf_counter()
     trajectory, winner, energy_maps, steps_map, extra = _ebt_descent(objective, noisy, thinking, settings)
     seconds = time.perf_counter() - started

@@ -338,14 +338,21 @@ def _adaptive(p: argparse.ArgumentParser) -> None:
     commands.calibrate,
     "Fit a blind EBT's step schedule: descent steps and step scale per estimated noise level",
     "On full-resolution crops of the validation photos, at a grid of noise levels, finds the step count and\n"
-    "step-size scale with the best PSNR and files it under the sigma estimated from the noisy crops. Saved as\n"
-    "step_schedule.json beside the weights: denoise, eval and the app then let the estimated noise set the steps.",
+    "step-size scale (or re-anchored passes) with the best PSNR and files it under the sigma estimated from the\n"
+    "noisy crops. Saved as step_schedule.json beside the weights: denoise, eval and the app then let the\n"
+    "estimated noise set the steps.",
 )
 def _calibrate(p: argparse.ArgumentParser) -> None:
     _image_ebt(p)
     p.add_argument("--crop", type=int, default=96, help="calibration crop side (full-resolution pixels)")
     p.add_argument("--per-photo", type=int, default=2, help="crops per validation photo")
     p.add_argument("--max-steps", type=int, default=8, help="most descent steps tried")
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=3,
+        help="most re-anchored passes tried (each pass's estimate is the next one's noisy image; 1: none)",
+    )
     p.add_argument("--no-save", action="store_true", help="report only; do not write step_schedule.json")
     _report(p, "step_schedule", out="runs/calibrate")
     _runtime(p)

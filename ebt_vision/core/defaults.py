@@ -7,6 +7,7 @@ from __future__ import annotations
 # they bound the time and memory a single call may take.
 MAX_STEPS = 64
 MAX_CANDIDATES = 64
+MAX_PASSES = 8  # re-anchored descent passes (image denoising)
 # `ebt-vision denoise --best-of`: every start is a full descent of a full-size photo.
 MAX_FILE_CANDIDATES = 16
 # The app: a click must stay interactive on a CPU.

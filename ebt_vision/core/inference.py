@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .defaults import MAX_CANDIDATES, MAX_STEPS
+from .defaults import MAX_CANDIDATES, MAX_PASSES, MAX_STEPS
 from .errors import InputError
 
 
@@ -23,6 +23,9 @@ class Thinking:
     workload's default, in its units); per position the candidate of lowest final energy wins. ``clamp``: project
     every step onto the valid range (None: as trained, ``descent.clamp_candidate``). ``final_energy``: also evaluate
     the last candidate's energy (one more forward pass); a workload turns it on where its selection needs it.
+    ``passes`` > 1 (image denoising only, whose energy reads the noisy image as its context): a re-anchored descent,
+    ``num_steps`` steps per pass, after which the estimate (clamped) replaces the noisy image as the context and the
+    start of the next pass; the candidates of all passes follow one another in the trajectory.
     """
 
     num_steps: int | None = None
@@ -36,6 +39,7 @@ class Thinking:
     start_noise: float | None = None
     clamp: bool | None = None
     final_energy: bool = True
+    passes: int = 1
 
     def steps(self, trained: int) -> int:
         """The number of descent steps: ``num_steps``, or ``trained`` when it is None."""
@@ -48,6 +52,8 @@ class Thinking:
             raise InputError(f"num_steps must be in [0, {MAX_STEPS}], got {steps}")
         if not 1 <= self.n_candidates <= MAX_CANDIDATES:
             raise InputError(f"best-of-N needs n_candidates in [1, {MAX_CANDIDATES}], got {self.n_candidates}")
+        if not 1 <= self.passes <= MAX_PASSES:
+            raise InputError(f"passes must be in [1, {MAX_PASSES}], got {self.passes}")
         if not self.step_scale > 0:
             raise InputError(f"step_scale must be > 0, got {self.step_scale}")
         if not 0 <= self.momentum < 1:

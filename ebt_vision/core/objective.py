@@ -27,6 +27,7 @@ from .descent import (
     expand_to_candidate,
     minimize_energy,
 )
+from .errors import InputError
 from .inference import Thinking
 
 
@@ -200,6 +201,11 @@ class EnergyObjective(nn.Module):
         mapping of per-position energies, ``gradient_fn`` the autograd gradient (e.g. the compiled one).
         """
         thinking.check(self.descent_cfg.num_steps)
+        if thinking.passes != 1:
+            raise InputError(
+                f"passes={thinking.passes}: only image denoising re-anchors its descent (ebt_vision.image.inference."
+                "denoise runs the passes); one descent takes passes=1"
+            )
         with torch.no_grad():
             step_size = self.step_size() * thinking.step_scale
         return minimize_energy(

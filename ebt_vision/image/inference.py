@@ -91,7 +91,8 @@ def denoise(
     image or one for all) is required by sigma-conditioned models and refused by blind ones; it is clamped to the
     highest sigma the model trained on (told an unseen level, a conditioned model collapses; told the nearest level
     it knows, it under-corrects and more descent steps can do the rest). ``init`` starts the descent elsewhere than at
-    the noisy image. Returns the tiled energy too, for per-patch energy maps (``tiling.record_maps``).
+    the noisy image. ``thinking.passes`` > 1 re-anchors: after each pass the estimate becomes the noisy image. Returns
+    the tiled energy too, for per-patch energy maps (``tiling.record_maps``).
     """
     cfg = objective.cfg
     check_images(noisy, cfg.model.patch_size)
@@ -105,14 +106,35 @@ def denoise(
         objective.model, cfg.data.crop_size, sigma=sigma, record_maps=tiling.record_maps, overlap=tiling.overlap
     )
     device = next(objective.parameters()).device
-    trajectory = objective.infer(
-        noisy.to(device),
-        (noisy if init is None else init).to(device),
-        thinking,
-        energy=energy.patch_energy_map if tiling.per_patch else energy,
-        expand_positions=patch_expander(cfg.model.patch_size) if tiling.per_patch else None,
+    context, start, runs = noisy.to(device), (noisy if init is None else init).to(device), []
+    for index in range(thinking.passes):  # one pass unless re-anchored (``Thinking.passes``)
+        last = index == thinking.passes - 1
+        runs.append(objective.infer(
+            context,
+            start,
+            replace(thinking, passes=1, final_energy=thinking.final_energy and last),
+            energy=energy.patch_energy_map if tiling.per_patch else energy,
+            expand_positions=patch_expander(cfg.model.patch_size) if tiling.per_patch else None,
+        ))  # fmt: skip
+        context = start = runs[-1].final.detach().clamp(-1, 1)  # the estimate is the next pass's noisy image
+    return join_passes(runs), energy
+
+
+def join_passes(passes: list[Trajectory]) -> Trajectory:
+    """The trajectories of a re-anchored descent's passes as one: each pass's candidates after its start (the
+    previous pass's estimate), energies, gradient norms and pass counts one after another, steps taken summed."""
+    if len(passes) == 1:
+        return passes[0]
+    first = passes[0]
+    return Trajectory(
+        candidates=[*first.candidates, *(c for later in passes[1:] for c in later.candidates[1:])],
+        position_energies=torch.cat([t.position_energies for t in passes]),
+        graph_from=first.graph_from,
+        grad_norms=torch.cat([t.grad_norms for t in passes]),
+        steps_taken=sum(t.steps_taken for t in passes),
+        forward_passes=sum(t.forward_passes for t in passes),
+        backward_passes=sum(t.backward_passes for t in passes),
     )
-    return trajectory, energy
 
 
 def adaptive_tolerance(reference: Trajectory, fraction: float) -> float:
@@ -145,6 +167,8 @@ def best_of_n(
     plus Gaussian noise of ``thinking.start_noise`` (0-255 sigma, default ``START_NOISE``); keep the one with the
     lowest final energy."""
     thinking.check(objective.cfg.descent.num_steps)
+    if thinking.passes != 1 and thinking.n_candidates > 1:
+        raise InputError("best-of-N compares final energies under one context: it takes passes=1 (no re-anchoring)")
     n, batch = thinking.n_candidates, noisy.shape[0]
     generator = torch.Generator().manual_seed(seed)
     starts = noisy.repeat(n, 1, 1, 1)

@@ -33,41 +33,51 @@ from .objective import DenoisingObjective
 SCHEDULE_FILE = "step_schedule.json"
 CALIBRATION_SIGMAS = (5.0, 10.0, 20.0, 30.0, 40.0, 55.0, 70.0, 90.0, 120.0)
 CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.5)
+# Re-anchored descents (``Thinking.passes``) tried beside the single pass: up to this many passes of 1-4 steps each,
+# at step scale 1.
+CALIBRATION_PASSES = 3
+PASS_STEPS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
 class StepSchedule:
     """Calibrated levels, ascending in estimated sigma: at ``estimated[i]`` take ``steps[i]`` steps of the learned
-    step size times ``scales[i]``. ``psnr[i]`` is the validation PSNR that choice reached (for the record)."""
+    step size times ``scales[i]``, in ``passes[i]`` re-anchored passes (``Thinking.passes``; a schedule saved before
+    passes existed has none: one pass everywhere). ``psnr[i]`` is the validation PSNR that choice reached."""
 
     estimated: list[float]
     steps: list[int]
     scales: list[float]
     psnr: list[float]
     calibration_sigmas: list[float]
+    passes: list[int] | None = None
 
     def __post_init__(self) -> None:
-        lengths = {len(self.estimated), len(self.steps), len(self.scales), len(self.psnr), len(self.calibration_sigmas)}
+        if self.passes is None:
+            object.__setattr__(self, "passes", [1] * len(self.steps))
+        lengths = {len(self.estimated), len(self.steps), len(self.scales), len(self.psnr), len(self.calibration_sigmas),
+                   len(self.passes)}  # fmt: skip
         if len(lengths) != 1 or not self.estimated:
             raise InputError("a step schedule needs one step count, scale and PSNR per calibrated level")
         if any(b < a for a, b in zip(self.estimated, self.estimated[1:], strict=False)):
             raise InputError("a step schedule's estimated sigmas must be ascending")
 
-    def lookup(self, estimated_sigma: float) -> tuple[int, float]:
-        """(steps, step scale) of the calibrated level whose estimated sigma is nearest (below the first level: the
-        first; above the last: the last)."""
+    def lookup(self, estimated_sigma: float) -> tuple[int, float, int]:
+        """(steps per pass, step scale, passes) of the calibrated level whose estimated sigma is nearest (below the
+        first level: the first; above the last: the last)."""
         nearest = min(range(len(self.estimated)), key=lambda i: abs(self.estimated[i] - estimated_sigma))
-        return self.steps[nearest], self.scales[nearest]
+        return self.steps[nearest], self.scales[nearest], self.passes[nearest]
 
     def thinking(self, estimated_sigma: float, base: Thinking = Thinking()) -> Thinking:
         """Steps from the estimated noise, the one rule every caller follows: ``base`` with the steps and step scale
         that ``estimated_sigma`` (``estimate_noise_sigma`` of the noisy image) looks up."""
-        steps, scale = self.lookup(estimated_sigma)
-        return replace(base, num_steps=steps, step_scale=scale)
+        steps, scale, passes = self.lookup(estimated_sigma)
+        return replace(base, num_steps=steps, step_scale=scale, passes=passes)
 
     def describe(self) -> str:
-        """One line: 'estimated sigma -> steps x scale' per level."""
-        return ", ".join(f"{e:.0f}->{k}x{s:g}" for e, k, s in zip(self.estimated, self.steps, self.scales, strict=True))
+        """One line: 'estimated sigma -> steps x scale' per level ('(N passes)' where re-anchored)."""
+        levels = zip(self.estimated, self.steps, self.scales, self.passes, strict=True)
+        return ", ".join(f"{e:.0f}->{k}x{s:g}" + (f" ({n} passes)" if n > 1 else "") for e, k, s, n in levels)
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / SCHEDULE_FILE
@@ -114,30 +124,38 @@ def fit_schedule(
     scales: tuple[float, ...] = CALIBRATION_SCALES,
     seed: int = 0,
     progress: bool = True,
+    passes: int = CALIBRATION_PASSES,
 ) -> tuple[StepSchedule, list[dict]]:
     """Calibrate on clean validation ``crops`` ((3, h, w) each, one size): at each sigma, every crop noised once;
-    the (steps in 1..max_steps, scale) with the best mean PSNR wins, filed under the mean *estimated* sigma.
-    Returns the schedule and one row per (sigma, scale, steps) with its mean PSNR."""
+    the (steps in 1..max_steps, scale) of one pass, or the (steps in ``PASS_STEPS``, passes up to ``passes``) of a
+    re-anchored descent at scale 1, with the best mean PSNR wins, filed under the mean *estimated* sigma (``passes``
+    1: single passes only). Returns the schedule and one row per (sigma, scale, steps, passes) with its mean PSNR."""
     if not crops or len({tuple(c.shape) for c in crops}) != 1:
         raise InputError("fit_schedule needs one or more crops of one size")
     if not 1 <= max_steps <= MAX_STEPS or not scales or min(scales) <= 0:
         raise InputError(f"max_steps must be in [1, {MAX_STEPS}] and scales > 0, got {max_steps}, {scales}")
     clean = torch.stack(crops)
     rows, levels = [], []
-    jobs = [(sigma, scale) for sigma in sigmas for scale in scales]
+    jobs = [(sigma, scale, max_steps, 1) for sigma in sigmas for scale in scales]
+    if passes > 1:
+        jobs += [(sigma, 1.0, k, passes) for sigma in sigmas for k in PASS_STEPS if k <= max_steps]
     noisy_by_sigma = {
         sigma: torch.stack([noisy_copy(c, sigma, seed, 50_000 + i) for i, c in enumerate(crops)]) for sigma in sigmas
     }
-    for sigma, scale in progress_bar(jobs, desc="calibrate step schedule", disable=not progress):
-        thinking = Thinking(max_steps, step_scale=scale, final_energy=False)
+    for sigma, scale, steps, runs in progress_bar(jobs, desc="calibrate step schedule", disable=not progress):
+        thinking = Thinking(steps, step_scale=scale, final_energy=False, passes=runs)
         trajectory, _ = denoise(objective, noisy_by_sigma[sigma], thinking)
-        for k, candidate in enumerate(trajectory.candidates[1:], start=1):
+        if runs == 1:  # one pass of max_steps: every step count on the way
+            scored = [(k, 1, c) for k, c in enumerate(trajectory.candidates[1:], start=1)]
+        else:  # passes of ``steps`` steps: the estimate after each pass from the second on
+            scored = [(steps, n, trajectory.candidates[n * steps]) for n in range(2, runs + 1)]
+        for k, n, candidate in scored:
             value = float(psnr(candidate.cpu(), clean).mean())
-            rows.append({"sigma": sigma, "scale": scale, "steps": k, "psnr": value})
+            rows.append({"sigma": sigma, "scale": scale, "steps": k, "passes": n, "psnr": value})
     for sigma in sigmas:
         best = max((r for r in rows if r["sigma"] == sigma), key=lambda r: r["psnr"])
         estimated = float(estimate_noise_sigma(noisy_by_sigma[sigma]).mean())
-        levels.append((estimated, best["steps"], best["scale"], best["psnr"], sigma))
+        levels.append((estimated, best["steps"], best["scale"], best["psnr"], sigma, best["passes"]))
     levels.sort()
     schedule = StepSchedule(
         estimated=[round(level[0], 3) for level in levels],
@@ -145,6 +163,7 @@ def fit_schedule(
         scales=[level[2] for level in levels],
         psnr=[round(level[3], 3) for level in levels],
         calibration_sigmas=[level[4] for level in levels],
+        passes=[level[5] for level in levels],
     )
     return schedule, rows
 
@@ -152,8 +171,8 @@ def fit_schedule(
 def denoise_scheduled(
     objective: DenoisingObjective, noisy: Tensor, schedule: StepSchedule
 ) -> tuple[Tensor, Tensor, list[tuple[int, float]]]:
-    """(B, 3, H, W) noisy -> (estimates, estimated sigmas, (steps, scale) per image): each image descends for the
-    steps and step scale its estimated noise level looks up in ``schedule``."""
+    """(B, 3, H, W) noisy -> (estimates, estimated sigmas, (steps, scale, passes) per image): each image descends for
+    the steps, step scale and passes its estimated noise level looks up in ``schedule``."""
     estimated = estimate_noise_sigma(noisy)
     choices = [schedule.lookup(float(s)) for s in estimated]
     estimates = torch.empty_like(noisy)

@@ -10,7 +10,15 @@ from ...core.reports import make_meta, markdown_table, write_report
 from ...core.train import resolve_device
 from ...image.data import held_out_photos
 from ...image.inference import load_denoiser
-from ...image.schedule import CALIBRATION_SCALES, CALIBRATION_SIGMAS, StepSchedule, fit_schedule, full_resolution_crops
+from ...image.schedule import (
+    CALIBRATION_PASSES,
+    CALIBRATION_SCALES,
+    CALIBRATION_SIGMAS,
+    PASS_STEPS,
+    StepSchedule,
+    fit_schedule,
+    full_resolution_crops,
+)
 
 
 def _plot(rows: list[dict], schedule: StepSchedule, path: Path) -> Path:
@@ -23,7 +31,8 @@ def _plot(rows: list[dict], schedule: StepSchedule, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     colors = plt.get_cmap("viridis")
     for i, sigma in enumerate(sigmas):
-        curve = sorted((r for r in rows if r["sigma"] == sigma and r["scale"] == 1.0), key=lambda r: r["steps"])
+        curve = sorted((r for r in rows if r["sigma"] == sigma and r["scale"] == 1.0 and r.get("passes", 1) == 1),
+                       key=lambda r: r["steps"])  # fmt: skip
         axes[0].plot([r["steps"] for r in curve], [r["psnr"] for r in curve], "o-", markersize=3,
                      color=colors(i / max(1, len(sigmas) - 1)), label=f"sigma {sigma:g}")  # fmt: skip
     axes[0].set_xlabel("descent steps (step scale 1)")
@@ -31,11 +40,13 @@ def _plot(rows: list[dict], schedule: StepSchedule, path: Path) -> Path:
     axes[0].set_title("more noise wants more steps")
     axes[0].legend(fontsize=6, ncol=2)
     axes[0].grid(alpha=0.3)
-    axes[1].plot(schedule.estimated, [k * s for k, s in zip(schedule.steps, schedule.scales, strict=True)], "o-")
-    for x, k, s in zip(schedule.estimated, schedule.steps, schedule.scales, strict=True):
-        axes[1].annotate(f"{k}x{s:g}", (x, k * s), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    levels = list(zip(schedule.estimated, schedule.steps, schedule.scales, schedule.passes, strict=True))
+    axes[1].plot(schedule.estimated, [k * s * n for _, k, s, n in levels], "o-")
+    for x, k, s, n in levels:
+        axes[1].annotate(f"{k}x{s:g}" + (f" ({n} passes)" if n > 1 else ""), (x, k * s * n),
+                         textcoords="offset points", xytext=(3, 4), fontsize=7)  # fmt: skip
     axes[1].set_xlabel("estimated sigma (0-255)")
-    axes[1].set_ylabel("steps x step scale (chosen)")
+    axes[1].set_ylabel("steps x step scale x passes (chosen)")
     axes[1].set_title("the schedule")
     axes[1].grid(alpha=0.3)
     fig.tight_layout()
@@ -51,17 +62,30 @@ def write_calibration_report(rows: list[dict], schedule: StepSchedule, meta: dic
     plot = _plot(rows, schedule, out_dir / f"{stem}.png")
     table = []
     for i, sigma in enumerate(schedule.calibration_sigmas):
-        at = {(r["scale"], r["steps"]): r["psnr"] for r in rows if r["sigma"] == sigma}
-        table.append([f"{sigma:g}", f"{schedule.estimated[i]:.1f}", f"{schedule.steps[i]} x {schedule.scales[i]:g}",
-                      f"{schedule.psnr[i]:.2f}", f"{at.get((1.0, 2), float('nan')):.2f}",
-                      f"{max(v for (s, _), v in at.items() if s == 1.0):.2f}"])  # fmt: skip
+        at = {(r["scale"], r["steps"]): r["psnr"] for r in rows if r["sigma"] == sigma and r.get("passes", 1) == 1}
+        anchored = [r for r in rows if r["sigma"] == sigma and r.get("passes", 1) > 1]
+        best = max(anchored, key=lambda r: r["psnr"]) if anchored else None
+        passes = f" ({schedule.passes[i]} passes)" if schedule.passes[i] > 1 else ""
+        table.append([f"{sigma:g}", f"{schedule.estimated[i]:.1f}",
+                      f"{schedule.steps[i]} x {schedule.scales[i]:g}{passes}", f"{schedule.psnr[i]:.2f}",
+                      f"{at.get((1.0, 2), float('nan')):.2f}", f"{max(v for (s, _), v in at.items() if s == 1.0):.2f}",
+                      f"{best['psnr']:.2f} ({best['passes']} x {best['steps']})" if best else "-"])  # fmt: skip
     body = (
         "A blind EBT's step schedule: at each calibration sigma, every validation crop is noised once, the model "
         "descends at each step-size scale, and the (steps, scale) with the best mean PSNR is filed under the mean "
         "sigma that `estimate_noise_sigma` reads off the noisy crops. At test time the model stays blind; the "
-        "estimate only sets how long and how far it descends (nearest calibrated level).\n\n"
+        "estimate only sets how long and how far it descends (nearest calibrated level). Re-anchored descents "
+        "(passes of a few steps, each pass's estimate the next one's noisy image) compete with the single pass.\n\n"
         + markdown_table(
-            ["sigma", "estimated", "chosen steps x scale", "PSNR chosen", "PSNR 2 steps x 1", "PSNR best steps x 1"],
+            [
+                "sigma",
+                "estimated",
+                "chosen steps x scale",
+                "PSNR chosen",
+                "PSNR 2 steps x 1",
+                "PSNR best steps x 1",
+                "PSNR best re-anchored (passes x steps)",
+            ],
             table,
         )  # fmt: skip
         + f"\n\n![PSNR per step and the chosen schedule]({plot.name})\n"
@@ -72,12 +96,14 @@ def write_calibration_report(rows: list[dict], schedule: StepSchedule, meta: dic
 @dataclass(frozen=True)
 class CalibrationOptions:
     """``per_photo`` full-resolution crops of ``crop`` px from each validation photo, 1..``max_steps`` descent steps
-    tried at every calibration sigma and step scale; ``save``: write ``step_schedule.json`` beside the weights."""
+    tried at every calibration sigma and step scale, and re-anchored descents of up to ``passes`` passes (1: none);
+    ``save``: write ``step_schedule.json`` beside the weights."""
 
     crop: int = 96
     per_photo: int = 2
     max_steps: int = 8
     save: bool = True
+    passes: int = CALIBRATION_PASSES
 
 
 def run_calibration(
@@ -95,7 +121,7 @@ def run_calibration(
     photos = held_out_photos(None, "validation")
     crops = full_resolution_crops(photos, options.crop, options.per_photo)
     schedule, rows = fit_schedule(objective, crops, CALIBRATION_SIGMAS, options.max_steps, CALIBRATION_SCALES,
-                                  progress=progress)  # fmt: skip
+                                  progress=progress, passes=options.passes)  # fmt: skip
     if options.save:
         schedule.save(checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent)
     data = (
@@ -104,5 +130,8 @@ def run_calibration(
     )
     scales = ", ".join(map(str, CALIBRATION_SCALES))
     budget = f"{checkpoint}; 1-{options.max_steps} descent steps at step scales {scales}"
+    if options.passes > 1:
+        budget += (f"; re-anchored: 2-{options.passes} passes of {PASS_STEPS[0]}-{PASS_STEPS[-1]} steps at step "
+                   "scale 1")  # fmt: skip
     report = write_calibration_report(rows, schedule, make_meta(torch_device, 0, data, budget), out_dir, stem)
     return schedule, report

@@ -153,16 +153,18 @@ def energy_stop_step(energies: torch.Tensor, tolerance: float = 0.0) -> int:
 def _scheduled_row(
     objective, schedule: StepSchedule, estimated: float, model_input, trajectory, base: dict, clean
 ) -> dict:
-    """The EBT with its step schedule: steps and step scale looked up by the noise level estimated from the noisy
-    photo (at step scale 1 the plain descent's candidate is reused)."""
+    """The EBT with its step schedule: steps, step scale and passes looked up by the noise level estimated from the
+    noisy photo (one pass at step scale 1 reuses the plain descent's candidate)."""
     thinking = schedule.thinking(estimated, Thinking(final_energy=False))
-    steps, scale = thinking.num_steps, thinking.step_scale
-    if scale == 1.0 and steps < len(trajectory.candidates):
+    steps, scale, passes = thinking.num_steps, thinking.step_scale, thinking.passes
+    if scale == 1.0 and passes == 1 and steps < len(trajectory.candidates):
         estimate = trajectory.candidates[steps][0]
     else:
         estimate = denoise(objective, model_input, thinking)[0].final[0]
-    return _scored(base, "ebt_auto", estimate, clean, steps=0, forward_passes=steps, backward_passes=steps,
-                   steps_taken=float(steps), step_scale=scale, estimated_sigma=estimated)  # fmt: skip
+    total = steps * passes
+    return _scored(base, "ebt_auto", estimate, clean, steps=0, forward_passes=total, backward_passes=total,
+                   steps_taken=float(total), step_scale=scale, passes=passes,
+                   estimated_sigma=estimated)  # fmt: skip
 
 
 def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOptions = EvalOptions()) -> Path:
