@@ -17,6 +17,7 @@ from ebt_vision.image.objective import DenoisingObjective
 from ebt_vision.image.plain import PlainDenoisingObjective
 
 from .conftest import TINY, denoising_batch
+from .test_loading import rewrite_weights
 
 RELATIVE = {**TINY, "model": {**TINY["model"], "energy": "residual", "relative_to_noisy": True},
             "descent": {**TINY["descent"], "step_size": 1.0, "learn_step_size": False}}  # fmt: skip
@@ -79,6 +80,18 @@ def test_an_ebt_started_from_a_plain_denoiser_predicts_what_it_does_in_one_step(
     fresh = DenoisingObjective(cfg)
     result = train(fresh, batches(), cfg, tmp_path / "run", progress=False)
     assert result.step == 1 and (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_init_from_an_old_linear_head_ebt_is_not_taken_for_a_plain_denoiser(tmp_path):
+    """Checkpoints from before the head kinds hold the linear head at <head>.weight (no bias): they load as they are."""
+    old = DenoisingObjective(from_dict(TINY))
+    with torch.no_grad():
+        old.model.head.out.weight.normal_()
+    save_pretrained_folder(old, old.cfg, tmp_path / "old")
+    rewrite_weights(tmp_path / "old", lambda t: t.update({"model.head.weight": t.pop("model.head.out.weight")}))
+    fresh = DenoisingObjective(from_dict(TINY))
+    _initialise_from(fresh, str(tmp_path / "old"))
+    torch.testing.assert_close(fresh.model.head.out.weight, old.model.head.out.weight)
 
 
 def test_a_plain_denoiser_starts_only_the_energy_it_fits(tmp_path):

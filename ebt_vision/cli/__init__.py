@@ -45,7 +45,9 @@ def run() -> None:
     finalisation would still destroy gloo's C++ objects, and a worker once aborted there after a complete run
     ("terminate called without an active exception", exit -6, in CI); a worker ends without that teardown."""
     code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from ..core.distributed import launched_by_torchrun  # torch is loaded by now (--help never gets here)
+
+    if launched_by_torchrun():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -34,7 +34,9 @@ class DenoisingObjective(EnergyObjective, HubModel):
         input and the candidate half starts at zero. With the residual energy read against the noisy image
         (``model.relative_to_noisy``) the energy is then |x - noisy - r(noisy)|^2 / 2 per patch, whose first step of
         size 1 lands exactly on the trunk's output; training then teaches it to read the candidate."""
-        if "model.head.weight" not in tensors or "model.head.out.weight" in tensors:
+        # a plain denoiser's output layer has a bias at <head>.bias; an EBT's head keeps it at <head>.out.bias, and the
+        # linear head of checkpoints from before the head kinds (<head>.weight) has none
+        if "model.head.bias" not in tensors:
             return tensors
         m = self.cfg.model
         if m.energy != "residual" or not m.relative_to_noisy:

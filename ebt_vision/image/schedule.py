@@ -69,8 +69,8 @@ class StepSchedule:
         return self.steps[nearest], self.scales[nearest], self.passes[nearest]
 
     def thinking(self, estimated_sigma: float, base: Thinking = Thinking()) -> Thinking:
-        """Steps from the estimated noise, the one rule every caller follows: ``base`` with the steps and step scale
-        that ``estimated_sigma`` (``estimate_noise_sigma`` of the noisy image) looks up."""
+        """Steps from the estimated noise, the one rule every caller follows: ``base`` with the steps, step scale and
+        passes that ``estimated_sigma`` (``estimate_noise_sigma`` of the noisy image) looks up."""
         steps, scale, passes = self.lookup(estimated_sigma)
         return replace(base, num_steps=steps, step_scale=scale, passes=passes)
 
@@ -170,7 +170,7 @@ def fit_schedule(
 
 def denoise_scheduled(
     objective: DenoisingObjective, noisy: Tensor, schedule: StepSchedule
-) -> tuple[Tensor, Tensor, list[tuple[int, float]]]:
+) -> tuple[Tensor, Tensor, list[tuple[int, float, int]]]:
     """(B, 3, H, W) noisy -> (estimates, estimated sigmas, (steps, scale, passes) per image): each image descends for
     the steps, step scale and passes its estimated noise level looks up in ``schedule``."""
     estimated = estimate_noise_sigma(noisy)
