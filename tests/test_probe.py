@@ -131,14 +131,28 @@ def test_probe_command_end_to_end_on_a_tiny_budget(tmp_path):
         "data": {**TINY["data"], "source": "fashion-mnist", "crop_size": 32},
         "train": {**TINY["train"], "steps": 2},
     }
-    options = ProbeOptions(ProbeSettings(steps=20), limit=600)
+    # the shipped recipe in miniature: the trunk with ``values``, then an EBT stage (relative residual energy)
+    # started from it, on the probe's images (the stage's own data and channels are replaced)
+    warm = from_dict({**TINY, "name": "warm-tiny", "model": {**TINY["model"], "energy": "residual",
+                                                             "relative_to_noisy": True},
+                      "descent": {**TINY["descent"], "step_size": 1.0},
+                      "data": {**TINY["data"], "source": "packaged"},
+                      "train": {**TINY["train"], "steps": 2}})  # fmt: skip
+    options = ProbeOptions(ProbeSettings(steps=20), limit=600, warm=warm)
     report = run_probe(from_dict(values), tmp_path / "runs", tmp_path / "out", options, progress=False)
-    results = json.loads((tmp_path / "out" / "probe.json").read_text())["rows"]
+    meta_rows = json.loads((tmp_path / "out" / "probe.json").read_text())
+    results = meta_rows["rows"]
     assert {r["method"] for r in results} == {"ebt", "dit", "ebt-random", "dit-random", "pixels", "ebt-photo",
                                               "dit-photo"}  # fmt: skip
     assert all(0 <= r["top1"] <= 100 and r["top1"] <= r["top5"] for r in results)
     assert "10-shot" in report.read_text() and (tmp_path / "out" / "probe.png").stat().st_size > 10_000
-    assert (tmp_path / "runs" / "ebt" / "model.safetensors").is_file()  # resumable pre-training runs
+    for stage in ("trunk", "ebt", "dit"):  # resumable pre-training runs
+        assert (tmp_path / "runs" / stage / "model.safetensors").is_file()
+    stage = yaml.safe_load((tmp_path / "runs" / "ebt" / "config.yaml").read_text())
+    assert stage["model"]["channels"] == 1 and stage["data"]["source"] == "fashion-mnist"
+    assert stage["train"]["init_from"] == str(tmp_path / "runs" / "trunk") and stage["model"]["relative_to_noisy"]
+    ebt = next(r for r in results if r["method"] == "ebt")
+    assert "trunk 2 steps" in ebt["note"] and "then 2 EBT steps" in meta_rows["meta"]["budget"]
 
 
 def test_probe_command_runs_the_protocol_on_an_image_folder(tmp_path):
@@ -156,9 +170,11 @@ def test_probe_command_runs_the_protocol_on_an_image_folder(tmp_path):
     config.write_text(yaml.safe_dump({**TINY, "name": "probe-folder", "data": {**TINY["data"], "crop_size": 32},
                                       "train": {**TINY["train"], "steps": 2}}))  # fmt: skip
     code = main(["probe", "--config", str(config), "--data", str(tmp_path / "tree"), "--probe-steps", "30",
-                 "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--quiet"])  # fmt: skip
+                 "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--quiet",
+                 "--warm-config", "none"])  # fmt: skip
     report = json.loads((tmp_path / "out" / "probe.json").read_text())
     assert code == 0 and "ImageFolder" in report["meta"]["data"] and "2 classes" in report["meta"]["data"]
     pixels = next(r for r in report["rows"] if r["method"] == "pixels")
     assert pixels["top1"] == 100.0  # the classes differ in brightness: a linear probe on pixels separates them
     assert main(["probe", "--data", str(tmp_path / "nowhere"), "--quiet"]) == 2  # one clear line, no traceback
+    assert main(["probe", "--warm-config", "configs/text-cpu.yaml", "--quiet"]) == 2  # a text config: refused

@@ -20,11 +20,14 @@ def _config(path: str | None, overrides: list[str]):
 
 def _task_config(args: argparse.Namespace, task: str):
     """The config of ``--config``/``--set``, which must be of ``task``."""
+    return _of_task(_config(args.config, args.set), args.config, task)
+
+
+def _of_task(cfg, path: str, task: str, command: str | None = None):
     from ..core.errors import UserError
 
-    cfg = _config(args.config, args.set)
     if cfg.task != task:
-        raise UserError(f"{args.config} is a {cfg.task} config; the {task} command takes task: {task}")
+        raise UserError(f"{path} is a {cfg.task} config; the {command or task} command takes task: {task}")
     return cfg
 
 
@@ -260,7 +263,9 @@ def probe(args: argparse.Namespace) -> int:
     from ..experiments.image.probe_run import ProbeOptions, run_probe
 
     cfg = _config(args.config, args.set)
-    options = ProbeOptions(ProbeSettings(steps=args.probe_steps), args.limit, args.data, args.stem)
+    warm = None if args.warm_config.lower() == "none" else _of_task(_config(args.warm_config, []), args.warm_config,
+                                                                    "image", "probe --warm-config")  # fmt: skip
+    options = ProbeOptions(ProbeSettings(steps=args.probe_steps), args.limit, args.data, args.stem, warm)
     return _print_report(run_probe(cfg, args.runs, args.out, options, progress=not args.quiet))
 
 

@@ -506,6 +506,10 @@ def _probe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="an ImageFolder tree (train/ and val/ of class sub-folders, e.g. ImageNet) "
                    "instead of Fashion-MNIST; the backbones pre-train on its train/ images")  # fmt: skip
     p.add_argument("--probe-steps", type=int, default=2000, help="optimiser steps of every linear probe")
+    p.add_argument("--warm-config", default="configs/cpu-small-warm.yaml",
+                   help="the EBT is pre-trained as the shipped denoiser is: its trunk as a plain denoiser with "
+                   "--config, then this config's EBT stage started from it (the probe's images and channels); "
+                   "'none': the EBT is sigma-conditioned and pre-trained with --config alone")  # fmt: skip
     _held_out(p, "only the first N training images (a quick look)", seed=None)
     _report(p, "probe")
     _runtime(p, device=False)

@@ -23,6 +23,7 @@ from ...image.config import ImageConfig
 from ...image.dit import DiTObjective
 from ...image.labelled import LabelledImages, fashion_mnist, few_shot, image_folder
 from ...image.objective import DenoisingObjective
+from ...image.plain import PlainDenoisingObjective
 from ...image.training import make_sampler
 from .probe import (
     LEVELS,
@@ -50,13 +51,36 @@ class Backbone:
     levels: tuple[float, ...] = LEVELS  # noise levels swept (extraction over 70,000 images costs minutes per level)
 
 
-def pretrain(cfg: ImageConfig, run_root: Path, progress: bool = True) -> dict[str, torch.nn.Module]:
-    """The EBT (sigma-conditioned: told the noise level, as the DiT is told its timestep) and the DiT, same size and
-    steps, denoising the unlabelled training images; resumable under ``run_root/ebt`` and ``run_root/dit``."""
-    trained = {}
-    ebt_cfg = replace(cfg, name=f"{cfg.name}-ebt", model=replace(cfg.model, sigma_conditioning=True))
+def warm_stage(cfg: ImageConfig, warm: ImageConfig, trunk: Path) -> ImageConfig:
+    """The EBT stage of the shipped recipe (``warm``, e.g. configs/cpu-small-warm.yaml) on the probe's data: its
+    energy, descent, optimiser and steps, the probe's images, channels and seed, started from ``trunk``."""
+    return replace(
+        warm,
+        name=f"{cfg.name}-ebt",
+        data=replace(warm.data, source=cfg.data.source, crop_size=cfg.data.crop_size),
+        model=replace(warm.model, channels=cfg.model.channels),
+        train=replace(warm.train, init_from=str(trunk), seed=cfg.train.seed),
+    )
+
+
+def pretrain(cfg: ImageConfig, run_root: Path, progress: bool = True,
+             warm: ImageConfig | None = None) -> dict[str, torch.nn.Module]:  # fmt: skip
+    """The EBT and the DiT (timestep-conditioned), denoising the unlabelled training images; resumable under
+    ``run_root/<name>``.
+
+    With ``warm`` the EBT is pre-trained as the shipped denoiser is: its trunk as a plain one-pass denoiser with
+    ``cfg`` (the DiT's steps, under ``run_root/trunk``), then ``warm``'s EBT stage started from it. Without, the EBT
+    is sigma-conditioned (told the noise level, as the DiT is told its timestep) and trained with ``cfg`` alone."""
     dit_cfg = replace(cfg, name=f"{cfg.name}-dit", model=replace(cfg.model, sigma_conditioning=False))
-    for name, model_cfg, build in (("ebt", ebt_cfg, DenoisingObjective), ("dit", dit_cfg, DiTObjective)):
+    if warm is None:
+        stages = [("ebt", replace(cfg, name=f"{cfg.name}-ebt", model=replace(cfg.model, sigma_conditioning=True)),
+                   DenoisingObjective)]  # fmt: skip
+    else:
+        trunk_cfg = replace(cfg, name=f"{cfg.name}-trunk", model=replace(cfg.model, sigma_conditioning=False))
+        stages = [("trunk", trunk_cfg, PlainDenoisingObjective),
+                  ("ebt", warm_stage(cfg, warm, run_root / "trunk"), DenoisingObjective)]  # fmt: skip
+    trained = {}
+    for name, model_cfg, build in (*stages, ("dit", dit_cfg, DiTObjective)):
         seed_everything(model_cfg.train.seed)
         objective = build(model_cfg)
         sampler = make_sampler(model_cfg)
@@ -65,14 +89,23 @@ def pretrain(cfg: ImageConfig, run_root: Path, progress: bool = True) -> dict[st
     return trained
 
 
+def _ebt_note(ebt: DenoisingObjective, trunk_steps: int) -> str:
+    m = ebt.cfg.model
+    if ebt.cfg.train.init_from:
+        return (f"the shipped recipe: trunk {trunk_steps} steps as a plain denoiser, then {ebt.cfg.train.steps} "
+                f"EBT steps from it ({m.energy} energy{', read against the noisy image' if m.relative_to_noisy else ''}"
+                f"{', sigma-conditioned' if m.sigma_conditioning else ', blind'})")  # fmt: skip
+    return f"pre-trained by denoising{', sigma-conditioned' if m.sigma_conditioning else ''}"
+
+
 def backbones(cfg: ImageConfig, trained: dict[str, torch.nn.Module]) -> list[Backbone]:
     """Every method: pre-trained, random-init controls, raw pixels, and the photo-trained shipped checkpoints."""
     seed_everything(cfg.train.seed)
-    random_ebt = DenoisingObjective(replace(cfg, model=replace(cfg.model, sigma_conditioning=True))).eval()
+    random_ebt = DenoisingObjective(trained["ebt"].cfg).eval()
     random_dit = DiTObjective(cfg).eval()
     out = [
         Backbone("ebt", partial(ebt_features, trained["ebt"]), cfg.model.channels,
-                 count_parameters(trained["ebt"].model), "pre-trained by denoising, sigma-conditioned"),
+                 count_parameters(trained["ebt"].model), _ebt_note(trained["ebt"], cfg.train.steps)),
         Backbone("dit", partial(dit_features, trained["dit"]), cfg.model.channels,
                  count_parameters(trained["dit"].model), "pre-trained by denoising (DDPM), timestep-conditioned"),
         Backbone("ebt-random", partial(ebt_features, random_ebt), cfg.model.channels,
@@ -138,12 +171,14 @@ def evaluate_backbone(backbone: Backbone, train_set: LabelledImages, test_set: L
 class ProbeOptions:
     """How every probe is optimised (``settings``); the first ``limit`` training images only (a quick look);
     ``folder``: an ImageFolder tree (``train/`` and ``val/`` of class sub-folders, e.g. ImageNet) instead of
-    Fashion-MNIST, on whose ``train/`` images the backbones then pre-train (in colour)."""
+    Fashion-MNIST, on whose ``train/`` images the backbones then pre-train (in colour); ``warm``: the EBT stage of
+    a two-stage pre-training (see ``pretrain``)."""
 
     settings: ProbeSettings = field(default_factory=ProbeSettings)
     limit: int | None = None
     folder: str | Path | None = None
     stem: str = "probe"
+    warm: ImageConfig | None = None
 
 
 def folder_config(cfg: ImageConfig, folder: str | Path) -> ImageConfig:
@@ -174,7 +209,7 @@ def run_probe(cfg: ImageConfig, runs: str | Path | None = None, out: str | Path 
     check_data(cfg)  # the pre-training images and the probe's train and test sets, before pre-training
     run_root = Path(runs or f"runs/{cfg.name}")
     settings, limit = options.settings, options.limit
-    trained = pretrain(cfg, run_root, progress)
+    trained = pretrain(cfg, run_root, progress, options.warm)
     train_set, test_set, dataset = _probe_sets(cfg, options.folder)
     if limit:
         train_set = train_set.subset(torch.arange(min(limit, len(train_set))))
@@ -191,6 +226,10 @@ def run_probe(cfg: ImageConfig, runs: str | Path | None = None, out: str | Path 
             f"{cfg.data.crop_size}px")  # fmt: skip
     steps = cfg.train.steps * cfg.data.batch_size
     budget = f"pre-training: {cfg.train.steps} steps of batch {cfg.data.batch_size} ({steps} images) per backbone"
+    if options.warm is not None:
+        ebt = trained["ebt"].cfg
+        budget += (f" (the EBT's trunk), then {ebt.train.steps} EBT steps of batch {ebt.data.batch_size} on 1-"
+                   f"{ebt.descent.num_steps} step descents")  # fmt: skip
     meta = make_meta(torch.device("cpu"), cfg.train.seed, data, budget)
     return write_probe_report(results, sweeps, meta, settings, Path(out or run_root), options.stem)
 
