@@ -3,6 +3,8 @@ re-anchored descents (passes whose estimate becomes the next pass's noisy image)
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -135,3 +137,22 @@ def test_passes_are_checked_and_refused_where_they_mean_nothing():
         best_of_n(objective, noisy, Thinking(1, passes=2, n_candidates=2))
     with pytest.raises(InputError, match="only image denoising re-anchors"):
         objective.infer(noisy, noisy, Thinking(1, passes=2))  # one descent (what video and text run) takes one pass
+
+
+def test_training_compute_counts_the_model_an_ebt_started_from(tmp_path):
+    """The eval report's budget: an EBT's own steps' FLOPs plus those of the trunk it started from (its checkpoint's
+    step count), and a clear note where the init_from checkpoint is gone."""
+    from ebt_vision.experiments.image.compare.costs import training_compute, training_step_flops
+    from ebt_vision.image.dit import DiTObjective
+
+    plain, folder = _trained_looking_plain(tmp_path)
+    save_pretrained_folder(plain, plain.cfg, folder, extra={"step": 7})
+    ebt = DenoisingObjective(from_dict({**RELATIVE, "train": {**RELATIVE["train"], "init_from": str(folder)}}))
+    builders = (DenoisingObjective, PlainDenoisingObjective, DiTObjective)
+    flops, stages = training_compute(ebt, 3, builders)
+    own, trunk = training_step_flops(ebt, ebt.cfg), training_step_flops(plain, plain.cfg)
+    assert own > 2 * trunk > 0  # a descent step costs a forward, a gradient and the backward of both
+    assert flops == 3 * own + 7 * trunk and "7 steps" in stages[1]
+    ebt.cfg = replace(ebt.cfg, train=replace(ebt.cfg.train, init_from=str(tmp_path / "gone")))
+    flops, stages = training_compute(ebt, 3, builders)
+    assert flops == 3 * own and "not found, not counted" in stages[-1]

@@ -167,6 +167,19 @@ def _scheduled_row(
                    estimated_sigma=estimated)  # fmt: skip
 
 
+def _compute_line(trained: list) -> str:
+    """Each (label, model, its checkpoint's extra metadata)'s training compute in counted FLOPs, its init_from models'
+    included: a budget that does not depend on how busy the machine was."""
+    from .compare.costs import training_compute
+
+    builders = (DenoisingObjective, PlainDenoisingObjective, DiTObjective)
+    parts = []
+    for label, model, extra in trained:
+        flops, stages = training_compute(model, int(extra.get("step", model.cfg.train.steps)), builders)
+        parts.append(f"{label} {flops / 1e15:.3f} PFLOP ({'; '.join(stages)})")
+    return "training compute (counted FLOPs): " + ", ".join(parts)
+
+
 def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOptions = EvalOptions()) -> Path:
     """``ebt-vision eval``: one checkpoint on the held-out photos; writes ``<stem>.{md,json,png}`` to ``out_dir``."""
     from ...core.checkpoint import load_trained
@@ -176,13 +189,15 @@ def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOpt
 
     device = resolve_device(options.device)
     objective, extra = load_trained(checkpoint, DenoisingObjective, "an image EBT denoiser", device)
-    dit = None
+    dit = transformer = None
+    trained = [("EBT", objective, extra)]
     if options.dit_checkpoint:
-        dit = load_trained(options.dit_checkpoint, DiTObjective, "a DiT baseline", device)[0]
-    transformer = None
+        dit, dit_extra = load_trained(options.dit_checkpoint, DiTObjective, "a DiT baseline", device)
+        trained.append(("DiT", dit, dit_extra))
     if options.transformer_checkpoint:
-        transformer = load_trained(options.transformer_checkpoint, PlainDenoisingObjective,
-                                   "a plain-transformer image baseline", device)[0]  # fmt: skip
+        transformer, transformer_extra = load_trained(options.transformer_checkpoint, PlainDenoisingObjective,
+                                                      "a plain-transformer image baseline", device)  # fmt: skip
+        trained.append(("transformer", transformer, transformer_extra))
     schedule = StepSchedule.load(checkpoint) if options.use_schedule else None
     cfg = objective.cfg
     budget = f"{cfg.name}: {extra.get('step', '?')} steps of batch {cfg.data.batch_size}, crops {cfg.data.crop_size}px"
@@ -190,6 +205,7 @@ def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOpt
         budget += f", {extra['train_seconds'] / 60:.1f} min training"
     if schedule is not None:
         budget += f"; its step schedule (calibrated on validation crops): {schedule.describe()}"
+    budget += "; " + _compute_line(trained)
     rows, described = [], []
     for name in ("validation", "test") if options.split == "both" else (options.split,):
         photos = held_out_photos(options.max_side, name)[: options.limit]

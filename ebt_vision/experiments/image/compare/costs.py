@@ -47,3 +47,35 @@ def training_step_flops(objective: nn.Module, cfg: ImageConfig) -> int:
         objective.zero_grad(set_to_none=True)
         objective.train(was_training)
     return flops
+
+
+def training_compute(objective: nn.Module, steps: int, builders: tuple) -> tuple[float, list[str]]:
+    """Counted FLOPs of all the training behind a trained image model: ``steps`` of its own, plus those of the model it
+    started from (``train.init_from``), followed back as far as the checkpoints are found; and the stages in words.
+    ``builders``: the objective classes an ``init_from`` checkpoint may be (the first whose weights fit is taken)."""
+    from ....core.checkpoint import CheckpointError, load_weights, read_checkpoint
+
+    flops = steps * training_step_flops(objective, objective.cfg)
+    stages = [f"{objective.cfg.name} {steps} steps {flops / 1e15:.3f} PFLOP"]
+    source = objective.cfg.train.init_from
+    while source:
+        try:
+            path, tensors, cfg, extra = read_checkpoint(source)
+        except CheckpointError:
+            stages.append(f"its init_from {source}: not found, not counted")
+            break
+        for build in builders:
+            model = build(cfg)
+            try:
+                load_weights(model, tensors, path, "an init_from model")
+                break
+            except CheckpointError:
+                continue
+        else:
+            stages.append(f"its init_from {source}: no known model, not counted")
+            break
+        earlier = int(extra.get("step", cfg.train.steps)) * training_step_flops(model, cfg)
+        flops += earlier
+        stages.append(f"from {source} ({int(extra.get('step', cfg.train.steps))} steps {earlier / 1e15:.3f} PFLOP)")
+        source = cfg.train.init_from
+    return flops, stages
