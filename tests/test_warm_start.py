@@ -156,3 +156,7 @@ def test_training_compute_counts_the_model_an_ebt_started_from(tmp_path):
     ebt.cfg = replace(ebt.cfg, train=replace(ebt.cfg.train, init_from=str(tmp_path / "gone")))
     flops, stages = training_compute(ebt, 3, builders)
     assert flops == 3 * own and "not found, not counted" in stages[-1]
+    # a model folder overwritten by a model trained from it: its init_from names itself, counted once
+    plain.cfg = replace(plain.cfg, train=replace(plain.cfg.train, init_from=str(folder)))
+    flops, stages = training_compute(plain, 5, builders, folder)
+    assert flops == 5 * trunk and "a loop" in stages[-1]

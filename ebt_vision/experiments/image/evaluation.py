@@ -168,14 +168,14 @@ def _scheduled_row(
 
 
 def _compute_line(trained: list) -> str:
-    """Each (label, model, its checkpoint's extra metadata)'s training compute in counted FLOPs, its init_from models'
-    included: a budget that does not depend on how busy the machine was."""
+    """Each (label, model, its checkpoint's extra metadata, its path)'s training compute in counted FLOPs, its
+    init_from models' included: a budget that does not depend on how busy the machine was."""
     from .compare.costs import training_compute
 
     builders = (DenoisingObjective, PlainDenoisingObjective, DiTObjective)
     parts = []
-    for label, model, extra in trained:
-        flops, stages = training_compute(model, int(extra.get("step", model.cfg.train.steps)), builders)
+    for label, model, extra, path in trained:
+        flops, stages = training_compute(model, int(extra.get("step", model.cfg.train.steps)), builders, path)
         parts.append(f"{label} {flops / 1e15:.3f} PFLOP ({'; '.join(stages)})")
     return "training compute (counted FLOPs): " + ", ".join(parts)
 
@@ -190,14 +190,14 @@ def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOpt
     device = resolve_device(options.device)
     objective, extra = load_trained(checkpoint, DenoisingObjective, "an image EBT denoiser", device)
     dit = transformer = None
-    trained = [("EBT", objective, extra)]
+    trained = [("EBT", objective, extra, checkpoint)]
     if options.dit_checkpoint:
         dit, dit_extra = load_trained(options.dit_checkpoint, DiTObjective, "a DiT baseline", device)
-        trained.append(("DiT", dit, dit_extra))
+        trained.append(("DiT", dit, dit_extra, options.dit_checkpoint))
     if options.transformer_checkpoint:
         transformer, transformer_extra = load_trained(options.transformer_checkpoint, PlainDenoisingObjective,
                                                       "a plain-transformer image baseline", device)  # fmt: skip
-        trained.append(("transformer", transformer, transformer_extra))
+        trained.append(("transformer", transformer, transformer_extra, options.transformer_checkpoint))
     schedule = StepSchedule.load(checkpoint) if options.use_schedule else None
     cfg = objective.cfg
     budget = f"{cfg.name}: {extra.get('step', '?')} steps of batch {cfg.data.batch_size}, crops {cfg.data.crop_size}px"

@@ -49,21 +49,29 @@ def training_step_flops(objective: nn.Module, cfg: ImageConfig) -> int:
     return flops
 
 
-def training_compute(objective: nn.Module, steps: int, builders: tuple) -> tuple[float, list[str]]:
+def training_compute(objective: nn.Module, steps: int, builders: tuple, path=None) -> tuple[float, list[str]]:
     """Counted FLOPs of all the training behind a trained image model: ``steps`` of its own, plus those of the model it
     started from (``train.init_from``), followed back as far as the checkpoints are found; and the stages in words.
-    ``builders``: the objective classes an ``init_from`` checkpoint may be (the first whose weights fit is taken)."""
+    ``builders``: the objective classes an ``init_from`` checkpoint may be (the first whose weights fit is taken);
+    ``path``: where the model itself was loaded from (an init_from naming it again is not counted twice)."""
     from ....core.checkpoint import CheckpointError, load_weights, read_checkpoint
+    from ....core.paths import resolve_path
 
     flops = steps * training_step_flops(objective, objective.cfg)
     stages = [f"{objective.cfg.name} {steps} steps {flops / 1e15:.3f} PFLOP"]
-    source = objective.cfg.train.init_from
+    source, seen = objective.cfg.train.init_from, set()
+    if path is not None:
+        seen.add(resolve_path(path, "checkpoint", CheckpointError).resolve())
     while source:
         try:
             path, tensors, cfg, extra = read_checkpoint(source)
         except CheckpointError:
             stages.append(f"its init_from {source}: not found, not counted")
             break
+        if path.resolve() in seen:  # a model folder overwritten by one trained from it
+            stages.append(f"its init_from {source}: already counted (a loop), not counted again")
+            break
+        seen.add(path.resolve())
         for build in builders:
             model = build(cfg)
             try:
