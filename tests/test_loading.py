@@ -30,6 +30,7 @@ SHIPPED = {
     "ebt-image-s": DenoisingObjective,
     "ebt-image-s-stage1": DenoisingObjective,
     "dit-image-s": DiTObjective,
+    "dit-image-s-stage1": DiTObjective,
     "transformer-image-s": PlainDenoisingObjective,
     "text-sotu-s": TextEBTObjective,
     "text-sotu-s-transformer": TransformerPlusPlusObjective,

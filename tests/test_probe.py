@@ -138,21 +138,23 @@ def test_probe_command_end_to_end_on_a_tiny_budget(tmp_path):
                       "descent": {**TINY["descent"], "step_size": 1.0},
                       "data": {**TINY["data"], "source": "packaged"},
                       "train": {**TINY["train"], "steps": 2}})  # fmt: skip
-    options = ProbeOptions(ProbeSettings(steps=20), limit=600, warm=warm)
+    options = ProbeOptions(ProbeSettings(steps=20), limit=600, warm=warm, dit_steps=(2, 3))
     report = run_probe(from_dict(values), tmp_path / "runs", tmp_path / "out", options, progress=False)
     meta_rows = json.loads((tmp_path / "out" / "probe.json").read_text())
     results = meta_rows["rows"]
-    assert {r["method"] for r in results} == {"ebt", "dit", "ebt-random", "dit-random", "pixels", "ebt-photo",
-                                              "dit-photo"}  # fmt: skip
+    assert {r["method"] for r in results} == {"ebt", "dit", "dit-3", "ebt-random", "dit-random", "pixels",
+                                              "ebt-photo", "dit-photo"}  # fmt: skip
     assert all(0 <= r["top1"] <= 100 and r["top1"] <= r["top5"] for r in results)
     assert "10-shot" in report.read_text() and (tmp_path / "out" / "probe.png").stat().st_size > 10_000
-    for stage in ("trunk", "ebt", "dit"):  # resumable pre-training runs
+    for stage in ("trunk", "ebt", "dit", "dit-3"):  # resumable pre-training runs, a DiT per step count
         assert (tmp_path / "runs" / stage / "model.safetensors").is_file()
     stage = yaml.safe_load((tmp_path / "runs" / "ebt" / "config.yaml").read_text())
     assert stage["model"]["channels"] == 1 and stage["data"]["source"] == "fashion-mnist"
     assert stage["train"]["init_from"] == str(tmp_path / "runs" / "trunk") and stage["model"]["relative_to_noisy"]
     ebt = next(r for r in results if r["method"] == "ebt")
-    assert "trunk 2 steps" in ebt["note"] and "then 2 EBT steps" in meta_rows["meta"]["budget"]
+    budget = meta_rows["meta"]["budget"]
+    assert "trunk 2 steps" in ebt["note"] and "then 2 EBT steps" in budget and "dit-3 3 steps" in budget
+    assert "counted training PFLOP: ebt " in budget  # every model's FLOPs, the EBT's trunk included
 
 
 def test_probe_command_runs_the_protocol_on_an_image_folder(tmp_path):

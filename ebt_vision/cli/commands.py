@@ -265,7 +265,8 @@ def probe(args: argparse.Namespace) -> int:
     cfg = _config(args.config, args.set)
     warm = None if args.warm_config.lower() == "none" else _of_task(_config(args.warm_config, []), args.warm_config,
                                                                     "image", "probe --warm-config")  # fmt: skip
-    options = ProbeOptions(ProbeSettings(steps=args.probe_steps), args.limit, args.data, args.stem, warm)
+    options = ProbeOptions(ProbeSettings(steps=args.probe_steps), args.limit, args.data, args.stem, warm,
+                           tuple(args.dit_steps))  # fmt: skip
     return _print_report(run_probe(cfg, args.runs, args.out, options, progress=not args.quiet))
 
 

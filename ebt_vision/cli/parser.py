@@ -506,6 +506,9 @@ def _probe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="an ImageFolder tree (train/ and val/ of class sub-folders, e.g. ImageNet) "
                    "instead of Fashion-MNIST; the backbones pre-train on its train/ images")  # fmt: skip
     p.add_argument("--probe-steps", type=int, default=2000, help="optimiser steps of every linear probe")
+    p.add_argument("--dit-steps", type=int, nargs="+", default=(), metavar="N",
+                   help="the DiT's pre-training steps, one DiT per count (rows dit-N; default: the config's "
+                   "train.steps), e.g. a DiT given the EBT's training FLOPs")  # fmt: skip
     p.add_argument("--warm-config", default="configs/cpu-small-warm.yaml",
                    help="the EBT is pre-trained as the shipped denoiser is: its trunk as a plain denoiser with "
                    "--config, then this config's EBT stage started from it (the probe's images and channels); "

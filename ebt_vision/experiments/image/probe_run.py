@@ -63,15 +63,24 @@ def warm_stage(cfg: ImageConfig, warm: ImageConfig, trunk: Path) -> ImageConfig:
     )
 
 
-def pretrain(cfg: ImageConfig, run_root: Path, progress: bool = True,
-             warm: ImageConfig | None = None) -> dict[str, torch.nn.Module]:  # fmt: skip
+def dit_name(cfg: ImageConfig, steps: int) -> str:
+    """``dit`` for the DiT pre-trained for the config's steps, ``dit-<steps>`` for one given other steps."""
+    return "dit" if steps == cfg.train.steps else f"dit-{steps}"
+
+
+def pretrain(cfg: ImageConfig, run_root: Path, progress: bool = True, warm: ImageConfig | None = None,
+             dit_steps: tuple[int, ...] = ()) -> dict[str, torch.nn.Module]:  # fmt: skip
     """The EBT and the DiT (timestep-conditioned), denoising the unlabelled training images; resumable under
     ``run_root/<name>``.
 
     With ``warm`` the EBT is pre-trained as the shipped denoiser is: its trunk as a plain one-pass denoiser with
     ``cfg`` (the DiT's steps, under ``run_root/trunk``), then ``warm``'s EBT stage started from it. Without, the EBT
-    is sigma-conditioned (told the noise level, as the DiT is told its timestep) and trained with ``cfg`` alone."""
-    dit_cfg = replace(cfg, name=f"{cfg.name}-dit", model=replace(cfg.model, sigma_conditioning=False))
+    is sigma-conditioned (told the noise level, as the DiT is told its timestep) and trained with ``cfg`` alone.
+    ``dit_steps``: the DiT's pre-training step counts (one DiT each, ``dit_name``; default: the config's)."""
+    dits = [(dit_name(cfg, steps), replace(cfg, name=f"{cfg.name}-{dit_name(cfg, steps)}",
+                                           model=replace(cfg.model, sigma_conditioning=False),
+                                           train=replace(cfg.train, steps=steps)), DiTObjective)
+            for steps in dit_steps or (cfg.train.steps,)]  # fmt: skip
     if warm is None:
         stages = [("ebt", replace(cfg, name=f"{cfg.name}-ebt", model=replace(cfg.model, sigma_conditioning=True)),
                    DenoisingObjective)]  # fmt: skip
@@ -80,7 +89,7 @@ def pretrain(cfg: ImageConfig, run_root: Path, progress: bool = True,
         stages = [("trunk", trunk_cfg, PlainDenoisingObjective),
                   ("ebt", warm_stage(cfg, warm, run_root / "trunk"), DenoisingObjective)]  # fmt: skip
     trained = {}
-    for name, model_cfg, build in (*stages, ("dit", dit_cfg, DiTObjective)):
+    for name, model_cfg, build in (*stages, *dits):
         seed_everything(model_cfg.train.seed)
         objective = build(model_cfg)
         sampler = make_sampler(model_cfg)
@@ -106,8 +115,9 @@ def backbones(cfg: ImageConfig, trained: dict[str, torch.nn.Module]) -> list[Bac
     out = [
         Backbone("ebt", partial(ebt_features, trained["ebt"]), cfg.model.channels,
                  count_parameters(trained["ebt"].model), _ebt_note(trained["ebt"], cfg.train.steps)),
-        Backbone("dit", partial(dit_features, trained["dit"]), cfg.model.channels,
-                 count_parameters(trained["dit"].model), "pre-trained by denoising (DDPM), timestep-conditioned"),
+        *(Backbone(name, partial(dit_features, model), cfg.model.channels, count_parameters(model.model),
+                   f"pre-trained by denoising (DDPM), timestep-conditioned, {model.cfg.train.steps} steps")
+          for name, model in trained.items() if name.startswith("dit")),
         Backbone("ebt-random", partial(ebt_features, random_ebt), cfg.model.channels,
                  count_parameters(random_ebt.model), "random weights (adaLN-Zero: blocks start as the identity)",
                  (0.0,)),
@@ -172,13 +182,14 @@ class ProbeOptions:
     """How every probe is optimised (``settings``); the first ``limit`` training images only (a quick look);
     ``folder``: an ImageFolder tree (``train/`` and ``val/`` of class sub-folders, e.g. ImageNet) instead of
     Fashion-MNIST, on whose ``train/`` images the backbones then pre-train (in colour); ``warm``: the EBT stage of
-    a two-stage pre-training (see ``pretrain``)."""
+    a two-stage pre-training; ``dit_steps``: the DiTs' pre-training steps (see ``pretrain``)."""
 
     settings: ProbeSettings = field(default_factory=ProbeSettings)
     limit: int | None = None
     folder: str | Path | None = None
     stem: str = "probe"
     warm: ImageConfig | None = None
+    dit_steps: tuple[int, ...] = ()
 
 
 def folder_config(cfg: ImageConfig, folder: str | Path) -> ImageConfig:
@@ -209,7 +220,7 @@ def run_probe(cfg: ImageConfig, runs: str | Path | None = None, out: str | Path 
     check_data(cfg)  # the pre-training images and the probe's train and test sets, before pre-training
     run_root = Path(runs or f"runs/{cfg.name}")
     settings, limit = options.settings, options.limit
-    trained = pretrain(cfg, run_root, progress, options.warm)
+    trained = pretrain(cfg, run_root, progress, options.warm, options.dit_steps)
     train_set, test_set, dataset = _probe_sets(cfg, options.folder)
     if limit:
         train_set = train_set.subset(torch.arange(min(limit, len(train_set))))
@@ -224,14 +235,25 @@ def run_probe(cfg: ImageConfig, runs: str | Path | None = None, out: str | Path 
     data = (f"{dataset}: probe trained on {len(train_set)} training images "
             f"(layer and noise level chosen on {held:,} of them held out), reported on {len(test_set)} test images, "
             f"{cfg.data.crop_size}px")  # fmt: skip
-    steps = cfg.train.steps * cfg.data.batch_size
-    budget = f"pre-training: {cfg.train.steps} steps of batch {cfg.data.batch_size} ({steps} images) per backbone"
-    if options.warm is not None:
-        ebt = trained["ebt"].cfg
-        budget += (f" (the EBT's trunk), then {ebt.train.steps} EBT steps of batch {ebt.data.batch_size} on 1-"
-                   f"{ebt.descent.num_steps} step descents")  # fmt: skip
-    meta = make_meta(torch.device("cpu"), cfg.train.seed, data, budget)
+    meta = make_meta(torch.device("cpu"), cfg.train.seed, data, _budget(cfg, trained, run_root))
     return write_probe_report(results, sweeps, meta, settings, Path(out or run_root), options.stem)
+
+
+def _budget(cfg: ImageConfig, trained: dict[str, torch.nn.Module], run_root: Path) -> str:
+    """Each pre-trained model's steps and counted training FLOPs (the EBT's trunk included)."""
+    from .compare.costs import training_compute
+
+    ebt = trained["ebt"].cfg
+    if ebt.train.init_from:
+        parts = [f"the EBT's trunk {cfg.train.steps} steps, then {ebt.train.steps} EBT steps on 1-"
+                 f"{ebt.descent.num_steps} step descents"]  # fmt: skip
+    else:
+        parts = [f"the EBT {ebt.train.steps} steps"]
+    parts += [f"{name} {model.cfg.train.steps} steps" for name, model in trained.items() if name.startswith("dit")]
+    builders = (DenoisingObjective, PlainDenoisingObjective, DiTObjective)
+    flops = [f"{name} {training_compute(model, model.cfg.train.steps, builders, run_root / name)[0] / 1e15:.3f}"
+             for name, model in trained.items() if name != "trunk"]  # fmt: skip
+    return f"pre-training, batch {cfg.data.batch_size}: {'; '.join(parts)}; counted training PFLOP: {', '.join(flops)}"
 
 
 def _shots(row: dict, shots: int) -> str:
