@@ -143,20 +143,18 @@ def test_training_compute_counts_the_model_an_ebt_started_from(tmp_path):
     """The eval report's budget: an EBT's own steps' FLOPs plus those of the trunk it started from (its checkpoint's
     step count), and a clear note where the init_from checkpoint is gone."""
     from ebt_vision.experiments.image.compare.costs import training_compute, training_step_flops
-    from ebt_vision.image.dit import DiTObjective
 
     plain, folder = _trained_looking_plain(tmp_path)
     save_pretrained_folder(plain, plain.cfg, folder, extra={"step": 7})
     ebt = DenoisingObjective(from_dict({**RELATIVE, "train": {**RELATIVE["train"], "init_from": str(folder)}}))
-    builders = (DenoisingObjective, PlainDenoisingObjective, DiTObjective)
-    flops, stages = training_compute(ebt, 3, builders)
+    flops, stages = training_compute(ebt, 3)
     own, trunk = training_step_flops(ebt, ebt.cfg), training_step_flops(plain, plain.cfg)
     assert own > 2 * trunk > 0  # a descent step costs a forward, a gradient and the backward of both
     assert flops == 3 * own + 7 * trunk and "7 steps" in stages[1]
     ebt.cfg = replace(ebt.cfg, train=replace(ebt.cfg.train, init_from=str(tmp_path / "gone")))
-    flops, stages = training_compute(ebt, 3, builders)
+    flops, stages = training_compute(ebt, 3)
     assert flops == 3 * own and "not found, not counted" in stages[-1]
     # a model folder overwritten by a model trained from it: its init_from names itself, counted once
     plain.cfg = replace(plain.cfg, train=replace(plain.cfg.train, init_from=str(folder)))
-    flops, stages = training_compute(plain, 5, builders, folder)
+    flops, stages = training_compute(plain, 5, folder)
     assert flops == 5 * trunk and "a loop" in stages[-1]

@@ -172,10 +172,9 @@ def _compute_line(trained: list) -> str:
     init_from models' included: a budget that does not depend on how busy the machine was."""
     from .compare.costs import training_compute
 
-    builders = (DenoisingObjective, PlainDenoisingObjective, DiTObjective)
     parts = []
     for label, model, extra, path in trained:
-        flops, stages = training_compute(model, int(extra.get("step", model.cfg.train.steps)), builders, path)
+        flops, stages = training_compute(model, int(extra.get("step", model.cfg.train.steps)), path)
         parts.append(f"{label} {flops / 1e15:.3f} PFLOP ({'; '.join(stages)})")
     return "training compute (counted FLOPs): " + ", ".join(parts)
 

@@ -250,8 +250,7 @@ def _budget(cfg: ImageConfig, trained: dict[str, torch.nn.Module], run_root: Pat
     else:
         parts = [f"the EBT {ebt.train.steps} steps"]
     parts += [f"{name} {model.cfg.train.steps} steps" for name, model in trained.items() if name.startswith("dit")]
-    builders = (DenoisingObjective, PlainDenoisingObjective, DiTObjective)
-    flops = [f"{name} {training_compute(model, model.cfg.train.steps, builders, run_root / name)[0] / 1e15:.3f}"
+    flops = [f"{name} {training_compute(model, model.cfg.train.steps, run_root / name)[0] / 1e15:.3f}"
              for name, model in trained.items() if name != "trunk"]  # fmt: skip
     return f"pre-training, batch {cfg.data.batch_size}: {'; '.join(parts)}; counted training PFLOP: {', '.join(flops)}"
 

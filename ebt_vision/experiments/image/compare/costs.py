@@ -49,14 +49,21 @@ def training_step_flops(objective: nn.Module, cfg: ImageConfig) -> int:
     return flops
 
 
-def training_compute(objective: nn.Module, steps: int, builders: tuple, path=None) -> tuple[float, list[str]]:
+def training_compute(
+    objective: nn.Module, steps: int, path=None, builders: tuple | None = None
+) -> tuple[float, list[str]]:
     """Counted FLOPs of all the training behind a trained image model: ``steps`` of its own, plus those of the model it
     started from (``train.init_from``), followed back as far as the checkpoints are found; and the stages in words.
-    ``builders``: the objective classes an ``init_from`` checkpoint may be (the first whose weights fit is taken);
-    ``path``: where the model itself was loaded from (an init_from naming it again is not counted twice)."""
+    ``path``: where the model itself was loaded from (an init_from naming it again is not counted twice);
+    ``builders``: the objective classes an ``init_from`` checkpoint may be (the first whose weights fit is taken;
+    default: the image EBT, the plain denoiser and the DiT)."""
     from ....core.checkpoint import CheckpointError, load_weights, read_checkpoint
     from ....core.paths import resolve_path
+    from ....image.dit import DiTObjective
+    from ....image.objective import DenoisingObjective
+    from ....image.plain import PlainDenoisingObjective
 
+    builders = builders or (DenoisingObjective, PlainDenoisingObjective, DiTObjective)
     flops = steps * training_step_flops(objective, objective.cfg)
     stages = [f"{objective.cfg.name} {steps} steps {flops / 1e15:.3f} PFLOP"]
     source, seen = objective.cfg.train.init_from, set()
@@ -82,8 +89,9 @@ def training_compute(objective: nn.Module, steps: int, builders: tuple, path=Non
         else:
             stages.append(f"its init_from {source}: no known model, not counted")
             break
-        earlier = int(extra.get("step", cfg.train.steps)) * training_step_flops(model, cfg)
+        earlier_steps = int(extra.get("step", cfg.train.steps))
+        earlier = earlier_steps * training_step_flops(model, cfg)
         flops += earlier
-        stages.append(f"from {source} ({int(extra.get('step', cfg.train.steps))} steps {earlier / 1e15:.3f} PFLOP)")
+        stages.append(f"from {source} ({earlier_steps} steps {earlier / 1e15:.3f} PFLOP)")
         source = cfg.train.init_from
     return flops, stages
