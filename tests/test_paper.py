@@ -47,7 +47,7 @@ def test_the_context_free_energy_ignores_the_noisy_image():
     assert models[False].embed.in_features * 2 == models[True].embed.in_features
 
 
-def test_models_train_at_one_level_and_the_dit_on_t_below_100():
+def test_models_train_at_one_level_and_the_dit_on_t_below_100(tmp_path):
     configs = paper.model_configs(paper_cfg())
     assert set(configs) == {"ebt-1", "ebt-23", "ebt-eq", "ebt-ctx-1", "ebt-ctx-23", "ebt-ctx-eq", "dit"}
     assert [c.model.noisy_context for c in configs.values()] == [False] * 3 + [True] * 4
@@ -60,6 +60,10 @@ def test_models_train_at_one_level_and_the_dit_on_t_below_100():
     objective = DenoisingObjective(configs["ebt-1"])
     batch_noise = paper.paper_noise(torch.zeros(1, 3, 16, 16), 0.1, torch.Generator().manual_seed(0))
     assert batch_noise.std() == pytest.approx(0.321, rel=0.2) and objective.cfg.data.level_max == 0.1
+    trunk, stage = paper.warm_configs(with_overrides(paper_cfg(), ["train.steps=1500"]), tmp_path)
+    assert (trunk.train.steps, stage.train.steps) == (1350, 150)  # the shipped denoiser's 10:1 split
+    assert stage.model.relative_to_noisy and stage.train.init_from == str(tmp_path / "ebt-ctx-warm-trunk")
+    assert stage.optim.lr == trunk.optim.lr / 2 and stage.descent.num_steps == 8
     with pytest.raises(ConfigError, match="one diffusion level"):
         paper.model_configs(paper_cfg(level_min=0.0))
     with pytest.raises(ConfigError, match="diffusion"):
@@ -85,7 +89,7 @@ def test_the_protocol_end_to_end_chooses_on_validation(tmp_path):
     report = paper_report.write_paper_report(rows, models, {"machine": "test"}, tmp_path, "paper")
     data = json.loads((tmp_path / "paper.json").read_text())
     assert report.exists() and (tmp_path / "paper.png").exists()
-    ebts = {f"ebt_{c}{r}" for c in ("", "ctx_") for r in ("1", "23", "eq")}
+    ebts = {f"ebt_{c}{r}" for c in ("", "ctx_") for r in ("1", "23", "eq")} | {"ebt_ctx_warm"}
     assert {r["method"] for r in data["rows"]} == {"noisy", "dit", "dit_x2", "dit_compute", "dit_compute_x2"} | ebts
     ratio = models["ebt-1"]["step_flops"] / models["dit"]["step_flops"]
     assert models["dit-compute"]["steps"] == round(2 * ratio) > 2  # the EBT's training FLOPs in more DiT steps
@@ -95,5 +99,7 @@ def test_the_protocol_end_to_end_chooses_on_validation(tmp_path):
                   and r["noise_level"] == float(level)
                   and paper_report.family_of(r["method"]) == family]  # fmt: skip
         assert len(scores) >= 2 and choice["validation_psnr"] == max(scores)
-    assert len(data["verdicts"]) == 12 and "original work" in report.read_text().lower()
+    assert models["ebt-ctx-warm"]["steps"] == 2  # both stages: the trunk's step and the EBT's
+    assert (tmp_path / "runs" / "ebt-ctx-warm-trunk" / "model.safetensors").exists()
+    assert len(data["verdicts"]) == 14 and "original work" in report.read_text().lower()
     assert all("dit_compute_psnr" in v for v in data["verdicts"])

@@ -8,7 +8,8 @@ chosen on the validation split and reported on the test split.
 EBT variants: the original's (the energy sees only the candidate; the noisy image is only the starting point) and the
 project's (the noisy image is a second input), each with the original's two training recipes (1 descent step, or 2-3
 randomised steps with a jittered step size) and with the landscape recipe (``eq``: the residual energy and the
-equilibrium objective). The DiT runs deterministic DDIM from the level's own t to 0 with all
+equilibrium objective); and the project's with the shipped denoiser's two-stage recipe (``warm``: a plain trunk, then
+an EBT stage from it, in the same number of steps). The DiT runs deterministic DDIM from the level's own t to 0 with all
 t + 1 passes, with fewer, and re-run twice more on its own output (the original's 600-pass setting at level 0.2).
 """
 
@@ -57,6 +58,37 @@ RECIPES = {
         "train.equilibrium_visited=4",
     ),
 }
+# The shipped denoiser's recipe (configs/cpu-small-warm.yaml), within the same steps: the energy's trunk first
+# trained as a plain one-pass denoiser (``<name>-trunk``), then the last WARM_SHARE of the steps as an EBT on 1-8 step
+# descents of the residual energy read against the noisy image, started from the trunk (the shipped 10:1 split, at
+# half the learning rate). Only with the noisy image as an input: the energy reads the candidate's change from it.
+WARM_SHARE = 0.1
+WARM = (
+    "model.energy=residual",
+    "model.relative_to_noisy=true",
+    "descent.step_size=1.0",
+    "descent.num_steps=8",
+    "descent.min_steps=1",
+    "descent.graph_steps=2",
+    "descent.step_size_jitter=2.0",
+    "train.objective=unrolled",
+    "optim.warmup_steps=20",
+)
+
+
+def warm_configs(cfg: ImageConfig, run_root: Path) -> tuple[ImageConfig, ImageConfig]:
+    """The warm recipe's two stages from the protocol's base config: (trunk, EBT stage started from it)."""
+    if cfg.train.steps < 2:
+        raise ConfigError(f"the warm recipe needs train.steps >= 2 (a trunk and an EBT stage), got {cfg.train.steps}")
+    stage_steps = max(1, round(cfg.train.steps * WARM_SHARE))
+    model = replace(cfg.model, noisy_context=True, sigma_conditioning=False)
+    trunk = replace(cfg, name=f"{cfg.name}-ebt-ctx-warm-trunk", model=model,
+                    train=replace(cfg.train, steps=cfg.train.steps - stage_steps))  # fmt: skip
+    stage = with_overrides(replace(cfg, name=f"{cfg.name}-ebt-ctx-warm", model=model), WARM)
+    start = str(run_root / "ebt-ctx-warm-trunk")
+    stage = replace(stage, optim=replace(stage.optim, lr=cfg.optim.lr / 2),
+                    train=replace(stage.train, steps=stage_steps, init_from=start))  # fmt: skip
+    return trunk, stage
 
 
 def paper_noise(clean: Tensor, level: float, generator: torch.Generator | None = None) -> Tensor:
@@ -94,6 +126,15 @@ def train_models(cfg: ImageConfig, run_root: str | Path, progress: bool = True) 
 
     for name, model_cfg in configs.items():
         fit(name, model_cfg)
+    trunk, stage = warm_configs(cfg, run_root)
+    trunk_fit = fit_model("ebt-ctx-warm-trunk", trunk, photos, run_root, progress, kind="transformer")
+    fit("ebt-ctx-warm", stage)
+    # Its budget is both stages: their steps, time and mean FLOPs per step.
+    warm = out["ebt-ctx-warm"]
+    warm["step_flops"] = (warm["step_flops"] * warm["steps"] + trunk_fit.step_flops * trunk_fit.steps) / (
+        warm["steps"] + trunk_fit.steps)
+    warm["steps"] += trunk_fit.steps
+    warm["seconds"] += trunk_fit.seconds
     # The compute-matched DiT: as many training FLOPs as the cheapest EBT recipe (one descent step), more steps.
     ebt, dit = out[COMPUTE_REFERENCE], out["dit"]
     fit("dit-compute", compute_matched_config(configs["dit"], f"{cfg.name}-dit-compute", ebt["steps"],

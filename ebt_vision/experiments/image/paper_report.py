@@ -148,7 +148,10 @@ def write_paper_report(rows: list[dict], models: dict[str, dict], meta: dict, ou
         "randomised steps with a step size jittered in [1/2, 2]x (the original's second recipe); `-eq`: the residual "
         "energy |x - f|^2/2 per patch trained by the equilibrium objective at points between the noisy and the clean "
         "image and at states a 1-2 step descent visits (the shipped denoiser's recipe, without its weight average: "
-        "no model here averages weights). PSNR on clamped "
+        "no model here averages weights); `-warm`: the shipped denoiser's two-stage recipe within the same steps, the "
+        "trunk trained as a plain one-pass denoiser, then its last steps as an EBT of the residual energy read "
+        "against the noisy image on 1-8 step descents (its row's steps, time and FLOPs per step cover both stages). "
+        "PSNR on clamped "
         "0-255 pixels; GFLOPs per image measured (an EBT step = one forward and one backward pass to the image).",
         markdown_table(["model", "parameters", "training steps", "wall-clock (min)", "GFLOPs per training step"],
                        model_rows),

@@ -33,9 +33,11 @@ def model_configs(cfg: ImageConfig) -> dict[str, ImageConfig]:
     }
 
 
-def fit_model(name: str, cfg: ImageConfig, photos: list[Photo], run_root: Path, progress: bool) -> Contender:
-    """One contender on the crop stream of ``photos`` (the identical stream for every contender)."""
-    build = partial(build_model, kind_of(name), cfg)
+def fit_model(name: str, cfg: ImageConfig, photos: list[Photo], run_root: Path, progress: bool,
+              kind: str | None = None) -> Contender:  # fmt: skip
+    """One contender on the crop stream of ``photos`` (the identical stream for every contender); ``kind``: the
+    model kind when the name does not say it (``kind_of``), e.g. "transformer" for a plain trunk."""
+    build = partial(build_model, kind or kind_of(name), cfg)
     crops = partial(CropSampler, photos, cfg.data, seed=cfg.train.seed)
     return fit_contender(name, cfg, build, crops, training_step_flops, run_root, progress)
 
