@@ -131,9 +131,9 @@ def train_models(cfg: ImageConfig, run_root: str | Path, progress: bool = True) 
     fit("ebt-ctx-warm", stage)
     # Its budget is both stages: their steps, time and mean FLOPs per step.
     warm = out["ebt-ctx-warm"]
-    warm["step_flops"] = (warm["step_flops"] * warm["steps"] + trunk_fit.step_flops * trunk_fit.steps) / (
-        warm["steps"] + trunk_fit.steps)
+    total = warm["step_flops"] * warm["steps"] + trunk_fit.step_flops * trunk_fit.steps
     warm["steps"] += trunk_fit.steps
+    warm["step_flops"] = total / warm["steps"]
     warm["seconds"] += trunk_fit.seconds
     # The compute-matched DiT: as many training FLOPs as the cheapest EBT recipe (one descent step), more steps.
     ebt, dit = out[COMPUTE_REFERENCE], out["dit"]
