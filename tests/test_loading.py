@@ -32,6 +32,7 @@ SHIPPED = {
     "dit-image-s": DiTObjective,
     "dit-image-s-stage1": DiTObjective,
     "transformer-image-s": PlainDenoisingObjective,
+    "transformer-image-s-long": PlainDenoisingObjective,
     "text-sotu-s": TextEBTObjective,
     "text-sotu-s-transformer": TransformerPlusPlusObjective,
     "video-mmnist-s": VideoObjective,
