@@ -175,27 +175,26 @@ def test_video_tab_in_the_browser_shows_strips_maps_and_baselines(page, tmp_path
 
 
 def test_video_tab_predicts_an_uploaded_real_clip_with_the_real_footage_model(page, tmp_path):
-    """Issue 23: an uploaded clip of real pixels (a camera panning over a photo) goes to the real-footage EBT."""
-    import numpy as np
-    from skimage import data
-
+    """Issue 23: an uploaded real video file (opencv-doc's hand-held outdoor footage, tree.avi, 68 frames of 320x240
+    colour in Cinepak) goes to the real-footage EBT."""
+    from ebt_vision.core.paths import debian_file
+    from ebt_vision.video.clips import OPENCV
     from ebt_vision.video.loading import default_video_checkpoint
-    from ebt_vision.video.mjpeg import write_mjpeg_avi
 
     if "real-footage" not in default_video_checkpoint()[1]:
         pytest.skip("no real-footage video EBT in this checkout (checkpoints/video-real-s)")
-    photo = data.astronaut()
-    frames = np.stack([photo[100 + 2 * t : 220 + 2 * t, 80 + 3 * t : 240 + 3 * t] for t in range(32)])
-    clip = write_mjpeg_avi(tmp_path / "pan.avi", np.ascontiguousarray(frames))
+    clip = debian_file(f"{OPENCV}/tree.avi")
+    if clip is None:
+        pytest.skip("opencv-doc's tree.avi is not installed (scripts/install-system-deps.sh installs it)")
     page.get_by_role("tab", name="Video").click()
     summary = page.locator("#video-summary")
     summary.get_by_text("descent steps per frame").wait_for(timeout=60_000)
     page.locator("#video-upload input[type=file]").set_input_files(str(clip))
     page.locator("#video-button").click()
-    summary.get_by_text("your upload pan.avi").wait_for(timeout=120_000)
+    summary.get_by_text("your upload tree.avi").wait_for(timeout=120_000)
     text = summary.inner_text()
     assert "uploads use the real-footage video EBT" in text and "copy-last" in text and "mean PSNR" in text
-    assert "of 32, resized and centre-cropped to 64x64 grey" in text  # the real model's frames, not the tiny one's
+    assert "of 68, resized and centre-cropped to 64x64 grey" in text  # the real model's frames, not the tiny one's
     page.locator("#video-maps img").first.wait_for(timeout=60_000)
     assert page.locator("#video-maps img").count() == 3  # one energy map per predicted frame
     _save(page, tmp_path, "video-upload", 0.0)

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from ebt_vision.core.descent import STEP_STOP_TOLERANCES
 from ebt_vision.core.inference import Thinking
 from ebt_vision.core.reports import make_meta
 from ebt_vision.experiments.image.evaluation import STOP_FRACTIONS, EvalOptions, evaluate_denoiser
@@ -46,8 +47,10 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     pytest.importorskip("bm3d", reason="bm3d (a dependency) is the classical baseline")
     photos = held_out_photos(max_side=40)[:2]
     rows = evaluate_denoiser(objective, photos, EvalOptions(sigmas=(25, 75), steps=2, progress=False))
-    # images x sigmas x (noisy, cbm3d, 2 EBT steps, EBT with stopping, stopping with each relative tolerance)
-    assert len(rows) == 2 * 2 * (2 + 2 + 1 + len(STOP_FRACTIONS))
+    # images x sigmas x (noisy, cbm3d, 2 EBT steps, EBT with stopping, stopping with each relative tolerance, the
+    # gradient stop at each tolerance)
+    variants = 1 + len(STOP_FRACTIONS) + len(STEP_STOP_TOLERANCES)
+    assert len(rows) == 2 * 2 * (2 + 2 + variants)
     stopped = [r for r in rows if r["method"].startswith("ebt_stop")]
     assert all(0 <= r["steps_taken"] <= 2 for r in stopped)
     ebt = [r for r in rows if r["method"] == "ebt"]
@@ -57,16 +60,17 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     noisy = [r for r in rows if r["method"] == "noisy"]
     assert all(c["psnr"] > n["psnr"] + 3 for c, n in zip(cbm3d, noisy, strict=True))  # CBM3D really denoises
     averaged = average_rows(rows)
-    assert len(averaged) == 2 * (5 + len(STOP_FRACTIONS)) and all(r["images"] == 2 for r in averaged)
+    assert len(averaged) == 2 * (4 + variants) and all(r["images"] == 2 for r in averaged)
     dit = DiTObjective(objective.cfg).eval()
     quick = EvalOptions(sigmas=(25, 75), steps=2, with_bm3d=False, dit_steps=(1, 2), progress=False)
     validation = evaluate_denoiser(objective, held_out_photos(40, "validation")[:1], quick, "validation", dit)
     relative = {f"ebt_stop_rel@{f:g}" for f in STOP_FRACTIONS}
-    assert {r["method"] for r in validation} == {"noisy", "ebt", "ebt_stop", "dit_ddim"} | relative
+    gradient = {f"ebt_stop_grad@{t:g}" for t in STEP_STOP_TOLERANCES}
+    assert {r["method"] for r in validation} == {"noisy", "ebt", "ebt_stop", "dit_ddim"} | relative | gradient
     rows += validation + evaluate_denoiser(objective, photos[:1], quick, dit=dit)
     md = write_denoise_report(rows, make_meta("cpu", 0, "test", "none", command="pytest"), tmp_path)
     assert "EBT (chosen k)" in md.read_text() and "DiT (chosen DDIM steps)" in md.read_text()
-    assert "EBT stop, chosen tolerance" in md.read_text()
+    assert "EBT stop, chosen tolerance" in md.read_text() and "EBT gradient stop, chosen tolerance" in md.read_text()
     report = json.loads((tmp_path / "denoise_eval.json").read_text())
     assert set(report) == {"meta", "rows", "per_image"} and report["meta"]["command"] == "pytest"
     assert "| 75 | ood |" in md.read_text() and (tmp_path / "denoise_eval.png").stat().st_size > 0
@@ -75,6 +79,22 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     text = md.read_text()
     assert "held-out **validation** photos" in text and "| 75 | ood |" in text and "DiT 2 DDIM steps" in text
     assert (tmp_path / "validation_only.png").stat().st_size > 0
+
+
+def test_the_gradient_stop_uses_one_tolerance_for_every_sigma():
+    """A blind model cannot pick its stopping tolerance by the noise level: the report's tolerance is the one with the
+    best validation PSNR averaged over the sigmas, even where another wins at one sigma; its test rows are quoted."""
+    from ebt_vision.experiments.image.evaluation_report import _chosen_for_every_sigma
+
+    validation = {(15, "a"): 30.0, (15, "b"): 31.0, (50, "a"): 26.0, (50, "b"): 24.0}  # a: 28.0 on average, b: 27.5
+    rows = [{"eval_split": "validation", "method": f"ebt_stop_grad@{t}", "sigma": sigma, "psnr": psnr}
+            for (sigma, t), psnr in validation.items()]  # fmt: skip
+    rows += [{"eval_split": "test", "method": f"ebt_stop_grad@{t}", "sigma": sigma, "psnr": 20.0 + sigma / 10}
+             for sigma in (15, 50) for t in "ab"]  # fmt: skip
+    for sigma in (15, 50):
+        chosen = _chosen_for_every_sigma(rows, "ebt_stop_grad@", sigma)
+        assert chosen["method"] == "ebt_stop_grad@a" and chosen["sigma"] == sigma and chosen["eval_split"] == "test"
+    assert _chosen_for_every_sigma([r for r in rows if r["eval_split"] == "test"], "ebt_stop_grad@", 15) is None
 
 
 def test_the_plain_transformer_trains_and_joins_the_evaluation(tmp_path, tiny_cfg):

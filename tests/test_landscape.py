@@ -231,8 +231,8 @@ def test_configs_refuse_what_cannot_work():
 
 
 def test_stopping_on_the_step_size_read_off_a_plain_descent_equals_the_descent_that_stops(tiny_cfg):
-    """The ablation reads every tolerance's stop off one plain descent; that must be what ``stop_step_below`` does."""
-    from ebt_vision.experiments.image.ablation import stop_on_step_size
+    """The evaluations read every tolerance's stop off one plain descent; that must be what ``stop_step_below`` does."""
+    from ebt_vision.core.descent import stop_on_step_size
     from ebt_vision.image.inference import denoise
 
     objective = DenoisingObjective(tiny_cfg).eval()

@@ -28,7 +28,7 @@ from ebt_vision.video.model import VideoEBT
 from ebt_vision.video.objective import VideoObjective
 from ebt_vision.video.plain import PlainVideoObjective
 from ebt_vision.video.reader import FrameFolder, find_videos, open_video, read_clip
-from ebt_vision.video.rollout import copy_last_frame, extrapolate_frames, reference_frames
+from ebt_vision.video.rollout import Reference, copy_last_frame, extrapolate_frames
 from ebt_vision.video.strips import write_gif
 
 TINY = {
@@ -193,7 +193,7 @@ def test_real_clip_split_is_fixed_by_scene_and_user_videos_split_in_time(tmp_pat
         real_clips.user_footage(str(tmp_path), "validation", replace(cfg, frames=7), 1)
 
 
-def test_real_clip_validation_is_a_scene_of_the_tests_kind_disjoint_from_every_other_split():
+def test_real_clip_validation_holds_a_scene_of_each_test_kind_disjoint_from_every_other_split():
     by_split = {split: [(n, p) for n, p, s in real_clips.REAL_CLIPS if s == split] for split in real_clips.SPLITS}
     assert by_split["test"] == [
         ("visp:mbt-cube", f"{real_clips.VISP}/mbt/cube"),
@@ -203,8 +203,8 @@ def test_real_clip_validation_is_a_scene_of_the_tests_kind_disjoint_from_every_o
     for split, path in paths:  # no source shared, none inside another's folder: no frame in two splits
         others = [q for s, q in paths if s != split]
         assert all(path != q and q not in path.parents and path not in q.parents for q in others)
-    test_sources = {name.split(":")[0] for name, _ in by_split["test"]}
-    assert by_split["validation"] and all(n.split(":")[0] in test_sources for n, _ in by_split["validation"])
+    # a camera over a desk (as ViSP's mbt/cube) and hand-held footage whose camera shakes (as tree.avi)
+    assert [n for n, _ in by_split["validation"]] == ["imageio:cockatoo.mp4", "visp:mire-2"]
     assert "dlib:video_frames" in dict(by_split["train"])  # unlike the test footage: now trained on
 
 
@@ -213,15 +213,19 @@ def test_real_clip_validation_is_a_scene_of_the_tests_kind_disjoint_from_every_o
     reason="offline footage not unpacked (bash scripts/fetch-data.sh)",
 )
 def test_real_clip_validation_moves_like_the_test_clips():
-    """Copying the last frame, the number every contender must beat, is within 7 dB on validation and test (dlib's
-    frames, the earlier validation split, were 26 dB below the test's)."""
+    """Each split holds a scene where continuing the last change beats copying the last frame on most clips (the
+    desk scenes: drifting smoothly) and one where it loses on most (the shaking cameras), so that a reference chosen
+    on validation meets both kinds of test footage (choosing on mire-2 alone picked a fixed extrapolation that
+    doubled the test MSE on tree.avi)."""
     cfg = replace(from_dict(TINY).data, source="real-clips", frames=11, context_frames=10, stride=2, frame_size=32)
-    scores = {}
     for split in ("validation", "test"):
-        _, held = real_clips.held_out_clips(real_clips.footage_for(split, cfg, 1), cfg)
-        error = ((held[:, 9] - held[:, 10]) / 2).pow(2).flatten(1).mean(1)
-        scores[split] = (10 * torch.log10(1 / error)).mean().item()
-    assert abs(scores["validation"] - scores["test"]) < 7
+        wins = []
+        for scene in real_clips.footage_for(split, cfg, 1):
+            _, held = real_clips.held_out_clips([scene], cfg)
+            copied = (held[:, 9] - held[:, 10]).pow(2).flatten(1).sum(1)
+            extrapolated = (Reference(0.5)(held[:, :10])[:, -1] - held[:, 10]).pow(2).flatten(1).sum(1)
+            wins.append(float((extrapolated < copied).float().mean()))
+        assert max(wins) > 0.8 and min(wins) < 0.35, (split, wins)
 
 
 def test_config_checks_ranges_with_clear_messages():
@@ -437,6 +441,7 @@ def test_compare_trains_evaluates_and_reports_end_to_end(tmp_path, tiny):
     assert methods == {
         "copy_last",
         "extrapolate",
+        "extrapolate_adaptive",
         "transformer",
         "transformer_compute",
         "dit_ddim",
@@ -671,15 +676,37 @@ def test_drift_windows_replace_a_fraction_of_the_training_footage(tmp_path, tiny
         replace(tiny, data=replace(tiny.data, drift_fraction=0.5)).validate()
 
 
-def test_fresh_models_with_an_extrapolated_reference_predict_the_extrapolation(tiny):
-    cfg = replace(tiny, prediction=replace(tiny.prediction, extrapolate=0.5))
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_fresh_models_with_an_extrapolated_reference_predict_the_extrapolation(tiny, adaptive):
+    cfg = replace(tiny, prediction=replace(tiny.prediction, extrapolate=0.5, extrapolate_adaptive=adaptive))
     context = random_clips(2, 4) * 0.5  # inside [-1, 1] after extrapolating
-    expected = extrapolate_frames(context, 2, 0.5).predictions
+    expected = extrapolate_frames(context, 2, 0.5, adaptive).predictions
     torch.testing.assert_close(VideoObjective(cfg).eval().rollout(context, 2, Thinking(2)).predictions, expected)
     with torch.no_grad():
         torch.testing.assert_close(PlainVideoObjective(cfg).eval().rollout(context, 2).predictions, expected)
     dit_cfg = replace(cfg, dit=replace(cfg.dit, target="change", prediction="sample"))  # starts at its reference
     torch.testing.assert_close(VideoDiTObjective(dit_cfg).eval().rollout(context, 2, 2).predictions, expected)
-    assert torch.equal(reference_frames(context, 0.0), context)  # gain 0: the last frame, as before
+    assert torch.equal(Reference(0.0)(context), context)  # gain 0: the last frame, as before
     with pytest.raises(ConfigError, match="prediction.extrapolate"):
         replace(tiny, prediction=replace(tiny.prediction, extrapolate=3.0)).validate()
+    with pytest.raises(ConfigError, match="extrapolate_adaptive"):
+        replace(tiny, prediction=replace(tiny.prediction, extrapolate_adaptive=True)).validate()
+
+
+def test_the_adaptive_reference_continues_a_steady_drift_and_not_an_erratic_change():
+    """The gain is the fixed one times the least-squares fit of a frame's change on the change before it, in [0, 1]."""
+    base, step = torch.rand(1, 1, 1, 4, 4) * 0.2, torch.rand(1, 1, 1, 4, 4) * 0.1
+    steady = torch.cat([base + k * step for k in range(4)], dim=1)  # the same change every frame
+    torch.testing.assert_close(Reference(0.5, adaptive=True)(steady)[:, -1], steady[:, -1] + 0.5 * step[:, 0])
+    erratic = torch.cat([base, base + step, base, base + step], dim=1)  # each change undoes the one before
+    torch.testing.assert_close(Reference(0.5, adaptive=True)(erratic)[:, -1], erratic[:, -1])  # fit < 0: copied
+    halved = torch.cat([base, base + 2 * step, base + 3 * step], dim=1)  # changes 2 step, then step: fit 1/2
+    torch.testing.assert_close(Reference(1.0, adaptive=True)(halved)[:, -1], halved[:, -1] + 0.5 * step[:, 0])
+    # the first two frames have no change before their change: copied; per clip, on patches as on frames
+    assert torch.equal(Reference(1.0, adaptive=True)(steady)[:, :2], steady[:, :2])
+    two = torch.cat([halved, steady[:, :3]])
+    patches = two.reshape(2, 3, 4, 4)  # any layout of a frame's values: the fit is over the whole frame
+    torch.testing.assert_close(Reference(1.0, True)(patches).reshape(two.shape), Reference(1.0, True)(two))
+    rollout = extrapolate_frames(steady, 3, 0.5, adaptive=True).predictions  # rolled out on its own predictions
+    torch.testing.assert_close(rollout[:, 0], steady[:, -1] + 0.5 * step[:, 0])
+    torch.testing.assert_close(rollout[:, 1], rollout[:, 0] + 0.125 * step[:, 0])  # change 0.5 step, fit 0.5, gain 0.25

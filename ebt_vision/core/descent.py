@@ -318,6 +318,23 @@ def minimize_energy(
     )
 
 
+# Tolerances of the step-size stop that evaluations try (root-mean-square move of a step, in candidate units); the
+# one to use is chosen on validation.
+STEP_STOP_TOLERANCES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def stop_on_step_size(trajectory: Trajectory, step_size: float, tolerance: float) -> tuple[Tensor, Tensor]:
+    """What ``stop_step_below=tolerance`` would have returned, read off a plain descent (one energy per sample) of the
+    same inputs: per sample, the candidate at the first step whose root-mean-square move ``step_size |dE/dx| /
+    sqrt(n)`` is below ``tolerance`` (the last candidate if none is). -> (estimates (B, ...), steps taken (B,))."""
+    candidates = torch.stack(trajectory.candidates)  # (K + 1, B, ...)
+    elements = math.prod(candidates.shape[2:])
+    moves = step_size * trajectory.grad_norms / math.sqrt(elements)  # (K, B)
+    small = torch.cat([moves < tolerance, torch.ones_like(moves[:1], dtype=torch.bool)])  # (K + 1, B)
+    taken = small.float().argmax(dim=0)  # the first step that would be too small
+    return candidates[taken, torch.arange(candidates.shape[1])], taken
+
+
 def lowest_energy(finals: Tensor, energies: Tensor, expand_positions: PositionExpander = expand_to_candidate) -> Tensor:
     """Best-of-N selection: (N, B, ...) candidates and their (N, B, *P) energies -> (B, ...) taking, per position, the
     candidate with the lowest energy (per sample when the energies are (N, B))."""

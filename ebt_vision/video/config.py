@@ -62,6 +62,9 @@ class PredictionConfig:
     # The frame each prediction is measured from: last + extrapolate x (last - previous). 0: the last frame. The EBT's
     # energy reads candidates as changes from it and its descent starts there; the transformer corrects it.
     extrapolate: float = 0.0
+    # With it, the gain is scaled per frame by how well the change before predicted the last change (least squares,
+    # clamped to [0, 1]; video.rollout.Reference): a steady drift continues, an erratic change is not extrapolated.
+    extrapolate_adaptive: bool = False
     # Training predicts the last this many frames of each clip, each from all the real frames before it (0: every
     # frame from the second on). Fewer candidates cost less: the candidate stream is half the EBT's tokens.
     train_frames: int = 0
@@ -139,6 +142,10 @@ class VideoConfig(ExperimentConfig):
             "would not be its guess)",
         )
         check(0 <= p.extrapolate <= 2, f"prediction.extrapolate must be in [0, 2], got {p.extrapolate}")
+        check(
+            not p.extrapolate_adaptive or p.extrapolate > 0,
+            "prediction.extrapolate_adaptive scales prediction.extrapolate, which is 0 (the last frame)",
+        )
         check(p.start_noise >= 0, f"prediction.start_noise must be >= 0, got {p.start_noise}")
         check(
             0 <= p.train_frames < d.frames,

@@ -27,7 +27,7 @@ from ..image.diffusion import ddim_sampler, dit_transformer, training_scheduler
 from ..image.noise import DIFFUSION_STEPS
 from .config import VideoConfig
 from .model import VideoEBT
-from .rollout import Rollout, check_context, reference_frames
+from .rollout import Reference, Rollout, check_context
 
 MAX_SAMPLING_STEPS = DIFFUSION_STEPS
 
@@ -103,7 +103,7 @@ class VideoDiTObjective(DirectObjective, HubModel):
 
     def reference(self, past: Tensor) -> Tensor:
         """(B, W, C, H, W) -> (B, C, H, W): the frame a generated change is added to (``prediction.extrapolate``)."""
-        return reference_frames(past, self.cfg.prediction.extrapolate)[:, -1]
+        return Reference.of(self.cfg.prediction)(past)[:, -1]
 
     @torch.no_grad()
     def rollout(self, context: Tensor, horizon: int, num_steps: int | None = None, seed: int = 0) -> Rollout:

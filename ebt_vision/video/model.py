@@ -38,7 +38,7 @@ from ..core.energy import EnergyHead
 from ..core.errors import InputError
 from ..core.layers import KeysValues, adaln_blocks, init_adaln_trunk, patchify, sincos_position_embedding, unpatchify
 from .config import VideoModelConfig
-from .rollout import reference_frames
+from .rollout import LAST_FRAME, Reference
 
 
 def frame_position_embedding(frames: Tensor, dim: int) -> Tensor:
@@ -118,10 +118,10 @@ class VideoEBT(nn.Module):
     """``forward(context (B, T, C, H, W) or its VideoMemory, candidate (B, K, C, H, W)) -> (B, K)`` energies; see the
     module doc."""
 
-    def __init__(self, cfg: VideoModelConfig, guess: bool = False, extrapolate: float = 0.0) -> None:
+    def __init__(self, cfg: VideoModelConfig, guess: bool = False, reference: Reference = LAST_FRAME) -> None:
         super().__init__()
         self.cfg = cfg
-        self.extrapolate = extrapolate  # candidates are read against last + extrapolate x (last - previous)
+        self.reference = reference  # candidates are read against last + a x (last - previous) (a = 0: the last frame)
         width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
         self.embed_frame = nn.Linear(pixels, width)  # a real frame's patch
         self.embed_candidate = nn.Linear(2 * pixels, width)  # (last real frame's patch, candidate's patch)
@@ -195,7 +195,7 @@ class VideoEBT(nn.Module):
         height, width = candidate.shape[-2:]
         space, time = self._positions(frames, height, width, candidate.device, memory.patches.dtype)
         # the reference each candidate is read against: the last real frame it may see, or its extrapolation
-        previous = reference_frames(memory.patches, self.extrapolate)[:, frames - count :]
+        previous = self.reference(memory.patches)[:, frames - count :]
         pairs = torch.cat([previous, self._patches(candidate.to(previous.dtype))], dim=-1)  # (B, K, N, 2 C p p)
         # candidate k stands at the frame index of the frame it predicts: T - K + k + 1
         x = (self.embed_candidate(pairs) + time[frames - count + 1 :, None] + space).flatten(1, 2)  # (B, K N, D)
@@ -215,7 +215,7 @@ class VideoEBT(nn.Module):
         # The head reads each candidate patch as its change from the last real frame it may see, so an output-layer
         # energy (dot, l2, residual) starts with its minimum at "nothing moved": copying the last frame is always
         # reachable, and a descent that starts there stays unless the context says otherwise.
-        reference = reference_frames(memory.patches, self.extrapolate)[:, memory.frames - count :]
+        reference = self.reference(memory.patches)[:, memory.frames - count :]
         change = self._patches(candidate) - reference.to(candidate.dtype)
         energies = self.head(self.candidate_tokens(memory, candidate), change)  # (B, K, N)
         return energies.reshape(*energies.shape[:2], candidate.shape[-2] // p, candidate.shape[-1] // p)

@@ -22,7 +22,7 @@ from ..core.inference import Thinking
 from ..core.objective import EnergyObjective, StepOutput, clamp_unit_range
 from .config import VideoConfig
 from .model import VideoEBT, VideoMemory
-from .rollout import Rollout, check_context, reference_frames
+from .rollout import Reference, Rollout, check_context
 
 
 class VideoObjective(EnergyObjective, HubModel):
@@ -32,7 +32,7 @@ class VideoObjective(EnergyObjective, HubModel):
 
     def __init__(self, cfg: VideoConfig) -> None:
         cfg = as_config(cfg)
-        model = VideoEBT(cfg.model, guess=cfg.prediction.start == "guess", extrapolate=cfg.prediction.extrapolate)
+        model = VideoEBT(cfg.model, guess=cfg.prediction.start == "guess", reference=Reference.of(cfg.prediction))
         super().__init__(model, cfg)
 
     @property
@@ -65,7 +65,7 @@ class VideoObjective(EnergyObjective, HubModel):
         if self.guesses:
             return self.model.guess_frames(self.model.encode_context(context) if memory is None else memory, last)
         if self.cfg.prediction.start == "last-frame":  # or its extrapolation (prediction.extrapolate)
-            return reference_frames(context, self.cfg.prediction.extrapolate)[:, context.shape[1] - count :].clone()
+            return self.model.reference(context)[:, context.shape[1] - count :].clone()
         shape = (context.shape[0], count, *context.shape[2:])
         return torch.randn(shape, generator=generator).to(context)
 

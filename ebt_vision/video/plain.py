@@ -18,16 +18,16 @@ from ..core.layers import adaln_blocks, init_residual_predictor, patchify, sinco
 from ..core.objective import DirectObjective, StepOutput
 from .config import VideoConfig, VideoModelConfig
 from .model import check_frames, frame_position_embedding, token_mask
-from .rollout import Rollout, check_context, reference_frames
+from .rollout import LAST_FRAME, Reference, Rollout, check_context
 
 
 class PlainVideoTransformer(nn.Module):
     """``(frames (B, T, C, H, W)) -> (B, T, C, H, W)``: the prediction of frame t + 1 from frames 1..t, for every t."""
 
-    def __init__(self, cfg: VideoModelConfig, extrapolate: float = 0.0) -> None:
+    def __init__(self, cfg: VideoModelConfig, reference: Reference = LAST_FRAME) -> None:
         super().__init__()
         self.cfg = cfg
-        self.extrapolate = extrapolate  # the correction is added to last + extrapolate x (last - previous)
+        self.reference = reference  # the correction is added to last + a x (last - previous) (a = 0: the last frame)
         width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
         self.embed = nn.Linear(2 * pixels, width)  # (previous frame's patch, this frame's patch)
         self.condition = nn.Parameter(torch.randn(width) * 0.02)
@@ -53,7 +53,7 @@ class PlainVideoTransformer(nn.Module):
             x = block(x, cond, mask)
         residual = self.head(self.final_norm(x)).reshape(batch * count, tokens, -1)  # (B T, N, C p p)
         residual = unpatchify(residual, p, height, width).reshape(frames.shape)
-        return reference_frames(frames, self.extrapolate) + residual
+        return self.reference(frames) + residual
 
 
 class PlainVideoObjective(DirectObjective, HubModel):
@@ -61,7 +61,7 @@ class PlainVideoObjective(DirectObjective, HubModel):
 
     def __init__(self, cfg: VideoConfig) -> None:
         cfg = as_config(cfg)
-        super().__init__(PlainVideoTransformer(cfg.model, cfg.prediction.extrapolate), cfg)
+        super().__init__(PlainVideoTransformer(cfg.model, Reference.of(cfg.prediction)), cfg)
 
     def forward(self, clips: Tensor) -> StepOutput:
         count = self.cfg.prediction.train_frames or clips.shape[1] - 1  # the frames the EBT is trained to predict

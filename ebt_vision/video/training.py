@@ -16,15 +16,16 @@ from .loading import MODEL_KINDS, build_video_model
 from .metrics import frame_errors
 
 MODELS = MODEL_KINDS
-VALIDATION_CLIPS = 16  # the first N validation clips score a model during training (train.early_stopping)
+VALIDATION_CLIPS = 16  # this many validation clips, evenly spaced, score a model during training (early stopping)
 
 
 def validation_error(cfg: VideoConfig, clips: int = VALIDATION_CLIPS) -> Validate:
     """The video models' early-stopping score: the mean MSE (OpenSTL's convention, as the reports) of the full
-    horizon rolled out from the first ``clips`` validation clips, each model at its configured steps. The clips are
-    read now, before any training step, so missing validation footage fails first."""
+    horizon rolled out from ``clips`` validation clips evenly spaced over them (so every validation scene counts), each
+    model at its configured steps. The clips are read now, before any training step, so missing validation footage
+    fails first."""
     _, held = held_out(cfg, "validation")
-    held = held[:clips]
+    held = held[:: max(1, len(held) // clips)][:clips]
     context_frames = cfg.data.context_frames
 
     def score(model: nn.Module) -> float:

@@ -10,7 +10,6 @@ momenta are chosen on the validation photos and reported on the test photos (``a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from ...core.config import with_overrides
 from ...core.defaults import SIGMAS
+from ...core.descent import STEP_STOP_TOLERANCES, stop_on_step_size
 from ...core.inference import Thinking
 from ...core.metrics import psnr
 from ...core.progress import progress as progress_bar
@@ -85,7 +85,6 @@ VARIANTS.update({
 
 # Evaluation grids (choices made on validation): stop once the step would move pixels by less than this (root mean
 # square, [-1, 1] units); Nesterov momenta.
-STEP_TOLERANCES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 MOMENTA = (0.5,)
 
 
@@ -123,18 +122,6 @@ def _mean_psnr(estimate: torch.Tensor, clean: torch.Tensor) -> float:
     return float(_psnr_per_image(estimate, clean).mean())
 
 
-def stop_on_step_size(trajectory, step_size: float, tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """What ``stop_step_below=tolerance`` would have returned, read off a plain descent of the same images: per image,
-    the candidate at the first step whose root-mean-square move ``step_size |dE/dx| / sqrt(n)`` is below
-    ``tolerance`` (the last candidate if none is). -> (estimates (B, ...), steps taken (B,))."""
-    candidates = torch.stack(trajectory.candidates)  # (K + 1, B, ...)
-    elements = math.prod(candidates.shape[2:])
-    moves = step_size * trajectory.grad_norms / math.sqrt(elements)  # (K, B)
-    small = torch.cat([moves < tolerance, torch.ones_like(moves[:1], dtype=torch.bool)])  # (K + 1, B)
-    taken = small.float().argmax(dim=0)  # the first step that would be too small
-    return candidates[taken, torch.arange(candidates.shape[1])], taken
-
-
 def _evaluate_variant(name: str, objective, splits, sigmas, max_steps: int, best_of: int) -> list[dict]:
     """PSNR after 0..max_steps steps (plain and Nesterov), with energy-based stopping, with stopping on the step size
     at each tolerance, and best-of-N at the step count chosen on validation; every row once per split."""
@@ -147,7 +134,7 @@ def _evaluate_variant(name: str, objective, splits, sigmas, max_steps: int, best
             plain, _ = denoise(objective, noisy[sigma], Thinking(max_steps, final_energy=False))
             rows += [{**at, "method": "ebt", "steps": k, "psnr": _mean_psnr(c, clean)}
                      for k, c in enumerate(plain.candidates)]  # fmt: skip
-            for tolerance in STEP_TOLERANCES:
+            for tolerance in STEP_STOP_TOLERANCES:
                 estimate, taken = stop_on_step_size(plain, step_size, tolerance)
                 rows.append({**at, "method": "ebt_stop_step", "steps": max_steps, "tolerance": tolerance,
                              "psnr": _mean_psnr(estimate, clean),
@@ -190,7 +177,7 @@ def chosen_tolerance(rows: list[dict], variant: str) -> float:
     """The step-size stop's tolerance with the best mean validation PSNR over every sigma: one threshold for all
     noise levels, as a blind denoiser must use."""
     validation = select_rows(rows, "validation", variant, "ebt_stop_step")
-    return max(STEP_TOLERANCES, key=lambda t: sum(r["psnr"] for r in validation if r["tolerance"] == t))
+    return max(STEP_STOP_TOLERANCES, key=lambda t: sum(r["psnr"] for r in validation if r["tolerance"] == t))
 
 
 def equal_flops_steps(base: ImageConfig, cfg: ImageConfig, budget: float) -> tuple[int, int]:

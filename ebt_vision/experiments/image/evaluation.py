@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ...core.defaults import SIGMAS
-from ...core.descent import Trajectory
+from ...core.descent import STEP_STOP_TOLERANCES, Trajectory, stop_on_step_size
 from ...core.inference import Thinking
 from ...core.metrics import psnr, ssim
 from ...core.progress import progress as progress_bar
@@ -114,8 +114,9 @@ def evaluate_denoiser(
 
 
 def _ebt_rows(objective, model_input: Tensor, num_steps: int, base: dict, clean: Tensor) -> tuple[Trajectory, list]:
-    """The EBT after each of ``num_steps`` descent steps, with energy-based stopping read off that one descent (and
-    with each relative tolerance): -> (the descent, its rows)."""
+    """The EBT after each of ``num_steps`` descent steps, with energy-based stopping (and with each relative tolerance)
+    and the gradient-norm stop (each tolerance on the step's size) read off that one descent: -> (the descent, its
+    rows)."""
     started = time.perf_counter()
     trajectory, _ = denoise(objective, model_input, Thinking(num_steps))
     seconds = time.perf_counter() - started
@@ -132,6 +133,12 @@ def _ebt_rows(objective, model_input: Tensor, num_steps: int, base: dict, clean:
         k = energy_stop_step(energies, fraction * first_drop)
         rows.append(_scored(base, f"ebt_stop_rel@{fraction:g}", trajectory.candidates[k][0], clean, **stopped,
                             steps_taken=float(k), tolerance_fraction=fraction))  # fmt: skip
+    step_size = float(objective.step_size().detach())
+    for tolerance in STEP_STOP_TOLERANCES:  # stop once a step would move pixels by < tolerance (rms): |dE/dx| small
+        estimate, taken = stop_on_step_size(trajectory, step_size, tolerance)
+        rows.append(_scored(base, f"ebt_stop_grad@{tolerance:g}", estimate[0], clean, steps=num_steps,
+                            forward_passes=num_steps, backward_passes=num_steps, steps_taken=float(taken[0]),
+                            tolerance=tolerance))  # fmt: skip
     return trajectory, rows
 
 

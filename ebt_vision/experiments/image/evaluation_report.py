@@ -43,6 +43,23 @@ def _chosen(averaged: list[dict], method: str, sigma: float) -> dict | None:
     return None if choice is None else choice.test
 
 
+def _chosen_for_every_sigma(averaged: list[dict], prefix: str, sigma: float) -> dict | None:
+    """The test row at ``sigma`` of the variant of ``prefix`` (e.g. one stopping tolerance) with the best validation
+    PSNR averaged over every sigma: one setting for all noise levels, as a blind model must use (None without both
+    splits or without such rows)."""
+    if not _both_splits(averaged):
+        return None
+    totals: dict[str, list[float]] = {}
+    for row in averaged:
+        if row["eval_split"] == "validation" and row["method"].startswith(prefix):
+            totals.setdefault(row["method"], []).append(row["psnr"])
+    if not totals:
+        return None
+    best = max(totals, key=lambda method: sum(totals[method]) / len(totals[method]))
+    test = (r for r in averaged if r["eval_split"] == "test" and r["method"] == best and r["sigma"] == sigma)
+    return next(test, None)
+
+
 def summary_table(averaged: list[dict]) -> str:
     """Markdown (test split, or validation alone): one row per sigma; noisy, CBM3D, EBT after each step, with
     stopping, the EBT and DiT at their validation-chosen step counts (PSNR dB / SSIM)."""
@@ -63,8 +80,10 @@ def summary_table(averaged: list[dict]) -> str:
     if with_auto:
         headers.append("EBT auto steps (mean steps)")
     with_rel = any(r["method"].startswith("ebt_stop_rel@") for r in test)
+    with_grad = any(r["method"].startswith("ebt_stop_grad@") for r in test)
     if with_validation:
         headers += ["EBT (chosen k)"] + (["EBT stop, chosen tolerance (fraction; mean steps)"] if with_rel else [])
+        headers += ["EBT gradient stop, chosen tolerance (rms step; mean steps)"] if with_grad else []
         headers += ["DiT (chosen DDIM steps)"] if with_dit else []
     elif with_dit:
         headers += [f"DiT {k} DDIM step{'s' * (k > 1)}" for k in dit_steps]
@@ -87,6 +106,9 @@ def summary_table(averaged: list[dict]) -> str:
             rel = _chosen(averaged, "ebt_stop_rel@", sigma) if with_rel else None
             if rel is not None:
                 cells.append(f"{cell(rel)} ({rel['method'].split('@')[1]}; {rel['steps_taken']:.1f})")
+            grad = _chosen_for_every_sigma(averaged, "ebt_stop_grad@", sigma) if with_grad else None
+            if grad is not None:
+                cells.append(f"{cell(grad)} ({grad['method'].split('@')[1]}; {grad['steps_taken']:.1f})")
             if with_dit:
                 cells.append(cell(_chosen(averaged, "dit_ddim", sigma), label=True))
         elif with_dit:
@@ -127,6 +149,10 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
         if rel is not None:
             ax.plot([rel["steps_taken"]], [rel["psnr"]], "X", markersize=8, color="C4",
                     label="EBT, energy stop (tolerance chosen)")  # fmt: skip
+        grad = _chosen_for_every_sigma(averaged, "ebt_stop_grad@", sigma)
+        if grad is not None:
+            ax.plot([grad["steps_taken"]], [grad["psnr"]], "P", markersize=8, color="C6",
+                    label="EBT, gradient stop (tolerance chosen)")  # fmt: skip
         auto = [r for r in test if r["method"] == "ebt_auto" and r["sigma"] == sigma]
         if auto:
             ax.plot([auto[0]["forward_passes"]], [auto[0]["psnr"]], "*", markersize=10, color="C1",
@@ -163,7 +189,10 @@ def write_denoise_report(
         "count and step-size scale that the noise level estimated from the noisy photo looks up in the checkpoint's "
         "step schedule (`ebt-vision calibrate`, fitted on validation crops; the model itself stays blind); *stop, "
         "chosen tolerance*: energy-based stopping that also ends the descent once a step lowers the energy by less "
-        "than a fraction of the first step's drop, the fraction chosen on validation.\n\n"
+        "than a fraction of the first step's drop, the fraction chosen on validation; *gradient stop, chosen "
+        "tolerance*: the descent ends once the step it would take (learned step size x |dE/dx|, root mean square over "
+        "the photo's pixels in [-1, 1]) is below a tolerance, one for every sigma (the model is blind), chosen by the "
+        "mean validation PSNR over the sigmas: once the gradient has (nearly) vanished.\n\n"
         f"{summary_table(averaged)}\n\n![PSNR after each descent step]({plot.name})\n"
     )
     report = write_report(out_dir, stem, meta, averaged, body, per_image=rows)  # the rows are kept before the figure

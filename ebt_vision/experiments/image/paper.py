@@ -58,10 +58,11 @@ RECIPES = {
         "train.equilibrium_visited=4",
     ),
 }
-# The shipped denoiser's recipe (configs/cpu-small-warm.yaml), within the same steps: the energy's trunk first
+# The shipped denoiser's two-stage recipe, within the same steps: the energy's trunk first
 # trained as a plain one-pass denoiser (``<name>-trunk``), then the last WARM_SHARE of the steps as an EBT on 1-8 step
-# descents of the residual energy read against the noisy image, started from the trunk (the shipped 10:1 split, at
-# half the learning rate). Only with the noisy image as an input: the energy reads the candidate's change from it.
+# descents of the residual energy read against the noisy image, started from the trunk (the 10:1 split and 1-8 step
+# descents first shipped; the shipped stage is now shorter, on 1-4 steps: reports/warm_stage.md), at half the lr.
+# Only with the noisy image as an input: the energy reads the candidate's change from it.
 WARM_SHARE = 0.1
 WARM = (
     "model.energy=residual",

@@ -32,7 +32,7 @@ class Setting:
     model: str | None
     steps: int
     n_candidates: int | None = None
-    gain: float | None = None  # linear extrapolation: the fraction of the last change that continues
+    gain: float | None = None  # linear extrapolation: the fraction of the last change that continues (or its cap)
 
     @property
     def label(self) -> str:
@@ -43,7 +43,7 @@ class Setting:
     def predict(self, model: nn.Module | None, context: Tensor, horizon: int, seed: int, maps: bool) -> Rollout:
         """Roll ``context`` (B, T, C, H, W) out ``horizon`` frames; ``maps``: the EBT's energies and maps too."""
         if self.gain is not None:
-            return extrapolate_frames(context, horizon, self.gain)
+            return extrapolate_frames(context, horizon, self.gain, adaptive=self.method == "extrapolate_adaptive")
         if self.model is None:
             return copy_last_frame(context, horizon)
         if self.method.startswith("transformer"):
@@ -69,7 +69,8 @@ class EvalOptions:
 def settings(contenders: dict[str, Contender], cfg: VideoConfig, options: EvalOptions) -> list[Setting]:
     """Every setting of every contender (and copy-last-frame) that the evaluation runs."""
     found = [Setting("copy_last", None, 0)]
-    found += [Setting("extrapolate", None, 0, gain=a) for a in options.extrapolate]
+    found += [Setting(method, None, 0, gain=a) for method in ("extrapolate", "extrapolate_adaptive")
+              for a in options.extrapolate]  # fmt: skip
     found.append(Setting("transformer", "transformer", 1))
     if "transformer-compute" in contenders:
         found.append(Setting("transformer_compute", "transformer-compute", 1))

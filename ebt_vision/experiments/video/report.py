@@ -20,6 +20,7 @@ from ..contenders import Contender
 MODEL_OF_METHOD = {
     "copy_last": "copy_last",
     "extrapolate": "extrapolate",  # last + a * (last - previous), a chosen on validation
+    "extrapolate_adaptive": "extrapolate_adaptive",  # a scaled by how well the change before predicts the last one
     "transformer": "transformer",
     "transformer_compute": "transformer_compute",
     "dit_ddim": "dit",
@@ -117,7 +118,15 @@ def verdicts(summary: list[dict], chosen: dict[str, dict]) -> list[dict]:
     if ebt is None:
         return []
     out = []
-    for model in ("copy_last", "extrapolate", "transformer", "transformer_compute", "dit", "dit_compute"):
+    for model in (
+        "copy_last",
+        "extrapolate",
+        "extrapolate_adaptive",
+        "transformer",
+        "transformer_compute",
+        "dit",
+        "dit_compute",
+    ):
         if model not in chosen:
             continue
         cheaper = choose(
@@ -258,7 +267,9 @@ def write_video_report(
         "Cost per predicted frame of one clip: forward (f) and backward (b) passes through the network (an EBT "
         "descent step is one of each; the DiT one forward per DDIM step) and GFLOPs counted on what ran, attention "
         f"included. The EBT was trained with {trained_steps} descent step(s). *extrapolate*: the classical baseline "
-        "that continues each pixel's last change, last + a x (last - previous), a chosen on validation.\n\n"
+        "that continues each pixel's last change, last + a x (last - previous), a chosen on validation; "
+        "*extrapolate_adaptive*: the same with a scaled per clip by the least-squares gain of the last change on the "
+        "change before it, clamped to [0, 1] (a steady drift continues, an erratic change is not extrapolated).\n\n"
         + "".join(f"- {split} clips: {describe_clips(n)}\n" for split, n in split_names.items())
         + f"\n{models_table(contenders)}\n\n### Test, settings chosen on validation\n\n{main_table(chosen)}\n\n"
         f"![per-horizon metrics and cost]({figure.name})\n\n"
