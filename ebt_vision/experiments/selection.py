@@ -67,6 +67,18 @@ def best_on_validation(rows: list[dict], group: Grouping, score: str, lowest: bo
     return best
 
 
+def best_setting_overall(rows: list[dict], setting: Grouping, score: str = "psnr") -> Hashable | None:
+    """The setting (``setting(row)`` of each validation row; None: not a candidate) with the highest validation
+    ``score`` averaged over its rows, e.g. over every noise level: one setting for all conditions, as a blind model
+    must use (the first in row order among ties; None without candidates)."""
+    scores: dict[Hashable, list[float]] = defaultdict(list)
+    for row in rows:
+        key = setting(row) if row["eval_split"] == "validation" else None
+        if key is not None:
+            scores[key].append(row[score])
+    return max(scores, key=lambda key: float(np.mean(scores[key])), default=None)
+
+
 def choose(
     rows: list[dict],
     group: Grouping,

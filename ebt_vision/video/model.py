@@ -95,23 +95,24 @@ def check_frames(context: Tensor, candidate: Tensor | None, channels: int, patch
 
 @dataclass
 class VideoMemory:
-    """Real frames encoded once: every block's keys and values of their tokens, and their patches (each candidate is
-    embedded with the patch of the last real frame it may see). It does not depend on the candidates, so a descent
-    encodes its context once and every step runs the candidate stream alone against it."""
+    """Real frames encoded once: every block's keys and values of their tokens, and each frame's reference for its
+    successor in patches (the frame itself, or its extrapolation; each candidate is embedded with, and read against,
+    the reference of the last real frame it may see). It does not depend on the candidates, so a descent encodes its
+    context once and every step runs the candidate stream alone against it."""
 
     keys_values: list[KeysValues]  # per block: keys and values (B, h, T N, d)
-    patches: Tensor  # (B, T, N, C p p)
+    references: Tensor  # (B, T, N, C p p): ``VideoEBT.reference`` of the frames' patches
     tokens: Tensor | None = None  # (B, T, N, D): the real stream's output, kept by a model that guesses
 
     @property
     def frames(self) -> int:
-        return self.patches.shape[1]
+        return self.references.shape[1]
 
     def repeat(self, times: int) -> VideoMemory:
         """The memory of ``times`` copies of the batch (row n B + b is clip b), e.g. for best-of-N starts."""
         tiled = [(k.repeat(times, 1, 1, 1), v.repeat(times, 1, 1, 1)) for k, v in self.keys_values]
         tokens = None if self.tokens is None else self.tokens.repeat(times, 1, 1, 1)
-        return VideoMemory(tiled, self.patches.repeat(times, 1, 1, 1), tokens)
+        return VideoMemory(tiled, self.references.repeat(times, 1, 1, 1), tokens)
 
 
 class VideoEBT(nn.Module):
@@ -171,7 +172,8 @@ class VideoEBT(nn.Module):
         """(B, T, C, H, W) real frames -> their ``VideoMemory`` (one pass of the real stream)."""
         keep: list[KeysValues] = []
         tokens = self.real_tokens(context, keep=keep)
-        return VideoMemory(keep, self._patches(context), tokens if self.guess_head is not None else None)
+        references = self.reference(self._patches(context))
+        return VideoMemory(keep, references, tokens if self.guess_head is not None else None)
 
     def guess_frames(self, memory: VideoMemory, last: Tensor) -> Tensor:
         """The one-pass guess of the last K next frames: ``VideoMemory`` of T frames, their last real frames
@@ -189,13 +191,13 @@ class VideoEBT(nn.Module):
         """``VideoMemory`` of T frames, (B, K, C, H, W) -> (B, K, N, D): the candidate stream, candidate k attending
         to the real frames up to T - K + k (from the memory) and to its own patches."""
         frames, count = memory.frames, candidate.shape[1]
-        batch, _, patches, _ = memory.patches.shape
+        batch, _, patches, _ = memory.references.shape
         if not 1 <= count <= frames or candidate.shape[0] != batch:
             raise InputError(f"need (B={batch}, 1 <= K <= {frames}, C, H, W) candidates, got {tuple(candidate.shape)}")
         height, width = candidate.shape[-2:]
-        space, time = self._positions(frames, height, width, candidate.device, memory.patches.dtype)
+        space, time = self._positions(frames, height, width, candidate.device, memory.references.dtype)
         # the reference each candidate is read against: the last real frame it may see, or its extrapolation
-        previous = self.reference(memory.patches)[:, frames - count :]
+        previous = memory.references[:, frames - count :]
         pairs = torch.cat([previous, self._patches(candidate.to(previous.dtype))], dim=-1)  # (B, K, N, 2 C p p)
         # candidate k stands at the frame index of the frame it predicts: T - K + k + 1
         x = (self.embed_candidate(pairs) + time[frames - count + 1 :, None] + space).flatten(1, 2)  # (B, K N, D)
@@ -215,7 +217,7 @@ class VideoEBT(nn.Module):
         # The head reads each candidate patch as its change from the last real frame it may see, so an output-layer
         # energy (dot, l2, residual) starts with its minimum at "nothing moved": copying the last frame is always
         # reachable, and a descent that starts there stays unless the context says otherwise.
-        reference = self.reference(memory.patches)[:, memory.frames - count :]
+        reference = memory.references[:, memory.frames - count :]
         change = self._patches(candidate) - reference.to(candidate.dtype)
         energies = self.head(self.candidate_tokens(memory, candidate), change)  # (B, K, N)
         return energies.reshape(*energies.shape[:2], candidate.shape[-2] // p, candidate.shape[-1] // p)

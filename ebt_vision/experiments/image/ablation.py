@@ -83,8 +83,7 @@ VARIANTS.update({
                                "train.equilibrium_max_move=0.5"], "residual-visited, one step moves at most half-way"),
 })  # fmt: skip
 
-# Evaluation grids (choices made on validation): stop once the step would move pixels by less than this (root mean
-# square, [-1, 1] units); Nesterov momenta.
+# Nesterov momenta tried (chosen on validation); the step-size stop's tolerances are core.descent.STEP_STOP_TOLERANCES.
 MOMENTA = (0.5,)
 
 
@@ -176,8 +175,8 @@ def chosen_on_validation(rows: list[dict], variant: str, method: str, sigma: flo
 def chosen_tolerance(rows: list[dict], variant: str) -> float:
     """The step-size stop's tolerance with the best mean validation PSNR over every sigma: one threshold for all
     noise levels, as a blind denoiser must use."""
-    validation = select_rows(rows, "validation", variant, "ebt_stop_step")
-    return max(STEP_STOP_TOLERANCES, key=lambda t: sum(r["psnr"] for r in validation if r["tolerance"] == t))
+    return selection.best_setting_overall(select_rows(rows, "validation", variant, "ebt_stop_step"),
+                                          lambda r: r["tolerance"])  # fmt: skip
 
 
 def equal_flops_steps(base: ImageConfig, cfg: ImageConfig, budget: float) -> tuple[int, int]:

@@ -49,13 +49,7 @@ def _chosen_for_every_sigma(averaged: list[dict], prefix: str, sigma: float) -> 
     splits or without such rows)."""
     if not _both_splits(averaged):
         return None
-    totals: dict[str, list[float]] = {}
-    for row in averaged:
-        if row["eval_split"] == "validation" and row["method"].startswith(prefix):
-            totals.setdefault(row["method"], []).append(row["psnr"])
-    if not totals:
-        return None
-    best = max(totals, key=lambda method: sum(totals[method]) / len(totals[method]))
+    best = selection.best_setting_overall(averaged, lambda r: r["method"] if r["method"].startswith(prefix) else None)
     test = (r for r in averaged if r["eval_split"] == "test" and r["method"] == best and r["sigma"] == sigma)
     return next(test, None)
 
