@@ -19,6 +19,7 @@ from ..core.config import (
 GPT2_VOCAB_SIZE = 50257  # GPT-2's BPE: 50,000 merges + 256 bytes + <|endoftext|>
 TOKENIZERS = ("bpe", "gpt2")
 CANDIDATE_STARTS = ("normal", "zeros", "guess")
+CANDIDATE_SPACES = ("logits", "probabilities", "embedding")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class TextModelConfig(TransformerConfig):
     # EBT only: the candidate for token t + 1 also gets the embedding of real token t added to its input, so the token
     # it follows reaches it directly (as in the Transformer++), not only through attention to the real stream.
     candidate_token: bool = False
+    # EBT only: what the descent moves (``text.model.TextEBT``): "logits" (V per token, softmaxed inside the model and
+    # mixed into a token embedding; the original work's), "probabilities" (V per token, mixed linearly; the
+    # cross-entropy reads them clamped and renormalised) or "embedding" (D per token, fed to the model as it is; the
+    # cross-entropy reads it through an RMSNorm and the tied token embedding, as the Transformer++ reads its logits).
+    candidate_space: str = "logits"
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,20 @@ class TextConfig(ExperimentConfig):
             f"model.energy={m.energy!r}: the text EBT's energies are {TEXT_ENERGIES} (ebt_vision.text.model)",
         )
         check_energy_model(m, self.descent)
+        check(
+            m.candidate_space in CANDIDATE_SPACES,
+            f"model.candidate_space must be one of {CANDIDATE_SPACES}, got {m.candidate_space!r}",
+        )
+        check(
+            not self.descent.clamp_candidate or m.candidate_space == "probabilities",
+            "descent.clamp_candidate keeps a probability candidate on the simplex; logits and embeddings have no range "
+            f"to clamp to (model.candidate_space={m.candidate_space!r})",
+        )
+        check(
+            m.energy != "residual" or m.candidate_space == "logits",
+            "model.energy=residual compares the candidate with proposed logits: it needs "
+            f"model.candidate_space=logits, not {m.candidate_space!r}",
+        )
         check(
             self.train.objective == "unrolled",
             f"train.objective={self.train.objective!r}: text trains the unrolled objective only (its targets are token "

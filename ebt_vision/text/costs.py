@@ -20,15 +20,14 @@ def _device(module: nn.Module) -> torch.device:
 def pass_flops(ebt: TextEBTObjective, transformer: TransformerPlusPlusObjective, seq_len: int) -> dict[str, float]:
     """FLOPs per token of each pass over a window of ``seq_len`` tokens: ``ebt_encode`` (the real stream, once per
     descent, with the guess readout of a guess start), ``ebt_forward`` (the candidate stream against it: one energy
-    evaluation), ``ebt_backward`` (the gradient to the candidate logits, as the descent computes it),
+    evaluation), ``ebt_backward`` (the gradient to the candidate, as the descent computes it),
     ``transformer_forward``."""
-    vocab = ebt.cfg.model.vocab_size
     context = torch.zeros(1, seq_len, dtype=torch.long, device=_device(ebt))
-    logits = torch.zeros(1, seq_len, vocab, device=_device(ebt))
+    logits = ebt.model.uniform((1, seq_len), _device(ebt))  # a candidate of the model's space
 
     def encode_pass():  # the real stream, and the guess read off it when the descent starts there
         memory = ebt.model.encode_context(context)
-        return ebt.model.guess_logits(memory) if ebt.guesses else memory
+        return ebt.model.guess(memory) if ebt.guesses else memory
 
     with torch.no_grad():
         encode = count_flops(encode_pass)

@@ -11,7 +11,12 @@ Real tokens never attend to candidates, so the real stream does not depend on th
 runs it once and keeps every block's keys and values, and each descent step runs the candidate stream alone against
 them (L queries instead of 2L, about half the work of one step). ``forward`` takes either token ids or that encoding.
 A model built with ``guess=True`` (``candidate.start: guess``) also keeps the real stream's last block output in the
-encoding, from which ``guess_logits`` reads a one-pass next-token guess to start the descent from.
+encoding, from which ``guess`` reads a one-pass next-token guess to start the descent from.
+
+``model.candidate_space`` says what a candidate is (``logits`` above, the original work's): ``probabilities`` (V per
+token, mixed into an embedding linearly, read as a distribution after clamping at ``PROBABILITY_FLOOR`` and
+renormalising) or ``embedding`` (D per token, the candidate stream's input itself, read as logits through an RMSNorm
+and the tied token embedding). ``logits`` turns any candidate into next-token logits for the cross-entropy.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from torch import Tensor, nn
 from ..core.errors import InputError
 from .config import TextModelConfig, swiglu_hidden
 from .layers import Block, Rotary, causal_mask, causal_stream, init_weights
+
+PROBABILITY_FLOOR = 1e-6  # a probability candidate's entries are clamped here before renormalising (log of 0 is -inf)
 
 
 def check_tokens(context: Tensor, vocab_size: int, context_length: int) -> None:
@@ -69,21 +76,48 @@ class TextEBT(nn.Module):
         residual = cfg.energy == "residual"
         self.final_norm = RmsNorm(cfg.width, affine=residual)  # the residual's proposal reads it, as the Transformer++
         self.head = None if residual else nn.Linear(cfg.width, 1, bias=False)
-        self.guess_norm = RmsNorm(cfg.width, affine=True) if guess else None  # the one-pass guess's readout
+        self.space = cfg.candidate_space
+        self.guesses = guess
+        # An embedding candidate is read as logits through this norm (and the guess is such a candidate); in the other
+        # spaces it is the one-pass guess's readout, built only for a guess start.
+        embedding = self.space == "embedding"
+        self.guess_norm = RmsNorm(cfg.width, affine=True) if guess or embedding else None
         init_weights(self)
         if self.head is not None:
             nn.init.zeros_(self.head.weight)
 
+    @property
+    def candidate_size(self) -> int:
+        """Numbers per position of a candidate: the vocabulary size, or the width for an embedding candidate."""
+        return self.cfg.width if self.space == "embedding" else self.cfg.vocab_size
+
     def embed_candidate(self, candidate: Tensor) -> Tensor:
-        """(B, L, V) logits -> (B, L, D): the expected token embedding under softmax(logits)."""
-        probs = candidate.float().softmax(dim=-1)  # softmax in float32 even under autocast
+        """(B, L, candidate_size) -> (B, L, D): the candidate stream's input. Logits: the expected token embedding under
+        softmax(logits); probabilities: the same sum, taken linearly; an embedding is its own input."""
+        if self.space == "embedding":
+            return candidate.to(self.embed.weight.dtype)
+        probs = candidate.float().softmax(dim=-1) if self.space == "logits" else candidate.float()  # float32 always
         return probs.to(self.embed.weight.dtype) @ self.embed.weight
+
+    def logits(self, candidate: Tensor) -> Tensor:
+        """(..., candidate_size) candidates -> (..., V) float32 next-token logits (what the cross-entropy reads)."""
+        if self.space == "logits":
+            return candidate.float()
+        if self.space == "probabilities":
+            probs = candidate.float().clamp_min(PROBABILITY_FLOOR)
+            return (probs / probs.sum(-1, keepdim=True)).log()
+        return self._tied_logits(self.guess_norm, candidate.to(self.embed.weight.dtype))
+
+    def uniform(self, shape: tuple[int, ...], device: torch.device | str | None = None) -> Tensor:
+        """(*shape, candidate_size): the candidate of the uniform distribution (zero logits, 1/V, a zero embedding)."""
+        fill = 1.0 / self.cfg.vocab_size if self.space == "probabilities" else 0.0
+        return torch.full((*shape, self.candidate_size), fill, device=device)
 
     def encode_context(self, context: Tensor) -> Tensor:
         """(B, L) token ids -> (B, depth, 2, h, L, d): every block's keys and values of the real tokens. With
         ``model.candidate_token`` one more slot (B, 1, 2, h, L, d) follows: the real tokens' embeddings, split into
         heads like a key (and zeros in the value's place), which the candidate stream adds to its input. A model with
-        a guess readout keeps, in a last slot of the same shape, the real stream's last block output (``guess_logits``
+        a guess readout keeps, in a last slot of the same shape, the real stream's last block output (``guess``
         reads it)."""
         check_tokens(context, self.cfg.vocab_size, self.cfg.context_length)
         embedded = self.embed(context)
@@ -92,7 +126,7 @@ class TextEBT(nn.Module):
         slots = [memory]
         if self.cfg.candidate_token:
             slots.append(self._slot(embedded).to(memory.dtype))
-        if self.guess_norm is not None:
+        if self.guesses:
             slots.append(self._slot(final).to(memory.dtype))
         return torch.cat(slots, dim=1) if len(slots) > 1 else memory
 
@@ -108,12 +142,18 @@ class TextEBT(nn.Module):
         batch, _, heads, length, dim = slot.shape
         return slot[:, 0].transpose(1, 2).reshape(batch, length, heads * dim)
 
-    def guess_logits(self, memory: Tensor) -> Tensor:
-        """(B, depth + ..., 2, h, L, d) encoding -> (B, L, V): the one-pass next-token guess of a model built with
-        ``guess=True``, read as the Transformer++ reads its logits (RMSNorm, tied token embedding)."""
-        if self.guess_norm is None:
+    def guess(self, memory: Tensor) -> Tensor:
+        """(B, depth + ..., 2, h, L, d) encoding -> (B, L, candidate_size): the one-pass next-token guess of a model
+        built with ``guess=True``, as a candidate. The real stream's last block output is read as the Transformer++
+        reads its logits (RMSNorm, tied token embedding); an embedding candidate is that output itself (read the same
+        way by ``logits``), a probability candidate the softmax of the logits."""
+        if not self.guesses:
             raise InputError("this text EBT has no guess readout (candidate.start is not 'guess')")
-        return self._tied_logits(self.guess_norm, self._unslot(memory[:, -1]).to(self.embed.weight.dtype))
+        hidden = self._unslot(memory[:, -1]).to(self.embed.weight.dtype)
+        if self.space == "embedding":
+            return hidden
+        logits = self._tied_logits(self.guess_norm, hidden)
+        return logits if self.space == "logits" else logits.softmax(-1)
 
     def _tied_logits(self, norm: nn.Module, hidden: Tensor) -> Tensor:
         """(B, L, D) -> (B, L, V) float32 logits read as the Transformer++ reads them: a norm, then the tied token
@@ -121,12 +161,13 @@ class TextEBT(nn.Module):
         return F.linear(norm(hidden), self.embed.weight).float()
 
     def candidate_energies(self, memory: Tensor, candidate: Tensor) -> Tensor:
-        """(B, depth, 2, h, L, d) encoded context, (B, L, V) next-token logits -> (B, L) energy per position."""
+        """(B, depth, 2, h, L, d) encoded context, (B, L, candidate_size) candidates -> (B, L) energy per position."""
         batch, depth, _, heads, length, _ = memory.shape
-        expected = (batch, length, self.cfg.vocab_size)
+        expected = (batch, length, self.candidate_size)
         if tuple(candidate.shape) != expected:
-            raise InputError(f"candidate logits must have shape {expected} (B, L, V), got {tuple(candidate.shape)}")
-        slots = len(self.blocks) + self.cfg.candidate_token + (self.guess_norm is not None)
+            raise InputError(f"candidate {self.space} must have shape {expected} (B, L, "
+                             f"{'D' if self.space == 'embedding' else 'V'}), got {tuple(candidate.shape)}")  # fmt: skip
+        slots = len(self.blocks) + self.cfg.candidate_token + self.guesses
         if depth != slots or heads != self.cfg.heads:
             raise InputError(f"the encoded context has {depth} slots of {heads} heads; the model has "
                              f"{slots} of {self.cfg.heads}: encode it with this model")  # fmt: skip
@@ -143,8 +184,8 @@ class TextEBT(nn.Module):
         return 0.5 * (candidate.float() - proposal).pow(2).sum(-1)
 
     def forward(self, context: Tensor, candidate: Tensor) -> Tensor:
-        """(B, L) token ids or their ``encode_context`` encoding, (B, L, V) next-token logits -> (B, L): the energy of
-        each position's candidate."""
+        """(B, L) token ids or their ``encode_context`` encoding, (B, L, candidate_size) candidates -> (B, L): the
+        energy of each position's candidate."""
         memory = context if context.is_floating_point() else self.encode_context(context)
         return self.candidate_energies(memory, candidate)
 

@@ -1,5 +1,6 @@
-"""Next-token prediction with the text EBT: descend every position's logits from a stated start; cross-entropy of
-every step's candidate against the next tokens, averaged over the steps."""
+"""Next-token prediction with the text EBT: descend every position's candidate (logits by default; see
+``model.candidate_space``) from a stated start; cross-entropy of every step's candidate, read as logits, against the
+next tokens, averaged over the steps."""
 
 from __future__ import annotations
 
@@ -14,16 +15,31 @@ from .data import TextBatch
 from .model import TextEBT
 
 
-def start_logits(context: Tensor, vocab_size: int, cfg: CandidateConfig, generator: torch.Generator | None = None):
-    """(B, L) context -> (B, L, V) starting logits: zeros (the uniform distribution) or Gaussian of ``start_std``.
+def start_candidates(model: TextEBT, context: Tensor, cfg: CandidateConfig, generator: torch.Generator | None = None):
+    """(B, L) context -> (B, L, candidate_size) starting candidates of ``model``'s space: the uniform distribution
+    (``start: zeros``; zero logits, 1/V, a zero embedding), or that plus Gaussian noise of ``start_std``.
     ``generator`` (CPU) makes the start reproducible; without it the global RNG draws (seeded by the train loop).
     The model's own guess (``start: guess``) is ``TextEBTObjective.start``'s."""
     if cfg.start == "guess":
         raise ValueError("candidate.start=guess is read off the model: use TextEBTObjective.start")
-    shape = (*context.shape, vocab_size)
+    uniform = model.uniform(tuple(context.shape), context.device)
     if cfg.start == "zeros":
-        return torch.zeros(shape, device=context.device)
-    return (torch.randn(shape, generator=generator) * cfg.start_std).to(context.device)
+        return uniform
+    return uniform + (torch.randn(uniform.shape, generator=generator) * cfg.start_std).to(context.device)
+
+
+def onto_simplex(candidate: Tensor) -> Tensor:
+    """(..., V) -> (..., V): the Euclidean projection of every row onto the probability simplex (entries >= 0 that sum
+    to 1): subtract the one threshold that makes the positive parts sum to 1, found from the sorted row, and clamp at 0.
+    Piecewise linear, so a descent trains through it. What ``descent.clamp_candidate`` applies to a probability
+    candidate after every step."""
+    values = candidate.float()
+    ranked = values.sort(dim=-1, descending=True).values
+    excess = ranked.cumsum(dim=-1) - 1.0  # the sum of the k largest, minus 1
+    counts = torch.arange(1, values.shape[-1] + 1, device=values.device, dtype=values.dtype)
+    kept = (ranked - excess / counts > 0).sum(dim=-1, keepdim=True)  # how many entries stay positive (>= 1)
+    threshold = excess.gather(-1, kept - 1) / kept.to(values.dtype)
+    return (values - threshold).clamp_min(0.0).to(candidate.dtype)
 
 
 def token_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -44,14 +60,23 @@ class TextEBTObjective(EnergyObjective, HubModel):
     def guesses(self) -> bool:
         """Whether the descent starts from the model's own one-pass guess (``candidate.start: guess``: the model was
         built with its readout)."""
-        return self.model.guess_norm is not None
+        return self.model.guesses
 
     def start(self, context: Tensor, generator: torch.Generator | None = None, memory: Tensor | None = None) -> Tensor:
-        """(B, L) -> (B, L, V): where the descent starts (``candidate`` section of the config). The guess start reads
-        the context's encoding: pass ``memory`` when it is at hand (else the context is encoded here)."""
+        """(B, L) -> (B, L, candidate_size): where the descent starts (``candidate`` section of the config). The guess
+        start reads the context's encoding: pass ``memory`` when it is at hand (else the context is encoded here)."""
         if self.guesses:
-            return self.model.guess_logits(self.model.encode_context(context) if memory is None else memory)
-        return start_logits(context, self.cfg.model.vocab_size, self.cfg.candidate, generator)
+            return self.model.guess(self.model.encode_context(context) if memory is None else memory)
+        return start_candidates(self.model, context, self.cfg.candidate, generator)
+
+    def projection(self):
+        """``descent.clamp_candidate`` keeps a probability candidate on the simplex (``config`` refuses it for the
+        other spaces, which are unbounded)."""
+        return onto_simplex if self.model.space == "probabilities" else None
+
+    def logits(self, candidate: Tensor) -> Tensor:
+        """Candidates of the model's space (``model.candidate_space``) -> next-token logits (float32)."""
+        return self.model.logits(candidate)
 
     def encode(self, context: Tensor) -> Tensor:
         """The real tokens' keys and values do not depend on the candidate: encoded once per descent, not per step
@@ -61,8 +86,8 @@ class TextEBTObjective(EnergyObjective, HubModel):
         return context if context.is_floating_point() else self.model.encode_context(context)
 
     def loss(self, prediction: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy of candidate logits (B, L, V) against the next tokens (B, L)."""
-        return token_cross_entropy(prediction, target).mean()
+        """Cross-entropy of candidates (B, L, candidate_size), read as logits, against the next tokens (B, L)."""
+        return token_cross_entropy(self.logits(prediction), target).mean()
 
     def forward(self, batch: TextBatch) -> StepOutput:
         if not self.guesses:

@@ -8,6 +8,7 @@ Evaluation descents need only first derivatives: run them under ``torch.no_grad(
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -32,21 +33,23 @@ class Prediction:
     scored from one descent (``select``).
     """
 
-    logits: Tensor  # (B, L, V)
+    logits: Tensor  # (B, L, V): the chosen candidates read as next-token logits
     energies: Tensor  # (B, L)
     trajectory: Trajectory
     candidate_energies: Tensor  # (K + 1, N, B, L)
+    readout: Callable[[Tensor], Tensor]  # candidates of the model's space -> logits (``TextEBTObjective.logits``)
 
     def candidates(self, step: int) -> Tensor:
-        """(N, B, L, V): every start's logits after ``step`` steps."""
+        """(N, B, L, candidate_size): every start's candidate after ``step`` steps, in the model's space."""
         n, batch = self.candidate_energies.shape[1:3]
-        return self.trajectory.candidates[step].reshape(n, batch, *self.logits.shape[1:])
+        steps = self.trajectory.candidates[step]
+        return steps.reshape(n, batch, *steps.shape[1:])
 
     def select(self, step: int, n: int | None = None) -> tuple[Tensor, Tensor]:
         """Best-of-``n`` (default: all) after ``step`` steps: (B, L, V) logits and (B, L) energies."""
         n = n or self.candidate_energies.shape[1]
         energies = self.candidate_energies[step, :n]
-        return lowest_energy(self.candidates(step)[:n], energies), energies.min(dim=0).values
+        return self.readout(lowest_energy(self.candidates(step)[:n], energies)), energies.min(dim=0).values
 
 
 def starts(
@@ -57,7 +60,7 @@ def starts(
     generator: torch.Generator | None,
     memory: Tensor | None = None,
 ) -> Tensor:
-    """(B, L) -> (N * B, L, V): the configured start for every window, then N - 1 perturbed copies of it.
+    """(B, L) -> (N * B, L, candidate_size): the configured start for every window, then N - 1 perturbed copies.
     ``memory``: the context's encoding, when at hand (the guess start reads it)."""
     with torch.no_grad():
         start = objective.start(context, generator, memory)
@@ -92,4 +95,5 @@ def think(objective: TextEBTObjective, context: Tensor, thinking: Thinking = Thi
         )
     energies = trajectory.position_energies.reshape(steps + 1, n, batch, -1)  # (K + 1, N, B, L)
     final = trajectory.final.reshape(n, batch, *trajectory.final.shape[1:])
-    return Prediction(lowest_energy(final, energies[-1]), energies[-1].min(dim=0).values, trajectory, energies)
+    chosen = objective.logits(lowest_energy(final, energies[-1]))
+    return Prediction(chosen, energies[-1].min(dim=0).values, trajectory, energies, objective.logits)
