@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ebt_vision.core.config import ConfigError, from_dict
-from ebt_vision.core.errors import InputError
+from ebt_vision.core.errors import InputError, UserError
 from ebt_vision.core.inference import Thinking
 from ebt_vision.core.layers import count_parameters
 from ebt_vision.core.paths import data_root
@@ -485,6 +485,7 @@ def test_every_candidate_space_starts_uniform_or_at_the_guess_and_trains(space, 
     objective.eval()
     prediction = think(objective, batch.context, Thinking(num_steps=2, n_candidates=2))
     assert prediction.logits.shape == (4, 16, VOCAB) and prediction.candidates(2).shape == (2, 4, 16, size)
+    assert not prediction.logits.requires_grad and not prediction.select(1)[0].requires_grad  # read without a graph
     assert token_cross_entropy(prediction.logits, batch.targets).mean().exp() < 0.25 * VOCAB
     if simplex:
         found = prediction.candidates(2)
@@ -637,3 +638,19 @@ def test_tiny_train_evaluate_report(tmp_path):
         assert main(args) == 0
     assert main(["generate", "", "--checkpoint", str(tmp_path / "runs" / "ebt")]) == 2
     assert main(["text", "--models", *shipped, "--out", str(tmp_path / "x")]) == 2  # --models needs --load
+    from ebt_vision.experiments.text import variants
+
+    # the variants report reads each text report's validation-chosen setting and its own Transformer++
+    path = md.with_suffix(".json")
+    compared = variants.main([f"first={path}", f"again={again.with_suffix('.json')}", "--out", str(tmp_path / "v")])
+    payload = json.loads(compared.with_suffix(".json").read_text())
+    verdict = report["verdicts"][0]
+    first = payload["rows"][0]
+    assert first["chosen"] == verdict["ebt_chosen"]
+    assert first["corpora"][verdict["corpus"]]["ebt_perplexity"] == verdict["ebt_chosen_perplexity"]
+    assert first["perplexity_per_step"]["sotu_test"][0] == next(
+        r["perplexity"] for r in report["rows"] if (r["corpus"], r["method"], r["steps"]) == ("sotu_test", "ebt", 0)
+    )
+    assert compared.with_suffix(".png").is_file() and "| again |" in compared.read_text()
+    with pytest.raises(UserError, match="not the JSON of an ebt-vision text report"):
+        variants.main([f"bad={tmp_path / 'x.json'}", "--out", str(tmp_path / "v")])

@@ -95,5 +95,6 @@ def think(objective: TextEBTObjective, context: Tensor, thinking: Thinking = Thi
         )
     energies = trajectory.position_energies.reshape(steps + 1, n, batch, -1)  # (K + 1, N, B, L)
     final = trajectory.final.reshape(n, batch, *trajectory.final.shape[1:])
-    chosen = objective.logits(lowest_energy(final, energies[-1]))
-    return Prediction(chosen, energies[-1].min(dim=0).values, trajectory, energies, objective.logits)
+    readout = torch.no_grad()(objective.logits)  # an embedding's readout has weights: no graph to them at test time
+    chosen = readout(lowest_energy(final, energies[-1]))
+    return Prediction(chosen, energies[-1].min(dim=0).values, trajectory, energies, readout)
