@@ -492,6 +492,27 @@ def test_every_candidate_space_starts_uniform_or_at_the_guess_and_trains(space, 
         assert found.min() >= 0 and torch.allclose(found.sum(-1), torch.ones(found.shape[:-1]), atol=1e-5)
 
 
+@pytest.mark.parametrize("space", ["logits", "embedding"])
+def test_costs_count_the_encoding_of_a_guess_and_the_readout_of_the_answer(space):
+    """Per token: the guess alone (0 steps) still pays the context's encoding; an embedding candidate pays its
+    readout (the tied embedding: 2 V D multiply-adds) once per descent, logits nothing; a step adds one forward and
+    one backward pass of the candidate stream."""
+    from ebt_vision.experiments.text.run import _with_costs
+    from ebt_vision.text.costs import pass_flops
+
+    cfg = text_cfg(model={"candidate_space": space}, candidate={"start": "guess"})
+    ebt, transformer = TextEBTObjective(cfg), TransformerPlusPlusObjective(cfg)
+    flops = pass_flops(ebt, transformer, 16)
+    width = cfg.model.width
+    assert flops["ebt_readout"] == (2 * VOCAB * width if space == "embedding" else 0)
+    guess = _with_costs({"method": "ebt", "forward_passes": 0, "backward_passes": 0}, flops, guesses=True)
+    assert guess["flops_per_token"] == flops["ebt_encode"] + flops["ebt_readout"] > 0
+    uniform = _with_costs({"method": "ebt", "forward_passes": 0, "backward_passes": 0}, flops, guesses=False)
+    assert uniform["flops_per_token"] == flops["ebt_readout"]
+    step = _with_costs({"method": "ebt", "forward_passes": 1, "backward_passes": 1}, flops, guesses=True)
+    assert step["flops_per_token"] - guess["flops_per_token"] == flops["ebt_forward"] + flops["ebt_backward"]
+
+
 def test_the_simplex_projection_is_the_nearest_distribution():
     """``onto_simplex``: rows become distributions; each is the nearest one (no distribution among many random ones
     is closer); a distribution stays itself; the result is max(v - theta, 0) with one theta per row."""

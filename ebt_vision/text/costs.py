@@ -20,7 +20,8 @@ def _device(module: nn.Module) -> torch.device:
 def pass_flops(ebt: TextEBTObjective, transformer: TransformerPlusPlusObjective, seq_len: int) -> dict[str, float]:
     """FLOPs per token of each pass over a window of ``seq_len`` tokens: ``ebt_encode`` (the real stream, once per
     descent, with the guess readout of a guess start), ``ebt_forward`` (the candidate stream against it: one energy
-    evaluation), ``ebt_backward`` (the gradient to the candidate, as the descent computes it),
+    evaluation), ``ebt_backward`` (the gradient to the candidate, as the descent computes it), ``ebt_readout``
+    (reading the answer as next-token logits: nothing for logits, the tied embedding for an embedding candidate),
     ``transformer_forward``."""
     context = torch.zeros(1, seq_len, dtype=torch.long, device=_device(ebt))
     logits = ebt.model.uniform((1, seq_len), _device(ebt))  # a candidate of the model's space
@@ -40,8 +41,11 @@ def pass_flops(ebt: TextEBTObjective, transformer: TransformerPlusPlusObjective,
         torch.autograd.grad(ebt.model(memory, candidate).sum(), candidate)
 
     backward = count_flops(gradient) - forward
+    with torch.no_grad():
+        readout = count_flops(lambda: ebt.model.logits(logits))
     return {
         "ebt_encode": encode / seq_len,
+        "ebt_readout": readout / seq_len,
         "ebt_forward": forward / seq_len,
         "ebt_backward": backward / seq_len,
         "transformer_forward": transformer_forward / seq_len,

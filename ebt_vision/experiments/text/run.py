@@ -59,15 +59,16 @@ def _labels(corpus: str) -> dict:
     }
 
 
-def _with_costs(row: dict, flops: dict[str, float]) -> dict:
-    """The row with its FLOPs per token: an EBT encodes the context once per descent (shared by all N starts), then
-    pays each energy evaluation (forward pass) and gradient (backward pass) of the candidate stream."""
+def _with_costs(row: dict, flops: dict[str, float], guesses: bool) -> dict:
+    """The row with its FLOPs per token: an EBT encodes the context once per descent (shared by all N starts; also
+    with no step when the descent starts from its guess, which reads the encoding), pays each energy evaluation
+    (forward pass) and gradient (backward pass) of the candidate stream, and reads its answer as logits."""
     if row["method"] == "transformer":
         per_token = row["forward_passes"] * flops["transformer_forward"]
     else:
-        encode = flops["ebt_encode"] if row["forward_passes"] else 0.0
+        encode = flops["ebt_encode"] if row["forward_passes"] or guesses else 0.0
         passes = row["forward_passes"] * flops["ebt_forward"] + row["backward_passes"] * flops["ebt_backward"]
-        per_token = encode + passes
+        per_token = encode + passes + flops["ebt_readout"]
     return {
         **row,
         "flops_per_token": per_token,
@@ -100,7 +101,7 @@ def evaluate_text_models(
         ebt_scores = score_ebt(ebt, windows, options.system2, progress=progress)
         transformer_scores = score_transformer(transformer, windows, options.system2.batch_size)
         scored = ebt_scores.rows(len(text)) + transformer_scores.rows(len(text))
-        rows += [_with_costs({**labels, **row}, flops) for row in scored]
+        rows += [_with_costs({**labels, **row}, flops, ebt.guesses) for row in scored]
         for method, scores, signal in (("ebt", ebt_scores, "energy"), ("transformer", transformer_scores, "entropy")):
             steps = ebt.cfg.descent.num_steps if method == "ebt" else 0
             stats = correlation(scores.uncertainty, scores.losses)
