@@ -64,12 +64,13 @@ def read_variant(label: str, path: str | Path) -> dict:
 
 def table(variants: list[dict]) -> str:
     corpora = list(variants[0]["corpora"])
-    headers = ["variant", "EBT params", "EBT train MFLOPs / token", "chosen on validation", "validation ppl"]
+    headers = ["variant", "EBT params", "EBT train MFLOPs / token", "chosen on validation", "its MFLOPs / token",
+               "validation ppl"]  # fmt: skip
     headers += [f"{c} ppl (x Transformer++)" for c in corpora] + [f"{corpora[0]} bits per byte"]
     lines = []
     for v in variants:
         cells = [v["variant"], f"{v['ebt_params']:,}", f"{v['ebt_training_flops_per_token'] / 1e6:.1f}", v["chosen"],
-                 f"{v['validation_perplexity']:.2f}"]  # fmt: skip
+                 f"{v['ebt_flops_per_token'] / 1e6:.2f}", f"{v['validation_perplexity']:.2f}"]  # fmt: skip
         for c in corpora:
             f = v["corpora"][c]
             cells.append(f"{f['ebt_perplexity']:.2f} ({f['ebt_perplexity'] / f['transformer_perplexity']:.3f}x)")
