@@ -487,6 +487,11 @@ def test_every_candidate_space_starts_uniform_or_at_the_guess_and_trains(space, 
     assert prediction.logits.shape == (4, 16, VOCAB) and prediction.candidates(2).shape == (2, 4, 16, size)
     assert not prediction.logits.requires_grad and not prediction.select(1)[0].requires_grad  # read without a graph
     assert token_cross_entropy(prediction.logits, batch.targets).mean().exp() < 0.25 * VOCAB
+    if space == "probabilities":  # the other starts are distributions near the first (noise on its log scale)
+        others = prediction.candidates(0)
+        torch.testing.assert_close(others.sum(-1), torch.ones(others.shape[:-1]))
+        moved = (others[1].log() - others[0].log()).std(-1)
+        assert others.min() >= 0 and 0.05 < float(moved.mean()) < 0.2, float(moved.mean())
     if simplex:
         found = prediction.candidates(2)
         assert found.min() >= 0 and torch.allclose(found.sum(-1), torch.ones(found.shape[:-1]), atol=1e-5)

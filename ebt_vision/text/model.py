@@ -108,6 +108,14 @@ class TextEBT(nn.Module):
             return (probs / probs.sum(-1, keepdim=True)).log()
         return self._tied_logits(self.guess_norm, candidate.to(self.embed.weight.dtype))
 
+    def perturb(self, candidate: Tensor, noise: Tensor) -> Tensor:
+        """Another start near ``candidate`` (best-of-N): Gaussian ``noise`` added to its logits, so one scale means the
+        same in every space; a probability candidate is moved on the log scale and renormalised (noise of 0.1 added
+        to probabilities of about 1/V would swamp them), an embedding is moved as it is."""
+        if self.space != "probabilities":
+            return candidate + noise
+        return (self.logits(candidate) + noise).softmax(-1).to(candidate.dtype)
+
     def uniform(self, shape: tuple[int, ...], device: torch.device | str | None = None) -> Tensor:
         """(*shape, candidate_size): the candidate of the uniform distribution (zero logits, 1/V, a zero embedding)."""
         fill = 1.0 / self.cfg.vocab_size if self.space == "probabilities" else 0.0

@@ -18,9 +18,10 @@ from ..core.descent import Trajectory, lowest_energy
 from ..core.inference import Thinking
 from .objective import TextEBTObjective
 
-# Best-of-N starts after the first: Gaussian logits of this std. Small: the landscape is learned near the starts it was
-# trained from (measured on a CPU-trained EBT, V = 1024, trained from the uniform start: from noise 1.0 its descents
-# diverged, perplexity ~1e13; from 0.3 they were 3x worse; from 0.1 within 10% of the plain descent).
+# Best-of-N starts after the first: Gaussian noise of this std on the start (on its logits for a probability
+# candidate: ``TextEBT.perturb``). Small: the landscape is learned near the starts it was trained from (measured on a
+# CPU-trained EBT, V = 1024, trained from the uniform start: from noise 1.0 its descents diverged, perplexity ~1e13;
+# from 0.3 they were 3x worse; from 0.1 within 10% of the plain descent).
 START_NOISE = 0.1
 
 
@@ -67,7 +68,8 @@ def starts(
     if n == 1:
         return start
     noise = torch.randn((n - 1, *start.shape), generator=generator) * start_noise
-    return torch.cat([start[None], start[None] + noise.to(start)]).flatten(0, 1)
+    others = objective.model.perturb(start[None].expand_as(noise), noise.to(start))
+    return torch.cat([start[None], others]).flatten(0, 1)
 
 
 def think(objective: TextEBTObjective, context: Tensor, thinking: Thinking = Thinking(), seed: int = 0) -> Prediction:
