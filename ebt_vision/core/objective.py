@@ -261,7 +261,10 @@ class EnergyObjective(nn.Module):
         The points: ``target + gamma (start - target)`` with gamma uniform in [0, 1] (the way from the start to the
         answer); with ``train.equilibrium_visited`` K > 0, half the rows instead take the state a first-order descent
         from the start reaches after 1..K steps (drawn per row): the field is then also trained where the descent
-        actually goes, off that line. Candidate-shaped targets only (pixels, frames)."""
+        actually goes, off that line. Candidate-shaped targets (pixels, frames), or targets a workload turns into
+        candidates (``candidate_target``: the next token as a one-hot distribution); the landed point is scored by
+        ``field_loss`` (default: the workload's loss)."""
+        target = self.candidate_target(target)
         if target.shape != start.shape:
             raise ValueError(
                 f"the equilibrium objective needs candidate-shaped targets: {target.shape} vs {start.shape}"
@@ -282,7 +285,16 @@ class EnergyObjective(nn.Module):
         distance, reach = (point - target).detach(), offset.flatten(1).norm(dim=1).view(rows)
         gamma = distance.flatten(1).norm(dim=1).view(rows) / reach.clamp_min(1e-12)
         kept = 1 - (self.cfg.train.equilibrium_max_move / gamma.clamp_min(1e-12)).clamp(max=1.0)
-        return self.loss(landed, (target + kept * distance).detach())
+        return self.field_loss(landed, (target + kept * distance).detach())
+
+    def candidate_target(self, target: Tensor) -> Tensor:
+        """The target as a candidate, for the equilibrium objective (default: it is one already)."""
+        return target
+
+    def field_loss(self, landed: Tensor, goal: Tensor) -> Tensor:
+        """How the equilibrium objective scores where a step landed against the candidate it should reach (default:
+        the workload's loss)."""
+        return self.loss(landed, goal)
 
     def _visited_states(self, energy_fn, encoded, start: Tensor) -> Tensor:
         """Per row, the state of a first-order descent from ``start`` after a random 1..K steps (K =

@@ -127,9 +127,9 @@ class TextConfig(ExperimentConfig):
             f"model.candidate_space=logits, not {m.candidate_space!r}",
         )
         check(
-            self.train.objective == "unrolled",
-            f"train.objective={self.train.objective!r}: text trains the unrolled objective only (its targets are token "
-            "ids, not candidate logits)",
+            self.train.objective == "unrolled" or m.candidate_space == "probabilities",
+            f"train.objective={self.train.objective!r} needs a candidate-shaped target: text has one for probability "
+            f"candidates (the next token, one-hot), not for model.candidate_space={m.candidate_space!r}",
         )
         check(
             not (self.train.stationarity_weight or self.train.rank_weight),

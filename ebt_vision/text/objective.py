@@ -74,6 +74,16 @@ class TextEBTObjective(EnergyObjective, HubModel):
         other spaces, which are unbounded)."""
         return onto_simplex if self.model.space == "probabilities" else None
 
+    def candidate_target(self, target: Tensor) -> Tensor:
+        """(B, L) next tokens -> (B, L, V) one-hot distributions: the point a probability candidate's descent should
+        reach (the equilibrium objective; ``config`` allows it for probability candidates only)."""
+        return F.one_hot(target, self.cfg.model.vocab_size).float()
+
+    def field_loss(self, landed: Tensor, goal: Tensor) -> Tensor:
+        """Squared distance per token between where a step from a probability candidate landed and where it should
+        have (summed over the V probabilities, averaged over tokens)."""
+        return (landed.float() - goal).pow(2).sum(-1).mean()
+
     def logits(self, candidate: Tensor) -> Tensor:
         """Candidates of the model's space (``model.candidate_space``) -> next-token logits (float32)."""
         return self.model.logits(candidate)
@@ -99,5 +109,6 @@ class TextEBTObjective(EnergyObjective, HubModel):
             guess_loss = self.loss(guess, batch.targets)
             loss = out.loss + guess_loss
             out = StepOutput(loss, {**out.metrics, "loss": loss.detach(), "loss_guess": guess_loss.detach()})
-        out.metrics["perplexity_last"] = out.metrics["loss_last"].exp()
+        if "loss_last" in out.metrics:  # a pure equilibrium training step runs no descent
+            out.metrics["perplexity_last"] = out.metrics["loss_last"].exp()
         return out
