@@ -24,7 +24,7 @@ def pass_flops(ebt: TextEBTObjective, transformer: TransformerPlusPlusObjective,
     (reading the answer as next-token logits: nothing for logits, the tied embedding for an embedding candidate),
     ``transformer_forward``."""
     context = torch.zeros(1, seq_len, dtype=torch.long, device=_device(ebt))
-    logits = ebt.model.uniform((1, seq_len), _device(ebt))  # a candidate of the model's space
+    candidate = ebt.model.uniform((1, seq_len), _device(ebt))  # a candidate of the model's space
 
     def encode_pass():  # the real stream, and the guess read off it when the descent starts there
         memory = ebt.model.encode_context(context)
@@ -33,16 +33,15 @@ def pass_flops(ebt: TextEBTObjective, transformer: TransformerPlusPlusObjective,
     with torch.no_grad():
         encode = count_flops(encode_pass)
         memory = ebt.model.encode_context(context)
-        forward = count_flops(lambda: ebt.model(memory, logits))
+        forward = count_flops(lambda: ebt.model(memory, candidate))
+        readout = count_flops(lambda: ebt.model.logits(candidate))
         transformer_forward = count_flops(lambda: transformer.model(context.to(_device(transformer))))
 
     def gradient():
-        candidate = logits.clone().requires_grad_(True)
-        torch.autograd.grad(ebt.model(memory, candidate).sum(), candidate)
+        moving = candidate.clone().requires_grad_(True)
+        torch.autograd.grad(ebt.model(memory, moving).sum(), moving)
 
     backward = count_flops(gradient) - forward
-    with torch.no_grad():
-        readout = count_flops(lambda: ebt.model.logits(logits))
     return {
         "ebt_encode": encode / seq_len,
         "ebt_readout": readout / seq_len,

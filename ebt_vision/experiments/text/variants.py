@@ -22,15 +22,22 @@ from ...core.reports import make_meta, markdown_table, write_report
 from .report import choose_on_validation, config_key
 
 
-def read_variant(label: str, path: str | Path) -> dict:
-    """One variant's figures from its text report JSON: the validation-chosen EBT setting on every test corpus, the
-    Transformer++ of the same run, costs, and the plain descent's perplexity per step count."""
-    path = Path(path)
+def load_report(path: str | Path) -> dict:
+    """A text report's JSON (clear errors for anything else)."""
     try:
-        payload = json.loads(path.read_text())
-        rows, verdicts, costs = payload["rows"], payload["verdicts"], payload["costs"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
         raise UserError(f"{path}: not the JSON of an ebt-vision text report ({error})") from None
+    missing = [k for k in ("meta", "rows", "verdicts", "costs") if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise UserError(f"{path}: not the JSON of an ebt-vision text report (no {', '.join(missing)})")
+    return payload
+
+
+def read_variant(label: str, path: str | Path, payload: dict) -> dict:
+    """One variant's figures from its text report (``load_report`` of ``path``): the validation-chosen EBT setting on
+    every test corpus, the Transformer++ of the same run, costs, and the plain descent's perplexity per step count."""
+    rows, verdicts, costs = payload["rows"], payload["verdicts"], payload["costs"]
     chosen = choose_on_validation(rows)
     if chosen is None:
         raise UserError(f"{path}: no EBT rows on the validation split")
@@ -126,11 +133,12 @@ def main(argv: list[str] | None = None) -> Path:
     pairs = [item.split("=", 1) for item in args.variants]
     if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
         parser.error("give each variant as LABEL=path/to/report.json")
-    variants = [read_variant(label, path) for label, path in pairs]
+    payloads = [load_report(path) for _, path in pairs]
+    variants = [read_variant(label, path, payload) for (label, path), payload in zip(pairs, payloads, strict=True)]
     corpora = [set(v["corpora"]) for v in variants]
     if any(c != corpora[0] for c in corpora):
         raise UserError(f"the reports score different corpora: {[sorted(c) for c in corpora]}")
-    first = json.loads(Path(pairs[0][1]).read_text())["meta"]
+    first = payloads[0]["meta"]
     command = shlex.join(["python", "-m", "ebt_vision.experiments.text.variants", *sys.argv[1:]])
     meta = make_meta("cpu", first.get("seed", 0), first.get("data", ""), "each variant's own report (below)", command)
     meta["device"] = first.get("device", meta["device"])
