@@ -31,6 +31,11 @@ def _of_task(cfg, path: str, task: str, command: str | None = None):
     return cfg
 
 
+def _warm_config(path: str, command: str):
+    """``--warm-config``: an image EBT-stage config, or None for 'none'."""
+    return None if path.lower() == "none" else _of_task(_config(path, []), path, "image", f"{command} --warm-config")
+
+
 def _print_report(report: Path, extra: str = "(+ .json, .png)", text: str | None = None) -> int:
     print(report.read_text() if text is None else text)
     print(f"report: {report} {extra}")
@@ -106,6 +111,7 @@ def compare(args: argparse.Namespace) -> int:
         eval_size=args.eval_size, sigmas=tuple(args.sigmas), ebt_steps=args.ebt_steps, dit_steps=tuple(args.dit_steps),
         best_of=tuple(args.best_of), seed=args.seed, with_bm3d=not args.no_bm3d, with_paper_protocol=not args.no_paper,
         limit=args.limit, load=args.load, device=args.device, stem=args.stem,
+        warm=_warm_config(args.warm_config, "compare"),
     )  # fmt: skip
     report = run_comparison(cfg, runs, Path(args.out or runs), options, progress=not args.quiet)
     text = report.read_text()
@@ -263,8 +269,7 @@ def probe(args: argparse.Namespace) -> int:
     from ..experiments.image.probe_run import ProbeOptions, run_probe
 
     cfg = _config(args.config, args.set)
-    warm = None if args.warm_config.lower() == "none" else _of_task(_config(args.warm_config, []), args.warm_config,
-                                                                    "image", "probe --warm-config")  # fmt: skip
+    warm = _warm_config(args.warm_config, "probe")
     options = ProbeOptions(ProbeSettings(steps=args.probe_steps), args.limit, args.data, args.stem, warm,
                            tuple(args.dit_steps))  # fmt: skip
     return _print_report(run_probe(cfg, args.runs, args.out, options, progress=not args.quiet))

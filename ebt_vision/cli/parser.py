@@ -277,6 +277,10 @@ def _compare_options(p: argparse.ArgumentParser, config: str, dit_steps: list[in
     p.add_argument("--best-of", type=int, nargs="+", default=[2, 4], help="N values of the EBT's best-of-N")
     p.add_argument("--no-bm3d", action="store_true", help="skip CBM3D")
     p.add_argument("--no-paper", action="store_true", help="skip the diffusion-level (original protocol) table")
+    p.add_argument("--warm-config", default="none",
+                   help="also train the warm EBT (runs ebt-warm-trunk/, ebt-warm/) at the blind EBT's training FLOPs: "
+                   "its trunk as a plain one-pass denoiser, then this config's EBT stage started from it (e.g. "
+                   "configs/cpu-small-warm.yaml, the shipped recipe); 'none' (default): not")  # fmt: skip
     _held_out(p, "only the first N photos of each held-out split")
     _report(p, "denoise_compare")
     _runtime(p)

@@ -28,6 +28,7 @@ class Contender:
     seconds: float
     step_flops: int  # FLOPs of one training step (forward, descent and backward)
     kept_step: int = 0  # early stopping kept the weights of this step (0: the last step's)
+    prior: Contender | None = None  # the model it was started from (a warm start), whose training counts too
 
     @property
     def params(self) -> int:
@@ -35,7 +36,17 @@ class Contender:
 
     @property
     def train_flops(self) -> float:
-        return float(self.step_flops) * self.steps
+        """FLOPs of all its training: its own steps and those of the model it started from."""
+        return float(self.step_flops) * self.steps + (self.prior.train_flops if self.prior else 0.0)
+
+    @property
+    def train_seconds(self) -> float:
+        return self.seconds + (self.prior.train_seconds if self.prior else 0.0)
+
+    @property
+    def steps_label(self) -> str:
+        """Its training steps, stage by stage: ``3676 + 170`` for a warm start."""
+        return f"{self.prior.steps_label} + {self.steps}" if self.prior else str(self.steps)
 
 
 def fit_contender(

@@ -18,6 +18,7 @@ from ....core.inference import Thinking
 from ....core.metrics import psnr, ssim
 from ....core.progress import progress as progress_bar
 from ....image.classical import cbm3d_denoise
+from ....image.config import ImageConfig
 from ....image.data import held_out_photos, square_crops
 from ....image.dit import dit_denoise
 from ....image.inference import best_of_n, denoise
@@ -31,6 +32,7 @@ from ....image.noise import (
     training_sigma_max,
 )
 from ...contenders import Contender
+from .contenders import WARM
 from ...selection import SPLIT_SEED_OFFSET
 
 DIT_STEPS = (1, 2, 5, 10, 25, 50, 100, 0)  # 0 = all steps from the starting timestep
@@ -52,6 +54,7 @@ class CompareOptions:
     with_bm3d: bool = True  # on the test split (CBM3D has no setting to choose on validation)
     with_paper_protocol: bool = True
     limit: int | None = None
+    warm: ImageConfig | None = None  # the EBT stage of a warm EBT to train beside the others (configs/cpu-small-warm)
     load: bool = False  # evaluate finished runs without training
     device: str = "auto"
     stem: str = "denoise_compare"
@@ -82,7 +85,8 @@ class RowWriter:
             if method.startswith("dit"):
                 flop = forwards[i]
             elif method.startswith("ebt"):
-                flop = forwards[i] * self.costs["ebt_forward"] + backward * self.costs["ebt_backward"]
+                own = "ebt_warm_" if method.startswith("ebt_warm") else "ebt_"  # the warm EBT's energy costs its own
+                flop = forwards[i] * self.costs[own + "forward"] + backward * self.costs[own + "backward"]
             else:
                 flop = 0.0
             self.rows.append(
@@ -148,6 +152,8 @@ def evaluate_gaussian(
             _ebt_rows(writer, info, "ebt_cond", ebt_cond, noisy, options.ebt_steps, sigma=sigma_given)
         info = {**base, "setting": "blind"}
         _ebt_rows(writer, info, "ebt", ebt, noisy, options.ebt_steps)
+        if WARM in contenders:
+            _ebt_rows(writer, info, "ebt_warm", contenders[WARM].objective, noisy, options.ebt_steps)
         k = ebt.cfg.descent.num_steps
         for n in options.best_of:
             model_input = as_model_input(noisy, sigma, ebt.cfg.data.noise)
@@ -190,6 +196,8 @@ def evaluate_paper_protocol(
         for method, dit in dits.items():
             _dit_rows(writer, base, method, dit, rescaled, sigma, options.dit_steps)
         _ebt_rows(writer, base, "ebt", ebt, rescaled, options.ebt_steps)
+        if WARM in contenders:
+            _ebt_rows(writer, base, "ebt_warm", contenders[WARM].objective, rescaled, options.ebt_steps)
         _ebt_rows(
             writer, base, "ebt_cond", ebt_cond, rescaled, options.ebt_steps, sigma=torch.full((len(names),), sigma)
         )

@@ -8,7 +8,7 @@ from ....core.reports import markdown_table, write_report
 from ... import selection
 from ...contenders import Contender
 
-EBT_MODELS = {"ebt", "ebt_cond"}
+EBT_MODELS = {"ebt", "ebt_cond", "ebt_warm"}
 # A model's configurations are what a user would pick from (the DiT's DDIM step count; the EBT's descent steps,
 # energy-based stopping, best-of-N); one is chosen per noise condition (noise, sigma or level, knowledge setting).
 MODEL_OF_METHOD = {
@@ -16,6 +16,7 @@ MODEL_OF_METHOD = {
     "dit_ddim": "dit", "dit_compute_ddim": "dit_compute",
     "ebt": "ebt", "ebt_stop": "ebt", "ebt_best_of_n": "ebt",
     "ebt_cond": "ebt_cond", "ebt_cond_stop": "ebt_cond",
+    "ebt_warm": "ebt_warm", "ebt_warm_stop": "ebt_warm",
 }  # fmt: skip
 GROUP = ("eval_split", "noise", "sigma", "noise_level", "setting", "method", "steps", "n_candidates")
 MEANS = ("psnr", "ssim", "forward_passes", "backward_passes", "dit_forward_equivalents")
@@ -96,6 +97,8 @@ def gaussian_tables(averaged: list[dict], trained_steps: int, max_steps: int, be
         f"EBT-cond {trained_steps}", "EBT-cond (chosen)",
     ]  # fmt: skip
     gaussian = [r for r in averaged if r["noise"] == "gaussian"]
+    warm = any(r["method"] == "ebt_warm" for r in gaussian)
+    headers += ["EBT-warm (chosen)"] if warm else []
     parts, verdicts = [], []
     for setting in ("blind", "non-blind"):
         rows = _as_setting(gaussian, setting)
@@ -119,7 +122,7 @@ def gaussian_tables(averaged: list[dict], trained_steps: int, max_steps: int, be
                 _cell(_chosen(per_model, at, "ebt")),
                 _cell(_pick(test, "ebt_cond", trained_steps, **ebt_at)),
                 _cell(_chosen(per_model, at, "ebt_cond")),
-            ])  # fmt: skip
+            ] + ([_cell(_chosen(per_model, at, "ebt_warm"))] if warm else []))  # fmt: skip
             if dit is not None:
                 verdicts.append(_verdict(rows, per_model, any_ebt, at, noisy["split"], dit))
         parts.append(f"**{setting}**\n\n" + markdown_table(headers, table))
@@ -177,6 +180,8 @@ def paper_table(averaged: list[dict], trained_steps: int) -> str:
     per_model = choose(rows)
     headers = ["level (sigma)", "split", "noisy", "DiT 1 pass", "DiT (chosen)", "DiT compute-matched (chosen)",
                f"EBT {trained_steps}", "EBT (chosen)", f"EBT-cond {trained_steps}", "EBT-cond (chosen)"]  # fmt: skip
+    warm = any(r["method"] == "ebt_warm" for r in rows)
+    headers += ["EBT-warm (chosen)"] if warm else []
     table = []
     for level in sorted({r["noise_level"] for r in test}):
         noisy = _pick(test, "noisy", 0, noise_level=level)
@@ -187,7 +192,7 @@ def paper_table(averaged: list[dict], trained_steps: int) -> str:
             _cell(_chosen(per_model, at, "dit_compute")), _cell(_pick(test, "ebt", trained_steps, noise_level=level)),
             _cell(_chosen(per_model, at, "ebt")), _cell(_pick(test, "ebt_cond", trained_steps, noise_level=level)),
             _cell(_chosen(per_model, at, "ebt_cond")),
-        ])  # fmt: skip
+        ] + ([_cell(_chosen(per_model, at, "ebt_warm"))] if warm else []))  # fmt: skip
     return markdown_table(headers, table)
 
 
@@ -199,6 +204,7 @@ PLOT_LINES = (
     ("ebt_stop", "blind", "C1", "x:", "EBT blind, stop"),
     ("ebt_cond", "blind", "C2", "^-", "EBT-cond (est. sigma)"),
     ("ebt_cond", "non-blind", "C2", "^--", "EBT-cond (true sigma)"),
+    ("ebt_warm", "blind", "C6", "v-", "EBT-warm blind"),
 )
 
 
@@ -218,8 +224,9 @@ def plot_psnr_vs_cost(averaged: list[dict], path: str | Path) -> Path:
                 (r for r in rows if r["method"] == method and r["setting"] == setting and r["sigma"] == sigma),
                 key=lambda r: r["dit_forward_equivalents"],
             )
-            ax.plot([r["dit_forward_equivalents"] for r in pts], [r["psnr"] for r in pts], style, color=color,
-                    label=label, markersize=4)  # fmt: skip
+            if pts:
+                ax.plot([r["dit_forward_equivalents"] for r in pts], [r["psnr"] for r in pts], style, color=color,
+                        label=label, markersize=4)  # fmt: skip
         best_of = [r for r in rows if r["sigma"] == sigma and r["method"] == "ebt_best_of_n"]
         for i, r in enumerate(best_of):
             ax.plot(r["dit_forward_equivalents"], r["psnr"], "*", color="C3", markersize=9,
@@ -243,6 +250,19 @@ def plot_psnr_vs_cost(averaged: list[dict], path: str | Path) -> Path:
     return Path(path)
 
 
+def _warm_note(contenders: dict[str, Contender]) -> str:
+    warm = contenders.get("ebt-warm")
+    if warm is None:
+        return ""
+    m = warm.objective.cfg.model
+    return (f" *EBT-warm*: the shipped recipe at the blind EBT's training FLOPs: its trunk trained as a plain one-pass "
+            f"denoiser ({warm.prior.steps} steps), then {warm.steps} EBT steps from it ({m.energy} energy"
+            f"{', read against the noisy image' if m.relative_to_noisy else ''}; "
+            f"{warm.objective.cfg.descent.min_steps}-{warm.objective.cfg.descent.num_steps} step descents; "
+            f"EMA {warm.objective.cfg.train.ema_decay:g}); blind, its descent steps chosen on validation like the "
+            "EBT's.")  # fmt: skip
+
+
 def write_compare_report(
     rows: list[dict],
     contenders: dict[str, Contender],
@@ -262,7 +282,7 @@ def write_compare_report(
     gaussian, verdicts = gaussian_tables(averaged, trained_steps, max_steps, best_of)
     models = markdown_table(
         ["model", "parameters", "training steps", "training PFLOP", "wall-clock (s)"],
-        [[c.name, f"{c.params / 1e6:.3f}M", c.steps, f"{c.train_flops / 1e15:.2f}", f"{c.seconds:.0f}"]
+        [[c.name, f"{c.params / 1e6:.3f}M", c.steps_label, f"{c.train_flops / 1e15:.3f}", f"{c.train_seconds:.0f}"]
          for c in contenders.values()],
     )  # fmt: skip
     splits = {r["eval_split"]: {x["image"] for x in rows if x["eval_split"] == r["eval_split"]} for r in rows}
@@ -276,10 +296,12 @@ def write_compare_report(
         "EBT-cond get the sigma estimated from the noisy image (skimage `estimate_sigma`), in the non-blind setting "
         f"the true sigma. *stop@{max_steps}*: {max_steps} steps with energy-based stopping; *best-of-N*: N descents "
         "from perturbed starts (noisy image + Gaussian noise of sigma 10) keeping the lowest energy. *DiT "
-        "compute-matched*: the DiT trained for as many FLOPs as the blind EBT (more steps on the same crop stream).\n\n"
-        f"{models}\n\n"
+        "compute-matched*: the DiT trained for as many FLOPs as the blind EBT (more steps on the same crop stream)."
+        f"{_warm_note(contenders)}\n\n{models}\n\n"
         f"Pass costs on one {ebt.cfg.data.crop_size}px tile, in DiT forward passes: EBT forward "
-        f"{costs['ebt_forward']:.2f}, EBT backward to the candidate {costs['ebt_backward']:.2f}.\n\n"
+        f"{costs['ebt_forward']:.2f}, EBT backward to the candidate {costs['ebt_backward']:.2f}"
+        + (f"; EBT-warm {costs['ebt_warm_forward']:.2f} and {costs['ebt_warm_backward']:.2f}"
+           if "ebt_warm_forward" in costs else "") + ".\n\n"
         f"### Gaussian noise\n\n{gaussian}\n\n![PSNR vs cost]({plot.name})\n\n"
         f"### Goal check (test PSNR of validation-chosen settings)\n\n{verdict_table(verdicts)}\n"
     )

@@ -8,7 +8,7 @@ from ....core.config import ConfigError, with_overrides
 from ....core.reports import make_meta
 from ....core.train import resolve_device
 from ....image.config import ImageConfig
-from .contenders import load_contenders, train_contenders
+from .contenders import WARM, load_contenders, train_contenders
 from .costs import pass_costs
 from .protocols import CompareOptions, evaluate_gaussian, evaluate_paper_protocol
 from .report import write_compare_report
@@ -26,8 +26,11 @@ def run_comparison(cfg: ImageConfig, runs: str | Path, out: str | Path, options:
         contenders = load_contenders(runs, device)
     else:
         run_cfg = cfg if options.device == "auto" else with_overrides(cfg, [f"train.device={device}"])
-        contenders = train_contenders(run_cfg, runs, progress=progress)
+        contenders = train_contenders(run_cfg, runs, progress=progress, warm=options.warm)
     costs = pass_costs(contenders["ebt"].objective, contenders["dit"].objective)
+    if WARM in contenders:
+        warm = pass_costs(contenders[WARM].objective, contenders["dit"].objective)
+        costs.update({"ebt_warm_forward": warm["ebt_forward"], "ebt_warm_backward": warm["ebt_backward"]})
     rows = []
     for split in ("validation", "test"):
         rows += evaluate_gaussian(contenders, costs, split, options, progress)
@@ -44,7 +47,9 @@ def run_comparison(cfg: ImageConfig, runs: str | Path, out: str | Path, options:
     budget = (
         f"step-matched: {first.steps} steps of batch {cfg.data.batch_size} ({first.steps * cfg.data.batch_size} crops) "
         f"each; compute-matched DiT: {contenders['dit-compute'].steps} steps (the blind EBT's training FLOPs); "
-        + ", ".join(f"{c.name} {c.seconds / 60:.1f} min" for c in contenders.values())
-    )
+        + (f"warm EBT: {contenders[WARM].steps_label} steps (trunk as a plain denoiser, then EBT; the blind EBT's "
+           "training FLOPs); " if WARM in contenders else "")
+        + ", ".join(f"{c.name} {c.train_seconds / 60:.1f} min" for c in contenders.values())
+    )  # fmt: skip
     meta = make_meta(device, options.seed, data, budget)
     return write_compare_report(rows, contenders, costs, meta, out, options.stem, max(options.best_of))
