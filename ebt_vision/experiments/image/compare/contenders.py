@@ -63,8 +63,12 @@ def warm_configs(cfg: ImageConfig, warm: ImageConfig, run_root: Path, budget_flo
         warm,
         name=f"{cfg.name}-{WARM}",
         data=cfg.data,
-        model=replace(blind, energy=warm.model.energy, noisy_context=warm.model.noisy_context,
-                      relative_to_noisy=warm.model.relative_to_noisy),
+        model=replace(
+            blind,
+            energy=warm.model.energy,
+            noisy_context=warm.model.noisy_context,
+            relative_to_noisy=warm.model.relative_to_noisy,
+        ),
         train=replace(warm.train, init_from=str(run_root / TRUNK), seed=cfg.train.seed),
     )
     trunk = replace(cfg, name=f"{cfg.name}-{TRUNK}", model=blind)
@@ -97,6 +101,7 @@ def train_contenders(cfg: ImageConfig, run_root: str | Path, progress: bool = Tr
 def load_contenders(run_root: str | Path, device: str | torch.device = "cpu") -> dict[str, Contender]:
     """Trained models from ``run_root/<name>/model.safetensors`` (what ``train_contenders`` writes); the warm EBT
     when it is there."""
+
     def load(name: str, required: bool = True) -> Contender | None:
         build = partial(build_model, kind_of(name))
         return load_contender(name, run_root, build, training_step_flops, device, required)

@@ -32,8 +32,8 @@ from ....image.noise import (
     training_sigma_max,
 )
 from ...contenders import Contender
-from .contenders import WARM
 from ...selection import SPLIT_SEED_OFFSET
+from .contenders import WARM
 
 DIT_STEPS = (1, 2, 5, 10, 25, 50, 100, 0)  # 0 = all steps from the starting timestep
 PAPER_LEVELS = (0.1, 0.2)  # the original EBT protocol: train at diffusion level 0.1, test 0.1 and 0.2 (OOD)

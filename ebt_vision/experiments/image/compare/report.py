@@ -300,8 +300,12 @@ def write_compare_report(
         f"{_warm_note(contenders)}\n\n{models}\n\n"
         f"Pass costs on one {ebt.cfg.data.crop_size}px tile, in DiT forward passes: EBT forward "
         f"{costs['ebt_forward']:.2f}, EBT backward to the candidate {costs['ebt_backward']:.2f}"
-        + (f"; EBT-warm {costs['ebt_warm_forward']:.2f} and {costs['ebt_warm_backward']:.2f}"
-           if "ebt_warm_forward" in costs else "") + ".\n\n"
+        + (
+            f"; EBT-warm {costs['ebt_warm_forward']:.2f} and {costs['ebt_warm_backward']:.2f}"
+            if "ebt_warm_forward" in costs
+            else ""
+        )
+        + ".\n\n"
         f"### Gaussian noise\n\n{gaussian}\n\n![PSNR vs cost]({plot.name})\n\n"
         f"### Goal check (test PSNR of validation-chosen settings)\n\n{verdict_table(verdicts)}\n"
     )
