@@ -127,20 +127,36 @@ TINY_YAML = (
     "data: {crop_size: 16, batch_size: 4}\noptim: {lr: 1e-3, warmup_steps: 2}\n"
     "train: {steps: 3, log_every: 1, checkpoint_every: 2}\n"
 )
+WARM_YAML = (  # the shipped recipe's EBT stage, tiny: residual energy read against the noisy image, from the trunk
+    "name: tiny-warm\nmodel: {energy: residual, relative_to_noisy: true}\n"
+    "descent: {num_steps: 3, min_steps: 1, step_size: 1.0, graph_steps: 2}\noptim: {lr: 1e-3, warmup_steps: 1}\n"
+    "train: {steps: 1, checkpoint_every: 1, ema_decay: 0.999}\n"
+)
 COMPARE_ARGS = ["--eval-size", "32", "--limit", "2", "--sigmas", "25", "75", "--ebt-steps", "3",
                 "--dit-steps", "1", "2", "0", "--best-of", "2", "--quiet"]  # fmt: skip
 
 
 def test_compare_command_end_to_end_on_a_tiny_config(tmp_path):
-    config = tmp_path / "tiny.yaml"
+    config, warm = tmp_path / "tiny.yaml", tmp_path / "warm.yaml"
     config.write_text(TINY_YAML)
+    warm.write_text(WARM_YAML)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs, out = tmp_path / "runs", tmp_path / "out"
     cmd = [sys.executable, "-m", "ebt_vision", "compare", "--config", str(config), "--runs", str(runs)]
-    done = subprocess.run([*cmd, "--out", str(out), *COMPARE_ARGS], capture_output=True, text=True, env=env)
+    done = subprocess.run([*cmd, "--out", str(out), "--warm-config", str(warm), *COMPARE_ARGS], capture_output=True,
+                          text=True, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    for name in ("ebt", "ebt-cond", "dit", "dit-compute"):
+    for name in ("ebt", "ebt-cond", "dit", "dit-compute", "ebt-warm-trunk", "ebt-warm"):
         assert (runs / name / "model.safetensors").is_file()
+    # the warm EBT: its trunk a plain denoiser for what its one EBT step leaves of the blind EBT's training FLOPs
+    from ebt_vision.experiments.image.compare.contenders import load_contenders
+
+    trained = load_contenders(runs)
+    ebt_warm, trunk = trained["ebt-warm"], trained["ebt-warm"].prior
+    assert type(trunk.objective).__name__ == "PlainDenoisingObjective" and trunk.steps > 3 and ebt_warm.steps == 1
+    assert ebt_warm.objective.cfg.train.init_from == str(runs / "ebt-warm-trunk")
+    assert abs(ebt_warm.train_flops - trained["ebt"].train_flops) <= trunk.step_flops / 2 + 1
+    assert ebt_warm.steps_label == f"{trunk.steps} + 1" and "| ebt-warm |" in (out / "denoise_compare.md").read_text()
     compute_steps = yaml.safe_load((runs / "dit-compute" / "config.yaml").read_text())["train"]["steps"]
     assert compute_steps > 3  # the DiT step is cheaper than the EBT's: more steps for the same FLOPs
     report = json.loads((out / "denoise_compare.json").read_text())
@@ -149,7 +165,7 @@ def test_compare_command_end_to_end_on_a_tiny_config(tmp_path):
     rows = report["per_image"]
     methods = {r["method"] for r in rows}
     assert {"noisy", "cbm3d", "dit_ddim", "dit_compute_ddim", "ebt", "ebt_stop", "ebt_cond", "ebt_cond_stop",
-            "ebt_best_of_n"} <= methods  # fmt: skip
+            "ebt_best_of_n", "ebt_warm", "ebt_warm_stop"} <= methods  # fmt: skip
     assert {r["eval_split"] for r in rows} == {"validation", "test"}
     assert not {r["image"] for r in rows if r["eval_split"] == "validation"} & {
         r["image"] for r in rows if r["eval_split"] == "test"
@@ -167,7 +183,10 @@ def test_compare_command_end_to_end_on_a_tiny_config(tmp_path):
     again = subprocess.run([*cmd, "--load", "--out", str(tmp_path / "again"), "--no-paper", "--no-bm3d", *COMPARE_ARGS],
                            capture_output=True, text=True, env=env)  # fmt: skip
     assert again.returncode == 0, again.stderr
-    assert weights.stat().st_mtime_ns == before and (tmp_path / "again" / "denoise_compare.md").is_file()
+    assert (
+        weights.stat().st_mtime_ns == before
+        and "EBT-warm (chosen)" in (tmp_path / "again" / "denoise_compare.md").read_text()
+    )
     # a changed setting never silently reuses the runs trained with the old one
     changed = subprocess.run([*cmd, "--set", "optim.lr=0.5", "--out", str(tmp_path / "x"), *COMPARE_ARGS],
                              capture_output=True, text=True, env=env)  # fmt: skip
@@ -201,3 +220,17 @@ def test_ablation_variants_train_on_the_same_crops_and_report(tmp_path, tiny_cfg
     )
     checks = json.loads((tmp_path / "o" / "ablation.json").read_text())["checks"]["base"]
     assert set(checks) >= {"id_flat", "ood_gains", "stop_close", "best_of_wins"}
+
+
+def test_a_warm_stage_dearer_than_the_budget_is_a_clear_error(tmp_path):
+    from ebt_vision.core.config import ConfigError, load_config
+    from ebt_vision.experiments.image.compare.contenders import step_flops_of, warm_configs
+
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    (tmp_path / "warm.yaml").write_text(WARM_YAML)
+    cfg, warm = load_config(tmp_path / "tiny.yaml"), load_config(tmp_path / "warm.yaml")
+    trunk, stage = warm_configs(cfg, warm, tmp_path, budget_flops=10 * step_flops_of("ebt", cfg))
+    assert stage.model.width == cfg.model.width and stage.model.relative_to_noisy and stage.data == cfg.data
+    assert trunk.train.steps > 10 and not trunk.model.sigma_conditioning  # a trunk step is cheaper than an EBT step
+    with pytest.raises(ConfigError, match="costs more than the blind EBT's training FLOPs"):
+        warm_configs(cfg, warm, tmp_path, budget_flops=1.0)
