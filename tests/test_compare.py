@@ -165,7 +165,7 @@ def test_compare_command_end_to_end_on_a_tiny_config(tmp_path):
     rows = report["per_image"]
     methods = {r["method"] for r in rows}
     assert {"noisy", "cbm3d", "dit_ddim", "dit_compute_ddim", "ebt", "ebt_stop", "ebt_cond", "ebt_cond_stop",
-            "ebt_best_of_n", "ebt_warm", "ebt_warm_stop"} <= methods  # fmt: skip
+            "ebt_best_of_n", "ebt_warm", "ebt_warm_stop", "ebt_warm_x2", "ebt_warm_x3"} <= methods  # fmt: skip
     assert {r["eval_split"] for r in rows} == {"validation", "test"}
     assert not {r["image"] for r in rows if r["eval_split"] == "validation"} & {
         r["image"] for r in rows if r["eval_split"] == "test"

@@ -36,6 +36,7 @@ from ...selection import SPLIT_SEED_OFFSET
 from .contenders import WARM
 
 DIT_STEPS = (1, 2, 5, 10, 25, 50, 100, 0)  # 0 = all steps from the starting timestep
+ANCHORED_PASSES = (2, 3)  # the warm EBT's re-anchored descents (rows ebt_warm_x<passes>, steps per pass 1-4)
 PAPER_LEVELS = (0.1, 0.2)  # the original EBT protocol: train at diffusion level 0.1, test 0.1 and 0.2 (OOD)
 
 
@@ -116,6 +117,16 @@ def _ebt_rows(writer: RowWriter, base: dict, method: str, objective, noisy, max_
             writer.add(base, method + suffix, k, trajectory.candidates[k], k + int(stop), k)
 
 
+def _anchored_rows(writer: RowWriter, base: dict, method: str, objective, noisy, max_steps: int) -> None:
+    """A re-anchored descent (``Thinking.passes``: each pass's estimate is the next one's noisy image, as the shipped
+    model's step schedule descends far out of distribution): rows ``<method>_x<passes>`` after 1-4 steps per pass."""
+    model_input = as_model_input(noisy, base["sigma"], objective.cfg.data.noise)
+    for passes in ANCHORED_PASSES:
+        for k in range(1, min(4, max_steps) + 1):
+            trajectory, _ = denoise(objective, model_input, Thinking(k, passes=passes, final_energy=False))
+            writer.add(base, f"{method}_x{passes}", k, trajectory.final, passes * k, passes * k)
+
+
 def _dit_rows(writer: RowWriter, base: dict, method: str, dit, noisy, sigma, dit_steps) -> None:
     for k in dit_steps:
         estimate, passes = dit_denoise(dit, noisy, sigma, k or None)
@@ -154,6 +165,7 @@ def evaluate_gaussian(
         _ebt_rows(writer, info, "ebt", ebt, noisy, options.ebt_steps)
         if WARM in contenders:
             _ebt_rows(writer, info, "ebt_warm", contenders[WARM].objective, noisy, options.ebt_steps)
+            _anchored_rows(writer, info, "ebt_warm", contenders[WARM].objective, noisy, options.ebt_steps)
         k = ebt.cfg.descent.num_steps
         for n in options.best_of:
             model_input = as_model_input(noisy, sigma, ebt.cfg.data.noise)
@@ -198,6 +210,7 @@ def evaluate_paper_protocol(
         _ebt_rows(writer, base, "ebt", ebt, rescaled, options.ebt_steps)
         if WARM in contenders:
             _ebt_rows(writer, base, "ebt_warm", contenders[WARM].objective, rescaled, options.ebt_steps)
+            _anchored_rows(writer, base, "ebt_warm", contenders[WARM].objective, rescaled, options.ebt_steps)
         _ebt_rows(
             writer, base, "ebt_cond", ebt_cond, rescaled, options.ebt_steps, sigma=torch.full((len(names),), sigma)
         )
