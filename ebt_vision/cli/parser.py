@@ -267,7 +267,8 @@ def _compare_options(p: argparse.ArgumentParser, config: str, dit_steps: list[in
         p,
         config,
         "one config for all the models (see configs/)",
-        "folder of the trained models ebt/, ebt-cond/, dit/, dit-compute/ (default: runs/<config name>)",
+        "folder of the trained models ebt/, ebt-cond/, dit/, dit-compute/ (and ebt-warm-trunk/, ebt-warm/ with "
+        "--warm-config; default: runs/<config name>)",
     )
     p.add_argument("--load", action="store_true", help="evaluate the finished runs in --runs without training")
     p.add_argument("--eval-size", type=int, default=64, help="held-out photos resized and centre-cropped to this")

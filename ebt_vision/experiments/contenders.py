@@ -45,7 +45,7 @@ class Contender:
 
     @property
     def steps_label(self) -> str:
-        """Its training steps, stage by stage: ``3676 + 170`` for a warm start."""
+        """Its training steps, stage by stage: ``4078 + 170`` for a warm start."""
         return f"{self.prior.steps_label} + {self.steps}" if self.prior else str(self.steps)
 
 
