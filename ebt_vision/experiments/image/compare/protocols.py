@@ -117,14 +117,20 @@ def _ebt_rows(writer: RowWriter, base: dict, method: str, objective, noisy, max_
             writer.add(base, method + suffix, k, trajectory.candidates[k], k + int(stop), k)
 
 
-def _anchored_rows(writer: RowWriter, base: dict, method: str, objective, noisy, max_steps: int) -> None:
-    """A re-anchored descent (``Thinking.passes``: each pass's estimate is the next one's noisy image, as the shipped
-    model's step schedule descends far out of distribution): rows ``<method>_x<passes>`` after 1-4 steps per pass."""
+def _warm_rows(writer: RowWriter, base: dict, contenders: dict[str, Contender], noisy, max_steps: int) -> None:
+    """The warm EBT, when the comparison has one: one descent (``_ebt_rows``), and re-anchored descents (each pass's
+    estimate is the next one's noisy image, ``Thinking.passes``, as the shipped model's step schedule descends far out
+    of distribution): rows ``ebt_warm_x<passes>`` after 1-4 steps per pass. The longest re-anchored descent of k steps
+    per pass holds the shorter ones: after p passes its estimate is ``candidates[p * k]``."""
+    if WARM not in contenders:
+        return
+    objective = contenders[WARM].objective
+    _ebt_rows(writer, base, "ebt_warm", objective, noisy, max_steps)
     model_input = as_model_input(noisy, base["sigma"], objective.cfg.data.noise)
-    for passes in ANCHORED_PASSES:
-        for k in range(1, min(4, max_steps) + 1):
-            trajectory, _ = denoise(objective, model_input, Thinking(k, passes=passes, final_energy=False))
-            writer.add(base, f"{method}_x{passes}", k, trajectory.final, passes * k, passes * k)
+    for k in range(1, min(4, max_steps) + 1):
+        trajectory, _ = denoise(objective, model_input, Thinking(k, passes=max(ANCHORED_PASSES), final_energy=False))
+        for passes in ANCHORED_PASSES:
+            writer.add(base, f"ebt_warm_x{passes}", k, trajectory.candidates[passes * k], passes * k, passes * k)
 
 
 def _dit_rows(writer: RowWriter, base: dict, method: str, dit, noisy, sigma, dit_steps) -> None:
@@ -163,9 +169,7 @@ def evaluate_gaussian(
             _ebt_rows(writer, info, "ebt_cond", ebt_cond, noisy, options.ebt_steps, sigma=sigma_given)
         info = {**base, "setting": "blind"}
         _ebt_rows(writer, info, "ebt", ebt, noisy, options.ebt_steps)
-        if WARM in contenders:
-            _ebt_rows(writer, info, "ebt_warm", contenders[WARM].objective, noisy, options.ebt_steps)
-            _anchored_rows(writer, info, "ebt_warm", contenders[WARM].objective, noisy, options.ebt_steps)
+        _warm_rows(writer, info, contenders, noisy, options.ebt_steps)
         k = ebt.cfg.descent.num_steps
         for n in options.best_of:
             model_input = as_model_input(noisy, sigma, ebt.cfg.data.noise)
@@ -208,9 +212,7 @@ def evaluate_paper_protocol(
         for method, dit in dits.items():
             _dit_rows(writer, base, method, dit, rescaled, sigma, options.dit_steps)
         _ebt_rows(writer, base, "ebt", ebt, rescaled, options.ebt_steps)
-        if WARM in contenders:
-            _ebt_rows(writer, base, "ebt_warm", contenders[WARM].objective, rescaled, options.ebt_steps)
-            _anchored_rows(writer, base, "ebt_warm", contenders[WARM].objective, rescaled, options.ebt_steps)
+        _warm_rows(writer, base, contenders, rescaled, options.ebt_steps)
         _ebt_rows(
             writer, base, "ebt_cond", ebt_cond, rescaled, options.ebt_steps, sigma=torch.full((len(names),), sigma)
         )
