@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -24,12 +25,23 @@ sys.path.insert(0, str(REPO))
 from ebt_vision.core.reports import make_meta, markdown_table, write_report  # noqa: E402
 
 IN_DISTRIBUTION = (15.0, 25.0, 50.0)
+INTRO = (
+    "The shipped EBT's second stage, chosen on the **validation** photos (full resolution, blind, one pass of 1-6 "
+    "descent steps, no step schedule): EBT stages trained from the same trunk, each with the training FLOPs the trunk "
+    "leaves of the DiT's (so every EBT below has the DiT's counted training compute), differing in the descents they "
+    "train on (randomised 1-N steps); the chosen stage's figures on the test photos are reports/denoise_eval.md."
+)
 STEADY_DB = 0.2  # the landscape issue's "thinking longer": no step count from 2 on more than this below the best
 
 
 def drift(curve: dict[float, dict[int, float]]) -> float:
     """The largest fall below its best of any step count from 2 on, over the in-distribution sigmas (dB)."""
     return max(max(curve[s].values()) - min(p for k, p in curve[s].items() if k >= 2) for s in IN_DISTRIBUTION)
+
+
+def named(label: str) -> str:
+    """A stage's row name: a bare range of descent steps ("1-4") reads "1-4 steps", any other label as given."""
+    return f"{label} steps" if re.fullmatch(r"\d+-\d+", label) else label
 
 
 def validation_rows(path: Path, method: str) -> dict[float, dict[int, float]]:
@@ -48,10 +60,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dit", type=Path, required=True, help="the DiT's validation eval (.json)")
     parser.add_argument("--stage", action="append", required=True, help="LABEL:eval.json of one EBT stage")
     parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--stem", default="warm_stage", help="report file name stem")
+    parser.add_argument("--intro", default=INTRO, help="the report's first paragraph (what the stages are)")
     args = parser.parse_args(argv)
 
     dit = {s: max(v.values()) for s, v in validation_rows(args.dit, "dit_ddim").items()}
-    stages, budgets, trunk = {}, {}, None
+    stages, budgets, trunk, trunk_of = {}, {}, None, None
     for spec in args.stage:
         label, _, path = spec.partition(":")
         report = json.loads(Path(path).read_text())
@@ -59,33 +73,31 @@ def main(argv: list[str]) -> int:
         budgets[label] = report["meta"]["budget"]
         if any(r["method"] == "transformer" for r in report["rows"]):
             trunk = {s: max(v.values()) for s, v in validation_rows(Path(path), "transformer").items()}
+            trunk_of = label
     gaps = {label: {s: max(curve[s].values()) - dit[s] for s in IN_DISTRIBUTION} for label, curve in stages.items()}
     drifts = {label: drift(curve) for label, curve in stages.items()}
     steady = [label for label in stages if drifts[label] <= STEADY_DB] or list(stages)
     chosen = max(steady, key=lambda label: min(gaps[label].values()))
 
-    sigmas = sorted(dit)
-    table = [[f"{label} steps" + (" **(chosen)**" if label == chosen else "")]
+    sigmas = sorted(set(dit).intersection(*(curve.keys() for curve in stages.values())))  # those every report has
+    table = [[named(label) + (" **(chosen)**" if label == chosen else "")]
              + [f"{max(stages[label][s].values()):.2f} ({max(stages[label][s], key=stages[label][s].get)})"
                 for s in sigmas]
              + [f"{min(gaps[label].values()):+.2f}", f"{drifts[label]:.2f}"] for label in stages]  # fmt: skip
     if trunk:
-        table.append(["the trunk alone (one pass)"] + [f"{trunk[s]:.2f}" for s in sigmas] + ["-", "-"])
+        name = "the trunk alone (one pass)" if len(stages) == 1 else f"{trunk_of}: its trunk alone (one pass)"
+        table.append([name] + [f"{trunk[s]:.2f}" for s in sigmas] + ["-", "-"])
     table.append(["DiT (best DDIM steps)"] + [f"{dit[s]:.2f}" for s in sigmas] + ["-", "-"])
     headers = ["stage (descents in training)", *(f"sigma {s:g}" for s in sigmas),
                "worst in-distribution gap to the DiT (dB)", "largest fall after step 2 (dB)"]  # fmt: skip
     body = "\n\n".join([
-        "The shipped EBT's second stage, chosen on the **validation** photos (full resolution, blind, one pass of "
-        "1-6 descent steps, no step schedule): EBT stages trained from the same trunk, each with the training FLOPs "
-        "the trunk leaves of the DiT's (so every EBT below has the DiT's counted training compute), differing in the "
-        "descents they train on (randomised 1-N steps). Cells: mean validation PSNR (dB) at the best step count "
-        "(in brackets). Chosen: among the stages whose descent holds steady in distribution (sigma 15 / 25 / 50: no "
-        f"step count from 2 on more than {STEADY_DB} dB below its best, the landscape issue's bar for thinking "
-        "longer), the one with the smallest worst in-distribution gap to the DiT; its figures on the test photos "
-        "are reports/denoise_eval.md.",
+        args.intro + " Cells: mean validation PSNR (dB) at the best step count (in brackets). Chosen: among the "
+        f"stages whose descent holds steady in distribution (sigma 15 / 25 / 50: no step count from 2 on more than "
+        f"{STEADY_DB} dB below its best, the landscape issue's bar for thinking longer), the one with the smallest "
+        "worst in-distribution gap to the DiT.",
         markdown_table(headers, table),
         "Budgets: " + "; ".join(f"{label}: {budget}" for label, budget in budgets.items()),
-        "![Validation PSNR per descent step](warm_stage.png)",
+        f"![Validation PSNR per descent step]({args.stem}.png)",
     ])  # fmt: skip
 
     import matplotlib
@@ -108,7 +120,7 @@ def main(argv: list[str]) -> int:
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     args.out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out / "warm_stage.png", dpi=100)
+    fig.savefig(args.out / f"{args.stem}.png", dpi=100)
     plt.close(fig)
 
     rows = [{"stage": label, "sigma": s, "steps": k, "psnr": p}
@@ -119,7 +131,7 @@ def main(argv: list[str]) -> int:
     meta = make_meta("cpu", 0, data, "each stage the FLOPs the trunk leaves of the DiT's (see Budgets)",
                      command=shlex.join(["python", "scripts/warm-stage-report.py", *argv]))  # fmt: skip
     extra = {"dit": dit, "trunk": trunk, "gaps": gaps, "drifts": drifts, "chosen": chosen}
-    md = write_report(args.out, "warm_stage", meta, rows, body, **extra)
+    md = write_report(args.out, args.stem, meta, rows, body, **extra)
     print(f"report: {md}; chosen: {chosen}")
     return 0
 

@@ -247,3 +247,36 @@ def test_stopping_on_the_step_size_read_off_a_plain_descent_equals_the_descent_t
         stopped, _ = denoise(objective, noisy, Thinking(6, stop_step_below=tolerance, final_energy=False))
         assert torch.allclose(stopped.final, expected, atol=1e-6)
         assert torch.equal(stopped.steps_taken, taken)
+
+
+def test_the_log_mse_loss_weights_each_sample_by_one_over_its_error():
+    from ebt_vision.core.objective import LOG_MSE_FLOOR, reconstruction_loss
+
+    target = torch.zeros(2, 3, 4, 4)
+    prediction = torch.stack([torch.full((3, 4, 4), 0.02), torch.full((3, 4, 4), 0.2)]).requires_grad_(True)
+    loss = reconstruction_loss(prediction, target, "log_mse")
+    expected = (torch.tensor([0.02**2, 0.2**2]) + LOG_MSE_FLOOR).log().mean()
+    assert torch.allclose(loss, expected)
+    (grad,) = torch.autograd.grad(loss, prediction)
+    # the MSE's gradient is 10x larger on the sample with 10x the error; the log MSE's is larger on the small one
+    per_sample = grad.flatten(1).norm(dim=1)
+    mse_grad = torch.autograd.grad(reconstruction_loss(prediction, target, "mse"), prediction)[0].flatten(1).norm(dim=1)
+    assert torch.allclose(mse_grad[1] / mse_grad[0], torch.tensor(10.0))
+    assert per_sample[0] > per_sample[1]
+    with pytest.raises(ConfigError, match="log_mse"):
+        from_dict({**TINY, "train": {**TINY["train"], "loss": "log"}})
+    cfg = from_dict({**TINY, "train": {**TINY["train"], "loss": "log_mse"}})
+    out = DenoisingObjective(cfg)(noisy_batch(torch.rand(2, 3, 16, 16) * 2 - 1))  # an EBT trains on it too
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+
+
+def test_a_negative_loss_curve_is_drawn_without_a_log_scale(tmp_path):
+    import warnings
+
+    from ebt_vision.core.reports import curve_plot
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when asked to log-scale values that are all negative
+        curve_plot(tmp_path / "loss.png", [1, 2, 3], [("loss", [-5.0, -5.5, -6.0], {})], "loss", log_y=True)
+    assert (tmp_path / "loss.png").stat().st_size > 0

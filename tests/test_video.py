@@ -709,3 +709,61 @@ def test_the_adaptive_reference_continues_a_steady_drift_and_not_an_erratic_chan
     rollout = extrapolate_frames(steady, 3, 0.5, adaptive=True).predictions  # rolled out on its own predictions
     torch.testing.assert_close(rollout[:, 0], steady[:, -1] + 0.5 * step[:, 0])
     torch.testing.assert_close(rollout[:, 1], rollout[:, 0] + 0.125 * step[:, 0])  # change 0.5 step, fit 0.5, gain 0.25
+
+
+def test_settings_are_chosen_and_judged_by_the_configured_metric(tiny):
+    """MSE (the shaking clips' metric) and PSNR (a mean log error) can disagree: ``select_by`` decides, everywhere."""
+    from ebt_vision.experiments.video.report import choose, verdicts
+
+    def row(split, method, steps, mse, psnr, gflops=0.0):
+        return {"eval_split": split, "method": method, "steps": steps, "mse": mse, "psnr": psnr, "mae": 0.0,
+                "ssim": 0.0, "forward_passes": steps, "backward_passes": steps, "gflops_per_frame": gflops}  # fmt: skip
+
+    summary = []
+    for split in ("validation", "test"):
+        summary += [row(split, "copy_last", 0, 8.0, 40.5), row(split, "ebt", 1, 7.9, 41.4, 0.4),
+                    row(split, "ebt", 8, 7.8, 39.0, 0.9)]  # fmt: skip
+    assert choose(summary)["ebt"]["chosen"] == "ebt@8"
+    by_psnr = choose(summary, metric="psnr")
+    assert by_psnr["ebt"]["chosen"] == "ebt@1" and by_psnr["ebt"]["validation_psnr"] == 41.4
+    (verdict,) = [v for v in verdicts(summary, by_psnr, "psnr") if v["comparison"] == "chosen"]
+    assert verdict["ebt_wins"] and verdict["metric"] == "psnr" and verdict["ebt_psnr"] == 41.4
+    tied = [row(s, m, k, 8.0, 40.5) for s in ("validation", "test") for m, k in (("copy_last", 0), ("ebt", 1))]
+    assert not any(v["ebt_wins"] for v in verdicts(tied, choose(tied, metric="psnr"), "psnr"))  # a tie is no win
+    assert replace(tiny, select_by="psnr").select_by == "psnr"
+    with pytest.raises(ConfigError, match="select_by must be mse or psnr"):
+        from_dict({**TINY, "select_by": "ssim"})
+
+
+@needs_digits
+def test_early_stopping_scores_by_the_configured_metric(tiny):
+    from ebt_vision.video.data import held_out
+    from ebt_vision.video.training import validation_error
+
+    model = PlainVideoObjective(tiny).eval()
+    _, held = held_out(tiny, "validation")
+    held = held[:: max(1, len(held) // 4)][:4]
+    c = tiny.data.context_frames
+    with torch.no_grad():
+        errors = frame_errors(model.rollout(held[:, :c], tiny.horizon).predictions, held[:, c : c + tiny.horizon])
+        by_mse = validation_error(tiny, clips=4)(model)
+        by_psnr = validation_error(replace(tiny, select_by="psnr"), clips=4)(model)
+    assert by_mse == pytest.approx(float(errors["mse"].mean()), rel=1e-5)
+    assert by_psnr == pytest.approx(-float(errors["psnr"].mean()), rel=1e-5)  # lower is better: minus the PSNR
+
+
+def test_every_video_model_trains_on_the_log_mse(tiny):
+    """``train.loss: log_mse`` reaches all three models (the DiT's MSE too): a mean of log errors, negative here."""
+    from ebt_vision.core.objective import LOG_MSE_FLOOR
+
+    logged_cfg, mse_cfg = (replace(tiny, train=replace(tiny.train, loss=loss)) for loss in ("log_mse", "mse"))
+    clips = random_clips(4, 6)
+    for kind in (VideoObjective, PlainVideoObjective, VideoDiTObjective):
+        losses = []
+        for cfg in (logged_cfg, mse_cfg):
+            torch.manual_seed(0)  # the same weights, descent steps, timesteps and noise
+            losses.append(kind(cfg)(clips).loss)
+        logged, mse = losses
+        # a mean of per-sample logs: finite, at least log(floor), at most (Jensen) the log of the mean MSE
+        assert torch.isfinite(logged) and logged >= torch.log(torch.tensor(LOG_MSE_FLOOR)), kind.__name__
+        assert logged < torch.log(mse + LOG_MSE_FLOOR), kind.__name__

@@ -154,7 +154,8 @@ class TrainConfig:
     compile: bool = False
     # Average gradients over this many micro-batches of data.batch_size before each optimiser step.
     grad_accumulation: int = 1
-    loss: str = "smooth_l1"  # "smooth_l1" | "mse"
+    # "smooth_l1" | "mse" | "log_mse" (per-sample log MSE: every sample weighted by 1 / its error, core.objective)
+    loss: str = "smooth_l1"
     loss_on_steps: str = "all"  # "all": averaged over every descent step's candidate; "last": the final one only
     max_abs_energy: float = 1e6  # stop when any energy exceeds this: the landscape is exploding
     # Landscape terms of an EBT objective (0 = off), so the answer is the energy's minimum and the energy ranks
@@ -248,7 +249,7 @@ class ExperimentConfig:
         check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
         check(t.max_seconds >= 0, f"train.max_seconds must be >= 0 (0 = no time limit), got {t.max_seconds}")
         check(t.early_stopping >= 0, f"train.early_stopping must be >= 0 checkpoints, got {t.early_stopping}")
-        check(t.loss in ("smooth_l1", "mse"), f"train.loss must be smooth_l1|mse, got {t.loss!r}")
+        check(t.loss in ("smooth_l1", "mse", "log_mse"), f"train.loss must be smooth_l1|mse|log_mse, got {t.loss!r}")
         check(t.loss_on_steps in ("all", "last"), f"train.loss_on_steps must be all|last, got {t.loss_on_steps!r}")
 
 

@@ -69,9 +69,21 @@ def clamp_unit_range(x: Tensor) -> Tensor:
     return x.clamp(-1.0, 1.0)
 
 
+# The floor of ``log_mse``: a per-sample MSE of 4e-4 in [-1, 1] units is 40 dB PSNR on 0-255 pixels; below it a sample's
+# weight stops growing, so near-noiseless samples (whose error is tiny) cannot take over the gradient.
+LOG_MSE_FLOOR = 4e-4
+
+
 def reconstruction_loss(prediction: Tensor, target: Tensor, kind: str) -> Tensor:
+    """``train.loss`` of a batch (B, ...): "mse", "smooth_l1" (beta 1: half the MSE for errors under 1), or "log_mse",
+    the mean over samples of log(their MSE + ``LOG_MSE_FLOOR``): mean PSNR up to sign and scale, so each sample's
+    gradient is weighted by 1 / its error and lightly noisy samples count as much as heavily noisy ones (in a plain
+    MSE, whose gradient the noisiest samples dominate, they hardly count)."""
     if kind == "mse":
         return F.mse_loss(prediction, target)
+    if kind == "log_mse":
+        per_sample = (prediction - target).pow(2).flatten(1).mean(dim=1)
+        return (per_sample + LOG_MSE_FLOOR).log().mean()
     return F.smooth_l1_loss(prediction, target, beta=1.0)
 
 

@@ -103,7 +103,8 @@ def write_report(out_dir: str | Path, stem: str, meta: dict, rows: list[dict], b
 
 def curve_plot(path: str | Path, steps: list[float], curves: list[tuple[str, list[float], dict]], ylabel: str,
                log_y: bool = False) -> Path:  # fmt: skip
-    """A training curve figure at ``path``: each (label, values, matplotlib keyword arguments) against ``steps``."""
+    """A training curve figure at ``path``: each (label, values, matplotlib keyword arguments) against ``steps``;
+    ``log_y`` only where every value is positive (a log-MSE loss is negative)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +113,7 @@ def curve_plot(path: str | Path, steps: list[float], curves: list[tuple[str, lis
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for label, values, style in curves:
         ax.plot(steps, values, label=label, **style)
-    if log_y:
+    if log_y and all(v > 0 for _, values, _ in curves for v in values if v == v):
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)

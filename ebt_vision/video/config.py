@@ -95,6 +95,11 @@ class VideoConfig(ExperimentConfig):
     data: VideoDataConfig = field(default_factory=VideoDataConfig)
     prediction: PredictionConfig = field(default_factory=PredictionConfig)
     dit: VideoDiTConfig = field(default_factory=VideoDiTConfig)
+    # The validation metric that chooses every setting (early stopping's weights, the EBT's steps, the DiT's DDIM
+    # steps, the extrapolation gain): "mse", the mean MSE in OpenSTL's convention, which the clips with the most motion
+    # dominate; or "psnr", the mean PSNR over clips (a mean log error, what train.loss log_mse trains for), in which a
+    # nearly still clip predicted almost exactly counts as much as a shaking one.
+    select_by: str = "mse"
 
     @property
     def horizon(self) -> int:
@@ -105,6 +110,7 @@ class VideoConfig(ExperimentConfig):
         super().validate()
         m, d, p = self.model, self.data, self.prediction
         check(self.task == "video", f"a VideoConfig has task 'video', got {self.task!r}")
+        check(self.select_by in ("mse", "psnr"), f"select_by must be mse or psnr, got {self.select_by!r}")
         check_transformer(m)
         check_energy_model(m, self.descent)
         check(m.width % 4 == 0, f"model.width must be a multiple of 4 (2-D sin-cos positions), got {m.width}")

@@ -22,7 +22,7 @@ from ..core import sizing
 from ..core.errors import InputError
 from ..core.hub import HubModel, as_config
 from ..core.layers import count_parameters
-from ..core.objective import DirectObjective, StepOutput
+from ..core.objective import DirectObjective, StepOutput, reconstruction_loss
 from ..image.diffusion import ddim_sampler, dit_transformer, training_scheduler
 from ..image.noise import DIFFUSION_STEPS
 from .config import VideoConfig
@@ -78,9 +78,9 @@ def last_window(frames: Tensor, window: int) -> Tensor:
 
 
 class VideoDiTObjective(DirectObjective, HubModel):
-    """DDPM training of the conditional DiT on the same clips as the EBT; the MSE of the predicted noise (or, with
-    ``dit.prediction`` "sample", of the predicted target). With ``dit.target`` "change" it generates the change from
-    the last frame (halved), so "nothing moved" is the zero it is drawn towards."""
+    """DDPM training of the conditional DiT on the same clips as the EBT; the MSE (or log MSE) of the predicted noise
+    (or, with ``dit.prediction`` "sample", of the predicted target). With ``dit.target`` "change" it generates the
+    change from the last frame (halved), so "nothing moved" is the zero it is drawn towards."""
 
     def __init__(self, cfg: VideoConfig) -> None:
         cfg = as_config(cfg)
@@ -98,7 +98,11 @@ class VideoDiTObjective(DirectObjective, HubModel):
         noise = torch.randn_like(target)
         x_t = training_scheduler().add_noise(target, noise, t)
         wanted = noise if self.cfg.dit.prediction == "epsilon" else target
-        loss = F.mse_loss(self.model(x_t, past, t).float(), wanted)
+        predicted = self.model(x_t, past, t).float()
+        # the MSE, or with ``train.loss`` log_mse the per-sample log MSE (weighting samples as the EBT's and the
+        # transformer's log_mse do); the other losses only rescale an MSE, so the DiT keeps its standard one
+        log = self.cfg.train.loss == "log_mse"
+        loss = reconstruction_loss(predicted, wanted, "log_mse") if log else F.mse_loss(predicted, wanted)
         return StepOutput(loss, {"loss": loss.detach()})
 
     def reference(self, past: Tensor) -> Tensor:

@@ -20,10 +20,10 @@ VALIDATION_CLIPS = 16  # this many validation clips, evenly spaced, score a mode
 
 
 def validation_error(cfg: VideoConfig, clips: int = VALIDATION_CLIPS) -> Validate:
-    """The video models' early-stopping score: the mean MSE (OpenSTL's convention, as the reports) of the full
-    horizon rolled out from ``clips`` validation clips evenly spaced over them (so every validation scene counts), each
-    model at its configured steps. The clips are read now, before any training step, so missing validation footage
-    fails first."""
+    """The video models' early-stopping score: the mean MSE (OpenSTL's convention, as the reports), or minus the mean
+    PSNR (``cfg.select_by``), of the full horizon rolled out from ``clips`` validation clips evenly spaced over them (so
+    every validation scene counts), each model at its configured steps. The clips are read now, before any training
+    step, so missing validation footage fails first."""
     _, held = held_out(cfg, "validation")
     held = held[:: max(1, len(held) // clips)][:clips]
     context_frames = cfg.data.context_frames
@@ -31,7 +31,8 @@ def validation_error(cfg: VideoConfig, clips: int = VALIDATION_CLIPS) -> Validat
     def score(model: nn.Module) -> float:
         rollout = model.rollout(held[:, :context_frames], cfg.horizon)
         truth = held[:, context_frames : context_frames + cfg.horizon]
-        return float(frame_errors(rollout.predictions.detach().cpu(), truth)["mse"].mean())
+        errors = frame_errors(rollout.predictions.detach().cpu(), truth)
+        return float(errors["mse"].mean()) if cfg.select_by == "mse" else -float(errors["psnr"].mean())
 
     return score
 

@@ -1,7 +1,8 @@
 """The video comparison's report: settings chosen on validation and quoted on test, tables, plot, GIF strips.
 
 Each model's setting (the DiT's DDIM steps; the EBT's descent steps, stopping or best-of-N) is chosen by the mean
-validation MSE over the horizon and reported on the test split, never tuned there.
+validation MSE over the horizon, or the mean PSNR (``select_by``, the config's), and reported on the test split, never
+tuned there.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ MODEL_OF_METHOD = {
     "ebt_best_of_n": "ebt",
 }
 METRICS = ("mse", "mae", "psnr", "ssim")
+LOWER_IS_BETTER = {"mse": True, "psnr": False}  # the metrics a setting can be chosen by (``VideoConfig.select_by``)
 GROUP = ("eval_split", "method", "steps", "n_candidates", "gain")
 # OpenSTL's published Moving MNIST MSE (10 -> 10, 64x64), for context only: other training budgets and models.
 OPENSTL_MSE = {
@@ -56,12 +58,14 @@ def summarise(rows: list[dict]) -> list[dict]:
     return [{k: row[k] for k in (*GROUP, *METRICS, *costs) if k in row} for row in averaged]  # the report's order
 
 
-def choose(summary: list[dict], within=lambda row: True) -> dict[str, dict]:
-    """Per model: the test summary of the setting with the lowest mean validation MSE (``within`` filters settings).
-    Adds ``chosen`` (the setting) and ``validation_mse``."""
+def choose(summary: list[dict], within=lambda row: True, metric: str = "mse") -> dict[str, dict]:
+    """Per model: the test summary of the setting with the best mean validation ``metric`` (``within`` filters
+    settings). Adds ``chosen`` (the setting), ``validation_mse`` and ``validation_psnr``."""
     found = selection.choose(summary, lambda r: MODEL_OF_METHOD[r["method"]] if within(r) else None,
-                             ("method", "steps", "n_candidates", "gain"), score="mse", lowest=True)  # fmt: skip
-    return {model: {**c.test, "chosen": label(c.validation), "validation_mse": c.validation["mse"]}
+                             ("method", "steps", "n_candidates", "gain"), score=metric,
+                             lowest=LOWER_IS_BETTER[metric])  # fmt: skip
+    return {model: {**c.test, "chosen": label(c.validation), "validation_mse": c.validation["mse"],
+                    "validation_psnr": c.validation["psnr"]}
             for model, c in found.items() if c.test is not None}  # fmt: skip
 
 
@@ -111,9 +115,14 @@ def uncertainty_table(uncertainty: list[dict]) -> str:
     )
 
 
-def verdicts(summary: list[dict], chosen: dict[str, dict]) -> list[dict]:
+def better(value: float, other: float, metric: str) -> bool:
+    """Is ``value`` strictly better than ``other`` by ``metric``?"""
+    return value < other if LOWER_IS_BETTER[metric] else value > other
+
+
+def verdicts(summary: list[dict], chosen: dict[str, dict], metric: str = "mse") -> list[dict]:
     """Does the EBT's chosen setting beat each baseline's chosen setting, and the baseline's best setting (chosen on
-    validation) that costs no more FLOPs per frame than the EBT's?"""
+    validation) that costs no more FLOPs per frame than the EBT's, by the test ``metric`` settings are chosen by?"""
     ebt = chosen.get("ebt")
     if ebt is None:
         return []
@@ -134,6 +143,7 @@ def verdicts(summary: list[dict], chosen: dict[str, dict]) -> list[dict]:
             lambda r, m=model: (
                 MODEL_OF_METHOD[r["method"]] == m and r["gflops_per_frame"] <= ebt["gflops_per_frame"] * 1.0001
             ),
+            metric,
         ).get(model)
         for kind, other in (("chosen", chosen[model]), ("at equal or lower cost", cheaper)):
             if other is not None:
@@ -144,7 +154,10 @@ def verdicts(summary: list[dict], chosen: dict[str, dict]) -> list[dict]:
                         "baseline_setting": other["chosen"],
                         "baseline_mse": other["mse"],
                         "ebt_mse": ebt["mse"],
-                        "ebt_wins": ebt["mse"] < other["mse"],
+                        "baseline_psnr": other["psnr"],
+                        "ebt_psnr": ebt["psnr"],
+                        "metric": metric,
+                        "ebt_wins": better(ebt[metric], other[metric], metric),
                     }
                 )
     return out
@@ -239,14 +252,16 @@ def write_video_report(
     split_names: dict[str, list[str]],
     strips: list[Path] = (),
     mmnist_protocol: bool = False,
+    select_by: str = "mse",
 ) -> Path:
     """Write ``stem.md``, ``stem.json`` (per-horizon rows; summary, chosen settings, verdicts, uncertainty) and
-    ``stem.png``; ``strips`` are the GIF/PNG files already written beside them."""
+    ``stem.png``; ``strips`` are the GIF/PNG files already written beside them. Settings are chosen by the mean
+    validation ``select_by`` ("mse" or "psnr")."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarise(rows)
-    chosen = choose(summary)
-    checks = verdicts(summary, chosen)
+    chosen = choose(summary, metric=select_by)
+    checks = verdicts(summary, chosen, select_by)
     figure = plot(rows, summary, chosen, out_dir / f"{stem}.png")
     held = {s: len(n) for s, n in split_names.items()}
     verdict_rows = [
@@ -256,13 +271,16 @@ def write_video_report(
             v["baseline_setting"],
             v["baseline_mse"],
             v["ebt_mse"],
+            v["baseline_psnr"],
+            v["ebt_psnr"],
             "yes" if v["ebt_wins"] else "no",
         ]
         for v in checks
     ]
     body = (
-        f"Mean over the **test** clips ({held.get('test', 0)}); each model's setting was chosen by the mean MSE on the "
-        f"**validation** clips ({held.get('validation', 0)}), never on test. MSE and MAE in OpenSTL's convention "
+        f"Mean over the **test** clips ({held.get('test', 0)}); each model's setting was chosen by the mean "
+        f"{select_by.upper()} on the **validation** clips ({held.get('validation', 0)}), never on test. MSE and MAE in "
+        "OpenSTL's convention "
         "(pixels in [0, 1], summed over a frame's pixels, averaged over frames and clips); PSNR/SSIM on 8-bit pixels. "
         "Cost per predicted frame of one clip: forward (f) and backward (b) passes through the network (an EBT "
         "descent step is one of each; the DiT one forward per DDIM step) and GFLOPs counted on what ran, attention "
@@ -276,9 +294,19 @@ def write_video_report(
         f"### Per horizon step (test)\n\n{horizon_table(rows, chosen, 'mse')}\n\n{horizon_table(rows, chosen, 'psnr')}"
         "\n\n### System 2: the EBT thinking longer, stopping, best-of-N (test)\n\n"
         f"{ebt_table(summary, trained_steps)}\n\n"
-        "### Goal check: the EBT against each baseline (test MSE, lower is better)\n\n"
+        f"### Goal check: the EBT against each baseline (test; better by {select_by.upper()}, the choosing metric)\n\n"
         + markdown_table(
-            ["baseline", "comparison", "baseline setting", "baseline MSE", "EBT MSE", "EBT better"], verdict_rows
+            [
+                "baseline",
+                "comparison",
+                "baseline setting",
+                "baseline MSE",
+                "EBT MSE",
+                "baseline PSNR",
+                "EBT PSNR",
+                "EBT better",
+            ],
+            verdict_rows,
         )
         + "\n\n### Energy as uncertainty (test): correlation of a predicted frame's (patch's) energy with its error\n\n"
         f"{uncertainty_table(uncertainty)}\n"

@@ -40,11 +40,12 @@ def is_standard_protocol(cfg: VideoConfig) -> bool:
 RECORDED = {"ebt": "ebt", "dit": "dit_ddim"}  # model folder -> the method whose steps per frame are recorded there
 
 
-def _record_chosen_steps(summary: list[dict], runs: Path, chosen_on: str) -> None:
+def _record_chosen_steps(summary: list[dict], runs: Path, chosen_on: str, metric: str) -> None:
     """Write the step counts chosen on validation (the EBT's plain descent, the DiT's DDIM) into the models' folders
     (``predict``'s and the app's defaults), when the folders are there."""
     for folder, method in RECORDED.items():
-        plain = choose(summary, lambda row, m=method: row["method"] == m).get(folder)  # folders are named by model
+        # (folders are named by model)
+        plain = choose(summary, lambda row, m=method: row["method"] == m, metric).get(folder)
         if plain is not None and (runs / folder / "model.safetensors").is_file():
             write_chosen_steps(runs / folder, int(plain["steps"]), chosen_on)
 
@@ -73,10 +74,10 @@ def run_video_comparison(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary, strips = summarise(rows), []
-    _record_chosen_steps(summary, Path(runs), f"{len(names['validation'])} validation clips, {stem}.md")
+    _record_chosen_steps(summary, Path(runs), f"{len(names['validation'])} validation clips, {stem}.md", cfg.select_by)
     if options.strip_clips:
         by_label = {s.label: s for s in found}
-        chosen = {model: by_label[row["chosen"]] for model, row in choose(summary).items()}
+        chosen = {model: by_label[row["chosen"]] for model, row in choose(summary, metric=cfg.select_by).items()}
         frames = predictions_for_strips(contenders, cfg, chosen, options.strip_clips, options.evaluation.seed)
         strips = write_strips(out, stem, frames, cfg.data.context_frames)
     parts = [f"{contenders['ebt'].steps} steps of {cfg.data.batch_size} clips of {cfg.data.frames} frames per model"]
@@ -97,4 +98,5 @@ def run_video_comparison(
         names,
         strips,
         mmnist_protocol=is_standard_protocol(cfg),
+        select_by=cfg.select_by,
     )
