@@ -12,6 +12,7 @@ from .drift import MIN_SPEED
 SOURCES = ("moving-mnist", "real-clips")  # or a path: a video file, a folder of videos, a folder of numbered frames
 FORMATS = ("auto", "footage", "clips")
 STARTS = ("last-frame", "noise", "guess")
+LOWER_IS_BETTER = {"mse": True, "psnr": False}  # the metrics that can choose settings (``select_by``) and their sense
 DIT_TARGETS = ("frame", "change")
 DIT_PREDICTIONS = ("epsilon", "sample")
 
@@ -110,7 +111,7 @@ class VideoConfig(ExperimentConfig):
         super().validate()
         m, d, p = self.model, self.data, self.prediction
         check(self.task == "video", f"a VideoConfig has task 'video', got {self.task!r}")
-        check(self.select_by in ("mse", "psnr"), f"select_by must be mse or psnr, got {self.select_by!r}")
+        check(self.select_by in LOWER_IS_BETTER, f"select_by must be mse or psnr, got {self.select_by!r}")
         check_transformer(m)
         check_energy_model(m, self.descent)
         check(m.width % 4 == 0, f"model.width must be a multiple of 4 (2-D sin-cos positions), got {m.width}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 from functools import cache, partial
 
 import torch
-import torch.nn.functional as F
 from diffusers import DiTTransformer2DModel
 from torch import Tensor, nn
 
@@ -101,8 +100,7 @@ class VideoDiTObjective(DirectObjective, HubModel):
         predicted = self.model(x_t, past, t).float()
         # the MSE, or with ``train.loss`` log_mse the per-sample log MSE (weighting samples as the EBT's and the
         # transformer's log_mse do); the other losses only rescale an MSE, so the DiT keeps its standard one
-        log = self.cfg.train.loss == "log_mse"
-        loss = reconstruction_loss(predicted, wanted, "log_mse") if log else F.mse_loss(predicted, wanted)
+        loss = reconstruction_loss(predicted, wanted, "log_mse" if self.cfg.train.loss == "log_mse" else "mse")
         return StepOutput(loss, {"loss": loss.detach()})
 
     def reference(self, past: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ from torch import nn
 from ..core import distributed
 from ..core.early_stopping import Validate
 from ..core.train import TrainResult, seed_everything, train
-from .config import VideoConfig
+from .config import LOWER_IS_BETTER, VideoConfig
 from .data import held_out, training_stream
 from .loading import MODEL_KINDS, build_video_model
 from .metrics import frame_errors
@@ -31,8 +31,8 @@ def validation_error(cfg: VideoConfig, clips: int = VALIDATION_CLIPS) -> Validat
     def score(model: nn.Module) -> float:
         rollout = model.rollout(held[:, :context_frames], cfg.horizon)
         truth = held[:, context_frames : context_frames + cfg.horizon]
-        errors = frame_errors(rollout.predictions.detach().cpu(), truth)
-        return float(errors["mse"].mean()) if cfg.select_by == "mse" else -float(errors["psnr"].mean())
+        mean = float(frame_errors(rollout.predictions.detach().cpu(), truth)[cfg.select_by].mean())
+        return mean if LOWER_IS_BETTER[cfg.select_by] else -mean
 
     return score
 

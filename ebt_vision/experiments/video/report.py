@@ -14,6 +14,7 @@ from PIL import Image
 from torch import Tensor
 
 from ...core.reports import markdown_table, write_report
+from ...video.config import LOWER_IS_BETTER
 from ...video.strips import strip_image, write_gif
 from .. import selection
 from ..contenders import Contender
@@ -32,7 +33,6 @@ MODEL_OF_METHOD = {
     "ebt_best_of_n": "ebt",
 }
 METRICS = ("mse", "mae", "psnr", "ssim")
-LOWER_IS_BETTER = {"mse": True, "psnr": False}  # the metrics a setting can be chosen by (``VideoConfig.select_by``)
 GROUP = ("eval_split", "method", "steps", "n_candidates", "gain")
 # OpenSTL's published Moving MNIST MSE (10 -> 10, 64x64), for context only: other training budgets and models.
 OPENSTL_MSE = {
