@@ -396,6 +396,31 @@ def test_baselines_match_the_ebt_in_parameters_within_2_percent(tiny):
             assert abs(count_parameters(baseline) - ebt) / ebt <= 0.02, (overrides, type(baseline).__name__)
 
 
+def test_a_narrower_ebt_trunk_is_built_alone_and_its_run_rebuilds_it(tiny):
+    from ebt_vision.experiments.video.contenders import model_configs
+    from ebt_vision.experiments.video.costs import training_step_flops
+
+    narrow = from_dict({**TINY, "ebt": {"width": 24}})
+    assert narrow.ebt_model().width == 24 and narrow.model.width == 32
+    configs = model_configs(narrow)
+    assert configs["ebt"].model.width == 24 and all(c.ebt.width == 0 for c in configs.values())
+    assert configs["transformer"].model == configs["dit"].model == tiny.model
+    # the EBT is narrower; the baselines, the DiT's parameter target included, are what they were without the section
+    narrow_size = count_parameters(VideoObjective(narrow).model)
+    assert (
+        narrow_size
+        == count_parameters(VideoObjective(configs["ebt"]).model)
+        < count_parameters(VideoObjective(tiny).model)
+    )
+    for build in (PlainVideoObjective, VideoDiTObjective):
+        assert count_parameters(build(narrow).model) == count_parameters(build(tiny).model)
+    assert training_step_flops(VideoObjective(narrow), narrow) < training_step_flops(VideoObjective(tiny), tiny)
+    for section, message in (({"width": -1}, ">= 0"), ({"heads": 3}, "ebt.width 32 must be divisible by ebt.heads 3"),
+                             ({"width": 30}, "ebt.width must be a multiple of 4")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            from_dict({**TINY, "ebt": section})
+
+
 # --- metrics, pictures and the comparison end to end ---------------------------------------------------------------
 
 
@@ -728,6 +753,7 @@ def test_settings_are_chosen_and_judged_by_the_configured_metric(tiny):
     assert by_psnr["ebt"]["chosen"] == "ebt@1" and by_psnr["ebt"]["validation_psnr"] == 41.4
     (verdict,) = [v for v in verdicts(summary, by_psnr, "psnr") if v["comparison"] == "chosen"]
     assert verdict["ebt_wins"] and verdict["metric"] == "psnr" and verdict["ebt_psnr"] == 41.4
+    assert (verdict["baseline_gflops"], verdict["ebt_gflops"]) == (0.0, 0.4)  # the costs compared beside the metrics
     tied = [row(s, m, k, 8.0, 40.5) for s in ("validation", "test") for m, k in (("copy_last", 0), ("ebt", 1))]
     assert not any(v["ebt_wins"] for v in verdicts(tied, choose(tied, metric="psnr"), "psnr"))  # a tie is no win
     assert replace(tiny, select_by="psnr").select_by == "psnr"

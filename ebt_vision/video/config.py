@@ -3,7 +3,7 @@ and the diffusers DiT baseline."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..core.config import ExperimentConfig, TransformerConfig, check, check_energy_model, check_transformer
 from ..core.streams import ON_ERROR
@@ -89,6 +89,17 @@ class VideoDiTConfig:
 
 
 @dataclass(frozen=True)
+class EBTTrunkConfig:
+    """The video EBT's trunk where it differs from ``model`` (0: as ``model``). The EBT's descent step is a forward
+    and a backward pass over the context and its candidate frame, the transformer's prediction one forward pass, so at
+    equal trunks the EBT costs more per frame; a narrower or shallower EBT can be compared at equal or lower cost."""
+
+    width: int = 0  # the EBT's model.width (0: model.width)
+    depth: int = 0  # its model.depth (0: model.depth)
+    heads: int = 0  # its model.heads (0: model.heads)
+
+
+@dataclass(frozen=True)
 class VideoConfig(ExperimentConfig):
     name: str = "ebt-video"
     task: str = "video"
@@ -96,11 +107,19 @@ class VideoConfig(ExperimentConfig):
     data: VideoDataConfig = field(default_factory=VideoDataConfig)
     prediction: PredictionConfig = field(default_factory=PredictionConfig)
     dit: VideoDiTConfig = field(default_factory=VideoDiTConfig)
+    # The EBT's trunk where it differs from model's (width, depth, heads; 0: as model), e.g. narrower so that its
+    # descent step costs no more per frame than the transformer's forward pass; the baselines keep model's trunk.
+    ebt: EBTTrunkConfig = field(default_factory=EBTTrunkConfig)
     # The validation metric that chooses every setting (early stopping's weights, the EBT's steps, the DiT's DDIM
     # steps, the extrapolation gain): "mse", the mean MSE in OpenSTL's convention, which the clips with the most motion
     # dominate; or "psnr", the mean PSNR over clips (a mean log error, what train.loss log_mse trains for), in which a
     # nearly still clip predicted almost exactly counts as much as a shaking one.
     select_by: str = "mse"
+
+    def ebt_model(self) -> VideoModelConfig:
+        """``model`` with the ``ebt`` section's sizes: the trunk the video EBT is built with."""
+        sizes = {k: v for k, v in vars(self.ebt).items() if v}
+        return replace(self.model, **sizes)
 
     @property
     def horizon(self) -> int:
@@ -112,9 +131,14 @@ class VideoConfig(ExperimentConfig):
         m, d, p = self.model, self.data, self.prediction
         check(self.task == "video", f"a VideoConfig has task 'video', got {self.task!r}")
         check(self.select_by in LOWER_IS_BETTER, f"select_by must be mse or psnr, got {self.select_by!r}")
-        check_transformer(m)
+        check(min(vars(self.ebt).values()) >= 0, "ebt.width, ebt.depth and ebt.heads must be >= 0 (0: as model)")
+        for section, trunk in (("model", m), ("ebt", self.ebt_model())):
+            check_transformer(trunk, section)
+            check(
+                trunk.width % 4 == 0,
+                f"{section}.width must be a multiple of 4 (2-D sin-cos positions), got {trunk.width}",
+            )
         check_energy_model(m, self.descent)
-        check(m.width % 4 == 0, f"model.width must be a multiple of 4 (2-D sin-cos positions), got {m.width}")
         check(m.patch_size >= 1, f"model.patch_size must be >= 1, got {m.patch_size}")
         check(m.channels in (1, 3), f"model.channels must be 1 (grey) or 3 (RGB), got {m.channels}")
         check(d.frames >= 2, f"data.frames must be >= 2 (a frame and its successor), got {d.frames}")

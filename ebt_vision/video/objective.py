@@ -32,7 +32,7 @@ class VideoObjective(EnergyObjective, HubModel):
 
     def __init__(self, cfg: VideoConfig) -> None:
         cfg = as_config(cfg)
-        model = VideoEBT(cfg.model, guess=cfg.prediction.start == "guess", reference=Reference.of(cfg.prediction))
+        model = VideoEBT(cfg.ebt_model(), guess=cfg.prediction.start == "guess", reference=Reference.of(cfg.prediction))
         super().__init__(model, cfg)
 
     @property

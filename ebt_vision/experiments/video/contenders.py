@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ...video.config import VideoConfig
+from ...video.config import EBTTrunkConfig, VideoConfig
 from ...video.data import training_stream
 from ...video.loading import build_video_model
 from ...video.training import validation_error
@@ -28,8 +28,12 @@ def kind_of(name: str) -> str:
 
 
 def model_configs(cfg: VideoConfig) -> dict[str, VideoConfig]:
-    """The step-matched contenders: same data, optimiser, steps and trunk sizes."""
-    return {name: replace(cfg, name=f"{cfg.name}-{name}") for name in ("ebt", "transformer", "dit")}
+    """The step-matched contenders: same data, optimiser, steps and trunk sizes; the EBT's trunk is the ``ebt``
+    section's, written into its run's ``model`` (the other runs keep no ``ebt`` section: it does not concern them)."""
+    plain = replace(cfg, ebt=EBTTrunkConfig())
+    configs = {name: replace(plain, name=f"{cfg.name}-{name}") for name in ("ebt", "transformer", "dit")}
+    configs["ebt"] = replace(configs["ebt"], model=cfg.ebt_model())
+    return configs
 
 
 def _fit(name: str, cfg: VideoConfig, run_root: Path, progress: bool) -> Contender:
@@ -44,10 +48,11 @@ def train_contenders(
 ) -> dict[str, Contender]:
     """Train (or resume, or reuse when finished with the same config) each model under ``run_root/<name>``."""
     run_root = Path(run_root)
-    contenders = {name: _fit(name, c, run_root, progress) for name, c in model_configs(cfg).items()}
+    configs = model_configs(cfg)
+    contenders = {name: _fit(name, c, run_root, progress) for name, c in configs.items()}
     if compute_matched:
         for kind in BASELINES:
-            matched = compute_matched_config(cfg, f"{cfg.name}-{kind}-compute", cfg.train.steps,
+            matched = compute_matched_config(configs[kind], f"{cfg.name}-{kind}-compute", cfg.train.steps,
                                              contenders["ebt"].step_flops, contenders[kind].step_flops)  # fmt: skip
             contenders[f"{kind}-compute"] = _fit(f"{kind}-compute", matched, run_root, progress)
     return contenders

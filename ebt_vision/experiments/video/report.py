@@ -156,6 +156,8 @@ def verdicts(summary: list[dict], chosen: dict[str, dict], metric: str = "mse") 
                         "ebt_mse": ebt["mse"],
                         "baseline_psnr": other["psnr"],
                         "ebt_psnr": ebt["psnr"],
+                        "baseline_gflops": other["gflops_per_frame"],
+                        "ebt_gflops": ebt["gflops_per_frame"],
                         "metric": metric,
                         "ebt_wins": better(ebt[metric], other[metric], metric),
                     }
@@ -273,6 +275,7 @@ def write_video_report(
             v["ebt_mse"],
             v["baseline_psnr"],
             v["ebt_psnr"],
+            f"{v['baseline_gflops']:.3f} / {v['ebt_gflops']:.3f}",
             "yes" if v["ebt_wins"] else "no",
         ]
         for v in checks
@@ -304,6 +307,7 @@ def write_video_report(
                 "EBT MSE",
                 "baseline PSNR",
                 "EBT PSNR",
+                "GFLOP per frame (baseline / EBT)",
                 "EBT better",
             ],
             verdict_rows,
