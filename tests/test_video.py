@@ -754,6 +754,17 @@ def test_settings_are_chosen_and_judged_by_the_configured_metric(tiny):
     (verdict,) = [v for v in verdicts(summary, by_psnr, "psnr") if v["comparison"] == "chosen"]
     assert verdict["ebt_wins"] and verdict["metric"] == "psnr" and verdict["ebt_psnr"] == 41.4
     assert (verdict["baseline_gflops"], verdict["ebt_gflops"]) == (0.0, 0.4)  # the costs compared beside the metrics
+    # at equal or lower cost, both ways: a transformer at 0.5 GFLOP against the EBT chosen at 8 steps (0.9), and the
+    # EBT's best setting within the transformer's cost (1 step, 0.4; chosen on validation like every setting)
+    summary += [row(split, "transformer", 1, 7.85, 40.0, 0.5) for split in ("validation", "test")]
+    checks = {v["comparison"]: v for v in verdicts(summary, choose(summary), "mse") if v["baseline"] == "transformer"}
+    assert set(checks) == {"chosen", "baseline at equal or lower cost", "EBT at equal or lower cost"}
+    assert checks["chosen"]["ebt_setting"] == "ebt@8" and checks["chosen"]["ebt_wins"]
+    copy = {v["comparison"] for v in verdicts(summary, choose(summary), "mse") if v["baseline"] == "copy_last"}
+    assert copy == {"chosen", "baseline at equal or lower cost"}  # no EBT setting costs nothing: no such row
+    cheap = checks["EBT at equal or lower cost"]
+    assert cheap["ebt_setting"] == "ebt@1" and cheap["ebt_gflops"] == 0.4 <= cheap["baseline_gflops"]
+    assert not cheap["ebt_wins"]  # 7.9 against the transformer's 7.85
     tied = [row(s, m, k, 8.0, 40.5) for s in ("validation", "test") for m, k in (("copy_last", 0), ("ebt", 1))]
     assert not any(v["ebt_wins"] for v in verdicts(tied, choose(tied, metric="psnr"), "psnr"))  # a tie is no win
     assert replace(tiny, select_by="psnr").select_by == "psnr"
