@@ -56,15 +56,20 @@ def test_tiled_energy_passes_each_image_its_own_sigma(cond_cfg):
     assert torch.allclose(tiled, model(x, y, sigma), atol=1e-5)
 
 
-def test_conditioned_objective_trains_and_denoise_requires_sigma(cond_cfg):
+def test_conditioned_objective_trains_and_denoise_tells_it_a_sigma(cond_cfg):
+    """Told a sigma, or used blind: then told the one ``estimate_noise_sigma`` reads off each noisy image."""
+    from ebt_vision.image.noise import estimate_noise_sigma
+
     objective = DenoisingObjective(cond_cfg)
     clean = torch.rand(4, 3, 16, 16) * 2 - 1
     out = objective(noisy_batch(clean, 25.0))
     out.loss.backward()
     assert objective.model.sigma_embed.linear.weight.grad is not None
     objective.eval()
-    with pytest.raises(ValueError, match="sigma"):
-        denoise(objective, clean[:1])
+    noisy = noisy_batch(clean[:2], 20.0).noisy
+    blind = denoise(objective, noisy, Thinking(2))[0].final
+    told = denoise(objective, noisy, Thinking(2), sigma=estimate_noise_sigma(noisy))[0].final
+    assert torch.equal(blind, told)
     with pytest.raises(ValueError, match="sigma"):
         denoise(objective, clean[:2], sigma=torch.tensor([1.0, 2.0, 3.0]))
     trajectory, _ = denoise(objective, clean[:2], Thinking(2), sigma=torch.tensor([10.0, 30.0]))

@@ -158,3 +158,32 @@ def test_adaptive_report_compares_at_equal_patch_steps(tmp_path, objective):
         assert row["gain_db"] == pytest.approx(row["psnr_adaptive"] - row["psnr_uniform_same_steps"])
     report = write_adaptive_report(rows, make_meta("cpu", 0, "test", "test"), tmp_path)
     assert report.exists() and (tmp_path / "adaptive.png").exists() and "gain" in report.read_text()
+
+
+def test_a_sigma_conditioned_ebt_is_told_the_estimated_noise_level_never_the_true_one(tiny_cfg):
+    """A conditioned EBT in the blind evaluation gets what the DiT and the step schedule get: the sigma
+    ``estimate_noise_sigma`` reads off the noisy photo."""
+    from dataclasses import replace
+
+    from ebt_vision.core.metrics import psnr
+    from ebt_vision.experiments.selection import SPLIT_SEED_OFFSET
+    from ebt_vision.image.inference import crop_to_patches
+    from ebt_vision.image.noise import estimate_noise_sigma, noisy_copy
+
+    torch.manual_seed(0)
+    cfg = replace(tiny_cfg, model=replace(tiny_cfg.model, sigma_conditioning=True))
+    conditioned = DenoisingObjective(cfg).eval()
+    with torch.no_grad():  # trained-looking weights (a fresh adaLN ignores its condition), so that sigma matters
+        for value in conditioned.parameters():
+            value.copy_(0.2 * torch.randn(value.shape))
+    photo = held_out_photos(max_side=32)[0]
+    rows = evaluate_denoiser(conditioned, [photo], EvalOptions(sigmas=(25,), steps=1, with_bm3d=False, progress=False))
+    row = next(r for r in rows if r["method"] == "ebt" and r["steps"] == 1)
+    clean = crop_to_patches(photo.image[None], cfg.model.patch_size)[0]
+    noisy = noisy_copy(clean, 25, EvalOptions().seed, SPLIT_SEED_OFFSET["test"])[None]
+    estimated = float(estimate_noise_sigma(noisy)[0])
+    assert abs(estimated - 25) > 0.5  # the estimate differs from the truth, so the check below can tell them apart
+    told = {s: float(psnr(denoise(conditioned, noisy, Thinking(1), s)[0].final.clamp(-1, 1), clean[None]))
+            for s in (estimated, 25.0)}  # fmt: skip
+    assert abs(told[estimated] - told[25.0]) > 1e-3
+    assert row["psnr"] == pytest.approx(told[estimated], abs=1e-4)

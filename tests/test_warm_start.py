@@ -84,6 +84,67 @@ def test_an_ebt_started_from_a_plain_denoiser_predicts_what_it_does_in_one_step(
     assert result.step == 1 and (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_a_sigma_conditioned_ebt_from_a_blind_trunk_starts_as_the_trunk_at_every_noise_level(tmp_path):
+    """The noise-level embedding the trunk lacks starts at zero, so the conditioned EBT's first step is still the
+    trunk's prediction, whatever sigma it is told; training then moves the embedding."""
+    plain, folder = _trained_looking_plain(tmp_path)
+    conditioned = {**RELATIVE, "model": {**RELATIVE["model"], "sigma_conditioning": True}}
+    cfg = from_dict({**conditioned, "train": {**RELATIVE["train"], "steps": 2, "init_from": str(folder)}})
+    objective = DenoisingObjective(cfg)
+    _initialise_from(objective, str(folder))
+    assert objective.model.sigma_embed.linear.weight.abs().max() == 0
+    noisy = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        want = plain.model(noisy)
+    for sigma in (5.0, 50.0):
+        candidate = noisy.clone().requires_grad_(True)
+        energy = objective.model(noisy, candidate, torch.full((2,), sigma)).sum()
+        (gradient,) = torch.autograd.grad(energy, candidate)
+        torch.testing.assert_close(noisy - gradient, want, rtol=1e-4, atol=1e-5)
+
+    def batches():
+        while True:
+            yield denoising_batch(noisy, noisy.clamp(-0.5, 0.5), sigma=30.0)
+
+    fresh = DenoisingObjective(cfg)
+    train(fresh, batches(), cfg, tmp_path / "run", progress=False)
+    assert fresh.model.sigma_embed.linear.weight.abs().max() > 0
+
+
+def test_a_sigma_conditioned_plain_denoiser_continues_a_blind_one(tmp_path):
+    """The trunk can be told the noise level too: from a blind trunk's weights it starts as that trunk at every
+    sigma, training moves its embedding, and the one-pass denoiser takes one sigma for a whole (tiled) photo."""
+    from ebt_vision.image.plain import plain_denoise
+
+    plain, folder = _trained_looking_plain(tmp_path)
+    conditioned = {**TINY, "model": {**TINY["model"], "sigma_conditioning": True}}
+    cfg = from_dict({**conditioned, "train": {**TINY["train"], "steps": 2, "init_from": str(folder)}})
+    told = PlainDenoisingObjective(cfg)
+    _initialise_from(told, str(folder))
+    noisy = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        want = plain.model(noisy)
+        for sigma in (5.0, 50.0):
+            torch.testing.assert_close(told.model(noisy, sigma), want)
+    with pytest.raises(InputError, match="conditioned on the noise level"):
+        told.model(noisy)
+    with pytest.raises(InputError, match="blind"):
+        plain.model(noisy, 25.0)
+
+    def batches():
+        while True:
+            yield denoising_batch(noisy, noisy.clamp(-0.5, 0.5), sigma=30.0)
+
+    fresh = PlainDenoisingObjective(cfg)
+    train(fresh, batches(), cfg, tmp_path / "run", progress=False)
+    assert fresh.model.sigma_embed.linear.weight.abs().max() > 0
+    photo = torch.rand(1, 3, 40, 24) * 2 - 1  # larger than the 16px crop: tiled
+    low, high = plain_denoise(fresh.eval(), photo, sigma=5.0), plain_denoise(fresh, photo, sigma=50.0)
+    assert low.shape == photo.shape and not torch.allclose(low, high)
+    # told more than it trained on, it is told the highest level it knows
+    torch.testing.assert_close(plain_denoise(fresh, photo, sigma=500.0), plain_denoise(fresh, photo, sigma=55.0))
+
+
 def test_init_from_an_old_linear_head_ebt_is_not_taken_for_a_plain_denoiser(tmp_path):
     """Checkpoints from before the head kinds hold the linear head at <head>.weight (no bias): they load as they are."""
     old = DenoisingObjective(from_dict(TINY))

@@ -181,11 +181,9 @@ def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions,
     if noisy.shape[-2:] != image.rgb.shape[-2:]:
         raise InputError(f"{image.path.name}: {image.rgb.shape[2]}x{image.rgb.shape[1]} is not a multiple of the "
                          f"{patch}px patch; crop it first")  # fmt: skip
-    sigma = options.sigma
-    if objective.cfg.model.sigma_conditioning and sigma is None:
-        sigma = float(estimate_noise_sigma(noisy)[0])
+    sigma = options.sigma  # None: a sigma-conditioned model is told the estimated one (``denoise``)
     thinking = Thinking(options.steps, final_energy=False)
-    if options.steps is None and options.schedule is not None and not objective.cfg.model.sigma_conditioning:
+    if options.steps is None and options.schedule is not None:
         thinking = options.schedule.thinking(float(estimate_noise_sigma(noisy)[0]), thinking)
     if options.best_of > 1:
         found = best_of_n(objective, noisy, replace(thinking, n_candidates=options.best_of), sigma)

@@ -16,7 +16,7 @@ from ..core.checkpoint import load_trained
 from ..core.descent import Trajectory, lowest_energy
 from ..core.errors import InputError
 from ..core.inference import Thinking
-from .noise import training_sigma_max
+from .noise import estimate_noise_sigma, training_sigma_max
 from .objective import DenoisingObjective
 from .tiling import TiledEnergy
 
@@ -88,11 +88,12 @@ def denoise(
 
     ``candidates[k]`` is the estimate after k steps; clamp to [-1, 1] before saving. ``thinking``: steps, step scale,
     stopping, momentum, Langevin noise, clamping, the final energy (best-of-N is ``best_of_n``). ``sigma`` (0-255, per
-    image or one for all) is required by sigma-conditioned models and refused by blind ones; it is clamped to the
-    highest sigma the model trained on (told an unseen level, a conditioned model collapses; told the nearest level
-    it knows, it under-corrects and more descent steps can do the rest). ``init`` starts the descent elsewhere than at
-    the noisy image. ``thinking.passes`` > 1 re-anchors: after each pass the estimate becomes the noisy image. Returns
-    the tiled energy too, for per-patch energy maps (``tiling.record_maps``).
+    image or one for all) is refused by blind models; a sigma-conditioned model not given one is used blind, told
+    the sigma ``estimate_noise_sigma`` reads off each noisy image (what the DiT and the step schedule read). It is
+    clamped to the highest sigma the model trained on (told an unseen level, a conditioned model collapses; told the
+    nearest level it knows, it under-corrects and more descent steps can do the rest). ``init`` starts the descent
+    elsewhere than at the noisy image. ``thinking.passes`` > 1 re-anchors: after each pass the estimate becomes the
+    noisy image. Returns the tiled energy too, for per-patch energy maps (``tiling.record_maps``).
     """
     cfg = objective.cfg
     check_images(noisy, cfg.model.patch_size)
@@ -100,6 +101,8 @@ def denoise(
         raise InputError(f"init {tuple(init.shape)} must have the noisy image's shape {tuple(noisy.shape)}")
     thinking.check(cfg.descent.num_steps)
     sigma = _check_sigma(sigma, noisy.shape[0])
+    if sigma is None and cfg.model.sigma_conditioning:
+        sigma = estimate_noise_sigma(noisy)
     if sigma is not None:
         sigma = sigma.clamp(max=training_sigma_max(cfg.data))
     energy = TiledEnergy(

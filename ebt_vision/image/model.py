@@ -51,6 +51,22 @@ class SigmaEmbedding(nn.Module):
         return self.linear(torch.cat([angles.sin(), angles.cos()], dim=-1))
 
 
+def sigma_condition(
+    condition: Tensor, embed: SigmaEmbedding | None, batch: int, sigma: Tensor | float | None, dtype: torch.dtype
+) -> Tensor:
+    """The adaLN condition (B, D) of an image model: its learned ``condition``, plus the embedded noise sigma for a
+    conditioned model (``embed``); a clear error when a blind model is given sigma or a conditioned one is not."""
+    cond = condition.to(dtype).expand(batch, -1)
+    if embed is None:
+        if sigma is not None:
+            raise InputError("this model is blind (model.sigma_conditioning is off); do not pass sigma")
+        return cond
+    if sigma is None:
+        raise InputError("this model is conditioned on the noise level: pass sigma (B,) on the 0-255 scale")
+    sigma = torch.as_tensor(sigma, device=cond.device, dtype=torch.float32).reshape(-1).expand(batch)
+    return cond + embed(sigma).to(dtype)
+
+
 class ImageEBT(nn.Module):
     """A transformer over patches of [context, candidate] whose head gives one energy per patch (``model.energy``:
     the parameterisations of ``ebt_vision.core.energy``).
@@ -75,15 +91,7 @@ class ImageEBT(nn.Module):
         self.head.reset_parameters()
 
     def _condition(self, batch: int, sigma: Tensor | None, dtype: torch.dtype) -> Tensor:
-        cond = self.condition.to(dtype).expand(batch, -1)
-        if self.sigma_embed is None:
-            if sigma is not None:
-                raise InputError("this model is blind (model.sigma_conditioning is off); do not pass sigma")
-            return cond
-        if sigma is None:
-            raise InputError("this model is conditioned on the noise level: pass sigma (B,) on the 0-255 scale")
-        sigma = torch.as_tensor(sigma, device=cond.device, dtype=torch.float32).reshape(-1).expand(batch)
-        return cond + self.sigma_embed(sigma).to(dtype)
+        return sigma_condition(self.condition, self.sigma_embed, batch, sigma, dtype)
 
     def tokens(
         self, context: Tensor, candidate: Tensor, depth: int | None = None, sigma: Tensor | None = None

@@ -52,6 +52,9 @@ class DenoisingObjective(EnergyObjective, HubModel):
                 f"{tuple(state['model.embed.weight'].shape)} (width, patch size or channels differ)"
             )
         state["model.embed.weight"] = torch.cat([noisy, torch.zeros_like(noisy)], dim=1)
+        for name in ("model.sigma_embed.linear.weight", "model.sigma_embed.linear.bias"):
+            if name in state:  # a conditioned EBT from a blind trunk: the noise level starts by changing nothing
+                state[name] = torch.zeros_like(state[name])
         renamed = {"model.head.weight": "model.head.out.weight", "model.head.bias": "model.head.out.bias"}
         for name, value in tensors.items():
             target = renamed.get(name, name)

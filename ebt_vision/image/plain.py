@@ -5,11 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..core.checkpoint import CheckpointError
 from ..core.hub import HubModel, as_config
 from ..core.layers import adaln_blocks, init_residual_predictor, patchify, sincos_position_embedding, unpatchify
 from ..core.objective import DirectObjective, StepOutput
 from .config import ImageConfig, ModelConfig
 from .data import DenoisingBatch
+from .model import SigmaEmbedding, sigma_condition
+from .noise import training_sigma_max
 from .tiling import tiled_map
 
 
@@ -18,6 +21,7 @@ class PlainDenoiser(nn.Module):
 
     It differs from ``ImageEBT`` only at the ends: the patch embedding sees the noisy image alone and the head
     predicts a patch of pixels instead of one energy, so the parameter counts are within a fraction of a percent.
+    With ``model.sigma_conditioning`` it is told the noise sigma the way the EBT is (added to the adaLN condition).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -26,17 +30,19 @@ class PlainDenoiser(nn.Module):
         width, pixels = cfg.width, cfg.channels * cfg.patch_size**2
         self.embed = nn.Linear(pixels, width)
         self.condition = nn.Parameter(torch.randn(width) * 0.02)
+        self.sigma_embed = SigmaEmbedding(width) if cfg.sigma_conditioning else None
         self.blocks = adaln_blocks(cfg, one_pass=True)
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.head = nn.Linear(width, pixels)
         init_residual_predictor(self, self.blocks, self.head)
 
-    def forward(self, noisy: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, C, H, W) denoised estimate."""
+    def forward(self, noisy: Tensor, sigma: Tensor | float | None = None) -> Tensor:
+        """(B, C, H, W) -> (B, C, H, W) denoised estimate; ``sigma`` (0-255, per image or one for all) for a
+        conditioned model."""
         p = self.cfg.patch_size
         x = self.embed(patchify(noisy, p))
         x = x + sincos_position_embedding(noisy.shape[2] // p, noisy.shape[3] // p, self.cfg.width, x.device, x.dtype)
-        cond = self.condition.to(x.dtype).expand(x.shape[0], -1)
+        cond = sigma_condition(self.condition, self.sigma_embed, x.shape[0], sigma, x.dtype)
         for block in self.blocks:
             x = block(x, cond)
         residual = unpatchify(self.head(self.final_norm(x)), p, noisy.shape[2], noisy.shape[3])
@@ -51,13 +57,34 @@ class PlainDenoisingObjective(DirectObjective, HubModel):
         super().__init__(PlainDenoiser(cfg.model), cfg)
 
     def forward(self, batch: DenoisingBatch) -> StepOutput:
-        return self.prediction_step(self.model(batch.noisy), batch.clean)
+        sigma = batch.noise.sigma if self.cfg.model.sigma_conditioning else None
+        return self.prediction_step(self.model(batch.noisy, sigma), batch.clean)
+
+    def initial_weights(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``train.init_from`` weights: a blind trunk's start a conditioned one with its noise-level embedding at zero
+        (so it starts as the blind trunk); anything else loads as it is."""
+        state = self.state_dict()
+        missing = [name for name in state if name.startswith("model.sigma_embed.") and name not in tensors]
+        if not missing:
+            return tensors
+        if any(name not in tensors for name in state if name not in missing):
+            raise CheckpointError("these weights are not a plain denoiser's")
+        return {**tensors, **{name: torch.zeros_like(state[name]) for name in missing}}
 
 
 @torch.no_grad()
-def plain_denoise(objective: PlainDenoisingObjective, noisy: Tensor, tile_overlap: int = 2) -> Tensor:
+def plain_denoise(
+    objective: PlainDenoisingObjective, noisy: Tensor, tile_overlap: int = 2, sigma: float | None = None
+) -> Tensor:
     """(B, C, H, W) noisy in [-1, 1] -> the one-pass estimate, clamped; photos larger than the training crop are
-    tiled like the EBT's energy and the DiT's passes (half-overlapping tiles, overlaps averaged)."""
+    tiled like the EBT's energy and the DiT's passes (half-overlapping tiles, overlaps averaged). ``sigma``: one
+    noise level (0-255) for every image, which a conditioned model needs (clamped to its training range)."""
     device = next(objective.parameters()).device
-    estimate = tiled_map(objective.model, noisy.to(device), objective.cfg.data.crop_size, overlap=tile_overlap)
+    if sigma is not None:
+        sigma = min(float(sigma), training_sigma_max(objective.cfg.data))
+
+    def model(tiles: Tensor) -> Tensor:
+        return objective.model(tiles, sigma)
+
+    estimate = tiled_map(model, noisy.to(device), objective.cfg.data.crop_size, overlap=tile_overlap)
     return estimate.clamp(-1, 1)

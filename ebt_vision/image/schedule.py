@@ -5,7 +5,8 @@ A blind EBT's descent takes the same steps whatever the noise: too far for light
 falls after 1-2 steps), too short for heavy noise (out of distribution it keeps gaining up to 4+ steps). A
 ``StepSchedule`` maps the sigma that ``estimate_noise_sigma`` reads off the noisy image (what a blind method may
 know) to the step count and step-size scale that gave the best mean PSNR on *validation* crops noised at a grid of
-calibration levels. The model is still blind and is never told sigma; the estimate only sets how long it thinks.
+calibration levels. The model is still blind and is never told sigma; the estimate only sets how long it thinks
+(a sigma-conditioned EBT is told that same estimate, inside ``denoise``).
 ``fit_schedule`` calibrates (``ebt-vision calibrate``), the schedule is saved beside the weights
 (``step_schedule.json``), and ``denoise_scheduled`` applies it per image.
 """
