@@ -65,15 +65,14 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     dit = {s: max(v.values()) for s, v in validation_rows(args.dit, "dit_ddim").items()}
-    stages, budgets, trunk, trunk_of = {}, {}, None, None
+    stages, budgets, trunks = {}, {}, {}
     for spec in args.stage:
         label, _, path = spec.partition(":")
         report = json.loads(Path(path).read_text())
         stages[label] = validation_rows(Path(path), "ebt")
         budgets[label] = report["meta"]["budget"]
         if any(r["method"] == "transformer" for r in report["rows"]):
-            trunk = {s: max(v.values()) for s, v in validation_rows(Path(path), "transformer").items()}
-            trunk_of = label
+            trunks[label] = {s: max(v.values()) for s, v in validation_rows(Path(path), "transformer").items()}
     gaps = {label: {s: max(curve[s].values()) - dit[s] for s in IN_DISTRIBUTION} for label, curve in stages.items()}
     drifts = {label: drift(curve) for label, curve in stages.items()}
     steady = [label for label in stages if drifts[label] <= STEADY_DB] or list(stages)
@@ -84,8 +83,8 @@ def main(argv: list[str]) -> int:
              + [f"{max(stages[label][s].values()):.2f} ({max(stages[label][s], key=stages[label][s].get)})"
                 for s in sigmas]
              + [f"{min(gaps[label].values()):+.2f}", f"{drifts[label]:.2f}"] for label in stages]  # fmt: skip
-    if trunk:
-        name = "the trunk alone (one pass)" if len(stages) == 1 else f"{trunk_of}: its trunk alone (one pass)"
+    for label, trunk in trunks.items():
+        name = "the trunk alone (one pass)" if len(stages) == 1 else f"{label}: its trunk alone (one pass)"
         table.append([name] + [f"{trunk[s]:.2f}" for s in sigmas] + ["-", "-"])
     table.append(["DiT (best DDIM steps)"] + [f"{dit[s]:.2f}" for s in sigmas] + ["-", "-"])
     headers = ["stage (descents in training)", *(f"sigma {s:g}" for s in sigmas),
@@ -111,8 +110,10 @@ def main(argv: list[str]) -> int:
             steps = sorted(curve[s])
             ax.plot(steps, [curve[s][k] for k in steps], marker="o", label=f"EBT {label}")
         ax.axhline(dit[s], color="k", ls="--", label="DiT (best)")
-        if trunk:
-            ax.axhline(trunk[s], color="grey", ls=":", label="trunk alone")
+        for (label, trunk), style in zip(trunks.items(), (":", "-.", "--"), strict=False):
+            ax.axhline(
+                trunk[s], color="grey", ls=style, label=f"{label}: trunk alone" if len(trunks) > 1 else "trunk alone"
+            )
         ax.set_title(f"sigma {s:g}")
         ax.set_xlabel("descent steps")
         ax.grid(alpha=0.3)
@@ -130,7 +131,8 @@ def main(argv: list[str]) -> int:
            "opencv:board.jpg, opencv:blox.jpg)"  # fmt: skip
     meta = make_meta("cpu", 0, data, "each stage the FLOPs the trunk leaves of the DiT's (see Budgets)",
                      command=shlex.join(["python", "scripts/warm-stage-report.py", *argv]))  # fmt: skip
-    extra = {"dit": dit, "trunk": trunk, "gaps": gaps, "drifts": drifts, "chosen": chosen}
+    trunk = next(iter(trunks.values())) if len(trunks) == 1 else None  # one trunk: as before
+    extra = {"dit": dit, "trunk": trunk, "trunks": trunks, "gaps": gaps, "drifts": drifts, "chosen": chosen}
     md = write_report(args.out, args.stem, meta, rows, body, **extra)
     print(f"report: {md}; chosen: {chosen}")
     return 0

@@ -224,4 +224,5 @@ def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOpt
     scale = f"downscaled to at most {options.max_side}px" if options.max_side else "full resolution"
     data = f"held-out photos, {scale}; " + "; ".join(described)
     meta = make_meta(device, options.seed, data, budget)
-    return write_denoise_report(rows, meta, out_dir, options.stem, scale)
+    conditioned = cfg.model.sigma_conditioning or bool(transformer and transformer.cfg.model.sigma_conditioning)
+    return write_denoise_report(rows, meta, out_dir, options.stem, scale, told_estimate=conditioned)

@@ -168,15 +168,27 @@ def plot_psnr_vs_steps(averaged: list[dict], path: str | Path) -> Path:
 
 
 def write_denoise_report(
-    rows: list[dict], meta: dict, out_dir: str | Path, stem: str = "denoise_eval", resolution: str = "full resolution"
+    rows: list[dict],
+    meta: dict,
+    out_dir: str | Path,
+    stem: str = "denoise_eval",
+    resolution: str = "full resolution",
+    told_estimate: bool = False,
 ) -> Path:
+    """``told_estimate``: the EBT (or the transformer) is sigma-conditioned and was told the estimated sigma."""
     averaged = average_rows(rows)
     out_dir = Path(out_dir)
     plot = out_dir / f"{stem}.png"
     shown = shown_split(averaged)
+    blind = (
+        "The sigma-conditioned model is blind in the DiT's way: told the sigma estimated from the noisy photo, never "
+        "the true one; CBM3D"
+        if told_estimate
+        else "The EBT is blind (not told sigma); CBM3D"
+    )
     body = (
-        f"Mean PSNR (dB) / SSIM over the held-out **{shown}** photos ({resolution}), on clamped 0-255 pixels. The EBT "
-        "is blind (not told sigma); CBM3D is told the true sigma; the DiT (when given) is blind too: DDIM starts at "
+        f"Mean PSNR (dB) / SSIM over the held-out **{shown}** photos ({resolution}), on clamped 0-255 pixels. {blind} "
+        "is told the true sigma; the DiT (when given) is blind too: DDIM starts at "
         "the timestep of the sigma estimated from the noisy photo. *(chosen)* columns: the step count with the best "
         "mean PSNR on the **validation** photos at that sigma, quoted on the test photos. An EBT step is one forward "
         "and one backward pass of the model; *stop@K*: K steps with energy-based stopping; *auto steps*: the step "
