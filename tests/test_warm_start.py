@@ -84,6 +84,18 @@ def test_an_ebt_started_from_a_plain_denoiser_predicts_what_it_does_in_one_step(
     assert result.step == 1 and (tmp_path / "run" / "model.safetensors").exists()
 
 
+def _trains_its_noise_embedding(objective, noisy: torch.Tensor, tmp_path):
+    """Train a conditioned ``objective`` (its init_from included) on one batch: its noise embedding leaves zero."""
+
+    def batches():
+        while True:
+            yield denoising_batch(noisy, noisy.clamp(-0.5, 0.5), sigma=30.0)
+
+    train(objective, batches(), objective.cfg, tmp_path / "run", progress=False)
+    assert objective.model.sigma_embed.linear.weight.abs().max() > 0
+    return objective
+
+
 def test_a_sigma_conditioned_ebt_from_a_blind_trunk_starts_as_the_trunk_at_every_noise_level(tmp_path):
     """The noise-level embedding the trunk lacks starts at zero, so the conditioned EBT's first step is still the
     trunk's prediction, whatever sigma it is told; training then moves the embedding."""
@@ -102,13 +114,7 @@ def test_a_sigma_conditioned_ebt_from_a_blind_trunk_starts_as_the_trunk_at_every
         (gradient,) = torch.autograd.grad(energy, candidate)
         torch.testing.assert_close(noisy - gradient, want, rtol=1e-4, atol=1e-5)
 
-    def batches():
-        while True:
-            yield denoising_batch(noisy, noisy.clamp(-0.5, 0.5), sigma=30.0)
-
-    fresh = DenoisingObjective(cfg)
-    train(fresh, batches(), cfg, tmp_path / "run", progress=False)
-    assert fresh.model.sigma_embed.linear.weight.abs().max() > 0
+    _trains_its_noise_embedding(DenoisingObjective(cfg), noisy, tmp_path)
 
 
 def test_a_sigma_conditioned_plain_denoiser_continues_a_blind_one(tmp_path):
@@ -131,13 +137,7 @@ def test_a_sigma_conditioned_plain_denoiser_continues_a_blind_one(tmp_path):
     with pytest.raises(InputError, match="blind"):
         plain.model(noisy, 25.0)
 
-    def batches():
-        while True:
-            yield denoising_batch(noisy, noisy.clamp(-0.5, 0.5), sigma=30.0)
-
-    fresh = PlainDenoisingObjective(cfg)
-    train(fresh, batches(), cfg, tmp_path / "run", progress=False)
-    assert fresh.model.sigma_embed.linear.weight.abs().max() > 0
+    fresh = _trains_its_noise_embedding(PlainDenoisingObjective(cfg), noisy, tmp_path)
     photo = torch.rand(1, 3, 40, 24) * 2 - 1  # larger than the 16px crop: tiled
     low, high = plain_denoise(fresh.eval(), photo, sigma=5.0), plain_denoise(fresh, photo, sigma=50.0)
     assert low.shape == photo.shape and not torch.allclose(low, high)
