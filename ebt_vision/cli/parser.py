@@ -358,6 +358,13 @@ def _calibrate(p: argparse.ArgumentParser) -> None:
         default=3,
         help="most re-anchored passes tried (each pass's estimate is the next one's noisy image; 1: none)",
     )
+    p.add_argument(
+        "--sigmas",
+        type=float,
+        nargs="+",
+        default=list(defaults.CALIBRATION_SIGMAS),
+        help="the calibration noise levels (0-255); a photo takes the setting of the nearest estimated level",
+    )
     p.add_argument("--no-save", action="store_true", help="report only; do not write step_schedule.json")
     _report(p, "step_schedule", out="runs/calibrate")
     _runtime(p)

@@ -8,6 +8,9 @@ from __future__ import annotations
 MAX_STEPS = 64
 MAX_CANDIDATES = 64
 MAX_PASSES = 8  # re-anchored descent passes (image denoising)
+# `ebt-vision calibrate`: the noise levels (0-255) a blind image EBT's step schedule is fitted at; a photo takes the
+# setting of the level whose estimated sigma is nearest its own.
+CALIBRATION_SIGMAS = (5.0, 10.0, 20.0, 30.0, 40.0, 55.0, 70.0, 90.0, 120.0)
 # `ebt-vision denoise --best-of`: every start is a full descent of a full-size photo.
 MAX_FILE_CANDIDATES = 16
 # The app: a click must stay interactive on a CPU.

@@ -96,14 +96,15 @@ def write_calibration_report(rows: list[dict], schedule: StepSchedule, meta: dic
 @dataclass(frozen=True)
 class CalibrationOptions:
     """``per_photo`` full-resolution crops of ``crop`` px from each validation photo, 1..``max_steps`` descent steps
-    tried at every calibration sigma and step scale, and re-anchored descents of up to ``passes`` passes (1: none);
-    ``save``: write ``step_schedule.json`` beside the weights."""
+    tried at every calibration sigma (``sigmas``) and step scale, and re-anchored descents of up to ``passes`` passes
+    (1: none); ``save``: write ``step_schedule.json`` beside the weights."""
 
     crop: int = 96
     per_photo: int = 2
     max_steps: int = 8
     save: bool = True
     passes: int = CALIBRATION_PASSES
+    sigmas: tuple[float, ...] = CALIBRATION_SIGMAS
 
 
 def run_calibration(
@@ -120,13 +121,13 @@ def run_calibration(
     objective = load_denoiser(checkpoint, torch_device)
     photos = held_out_photos(None, "validation")
     crops = full_resolution_crops(photos, options.crop, options.per_photo)
-    schedule, rows = fit_schedule(objective, crops, CALIBRATION_SIGMAS, options.max_steps, CALIBRATION_SCALES,
+    schedule, rows = fit_schedule(objective, crops, options.sigmas, options.max_steps, CALIBRATION_SCALES,
                                   progress=progress, passes=options.passes)  # fmt: skip
     if options.save:
         schedule.save(checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent)
     data = (
         f"validation photos ({', '.join(p.name for p in photos)}), {options.per_photo} full-resolution "
-        f"{options.crop}px crops each, Gaussian noise at sigma {', '.join(f'{s:g}' for s in CALIBRATION_SIGMAS)}"
+        f"{options.crop}px crops each, Gaussian noise at sigma {', '.join(f'{s:g}' for s in options.sigmas)}"
     )
     scales = ", ".join(map(str, CALIBRATION_SCALES))
     budget = f"{checkpoint}; 1-{options.max_steps} descent steps at step scales {scales}"
