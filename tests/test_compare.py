@@ -66,10 +66,14 @@ def test_conditioned_objective_trains_and_denoise_tells_it_a_sigma(cond_cfg):
     out.loss.backward()
     assert objective.model.sigma_embed.linear.weight.grad is not None
     objective.eval()
+    with torch.no_grad():  # trained-looking weights (a fresh adaLN ignores its condition), so that sigma matters
+        for value in objective.parameters():
+            value.copy_(0.2 * torch.randn(value.shape))
     noisy = noisy_batch(clean[:2], 20.0).noisy
     blind = denoise(objective, noisy, Thinking(2))[0].final
     told = denoise(objective, noisy, Thinking(2), sigma=estimate_noise_sigma(noisy))[0].final
     assert torch.equal(blind, told)
+    assert not torch.allclose(blind, denoise(objective, noisy, Thinking(2), sigma=45.0)[0].final)
     with pytest.raises(ValueError, match="sigma"):
         denoise(objective, clean[:2], sigma=torch.tensor([1.0, 2.0, 3.0]))
     trajectory, _ = denoise(objective, clean[:2], Thinking(2), sigma=torch.tensor([10.0, 30.0]))

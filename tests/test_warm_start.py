@@ -143,6 +143,14 @@ def test_a_sigma_conditioned_plain_denoiser_continues_a_blind_one(tmp_path):
     assert low.shape == photo.shape and not torch.allclose(low, high)
     # told more than it trained on, it is told the highest level it knows
     torch.testing.assert_close(plain_denoise(fresh, photo, sigma=500.0), plain_denoise(fresh, photo, sigma=55.0))
+    # used blind, each photo is told the sigma estimated from it (as the EBT is in ``denoise``)
+    from ebt_vision.image.noise import estimate_noise_sigma
+
+    photos = torch.cat([photo, photo.flip(-1) * 0.5])
+    blind = plain_denoise(fresh, photos)
+    for i in range(2):
+        told = plain_denoise(fresh, photos[i : i + 1], sigma=float(estimate_noise_sigma(photos[i : i + 1])[0]))
+        torch.testing.assert_close(blind[i : i + 1], told)
 
 
 def test_init_from_an_old_linear_head_ebt_is_not_taken_for_a_plain_denoiser(tmp_path):

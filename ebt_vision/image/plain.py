@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..core.checkpoint import CheckpointError
 from ..core.hub import HubModel, as_config
 from ..core.layers import adaln_blocks, init_residual_predictor, patchify, sincos_position_embedding, unpatchify
 from ..core.objective import DirectObjective, StepOutput
 from .config import ImageConfig, ModelConfig
 from .data import DenoisingBatch
 from .model import SigmaEmbedding, sigma_condition
-from .noise import training_sigma_max
+from .noise import estimate_noise_sigma, training_sigma_max
 from .tiling import tiled_map
 
 
@@ -62,13 +61,9 @@ class PlainDenoisingObjective(DirectObjective, HubModel):
 
     def initial_weights(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``train.init_from`` weights: a blind trunk's start a conditioned one with its noise-level embedding at zero
-        (so it starts as the blind trunk); anything else loads as it is."""
+        (so it starts as the blind trunk); anything else loads as it is (and is checked key by key when loaded)."""
         state = self.state_dict()
         missing = [name for name in state if name.startswith("model.sigma_embed.") and name not in tensors]
-        if not missing:
-            return tensors
-        if any(name not in tensors for name in state if name not in missing):
-            raise CheckpointError("these weights are not a plain denoiser's")
         return {**tensors, **{name: torch.zeros_like(state[name]) for name in missing}}
 
 
@@ -78,8 +73,13 @@ def plain_denoise(
 ) -> Tensor:
     """(B, C, H, W) noisy in [-1, 1] -> the one-pass estimate, clamped; photos larger than the training crop are
     tiled like the EBT's energy and the DiT's passes (half-overlapping tiles, overlaps averaged). ``sigma``: one
-    noise level (0-255) for every image, which a conditioned model needs (clamped to its training range)."""
+    noise level (0-255) for every image, clamped to the training range; refused by a blind model. A conditioned model
+    not given one is used blind, as ``denoise`` uses the EBT: each image is told the sigma ``estimate_noise_sigma``
+    reads off it."""
     device = next(objective.parameters()).device
+    if sigma is None and objective.cfg.model.sigma_conditioning:
+        return torch.cat([plain_denoise(objective, image[None], tile_overlap, estimate_noise_sigma(image[None])[0])
+                          for image in noisy])  # fmt: skip
     if sigma is not None:
         sigma = min(float(sigma), training_sigma_max(objective.cfg.data))
 

@@ -97,11 +97,9 @@ def evaluate_denoiser(
         model_input = as_model_input(noisy[None], sigma, objective.cfg.data.noise)
         trajectory, ebt_rows = _ebt_rows(objective, model_input, options.steps, base, clean)
         rows += ebt_rows
-        # what a blind method may know, read once for the step schedule, the DiT and a conditioned transformer (a
-        # sigma-conditioned EBT reads the same estimate inside ``denoise``)
-        plain_told = transformer is not None and transformer.cfg.model.sigma_conditioning
-        needed = schedule is not None or dit is not None or plain_told
-        estimated = float(estimate_noise_sigma(noisy[None])[0]) if needed else None
+        # what a blind method may know, read once for the step schedule and the DiT (a sigma-conditioned EBT or
+        # transformer reads the same estimate inside ``denoise`` / ``plain_denoise``)
+        estimated = float(estimate_noise_sigma(noisy[None])[0]) if schedule is not None or dit is not None else None
         if schedule is not None:
             rows.append(_scheduled_row(objective, schedule, estimated, model_input, trajectory, base, clean))
         if dit is not None:
@@ -110,7 +108,7 @@ def evaluate_denoiser(
                 rows.append(_scored(base, "dit_ddim", estimate[0], clean, steps=k, forward_passes=passes[0],
                                     backward_passes=0))  # fmt: skip
         if transformer is not None:
-            estimate = plain_denoise(transformer, noisy[None], sigma=estimated if plain_told else None)
+            estimate = plain_denoise(transformer, noisy[None])
             rows.append(_scored(base, "transformer", estimate[0], clean, steps=1, forward_passes=1,
                                 backward_passes=0))  # fmt: skip
     return rows
