@@ -432,6 +432,26 @@ def test_a_guess_start_reads_the_real_stream_and_trains_with_the_descent():
     assert descended < alone, (float(descended), float(alone))
 
 
+def test_replay_with_a_guess_start_stores_token_ids_and_reencodes_them():
+    """``descent.replay_buffer_size`` with ``candidate.start: guess``: a replayed row comes back as token ids and is
+    encoded with today's weights (a stored encoding would be detached, from older weights); the descent's stored
+    candidate, not a fresh guess, is its start; the next step trains on the mix."""
+    torch.manual_seed(0)
+    cfg = text_cfg(
+        model={"candidate_token": True}, candidate={"start": "guess"}, descent={"replay_buffer_size": 8}
+    )
+    objective = TextEBTObjective(cfg).train()
+    first, second = TextBatch(torch.randint(VOCAB, (4, 17))), TextBatch(torch.randint(VOCAB, (4, 17)))
+    objective(first).loss.backward()
+    held = objective.replay.storage
+    assert not held["context"].is_floating_point()
+    torch.testing.assert_close(held["context"][:4], first.context)
+    objective.zero_grad()
+    out = objective(second)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and len(objective.replay) == 8
+
+
 @pytest.mark.parametrize(
     "space, step_size, simplex",
     [

@@ -105,7 +105,10 @@ class TextEBTObjective(EnergyObjective, HubModel):
         else:  # encode once: the guess and every descent step read the same encoding (and its graph)
             memory = self.encode(batch.context)
             guess = self.start(batch.context, memory=memory)
-            out, _ = self.energy_step(memory, guess, batch.targets)
+            # With replay the descent mixes stored rows in by their token ids and encodes after mixing (a stored
+            # encoding would be detached and come from older weights); without, the guess and the descent share one.
+            replaying = self.training and self.replay is not None
+            out, _ = self.energy_step(batch.context if replaying else memory, guess, batch.targets)
             guess_loss = self.loss(guess, batch.targets)
             loss = out.loss + guess_loss
             out = StepOutput(loss, {**out.metrics, "loss": loss.detach(), "loss_guess": guess_loss.detach()})
