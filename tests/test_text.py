@@ -733,3 +733,27 @@ def test_tiny_train_evaluate_report(tmp_path):
     assert compared.with_suffix(".png").is_file() and "| again |" in compared.read_text()
     with pytest.raises(UserError, match="not the JSON of an ebt-vision text report"):
         variants.main([f"bad={tmp_path / 'x.json'}", "--out", str(tmp_path / "v")])
+
+
+def test_a_gain_from_choosing_fewer_steps_is_not_a_gain_from_thinking_longer():
+    """The System-2 goals: a validation choice of the guess alone (0 steps) that beats the trained 2 steps on every
+    corpus is no evidence that extra steps help; the same gains from 4 steps (or best-of-N) are."""
+    from ebt_vision.experiments.text.report import headline, system2_goals
+
+    def rows(chosen_steps, n=1):
+        out = []
+        for corpus, split, eval_split in (("val", "id", "validation"), ("test", "id", "test"), ("ood", "ood", "test")):
+            base = {"corpus": corpus, "split": split, "eval_split": eval_split}
+            out.append({**base, "method": "transformer", "steps": 0, "perplexity": 60.0})
+            out.append({**base, "method": "ebt", "steps": 2, "perplexity": 55.0 if split == "id" else 70.0})
+            best = {**base, "method": "ebt" if n == 1 else "ebt_best_of_n", "steps": chosen_steps}
+            out.append({**best, "perplexity": 50.0 if split == "id" else 58.0, **({"n_candidates": n} if n > 1 else {})})
+        return out
+
+    fewer, _ = headline(rows(0), trained=2)
+    assert all(v["system2_gain_pct"] > 0 and not v["ebt_chosen_thinks_longer"] for v in fewer)
+    assert system2_goals(fewer) == {"improves_with_steps": False, "gain_larger_out_of_distribution": False,
+                                    "matches_or_beats_transformer_ood": True}  # fmt: skip
+    for more in (headline(rows(4), trained=2)[0], headline(rows(2, n=4), trained=2)[0]):
+        assert system2_goals(more) == {"improves_with_steps": True, "gain_larger_out_of_distribution": True,
+                                       "matches_or_beats_transformer_ood": True}  # fmt: skip
