@@ -127,16 +127,21 @@ def test_evaluation_reports_the_scheduled_row(tmp_path, objective):
 
 
 def test_calibrate_fits_at_the_noise_levels_it_is_given_and_saves_beside_the_weights(tmp_path, objective):
-    """`ebt-vision calibrate --sigmas`: the grid the schedule is fitted at (a photo takes the nearest level's setting,
-    so a coarse grid gives photos of one noise level different settings)."""
+    """`ebt-vision calibrate --sigmas --scales`: the grid the schedule is fitted at (a photo takes the nearest level's
+    setting, so a coarse grid gives photos of one noise level different settings) and the step-size scales tried; a
+    scale of 0 or below is refused before any descent."""
     from ebt_vision.cli import main
     from ebt_vision.core.checkpoint import save_pretrained_folder
 
     save_pretrained_folder(objective, objective.cfg, tmp_path / "model")
-    grid = ["--sigmas", "12", "33", "--max-steps", "2", "--passes", "1", "--per-photo", "1", "--crop", "32"]
+    grid = ["--sigmas", "12", "33", "--scales", "0.25", "4", "--max-steps", "2", "--passes", "1", "--per-photo", "1",
+            "--crop", "32"]  # fmt: skip
     args = ["calibrate", "--checkpoint", str(tmp_path / "model"), *grid, "--out", str(tmp_path / "report"), "--quiet"]
     assert main(args) == 0
     saved = StepSchedule.load(tmp_path / "model")
     assert saved.calibration_sigmas == [12.0, 33.0] and len(saved.steps) == 2
     report = json.loads((tmp_path / "report" / "step_schedule.json").read_text())
-    assert "sigma 12, 33" in report["meta"]["data"]
+    assert "sigma 12, 33" in report["meta"]["data"] and report["meta"]["budget"].endswith("step scales 0.25, 4")
+    assert {row["scale"] for row in report["rows"]} == {0.25, 4.0} and set(saved.scales) <= {0.25, 4.0}
+    zero = ["--scales", "0", "--out", str(tmp_path / "x"), "--quiet"]
+    assert main(["calibrate", "--checkpoint", str(tmp_path / "model"), *zero]) == 2

@@ -437,9 +437,7 @@ def test_replay_with_a_guess_start_stores_token_ids_and_reencodes_them():
     encoded with today's weights (a stored encoding would be detached, from older weights); the descent's stored
     candidate, not a fresh guess, is its start; the next step trains on the mix."""
     torch.manual_seed(0)
-    cfg = text_cfg(
-        model={"candidate_token": True}, candidate={"start": "guess"}, descent={"replay_buffer_size": 8}
-    )
+    cfg = text_cfg(model={"candidate_token": True}, candidate={"start": "guess"}, descent={"replay_buffer_size": 8})
     objective = TextEBTObjective(cfg).train()
     first, second = TextBatch(torch.randint(VOCAB, (4, 17))), TextBatch(torch.randint(VOCAB, (4, 17)))
     objective(first).loss.backward()
@@ -747,7 +745,9 @@ def test_a_gain_from_choosing_fewer_steps_is_not_a_gain_from_thinking_longer():
             out.append({**base, "method": "transformer", "steps": 0, "perplexity": 60.0})
             out.append({**base, "method": "ebt", "steps": 2, "perplexity": 55.0 if split == "id" else 70.0})
             best = {**base, "method": "ebt" if n == 1 else "ebt_best_of_n", "steps": chosen_steps}
-            out.append({**best, "perplexity": 50.0 if split == "id" else 58.0, **({"n_candidates": n} if n > 1 else {})})
+            out.append(
+                {**best, "perplexity": 50.0 if split == "id" else 58.0, **({"n_candidates": n} if n > 1 else {})}
+            )
         return out
 
     fewer, _ = headline(rows(0), trained=2)

@@ -365,6 +365,13 @@ def _calibrate(p: argparse.ArgumentParser) -> None:
         default=list(defaults.CALIBRATION_SIGMAS),
         help="the calibration noise levels (0-255); a photo takes the setting of the nearest estimated level",
     )
+    p.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=list(defaults.CALIBRATION_SCALES),
+        help="the step-size scales tried with one pass (times the learned step size; each > 0)",
+    )
     p.add_argument("--no-save", action="store_true", help="report only; do not write step_schedule.json")
     _report(p, "step_schedule", out="runs/calibrate")
     _runtime(p)

@@ -10,9 +10,11 @@ MAX_CANDIDATES = 64
 MAX_PASSES = 8  # re-anchored descent passes (image denoising)
 # `ebt-vision calibrate`: the noise levels (0-255) a blind image EBT's step schedule is fitted at; a photo takes the
 # setting of the level whose estimated sigma is nearest its own. Every 5 to 30 and every 10 to 50 (chosen on the
-# validation photos over the coarser 5, 10, 20, 30, 40, 55, ... that the shipped schedule was fitted on; see
+# validation photos over the coarser 5, 10, 20, 30, 40, 55, ... that the schedule was first fitted on; see
 # docs/results/thinking.md), the training range's top (55), and three levels beyond it.
 CALIBRATION_SIGMAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 55.0, 70.0, 90.0, 120.0)
+# The step-size scales (times the learned step size) the calibration tries at every level with one pass.
+CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.5)
 # `ebt-vision denoise --best-of`: every start is a full descent of a full-size photo.
 MAX_FILE_CANDIDATES = 16
 # The app: a click must stay interactive on a CPU.

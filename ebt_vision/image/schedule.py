@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..core.defaults import CALIBRATION_SIGMAS, MAX_STEPS
+from ..core.defaults import CALIBRATION_SCALES, CALIBRATION_SIGMAS, MAX_STEPS
 from ..core.errors import InputError, UserError
 from ..core.inference import Thinking
 from ..core.metrics import psnr
@@ -32,7 +32,6 @@ from .noise import estimate_noise_sigma, noisy_copy
 from .objective import DenoisingObjective
 
 SCHEDULE_FILE = "step_schedule.json"
-CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.5)
 # Re-anchored descents (``Thinking.passes``) tried beside the single pass: up to this many passes of 1-4 steps each,
 # at step scale 1.
 CALIBRATION_PASSES = 3

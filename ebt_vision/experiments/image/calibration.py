@@ -6,14 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...core.defaults import CALIBRATION_SCALES, CALIBRATION_SIGMAS
 from ...core.reports import make_meta, markdown_table, write_report
 from ...core.train import resolve_device
 from ...image.data import held_out_photos
 from ...image.inference import load_denoiser
 from ...image.schedule import (
     CALIBRATION_PASSES,
-    CALIBRATION_SCALES,
-    CALIBRATION_SIGMAS,
     PASS_STEPS,
     StepSchedule,
     fit_schedule,
@@ -55,6 +54,11 @@ def _plot(rows: list[dict], schedule: StepSchedule, path: Path) -> Path:
     return path
 
 
+def _cell(psnr: float | None) -> str:
+    """A PSNR cell; "-" where the setting was not tried (scale 1 left out of ``--scales``)."""
+    return "-" if psnr is None else f"{psnr:.2f}"
+
+
 def write_calibration_report(rows: list[dict], schedule: StepSchedule, meta: dict, out_dir: str | Path,
                              stem: str) -> Path:  # fmt: skip
     out_dir = Path(out_dir)
@@ -68,7 +72,7 @@ def write_calibration_report(rows: list[dict], schedule: StepSchedule, meta: dic
         passes = f" ({schedule.passes[i]} passes)" if schedule.passes[i] > 1 else ""
         table.append([f"{sigma:g}", f"{schedule.estimated[i]:.1f}",
                       f"{schedule.steps[i]} x {schedule.scales[i]:g}{passes}", f"{schedule.psnr[i]:.2f}",
-                      f"{at.get((1.0, 2), float('nan')):.2f}", f"{max(v for (s, _), v in at.items() if s == 1.0):.2f}",
+                      _cell(at.get((1.0, 2))), _cell(max((v for (s, _), v in at.items() if s == 1.0), default=None)),
                       f"{best['psnr']:.2f} ({best['passes']} x {best['steps']})" if best else "-"])  # fmt: skip
     body = (
         "A blind EBT's step schedule: at each calibration sigma, every validation crop is noised once, the model "
@@ -96,8 +100,9 @@ def write_calibration_report(rows: list[dict], schedule: StepSchedule, meta: dic
 @dataclass(frozen=True)
 class CalibrationOptions:
     """``per_photo`` full-resolution crops of ``crop`` px from each validation photo, 1..``max_steps`` descent steps
-    tried at every calibration sigma (``sigmas``) and step scale, and re-anchored descents of up to ``passes`` passes
-    (1: none); ``save``: write ``step_schedule.json`` beside the weights."""
+    tried at every calibration sigma (``sigmas``) and step-size scale (``scales``, times the learned step size), and
+    re-anchored descents of up to ``passes`` passes (1: none); ``save``: write ``step_schedule.json`` beside the
+    weights."""
 
     crop: int = 96
     per_photo: int = 2
@@ -105,6 +110,7 @@ class CalibrationOptions:
     save: bool = True
     passes: int = CALIBRATION_PASSES
     sigmas: tuple[float, ...] = CALIBRATION_SIGMAS
+    scales: tuple[float, ...] = CALIBRATION_SCALES
 
 
 def run_calibration(
@@ -121,7 +127,7 @@ def run_calibration(
     objective = load_denoiser(checkpoint, torch_device)
     photos = held_out_photos(None, "validation")
     crops = full_resolution_crops(photos, options.crop, options.per_photo)
-    schedule, rows = fit_schedule(objective, crops, options.sigmas, options.max_steps, CALIBRATION_SCALES,
+    schedule, rows = fit_schedule(objective, crops, options.sigmas, options.max_steps, options.scales,
                                   progress=progress, passes=options.passes)  # fmt: skip
     if options.save:
         schedule.save(checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent)
@@ -129,7 +135,7 @@ def run_calibration(
         f"validation photos ({', '.join(p.name for p in photos)}), {options.per_photo} full-resolution "
         f"{options.crop}px crops each, Gaussian noise at sigma {', '.join(f'{s:g}' for s in options.sigmas)}"
     )
-    scales = ", ".join(map(str, CALIBRATION_SCALES))
+    scales = ", ".join(f"{s:g}" for s in options.scales)
     budget = f"{checkpoint}; 1-{options.max_steps} descent steps at step scales {scales}"
     if options.passes > 1:
         budget += (f"; re-anchored: 2-{options.passes} passes of {PASS_STEPS[0]}-{PASS_STEPS[-1]} steps at step "
