@@ -227,3 +227,73 @@ def test_training_compute_counts_the_model_an_ebt_started_from(tmp_path):
     plain.cfg = replace(plain.cfg, train=replace(plain.cfg.train, init_from=str(folder)))
     flops, stages = training_compute(plain, 5, folder)
     assert flops == 5 * trunk and "a loop" in stages[-1]
+
+
+def test_a_re_anchored_pass_can_keep_part_of_the_noise_it_removed():
+    """``keep_noise`` k: the next pass's noisy image is estimate + k (noisy image - estimate), as a two-step DDIM
+    re-noises its first estimate; k = 0 is the plain re-anchored descent."""
+    torch.manual_seed(0)
+    objective = DenoisingObjective(from_dict(RELATIVE)).eval()
+    with torch.no_grad():
+        for value in objective.parameters():
+            value.add_(0.1 * torch.randn_like(value))
+    noisy = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    kept, _ = denoise(objective, noisy, Thinking(2, passes=2, keep_noise=0.5, final_energy=False))
+    first, _ = denoise(objective, noisy, Thinking(2, final_energy=False))
+    estimate = first.final.clamp(-1, 1)
+    second, _ = denoise(objective, estimate + 0.5 * (noisy - estimate), Thinking(2, final_energy=False))
+    torch.testing.assert_close(kept.final, second.final)
+    assert not torch.allclose(kept.final, denoise(objective, noisy, Thinking(2, passes=2))[0].final)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(InputError, match="keep_noise"):
+            denoise(objective, noisy, Thinking(2, passes=2, keep_noise=bad))
+
+
+NOISE_SCALED = {**TINY, "model": {**TINY["model"], "sigma_conditioning": True, "noise_scaled_output": True}}
+
+
+def test_a_noise_scaled_trunk_proposes_its_correction_in_units_of_sigma(tmp_path):
+    """``model.noise_scaled_output`` (the DiT's epsilon parameterisation): the correction is the output layer's times
+    sigma / 127.5, the loss is the error in those units, and an EBT started from such a trunk starts as it."""
+    from ebt_vision.image.data import DenoisingBatch
+    from ebt_vision.image.noise import NoiseLevel
+
+    with pytest.raises(ConfigError, match="noise_scaled_output.*sigma_conditioning"):
+        from_dict({**TINY, "model": {**TINY["model"], "noise_scaled_output": True}})
+    plain = PlainDenoisingObjective(from_dict(NOISE_SCALED))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for value in plain.parameters():
+            value.copy_(0.2 * torch.randn(value.shape, generator=generator))
+        plain.model.sigma_embed.linear.weight.zero_()  # the noise level then changes only the scale
+        plain.model.sigma_embed.linear.bias.zero_()
+        noisy = torch.rand(2, 3, 16, 16, generator=generator) * 2 - 1
+        low, high = plain.model(noisy, 25.0) - noisy, plain.model(noisy, 50.0) - noisy
+    torch.testing.assert_close(high, 2 * low)
+    clean, sigma = noisy.clamp(-0.5, 0.5), torch.tensor([10.0, 40.0])
+    batch = DenoisingBatch(noisy, clean, NoiseLevel("gaussian", sigma))
+    scale = (sigma / 127.5)[:, None, None, None]
+    with torch.no_grad():
+        error = (plain.model(noisy, sigma) - clean) / scale
+    torch.testing.assert_close(plain(batch).loss, torch.nn.functional.smooth_l1_loss(error, torch.zeros_like(error)))
+
+    save_pretrained_folder(plain, plain.cfg, tmp_path / "plain")
+    scaled_ebt = {**NOISE_SCALED, "model": {**RELATIVE["model"], **NOISE_SCALED["model"]},
+                  "descent": RELATIVE["descent"]}  # fmt: skip
+    objective = DenoisingObjective(from_dict({**scaled_ebt, "train": {**TINY["train"], "init_from": "x"}}))
+    _initialise_from(objective, str(tmp_path / "plain"))
+    for told in (5.0, 50.0):
+        candidate = noisy.clone().requires_grad_(True)
+        energy = objective.model(noisy, candidate, torch.full((2,), told)).sum()
+        (gradient,) = torch.autograd.grad(energy, candidate)
+        with torch.no_grad():
+            torch.testing.assert_close(noisy - gradient, plain.model(noisy, told), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="relative_to_noisy"):
+        DenoisingObjective(from_dict(NOISE_SCALED))
+    # the compute behind it counts the trunk's steps though an EBT refuses the trunk's own config
+    from ebt_vision.experiments.image.compare.costs import training_compute, training_step_flops
+
+    save_pretrained_folder(plain, plain.cfg, tmp_path / "plain", extra={"step": 4})
+    objective.cfg = replace(objective.cfg, train=replace(objective.cfg.train, init_from=str(tmp_path / "plain")))
+    flops, stages = training_compute(objective, 1)
+    assert flops == training_step_flops(objective, objective.cfg) + 4 * training_step_flops(plain, plain.cfg)

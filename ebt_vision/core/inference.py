@@ -25,7 +25,10 @@ class Thinking:
     the last candidate's energy (one more forward pass); a workload turns it on where its selection needs it.
     ``passes`` > 1 (image denoising only, whose energy reads the noisy image as its context): a re-anchored descent,
     ``num_steps`` steps per pass, after which the estimate (clamped) replaces the noisy image as the context and the
-    start of the next pass; the candidates of all passes follow one another in the trajectory.
+    start of the next pass; the candidates of all passes follow one another in the trajectory. ``keep_noise``: the
+    fraction of what the pass removed that the next pass's noisy image keeps (estimate + keep_noise x (noisy image -
+    estimate)): 0 re-anchors on the estimate itself, 0.5 on an image half as noisy along the same noise, as a
+    two-step DDIM re-noises its first estimate.
     """
 
     num_steps: int | None = None
@@ -40,6 +43,7 @@ class Thinking:
     clamp: bool | None = None
     final_energy: bool = True
     passes: int = 1
+    keep_noise: float = 0.0
 
     def steps(self, trained: int) -> int:
         """The number of descent steps: ``num_steps``, or ``trained`` when it is None."""
@@ -58,5 +62,7 @@ class Thinking:
             raise InputError(f"step_scale must be > 0, got {self.step_scale}")
         if not 0 <= self.momentum < 1:
             raise InputError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.keep_noise < 1:
+            raise InputError(f"keep_noise must be in [0, 1), got {self.keep_noise}")
         if min(self.langevin_noise, self.stop_tolerance, self.stop_step_below, self.start_noise or 0.0) < 0:
             raise InputError("langevin_noise, stop_tolerance, stop_step_below and start_noise must be >= 0")

@@ -24,6 +24,11 @@ class ModelConfig(TransformerConfig):
     # centred on noisy + f, so the output layer proposes a correction of the noisy image (as the plain denoiser and the
     # DiT predict one) instead of the whole patch. Needs noisy_context; lets train.init_from start from a plain trunk.
     relative_to_noisy: bool = False
+    # The correction in units of the noise, as a DiT predicts its noise (epsilon): the output layer's proposal is scaled
+    # by the noise sigma (floored at 1 on 0-255); the plain denoiser's loss then weighs each image's error by
+    # 1 / sigma^2, the DiT's epsilon MSE, and the EBT's residual bowl is centred on the scaled proposal (needs
+    # energy: residual and relative_to_noisy). Needs sigma_conditioning (a blind use is told the estimated sigma).
+    noise_scaled_output: bool = False
 
 
 # Named sizes; a preset fills ModelConfig fields, explicit values in a config file win.
@@ -104,6 +109,10 @@ class ImageConfig(ExperimentConfig):
         check(
             m.noisy_context or not m.relative_to_noisy,
             "model.relative_to_noisy reads candidates against the noisy image: it needs model.noisy_context: true",
+        )
+        check(
+            m.sigma_conditioning or not m.noise_scaled_output,
+            "model.noise_scaled_output scales the correction by the noise sigma: it needs model.sigma_conditioning",
         )
         check(
             data.crop_size % m.patch_size == 0, f"data.crop_size {data.crop_size} is not a multiple of the patch size"

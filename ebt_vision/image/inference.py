@@ -119,7 +119,8 @@ def denoise(
             energy=energy.patch_energy_map if tiling.per_patch else energy,
             expand_positions=patch_expander(cfg.model.patch_size) if tiling.per_patch else None,
         ))  # fmt: skip
-        context = start = runs[-1].final.detach().clamp(-1, 1)  # the estimate is the next pass's noisy image
+        estimate = runs[-1].final.detach().clamp(-1, 1)  # the estimate (with some of the noise left) is the next
+        context = start = estimate + thinking.keep_noise * (context - estimate)  # pass's noisy image
     return join_passes(runs), energy
 
 

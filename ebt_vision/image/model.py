@@ -10,6 +10,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..core.config import ConfigError
 from ..core.energy import EnergyHead
 from ..core.errors import InputError
 from ..core.layers import adaln_blocks, init_adaln_trunk, patchify, sincos_position_embedding
@@ -51,6 +52,18 @@ class SigmaEmbedding(nn.Module):
         return self.linear(torch.cat([angles.sin(), angles.cos()], dim=-1))
 
 
+# The smallest sigma (0-255) a correction in units of the noise is scaled to (and a loss in those units divides by):
+# the DiT's first timestep is about as noisy.
+NOISE_SCALE_FLOOR = 1.0
+
+
+def noise_scale(sigma: Tensor | float, like: Tensor, floor: float = 0.0) -> Tensor:
+    """Sigma (per image or one for all, 0-255) -> (B, 1, 1, 1) noise std in [-1, 1] units, at least ``floor``: the
+    scale of a correction proposed in units of the noise (``model.noise_scaled_output``)."""
+    sigma = torch.as_tensor(sigma, device=like.device, dtype=torch.float32).reshape(-1).expand(like.shape[0])
+    return (sigma.clamp(min=floor) / 127.5).to(like.dtype)[:, None, None, None]
+
+
 def sigma_condition(
     condition: Tensor, embed: SigmaEmbedding | None, batch: int, sigma: Tensor | float | None, dtype: torch.dtype
 ) -> Tensor:
@@ -78,6 +91,9 @@ class ImageEBT(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        if cfg.noise_scaled_output and not (cfg.energy == "residual" and cfg.relative_to_noisy):
+            raise ConfigError("model.noise_scaled_output scales the residual bowl's proposal: an EBT with it needs "
+                              "model.energy: residual and model.relative_to_noisy: true")  # fmt: skip
         self.cfg = cfg
         width, p = cfg.width, cfg.patch_size
         inputs = 2 if cfg.noisy_context else 1
@@ -117,7 +133,11 @@ class ImageEBT(nn.Module):
         p = self.cfg.patch_size
         tokens = self.tokens(context, candidate, sigma=sigma)
         values = candidate - context.to(candidate.dtype) if self.cfg.relative_to_noisy else candidate
-        energies = self.head(tokens, patchify(values, p))  # (B, N)
+        if self.cfg.noise_scaled_output:  # the bowl s^2 |v / s - f|^2 / 2 = |v - s f|^2 / 2: centred on s f
+            scale = noise_scale(sigma, values, NOISE_SCALE_FLOOR)
+            energies = self.head(tokens, patchify(values / scale, p)) * scale.reshape(-1, 1) ** 2
+        else:
+            energies = self.head(tokens, patchify(values, p))  # (B, N)
         return energies.reshape(context.shape[0], context.shape[2] // p, context.shape[3] // p)
 
     def forward(self, context: Tensor, candidate: Tensor, sigma: Tensor | None = None) -> Tensor:

@@ -10,7 +10,7 @@ from ..core.layers import adaln_blocks, init_residual_predictor, patchify, sinco
 from ..core.objective import DirectObjective, StepOutput
 from .config import ImageConfig, ModelConfig
 from .data import DenoisingBatch
-from .model import SigmaEmbedding, sigma_condition
+from .model import NOISE_SCALE_FLOOR, SigmaEmbedding, noise_scale, sigma_condition
 from .noise import estimate_noise_sigma, training_sigma_max
 from .tiling import tiled_map
 
@@ -45,6 +45,8 @@ class PlainDenoiser(nn.Module):
         for block in self.blocks:
             x = block(x, cond)
         residual = unpatchify(self.head(self.final_norm(x)), p, noisy.shape[2], noisy.shape[3])
+        if self.cfg.noise_scaled_output:
+            residual = residual * noise_scale(sigma, noisy, NOISE_SCALE_FLOOR)
         return noisy + residual
 
 
@@ -57,7 +59,11 @@ class PlainDenoisingObjective(DirectObjective, HubModel):
 
     def forward(self, batch: DenoisingBatch) -> StepOutput:
         sigma = batch.noise.sigma if self.cfg.model.sigma_conditioning else None
-        return self.prediction_step(self.model(batch.noisy, sigma), batch.clean)
+        prediction = self.model(batch.noisy, sigma)
+        if self.cfg.model.noise_scaled_output:  # the error in units of sigma: the DiT's epsilon loss
+            scale = noise_scale(sigma, batch.clean, NOISE_SCALE_FLOOR)
+            return self.prediction_step(prediction / scale, batch.clean / scale)
+        return self.prediction_step(prediction, batch.clean)
 
     def initial_weights(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``train.init_from`` weights: a blind trunk's start a conditioned one with its noise-level embedding at zero

@@ -58,6 +58,7 @@ def training_compute(
     ``builders``: the objective classes an ``init_from`` checkpoint may be (the first whose weights fit is taken;
     default: the image EBT, the plain denoiser and the DiT)."""
     from ....core.checkpoint import CheckpointError, load_weights, read_checkpoint
+    from ....core.config import ConfigError
     from ....core.paths import resolve_path
     from ....image.dit import DiTObjective
     from ....image.objective import DenoisingObjective
@@ -80,11 +81,11 @@ def training_compute(
             break
         seen.add(path.resolve())
         for build in builders:
-            model = build(cfg)
-            try:
+            try:  # a kind of model that refuses this config, or whose weights do not fit, is not the one
+                model = build(cfg)
                 load_weights(model, tensors, path, "an init_from model")
                 break
-            except CheckpointError:
+            except (CheckpointError, ConfigError):
                 continue
         else:
             stages.append(f"its init_from {source}: no known model, not counted")

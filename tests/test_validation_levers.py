@@ -1,0 +1,41 @@
+"""scripts/validation-levers.py: candidates' best validation PSNR per sigma, and their gap to a reference row."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "validation-levers.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("validation_levers", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _evaluation(path: Path, method: str, psnr: dict[tuple[float, int], float], split: str = "validation") -> str:
+    meta = {"command": f"eval {path.name}", "data": "five photos", "seed": 0}
+    rows = [{"eval_split": split, "method": method, "sigma": s, "steps": k, "psnr": p} for (s, k), p in psnr.items()]
+    path.write_text(json.dumps({"meta": meta, "rows": rows}))
+    return str(path)
+
+
+def test_each_candidate_is_read_at_its_best_step_count_against_the_reference(tmp_path):
+    dit = _evaluation(tmp_path / "dit.json", "dit_ddim", {(15.0, 1): 34.0, (15.0, 2): 34.5, (25.0, 2): 32.0})
+    low = _evaluation(tmp_path / "a15.json", "ebt", {(15.0, 1): 33.0, (15.0, 3): 34.25})
+    high = _evaluation(tmp_path / "a25.json", "ebt", {(25.0, 2): 32.5})
+    test_rows = _evaluation(tmp_path / "test.json", "ebt", {(15.0, 1): 99.0}, split="test")  # never read
+    out = tmp_path / "reports"
+    assert _script().main(["--reference", f"DiT:{dit}:dit_ddim", "--row", f"EBT:{low},{high},{test_rows}:ebt",
+                           "--out", str(out), "--stem", "levers"]) == 0  # fmt: skip
+    report = json.loads((out / "levers.json").read_text())
+    got = {(row["sigma"], row["steps"]): row["gap_to_reference"] for row in report["rows"]}
+    assert got == pytest.approx({(15.0, 3): -0.25, (25.0, 2): 0.5})
+    assert (out / "levers.png").stat().st_size > 0 and "34.25 (3) -0.25" in (out / "levers.md").read_text()
+    with pytest.raises(SystemExit, match="no validation rows"):
+        _script().main(["--reference", f"DiT:{dit}:dit_ddim", "--row", f"EBT:{low}:transformer", "--out", str(out)])
