@@ -25,7 +25,8 @@ from ebt_vision.core.reports import make_meta, markdown_table, write_report  # n
 
 def best_per_sigma(spec: str) -> tuple[str, dict[float, tuple[float, int]], dict]:
     """ "LABEL:eval.json:method" -> (label, sigma -> (best mean validation PSNR, its step count), the report's meta).
-    Several evaluations (of different sigmas, say) pool their rows: "LABEL:a.json,b.json:method"."""
+    Several evaluations (of different sigmas, say) pool their rows: "LABEL:a.json,b.json:method", and a row may be
+    one of several methods (a setting named after what it does at each sigma): "LABEL:a.json:m1|m2"."""
     label, paths, method = spec.rsplit(":", 2)
     reports = [json.loads(Path(path).read_text()) for path in paths.split(",")]
     commands = " and ".join(f"`{each['meta']['command']}`" for each in reports)
@@ -35,7 +36,7 @@ def best_per_sigma(spec: str) -> tuple[str, dict[float, tuple[float, int]], dict
     }
     best: dict[float, tuple[float, int]] = {}
     for row in report["rows"]:
-        if row["eval_split"] == "validation" and row["method"] == method:
+        if row["eval_split"] == "validation" and row["method"] in method.split("|"):
             if row["sigma"] not in best or row["psnr"] > best[row["sigma"]][0]:
                 best[row["sigma"]] = (row["psnr"], row["steps"])
     if not best:
@@ -57,10 +58,13 @@ def main(argv: list[str]) -> int:
     sigmas = sorted(set(reference[1]).intersection(*(best for _, best, _ in rows)))
     if not sigmas:
         raise SystemExit("no sigma is in every evaluation")
-    table = [[label] + [f"{best[s][0]:.2f} ({best[s][1]}) {best[s][0] - reference[1][s][0]:+.2f}" for s in sigmas]
+
+    def cell(value: tuple[float, int]) -> str:  # PSNR (its step count, where the evaluation counted steps)
+        return f"{value[0]:.2f}" + (f" ({value[1]})" if value[1] else "")
+
+    table = [[label] + [f"{cell(best[s])} {best[s][0] - reference[1][s][0]:+.2f}" for s in sigmas]
              for label, best, _ in rows]  # fmt: skip
-    table.append([f"{reference[0]} (the reference)"] + [f"{reference[1][s][0]:.2f} ({reference[1][s][1]})"
-                                                         for s in sigmas])  # fmt: skip
+    table.append([f"{reference[0]} (the reference)"] + [cell(reference[1][s]) for s in sigmas])
     evaluations: dict[str, list[str]] = {}  # the evaluations' commands -> the rows read off them
     for label, _, meta in [reference, *rows]:
         evaluations.setdefault(meta["commands"], []).append(label)

@@ -130,6 +130,7 @@ def test_dit_denoise_rejects_bad_settings(tiny_cfg):
 
 
 @pytest.mark.parametrize("size", [(16, 16), (48, 40), (20, 36)])
-def test_tiled_map_of_a_pixelwise_function_equals_the_function(size):
+@pytest.mark.parametrize("overlap", [1, 2, 4])
+def test_tiled_map_of_a_pixelwise_function_equals_the_function(size, overlap):
     images = torch.randn(2, 3, *size)
-    assert torch.allclose(tiled_map(lambda x: 2 * x + 1, images, 16), 2 * images + 1, atol=1e-6)
+    assert torch.allclose(tiled_map(lambda x: 2 * x + 1, images, 16, overlap=overlap), 2 * images + 1, atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -68,6 +69,17 @@ def test_evaluation_rows_and_report(tmp_path, objective):
     gradient = {f"ebt_stop_grad@{t:g}" for t in STEP_STOP_TOLERANCES}
     assert {r["method"] for r in validation} == {"noisy", "ebt", "ebt_stop", "dit_ddim"} | relative | gradient
     rows += validation + evaluate_denoiser(objective, photos[:1], quick, dit=dit)
+    # tiles a quarter apart (eval --tile-overlap 4) for the EBT and the DiT alike: the same rows, other figures
+    moved = DenoisingObjective(objective.cfg).eval()
+    with torch.no_grad():  # a fresh EBT's energy is flat: give it a landscape that tiling changes
+        for value in moved.parameters():
+            value.add_(0.05 * torch.randn(value.shape, generator=torch.Generator().manual_seed(value.numel())))
+    default, finer = (evaluate_denoiser(moved, photos[:1], replace(quick, tile_overlap=k), dit=dit) for k in (2, 4))
+    assert [(r["method"], r["steps"]) for r in finer] == [(r["method"], r["steps"]) for r in default]
+    for method in ("ebt", "dit_ddim"):
+        assert {r["psnr"] for r in finer if r["method"] == method}.isdisjoint(
+            r["psnr"] for r in default if r["method"] == method
+        )
     md = write_denoise_report(rows, make_meta("cpu", 0, "test", "none", command="pytest"), tmp_path)
     assert "EBT (chosen k)" in md.read_text() and "DiT (chosen DDIM steps)" in md.read_text()
     assert "EBT stop, chosen tolerance" in md.read_text() and "EBT gradient stop, chosen tolerance" in md.read_text()

@@ -146,27 +146,33 @@ def test_tiled_energy_matches_the_model_on_one_tile_and_maps_every_patch():
         TiledEnergy(model, tile=12)
 
 
-def test_tiled_gradient_is_the_average_of_the_covering_tiles_gradients():
+@pytest.mark.parametrize("overlap", [2, 4])
+def test_tiled_gradient_is_the_average_of_the_covering_tiles_gradients(overlap):
     """Every pixel's gradient is the mean of the gradients of the tiles that cover it (padding is context only), so
-    the step size keeps the scale it was trained at on single tiles. Checked against tiles cut by hand."""
+    the step size keeps the scale it was trained at on single tiles. Checked against tiles cut by hand; half-
+    overlapping tiles (each pixel in 4) and tiles a quarter apart (each pixel in 16)."""
     model = random_model(ModelConfig(width=16, depth=1, heads=2)).eval()
-    tiled = TiledEnergy(model, tile=16)
+    tiled = TiledEnergy(model, tile=16, overlap=overlap)
     context, candidate = torch.randn(1, 3, 24, 40), torch.randn(1, 3, 24, 40, requires_grad=True)
     (grad,) = torch.autograd.grad(tiled(context, candidate).sum(), candidate)
-    pad = (8, 8, 8, 8)  # tile 16, stride 8: 8 before and 8 + (-(size + 16) % 8) = 8 after, for 24 and 40
+    stride = 16 // overlap
+    margin = 16 - stride  # padding before, and after too: 24 and 40 are whole numbers of strides
+    pad = (margin,) * 4
     padded_context = torch.nn.functional.pad(context, pad, mode="reflect")
     padded = torch.nn.functional.pad(candidate.detach(), pad, mode="reflect")
     expected, covered = torch.zeros_like(padded), torch.zeros_like(padded)
-    for top in range(0, padded.shape[2] - 15, 8):
-        for left in range(0, padded.shape[3] - 15, 8):
+    for top in range(0, padded.shape[2] - 15, stride):
+        for left in range(0, padded.shape[3] - 15, stride):
             window = (slice(None), slice(None), slice(top, top + 16), slice(left, left + 16))
             tile = padded[window].clone().requires_grad_(True)
             (tile_grad,) = torch.autograd.grad(model(padded_context[window], tile).sum(), tile)
             expected[window] += tile_grad
             covered[window] += 1
-    interior = (slice(None), slice(None), slice(8, 32), slice(8, 48))
-    assert torch.all(covered[interior] == 4)
-    torch.testing.assert_close(grad, expected[interior] / 4, rtol=1e-4, atol=1e-6)
+    interior = (slice(None), slice(None), slice(margin, margin + 24), slice(margin, margin + 40))
+    assert torch.all(covered[interior] == overlap**2)
+    torch.testing.assert_close(grad, expected[interior] / overlap**2, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="whole number of patches"):
+        TiledEnergy(model, tile=8, overlap=4)  # 2px apart with 4px patches
 
 
 def test_replay_buffer_size_turns_replay_on_and_replays_whole_rows(tiny_cfg):

@@ -96,7 +96,7 @@ def evaluate(args: argparse.Namespace) -> int:
         sigmas=tuple(args.sigmas), steps=args.steps, max_side=args.max_side, split=args.split, limit=args.limit,
         seed=args.seed, with_bm3d=not args.no_bm3d, dit_checkpoint=args.dit_checkpoint or None,
         dit_steps=tuple(args.dit_steps), transformer_checkpoint=args.transformer_checkpoint or None,
-        use_schedule=not args.no_schedule, device=args.device, stem=args.stem,
+        use_schedule=not args.no_schedule, tile_overlap=args.tile_overlap, device=args.device, stem=args.stem,
         progress=not args.quiet,
     )  # fmt: skip
     return _print_report(run_evaluation(args.checkpoint, args.out, options))

@@ -9,6 +9,8 @@ it was trained at. The descent core is unchanged; it just receives this energy f
 
 ``overlap=1`` cuts tiles side by side instead: 4x fewer forward passes for 0.1-0.2 dB less on the validation photos
 (measured with the shipped EBT at sigma 15-50), which is what the interactive app uses; evaluations use 2.
+``overlap=4`` puts tiles a quarter of a tile apart (each pixel in 16): 4x the FLOPs of 2 per pass
+(``ebt-vision eval --tile-overlap 4``; what it buys: docs/results/thinking.md).
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ class TiledEnergy:
         p = model.cfg.patch_size
         if tile % (2 * p):
             raise ValueError(f"tile {tile} must be a multiple of twice the patch size ({2 * p})")
-        if overlap not in (1, 2):
-            raise ValueError(f"overlap must be 1 (tiles side by side) or 2 (half-overlapping), got {overlap}")
+        if overlap not in (1, 2, 4):
+            raise ValueError(f"overlap must be 1 (tiles side by side), 2 (half-overlapping) or 4, got {overlap}")
+        if (tile // overlap) % p:
+            raise ValueError(f"overlap {overlap} puts tiles {tile // overlap}px apart: not a whole number of patches")
         self.model, self.tile, self.chunk, self.overlap = model, tile, chunk, overlap
         self.sigma = None if sigma is None else torch.as_tensor(sigma, dtype=torch.float32).reshape(-1)  # (B,)
         self.maps: list[Tensor] | None = [] if record_maps else None
