@@ -26,10 +26,10 @@ START_NOISE = 10.0  # best-of-N: the other starts are the noisy image plus Gauss
 @dataclass(frozen=True)
 class Tiling:
     """How a photo is tiled for the energy. ``overlap``: 2 (half-overlapping tiles, every pixel in 4), 1 (side by
-    side, 4x cheaper) or 4 (a quarter of a tile apart, every pixel in 16, 4x dearer; see ``tiling``). ``per_patch``: descend the per-patch energies (each patch's energy averaged
-    over the tiles that cover it), so stopping works patch by patch (``trajectory.steps_taken`` is then a
-    (B, H/p, W/p) map). ``record_maps``: keep the energy map of every candidate the descent evaluates
-    (``TiledEnergy.maps``)."""
+    side, 4x cheaper) or 4 (a quarter of a tile apart, every pixel in 16, 4x dearer; see ``tiling``).
+    ``per_patch``: descend the per-patch energies (each patch's energy averaged over the tiles that cover it), so
+    stopping works patch by patch (``trajectory.steps_taken`` is then a (B, H/p, W/p) map). ``record_maps``: keep
+    the energy map of every candidate the descent evaluates (``TiledEnergy.maps``)."""
 
     overlap: int = 2
     per_patch: bool = False
