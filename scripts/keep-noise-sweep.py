@@ -10,8 +10,6 @@ python scripts/keep-noise-sweep.py --checkpoint checkpoints/ebt-image-s --sigmas
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -24,11 +22,9 @@ from ebt_vision.core.checkpoint import load_trained  # noqa: E402
 from ebt_vision.core.inference import Thinking  # noqa: E402
 from ebt_vision.core.metrics import psnr  # noqa: E402
 from ebt_vision.core.progress import progress as progress_bar  # noqa: E402
-from ebt_vision.core.reports import make_meta  # noqa: E402
-from ebt_vision.experiments.selection import SPLIT_SEED_OFFSET  # noqa: E402
+from ebt_vision.experiments.image.validation_sweep import noisy_validation, write_rows  # noqa: E402
 from ebt_vision.image.data import held_out_photos  # noqa: E402
-from ebt_vision.image.inference import crop_to_patches, denoise  # noqa: E402
-from ebt_vision.image.noise import noisy_copy  # noqa: E402
+from ebt_vision.image.inference import denoise  # noqa: E402
 from ebt_vision.image.objective import DenoisingObjective  # noqa: E402
 
 
@@ -45,31 +41,23 @@ def main(argv: list[str]) -> int:
 
     torch.set_num_threads(1)
     objective, _ = load_trained(args.checkpoint, DenoisingObjective, "an image EBT denoiser")
+    patch = objective.cfg.model.patch_size
     steps, scale = args.one_pass.split("x")
     settings = {f"1 pass of {steps} steps x {scale}": (int(steps), float(scale), 1, 0.0)}
     for keep in args.keep:
         settings[f"2 passes of {args.pass_steps}, keep_noise {keep:g}"] = (args.pass_steps, 1.0, 2, keep)
     photos = held_out_photos(None, "validation")[: args.limit]
     scores: dict[tuple[str, float], list[float]] = {}
-    jobs = [(sigma, index, photo) for sigma in args.sigmas for index, photo in enumerate(photos)]
-    for sigma, index, photo in progress_bar(jobs, desc="keep-noise sweep"):
-        clean = crop_to_patches(photo.image[None], objective.cfg.model.patch_size)[0]
-        noisy = noisy_copy(clean, sigma, 0, SPLIT_SEED_OFFSET["validation"] + index)
+    jobs = [(sigma, pair) for sigma in args.sigmas for pair in noisy_validation(photos, sigma, patch)]
+    for sigma, (clean, noisy) in progress_bar(jobs, desc="keep-noise sweep"):
         for label, (k, step_scale, passes, keep) in settings.items():
             thinking = Thinking(k, step_scale=step_scale, passes=passes, keep_noise=keep, final_energy=False)
-            trajectory, _ = denoise(objective, noisy[None], thinking)
-            value = float(psnr(trajectory.final.clamp(-1, 1), clean[None])[0])
-            scores.setdefault((label, sigma), []).append(value)
-    rows = [{"eval_split": "validation", "method": label, "sigma": sigma, "psnr": sum(values) / len(values),
-             "steps": settings[label][0] * settings[label][2], "per_photo": values}
-            for (label, sigma), values in scores.items()]  # fmt: skip
-    data = f"held-out photos, full resolution; validation: {len(photos)} photos ({', '.join(p.name for p in photos)})"
-    meta = make_meta("cpu", 0, data, f"{args.checkpoint} (no training)",
-                     command=shlex.join(["python", "scripts/keep-noise-sweep.py", *argv]))  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    for row in rows:
-        print(f"sigma {row['sigma']:g}  {row['method']}: {row['psnr']:.3f}")
+            trajectory, _ = denoise(objective, noisy, thinking)
+            scores.setdefault((label, sigma), []).append(float(psnr(trajectory.final.clamp(-1, 1), clean)[0]))
+    counts = {label: k * passes for label, (k, _, passes, _) in settings.items()}
+    write_rows(
+        args.out, scores, counts, photos, f"{args.checkpoint} (no training)", "scripts/keep-noise-sweep.py", argv
+    )
     return 0
 
 

@@ -10,8 +10,6 @@ python scripts/overlap-sweep.py --sigma 25 --passes 2 --steps 2 --out runs/overl
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -24,12 +22,11 @@ from ebt_vision.core.checkpoint import load_trained  # noqa: E402
 from ebt_vision.core.inference import Thinking  # noqa: E402
 from ebt_vision.core.metrics import psnr  # noqa: E402
 from ebt_vision.core.progress import progress as progress_bar  # noqa: E402
-from ebt_vision.core.reports import make_meta  # noqa: E402
-from ebt_vision.experiments.selection import SPLIT_SEED_OFFSET  # noqa: E402
+from ebt_vision.experiments.image.validation_sweep import noisy_validation, write_rows  # noqa: E402
 from ebt_vision.image.data import held_out_photos  # noqa: E402
 from ebt_vision.image.dit import DiTObjective, dit_denoise  # noqa: E402
-from ebt_vision.image.inference import Tiling, crop_to_patches, denoise  # noqa: E402
-from ebt_vision.image.noise import estimate_noise_sigma, noisy_copy  # noqa: E402
+from ebt_vision.image.inference import Tiling, denoise  # noqa: E402
+from ebt_vision.image.noise import estimate_noise_sigma  # noqa: E402
 from ebt_vision.image.objective import DenoisingObjective  # noqa: E402
 
 
@@ -52,27 +49,19 @@ def main(argv: list[str]) -> int:
     thinking = Thinking(args.steps, step_scale=args.step_scale, passes=args.passes, final_energy=False)
     ebt_name = f"EBT, {args.passes} x {args.steps} steps x {args.step_scale:g}"
     photos = held_out_photos(None, "validation")
-    scores: dict[str, list[float]] = {}
-    for index, photo in enumerate(progress_bar(photos, desc=f"overlap sweep, sigma {args.sigma:g}")):
-        clean = crop_to_patches(photo.image[None], ebt.cfg.model.patch_size)[0]
-        noisy = noisy_copy(clean, args.sigma, 0, SPLIT_SEED_OFFSET["validation"] + index)[None]
+    scores: dict[tuple[str, float], list[float]] = {}
+    pairs = noisy_validation(photos, args.sigma, ebt.cfg.model.patch_size)
+    for clean, noisy in progress_bar(pairs, desc=f"overlap sweep, sigma {args.sigma:g}", total=len(photos)):
         estimated = float(estimate_noise_sigma(noisy)[0])
         for overlap in args.overlaps:
             trajectory, _ = denoise(ebt, noisy, thinking, tiling=Tiling(overlap=overlap))
             estimate, _ = dit_denoise(dit, noisy, estimated, args.dit_steps, overlap)
             for name, image in ((ebt_name, trajectory.final), (f"DiT, {args.dit_steps} DDIM steps", estimate)):
-                scores.setdefault(f"{name}, overlap {overlap}", []).append(
-                    float(psnr(image.clamp(-1, 1), clean[None])[0])
+                scores.setdefault((f"{name}, overlap {overlap}", args.sigma), []).append(
+                    float(psnr(image.clamp(-1, 1), clean)[0])
                 )
-    rows = [{"eval_split": "validation", "method": method, "sigma": args.sigma, "steps": 0, "psnr": sum(v) / len(v),
-             "per_photo": v} for method, v in scores.items()]  # fmt: skip
-    data = f"held-out photos, full resolution; validation: {len(photos)} photos ({', '.join(p.name for p in photos)})"
-    meta = make_meta("cpu", 0, data, f"{args.checkpoint}, {args.dit_checkpoint} (no training)",
-                     command=shlex.join(["python", "scripts/overlap-sweep.py", *argv]))  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    for row in rows:
-        print(f"sigma {row['sigma']:g}  {row['method']}: {row['psnr']:.3f}")
+    budget = f"{args.checkpoint}, {args.dit_checkpoint} (no training)"
+    write_rows(args.out, scores, {method: 0 for method, _ in scores}, photos, budget, "scripts/overlap-sweep.py", argv)
     return 0
 
 

@@ -175,13 +175,18 @@ def test_a_plain_denoiser_starts_only_the_energy_it_fits(tmp_path):
         _initialise_from(DenoisingObjective(wider), str(folder))
 
 
-def test_a_re_anchored_descent_is_passes_whose_estimate_becomes_the_next_noisy_image():
+def _moved_relative_ebt() -> tuple[DenoisingObjective, torch.Tensor]:
+    """A relative-energy EBT with every weight moved off its (flat) start, and two noisy 16px images."""
     torch.manual_seed(0)
     objective = DenoisingObjective(from_dict(RELATIVE)).eval()
     with torch.no_grad():
         for value in objective.parameters():
             value.add_(0.1 * torch.randn_like(value))
-    noisy = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    return objective, torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+
+
+def test_a_re_anchored_descent_is_passes_whose_estimate_becomes_the_next_noisy_image():
+    objective, noisy = _moved_relative_ebt()
     anchored, _ = denoise(objective, noisy, Thinking(2, passes=3))
     context, candidates, forward = noisy, [noisy], 0
     for _ in range(3):
@@ -232,12 +237,7 @@ def test_training_compute_counts_the_model_an_ebt_started_from(tmp_path):
 def test_a_re_anchored_pass_can_keep_part_of_the_noise_it_removed():
     """``keep_noise`` k: the next pass's noisy image is estimate + k (noisy image - estimate), as a two-step DDIM
     re-noises its first estimate; k = 0 is the plain re-anchored descent."""
-    torch.manual_seed(0)
-    objective = DenoisingObjective(from_dict(RELATIVE)).eval()
-    with torch.no_grad():
-        for value in objective.parameters():
-            value.add_(0.1 * torch.randn_like(value))
-    noisy = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    objective, noisy = _moved_relative_ebt()
     kept, _ = denoise(objective, noisy, Thinking(2, passes=2, keep_noise=0.5, final_energy=False))
     first, _ = denoise(objective, noisy, Thinking(2, final_energy=False))
     estimate = first.final.clamp(-1, 1)

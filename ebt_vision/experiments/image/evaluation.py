@@ -63,6 +63,13 @@ def _scored(base: dict, method: str, estimate: torch.Tensor, clean: torch.Tensor
     return {**base, "method": method, **extra, "psnr": float(p), "ssim": float(s)}
 
 
+def noisy_pair(photo: Photo, index: int, sigma: float, patch_size: int, split: str, seed: int = 0):
+    """(clean, noisy), each (C, H, W): the ``index``-th photo of a held-out ``split`` cropped to whole patches, and
+    the noisy copy every evaluation of it draws at ``sigma`` (each split its own noise)."""
+    clean = crop_to_patches(photo.image[None], patch_size)[0]
+    return clean, noisy_copy(clean, sigma, seed, SPLIT_SEED_OFFSET[split] + index)
+
+
 def evaluate_denoiser(
     objective: DenoisingObjective,
     photos: list[Photo],
@@ -87,8 +94,7 @@ def evaluate_denoiser(
     rows = []
     jobs = [(i, photo, sigma) for i, photo in enumerate(photos) for sigma in options.sigmas]
     for index, photo, sigma in progress_bar(jobs, desc=f"evaluate ({split})", disable=not options.progress):
-        clean = crop_to_patches(photo.image[None], patch)[0]
-        noisy = noisy_copy(clean, sigma, options.seed, SPLIT_SEED_OFFSET[split] + index)
+        clean, noisy = noisy_pair(photo, index, sigma, patch, split, options.seed)
         base = {"eval_split": split, "image": photo.name, "sigma": sigma,
                 "split": "id" if sigma <= train_max else "ood"}  # fmt: skip
         rows.append(_scored(base, "noisy", noisy, clean, steps=0, forward_passes=0, backward_passes=0))
