@@ -272,3 +272,24 @@ def test_best_of_n_saves_the_steps_of_the_chosen_start(objective, images, tmp_pa
     run = denoise_files(objective, [images / "rgb.png"], out, options, progress=False)
     assert {p.name for p in run.written} == {"rgb.png.ebt.png", "rgb.png.ebt-step1.png", "rgb.png.ebt-step2.png"}
     assert not run.failed
+
+
+def test_views_average_the_descent_over_mirror_images(objective, images, tmp_path):
+    """``denoise --views N``: the written result is the descent on the energy averaged over N mirror images (checked
+    against ``denoise`` with that tiling), its energy map that energy's, a different image than one view gives; a
+    count that is not a group is refused."""
+    from ebt_vision.image.inference import Tiling, denoise
+
+    options = DenoiseOptions(steps=2, views=4, save_energy_map=True)
+    run = denoise_files(objective, [images / "rgb.png"], tmp_path / "o", options, progress=False)
+    energy_map, result = run.written
+    noisy = read_image(images / "rgb.png").rgb[None]
+    trajectory, _ = denoise(objective, noisy, Thinking(2), tiling=Tiling(views=4))
+    expected = ((trajectory.final[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.abs(iio.imread(result).astype(int) - expected.astype(int)).max() <= 1
+    (single,) = denoise_files(objective, [images / "rgb.png"], tmp_path / "p", DenoiseOptions(steps=2),
+                              progress=False).written  # fmt: skip
+    assert np.abs(iio.imread(single).astype(int) - iio.imread(result).astype(int)).max() > 1
+    assert energy_map.name == "rgb.png.ebt-energy.png" and energy_map.stat().st_size > 0
+    with pytest.raises(InputError, match="--views must be one of 1, 2, 4, 8"):
+        denoise_files(objective, [images], tmp_path / "q", DenoiseOptions(views=3), progress=False)

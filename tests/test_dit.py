@@ -16,7 +16,7 @@ from ebt_vision.image.diffusion import ddim_scheduler
 from ebt_vision.image.dit import DiTObjective, dit_denoise, training_max_timestep
 from ebt_vision.image.model import ImageEBT
 from ebt_vision.image.noise import add_gaussian_noise, alphas_cumprod, sigma_to_timestep, timestep_to_sigma
-from ebt_vision.image.tiling import tiled_map
+from ebt_vision.image.tiling import tiled_map, view
 
 from .conftest import noisy_batch
 
@@ -134,3 +134,20 @@ def test_dit_denoise_rejects_bad_settings(tiny_cfg):
 def test_tiled_map_of_a_pixelwise_function_equals_the_function(size, overlap):
     images = torch.randn(2, 3, *size)
     assert torch.allclose(tiled_map(lambda x: 2 * x + 1, images, 16, overlap=overlap), 2 * images + 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("views", [2, 4, 8])
+def test_tiled_map_over_mirror_images_is_their_average_and_commutes_with_them(views):
+    """``views``: the output on each mirror image, mapped back, averaged. A function that sees direction (a running
+    sum along rows) changes; the average over a group of views does not care which of them it is handed."""
+    images, f = torch.randn(1, 3, 32, 32), lambda x: x.cumsum(-1) / 8
+    plain, mirrored = tiled_map(f, images, 16), tiled_map(f, images, 16, views=views)
+    assert not torch.allclose(plain, mirrored, atol=1e-3)
+    flipped = tiled_map(f, images.flip(-1), 16).flip(-1)
+    if views == 2:  # as is and mirrored left-right, by hand
+        torch.testing.assert_close(mirrored, (plain + flipped) / 2)
+    for k in range(views):
+        torch.testing.assert_close(tiled_map(f, view(images, k), 16, views=views), view(mirrored, k))
+    assert torch.allclose(tiled_map(lambda x: 2 * x + 1, images, 16, views=views), 2 * images + 1, atol=1e-6)
+    with pytest.raises(ValueError, match="views"):
+        tiled_map(f, images, 16, views=3)

@@ -128,6 +128,10 @@ def test_decompression_bombs_are_refused_from_the_header_counting_every_frame(tm
     assert why.endswith("the limit is 16 megapixels, what denoise holds in 8 GiB of memory")
     (_, why), *_ = plan_denoise([tmp_path / "huge.png"], tmp_path / "out", "ebt", best_of=4).failed
     assert why.endswith("the limit is 4 megapixels, what denoise holds in 8 GiB of memory with --best-of 4")
+    (_, why), *_ = plan_denoise([tmp_path / "huge.png"], tmp_path / "out", "ebt", best_of=2, views=4).failed
+    assert why.endswith(
+        "the limit is 2 megapixels, what denoise holds in 8 GiB of memory with --best-of 2 and --views 4"
+    )
     tifffile.imwrite(tmp_path / "pages.tif", np.zeros((3, 100, 100), np.uint8), photometric="minisblack")
     with pytest.raises(InputError, match="100x100 x 3 frames"):
         check_image_file(tmp_path / "pages.tif", max_pixels=20_000)

@@ -75,11 +75,13 @@ def test_evaluation_rows_and_report(tmp_path, objective):
         for value in moved.parameters():
             value.add_(0.05 * torch.randn(value.shape, generator=torch.Generator().manual_seed(value.numel())))
     default, finer = (evaluate_denoiser(moved, photos[:1], replace(quick, tile_overlap=k), dit=dit) for k in (2, 4))
-    assert [(r["method"], r["steps"]) for r in finer] == [(r["method"], r["steps"]) for r in default]
-    for method in ("ebt", "dit_ddim"):
-        assert {r["psnr"] for r in finer if r["method"] == method}.isdisjoint(
-            r["psnr"] for r in default if r["method"] == method
-        )
+    mirrored = evaluate_denoiser(moved, photos[:1], replace(quick, views=2), dit=dit)  # eval --views 2
+    for other in (finer, mirrored):
+        assert [(r["method"], r["steps"]) for r in other] == [(r["method"], r["steps"]) for r in default]
+        for method in ("ebt", "dit_ddim"):
+            assert {r["psnr"] for r in other if r["method"] == method}.isdisjoint(
+                r["psnr"] for r in default if r["method"] == method
+            )
     md = write_denoise_report(rows, make_meta("cpu", 0, "test", "none", command="pytest"), tmp_path)
     assert "EBT (chosen k)" in md.read_text() and "DiT (chosen DDIM steps)" in md.read_text()
     assert "EBT stop, chosen tolerance" in md.read_text() and "EBT gradient stop, chosen tolerance" in md.read_text()

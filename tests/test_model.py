@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ebt_vision.core.descent import TrainingDescent, minimize_energy
+from ebt_vision.core.errors import InputError
 from ebt_vision.core.layers import patchify, unpatchify
 from ebt_vision.core.train import build_optimizer
 from ebt_vision.image.config import ModelConfig
@@ -15,7 +16,7 @@ from ebt_vision.image.data import DenoisingBatch
 from ebt_vision.image.model import ImageEBT
 from ebt_vision.image.noise import NoiseLevel
 from ebt_vision.image.objective import DenoisingObjective
-from ebt_vision.image.tiling import TiledEnergy
+from ebt_vision.image.tiling import SymmetricEnergy, TiledEnergy, unview, view
 
 
 def random_model(cfg: ModelConfig) -> ImageEBT:
@@ -173,6 +174,51 @@ def test_tiled_gradient_is_the_average_of_the_covering_tiles_gradients(overlap):
     torch.testing.assert_close(grad, expected[interior] / overlap**2, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="whole number of patches"):
         TiledEnergy(model, tile=8, overlap=4)  # 2px apart with 4px patches
+
+
+def test_view_and_unview_are_inverse_and_the_first_views_form_groups():
+    x = torch.randn(2, 3, 8, 8)
+    for k in range(8):
+        torch.testing.assert_close(unview(view(x, k), k), x)
+    for n in (1, 2, 4, 8):  # closed under composition: averaging over the first n is symmetric
+        members = [view(x, k) for k in range(n)]
+        for a in range(n):
+            for b in range(n):
+                assert any(torch.equal(view(view(x, a), b), m) for m in members)
+    assert len({tuple(view(torch.arange(4.0).reshape(2, 2), k).flatten().tolist()) for k in range(8)}) == 8
+
+
+@pytest.mark.parametrize("views", [2, 8])
+def test_symmetric_energy_averages_the_mirror_images(views):
+    """The energy is the mean of the tiled energies of the mirror images; its gradient the mean of their gradients
+    mapped back (by hand); energy, gradient and per-patch map follow a mirrored input; recorded maps are averaged on
+    the photo."""
+    model = random_model(ModelConfig(width=16, depth=1, heads=2)).eval()
+    base = TiledEnergy(model, tile=16)
+    symmetric = SymmetricEnergy(TiledEnergy(model, tile=16, record_maps=True), views)
+    context, candidate = torch.randn(1, 3, 24, 40), torch.randn(1, 3, 24, 40, requires_grad=True)
+    energy = symmetric(context, candidate)
+    (grad,) = torch.autograd.grad(energy.sum(), candidate)
+    energies, grads = [], []
+    for k in range(views):
+        moved = view(candidate.detach(), k).requires_grad_(True)
+        value = base(view(context, k), moved)
+        energies.append(value)
+        grads.append(unview(torch.autograd.grad(value.sum(), moved)[0], k))
+    torch.testing.assert_close(energy, torch.stack(energies).mean(0))
+    torch.testing.assert_close(grad, torch.stack(grads).mean(0))
+    assert not torch.allclose(grad, grads[0], atol=1e-5)  # the views disagree: averaging them changes the step
+    energy_map = symmetric.patch_energy_map(context, candidate.detach())
+    assert energy_map.shape == (1, 6, 10) and len(symmetric.maps) == 1
+    torch.testing.assert_close(symmetric.maps[0], energy_map)
+    for k in range(views):
+        torch.testing.assert_close(symmetric(view(context, k), view(candidate.detach(), k)), energy)
+        torch.testing.assert_close(symmetric.patch_energy_map(view(context, k), view(candidate.detach(), k)),
+                                   view(energy_map, k))  # fmt: skip
+    with pytest.raises(InputError, match="whole 4px patches"):
+        symmetric(torch.randn(1, 3, 22, 40), torch.randn(1, 3, 22, 40))
+    with pytest.raises(ValueError, match="views"):
+        SymmetricEnergy(base, 3)
 
 
 def test_replay_buffer_size_turns_replay_on_and_replays_whole_rows(tiny_cfg):

@@ -96,8 +96,8 @@ def evaluate(args: argparse.Namespace) -> int:
         sigmas=tuple(args.sigmas), steps=args.steps, max_side=args.max_side, split=args.split, limit=args.limit,
         seed=args.seed, with_bm3d=not args.no_bm3d, dit_checkpoint=args.dit_checkpoint or None,
         dit_steps=tuple(args.dit_steps), transformer_checkpoint=args.transformer_checkpoint or None,
-        use_schedule=not args.no_schedule, tile_overlap=args.tile_overlap, device=args.device, stem=args.stem,
-        progress=not args.quiet,
+        use_schedule=not args.no_schedule, tile_overlap=args.tile_overlap, views=args.views, device=args.device,
+        stem=args.stem, progress=not args.quiet,
     )  # fmt: skip
     return _print_report(run_evaluation(args.checkpoint, args.out, options))
 
@@ -192,9 +192,9 @@ def denoise(args: argparse.Namespace) -> int:
     is_dit = args.model == "dit"
     checkpoint = args.checkpoint or (defaults.IMAGE_DIT if is_dit else defaults.IMAGE_EBT)
     options = DenoiseOptions(args.steps, args.best_of, args.sigma, args.save_steps, args.save_energy_map,
-                             args.overwrite)  # fmt: skip
+                             args.overwrite, views=args.views)  # fmt: skip
     options.check(dit=is_dit)
-    plan = plan_denoise(args.inputs, args.output, args.model, args.overwrite, options.best_of)  # before the model
+    plan = plan_denoise(args.inputs, args.output, args.model, args.overwrite, options.best_of, options.views)
     if plan.jobs:
         fix_mmap_threshold()  # the memory the pixel limit was measured with
         if is_dit:

@@ -26,10 +26,10 @@ from .files import (
     to_array,
     write_image,
 )
-from .inference import best_of_n, crop_to_patches, denoise
+from .inference import Tiling, best_of_n, crop_to_patches, denoise
 from .noise import estimate_noise_sigma
 from .schedule import StepSchedule
-from .tiling import TiledEnergy
+from .tiling import VIEWS, SymmetricEnergy, TiledEnergy
 
 if TYPE_CHECKING:
     from .dit import DiTObjective  # diffusers is imported only when a DiT denoises (seconds of start-up otherwise)
@@ -44,6 +44,7 @@ class DenoiseOptions:
     save_energy_map: bool = False  # EBT only: the per-patch energy of the result, as a PNG with a colour bar
     overwrite: bool = False  # redo earlier results (never replace an input); without it they are kept and skipped
     schedule: StepSchedule | None = None  # EBT without --steps: steps and step scale by the estimated noise level
+    views: int = 1  # every pass averaged over this many mirror images of the photo (EBT and DiT alike)
 
     def check(self, dit: bool = False) -> None:
         if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
@@ -52,6 +53,8 @@ class DenoiseOptions:
             raise InputError(f"--best-of must be in [1, {MAX_FILE_CANDIDATES}], got {self.best_of}")
         if self.sigma is not None and not 0 <= self.sigma <= 255:
             raise InputError(f"--sigma must be in [0, 255] (the 0-255 pixel scale), got {self.sigma}")
+        if self.views not in VIEWS:
+            raise InputError(f"--views must be one of {', '.join(map(str, VIEWS))}, got {self.views}")
         if dit and (self.best_of > 1 or self.save_steps or self.save_energy_map):
             raise InputError("--best-of, --save-steps and --save-energy-map apply to the EBT only")
 
@@ -106,12 +109,17 @@ class DenoiseRun:
 
 
 def plan_denoise(
-    inputs: list[str | Path], out_dir: str | Path, tag: str, overwrite: bool = False, best_of: int = 1
+    inputs: list[str | Path],
+    out_dir: str | Path,
+    tag: str,
+    overwrite: bool = False,
+    best_of: int = 1,
+    views: int = 1,
 ) -> DenoisePlan:
     """Every input's result (``tag``: "ebt" or "dit"), checked before any work: an unusable output folder, a result
     that would replace an input, or two inputs whose results would be the same file stop everything; an earlier
     result is kept unless ``overwrite``; an input whose header cannot be read or is over the pixel limit (divided by
-    ``best_of``: each start is a descent of the whole photo) is refused alone."""
+    ``best_of`` x ``views``: each start is a descent of the whole photo, each view a copy of it) is refused alone."""
     out_dir = Path(out_dir)
     check_output_folder(out_dir)
     found = _without_results(collect_inputs(inputs), out_dir)
@@ -131,7 +139,7 @@ def plan_denoise(
             plan.kept.append(out)
             continue
         try:
-            check_image_file(path, *pixel_limit(best_of))
+            check_image_file(path, *pixel_limit(best_of, views))
         except InputError as error:
             plan.failed.append((path, str(error)))
             continue
@@ -157,11 +165,14 @@ def _without_results(found: list[tuple[Path, Path | None]], out_dir: Path) -> li
     return [(path, root) for path, root in found if root is None or not is_result(path, root)]
 
 
-def pixel_limit(best_of: int) -> tuple[int, str]:
-    """(the most pixels one image may have, why): each of best-of-N's starts is a descent of the whole photo."""
-    if best_of == 1:
+def pixel_limit(best_of: int, views: int = 1) -> tuple[int, str]:
+    """(the most pixels one image may have, why): each of best-of-N's starts is a descent of the whole photo, and
+    each mirror image (``views``) keeps its own copy of the photo's tiles for the backward pass."""
+    if best_of * views == 1:
         return MAX_FILE_PIXELS, MEMORY_BUDGET
-    return MAX_FILE_PIXELS // best_of, f"{MEMORY_BUDGET} with --best-of {best_of}"
+    chosen = (("best-of", best_of), ("views", views))
+    settings = " and ".join(f"--{name} {value}" for name, value in chosen if value > 1)
+    return MAX_FILE_PIXELS // (best_of * views), f"{MEMORY_BUDGET} with {settings}"
 
 
 def check_output_folder(out_dir: Path) -> None:
@@ -182,16 +193,16 @@ def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions,
         raise InputError(f"{image.path.name}: {image.rgb.shape[2]}x{image.rgb.shape[1]} is not a multiple of the "
                          f"{patch}px patch; crop it first")  # fmt: skip
     sigma = options.sigma  # None: a sigma-conditioned model is told the estimated one (``denoise``)
-    thinking = Thinking(options.steps, final_energy=False)
+    thinking, tiling = Thinking(options.steps, final_energy=False), Tiling(views=options.views)
     if options.steps is None and options.schedule is not None:
         thinking = options.schedule.thinking(float(estimate_noise_sigma(noisy)[0]), thinking)
     if options.best_of > 1:
-        found = best_of_n(objective, noisy, replace(thinking, n_candidates=options.best_of), sigma)
+        found = best_of_n(objective, noisy, replace(thinking, n_candidates=options.best_of), sigma, tiling)
         result = found.best
         chosen = int(found.final_energies[:, 0].argmin())  # the start whose final energy was the lowest (one image)
         steps = [candidate[chosen : chosen + 1] for candidate in found.trajectory.candidates]
     else:
-        trajectory, _ = denoise(objective, noisy, thinking, sigma)
+        trajectory, _ = denoise(objective, noisy, thinking, sigma, tiling)
         result = trajectory.final
         steps = list(trajectory.candidates)
     written = []
@@ -200,7 +211,8 @@ def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions,
             written.append(name(f"-step{k}"))
             write_image(to_array(image, candidate[0]), written[-1])
     if options.save_energy_map:
-        energy = TiledEnergy(objective.model, objective.cfg.data.crop_size)
+        energy = TiledEnergy(objective.model, objective.cfg.data.crop_size)  # the energy the descent ran on
+        energy = SymmetricEnergy(energy, options.views) if options.views > 1 else energy
         with torch.no_grad():
             patch_map = energy.patch_energy_map(noisy, result.to(noisy))[0]
         written.append(name("-energy", ".png"))
@@ -215,7 +227,7 @@ def _dit_result(dit: DiTObjective, image: UserImage, options: DenoiseOptions, na
     from .dit import dit_denoise
 
     sigma = options.sigma if options.sigma is not None else float(estimate_noise_sigma(image.rgb[None])[0])
-    estimate, _ = dit_denoise(dit, image.rgb[None], sigma, options.steps or 2)
+    estimate, _ = dit_denoise(dit, image.rgb[None], sigma, options.steps or 2, views=options.views)
     write_image(to_array(image, estimate[0]), name())
     return [name()]
 

@@ -89,13 +89,19 @@ class DiTObjective(DirectObjective, HubModel):
 
 @torch.no_grad()
 def dit_denoise(
-    objective: DiTObjective, noisy: Tensor, sigma: Tensor | float, num_steps: int | None = None, tile_overlap: int = 2
+    objective: DiTObjective,
+    noisy: Tensor,
+    sigma: Tensor | float,
+    num_steps: int | None = None,
+    tile_overlap: int = 2,
+    views: int = 1,
 ) -> tuple[Tensor, list[int]]:
     """(B, C, H, W) noisy in [-1, 1], sigma (B,) or scalar on 0-255 -> (estimate, forward passes per image).
 
     Each image starts DDIM at the timestep matching its sigma and takes ``min(num_steps, t + 1)`` steps
     (``None``: all t + 1). Photos larger than the training crop are tiled like the EBT's energy, and a pass over
-    all tiles of a photo counts as one forward pass. One step is the one-step x0 prediction.
+    all tiles of a photo counts as one forward pass. One step is the one-step x0 prediction. ``views`` > 1: each
+    noise prediction is the average over that many mirror images of the photo (``tiled_map``).
     """
     if num_steps is not None and num_steps < 1:
         raise ValueError(f"num_steps must be >= 1 (or None for all), got {num_steps}")
@@ -109,7 +115,7 @@ def dit_denoise(
         scheduler = ddim_scheduler(start, num_steps, clip)
         x = noisy[index].to(device) * float(alphas_cumprod()[start].sqrt())
         for t in scheduler.timesteps:
-            eps = tiled_map(lambda tiles, t=t: objective.model(tiles, t), x, tile, overlap=tile_overlap)
+            eps = tiled_map(lambda tiles, t=t: objective.model(tiles, t), x, tile, overlap=tile_overlap, views=views)
             out = scheduler.step(eps, t, x)
             x = out.prev_sample
         # The last step's x0 estimate: DDIM's own "previous" state there is x_{t'} at a small t' > 0 unless the

@@ -18,7 +18,7 @@ from ..core.errors import InputError
 from ..core.inference import Thinking
 from .noise import estimate_noise_sigma, training_sigma_max
 from .objective import DenoisingObjective
-from .tiling import TiledEnergy
+from .tiling import SymmetricEnergy, TiledEnergy, check_views
 
 START_NOISE = 10.0  # best-of-N: the other starts are the noisy image plus Gaussian noise of this sigma (0-255)
 
@@ -29,11 +29,17 @@ class Tiling:
     side, 4x cheaper) or 4 (a quarter of a tile apart, every pixel in 16, 4x dearer; see ``tiling``).
     ``per_patch``: descend the per-patch energies (each patch's energy averaged over the tiles that cover it), so
     stopping works patch by patch (``trajectory.steps_taken`` is then a (B, H/p, W/p) map). ``record_maps``: keep
-    the energy map of every candidate the descent evaluates (``TiledEnergy.maps``)."""
+    the energy map of every candidate the descent evaluates (``TiledEnergy.maps``). ``views``: 1, or the energy
+    averaged over 2, 4 or 8 mirror images of the photo (``SymmetricEnergy``; a pass costs that many times the FLOPs).
+    """
 
     overlap: int = 2
     per_patch: bool = False
     record_maps: bool = False
+    views: int = 1
+
+    def __post_init__(self) -> None:
+        check_views(self.views)
 
 
 def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> DenoisingObjective:
@@ -83,7 +89,7 @@ def denoise(
     sigma: Tensor | float | None = None,
     tiling: Tiling = Tiling(),
     init: Tensor | None = None,
-) -> tuple[Trajectory, TiledEnergy]:
+) -> tuple[Trajectory, TiledEnergy | SymmetricEnergy]:
     """(B, 3, H, W) noisy in [-1, 1] -> the descent trajectory from the noisy image (tiled at the training crop size).
 
     ``candidates[k]`` is the estimate after k steps; clamp to [-1, 1] before saving. ``thinking``: steps, step scale,
@@ -108,6 +114,8 @@ def denoise(
     energy = TiledEnergy(
         objective.model, cfg.data.crop_size, sigma=sigma, record_maps=tiling.record_maps, overlap=tiling.overlap
     )
+    if tiling.views > 1:
+        energy = SymmetricEnergy(energy, tiling.views)
     device = next(objective.parameters()).device
     context, start, runs = noisy.to(device), (noisy if init is None else init).to(device), []
     for index in range(thinking.passes):  # one pass unless re-anchored (``Thinking.passes``)
@@ -156,7 +164,7 @@ class BestOfN:
     best: Tensor  # (B, C, H, W)
     final_energies: Tensor  # (N, B)
     trajectory: Trajectory  # of all N x B descents; pass counts are per run of that batch (per image: N x them)
-    energy: TiledEnergy  # the energy the descent used (with its recorded maps, when asked for)
+    energy: TiledEnergy | SymmetricEnergy  # the energy the descent used (with its recorded maps, when asked for)
 
 
 def best_of_n(

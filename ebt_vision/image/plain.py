@@ -75,22 +75,26 @@ class PlainDenoisingObjective(DirectObjective, HubModel):
 
 @torch.no_grad()
 def plain_denoise(
-    objective: PlainDenoisingObjective, noisy: Tensor, tile_overlap: int = 2, sigma: float | None = None
+    objective: PlainDenoisingObjective,
+    noisy: Tensor,
+    tile_overlap: int = 2,
+    sigma: float | None = None,
+    views: int = 1,
 ) -> Tensor:
     """(B, C, H, W) noisy in [-1, 1] -> the one-pass estimate, clamped; photos larger than the training crop are
     tiled like the EBT's energy and the DiT's passes (half-overlapping tiles, overlaps averaged). ``sigma``: one
     noise level (0-255) for every image, clamped to the training range; refused by a blind model. A conditioned model
     not given one is used blind, as ``denoise`` uses the EBT: each image is told the sigma ``estimate_noise_sigma``
-    reads off it."""
+    reads off it. ``views`` > 1: averaged over that many mirror images of the photo (``tiled_map``)."""
     device = next(objective.parameters()).device
     if sigma is None and objective.cfg.model.sigma_conditioning:
-        return torch.cat([plain_denoise(objective, image[None], tile_overlap, estimate_noise_sigma(image[None])[0])
-                          for image in noisy])  # fmt: skip
+        return torch.cat([plain_denoise(objective, image[None], tile_overlap, estimate_noise_sigma(image[None])[0],
+                                        views) for image in noisy])  # fmt: skip
     if sigma is not None:
         sigma = min(float(sigma), training_sigma_max(objective.cfg.data))
 
     def model(tiles: Tensor) -> Tensor:
         return objective.model(tiles, sigma)
 
-    estimate = tiled_map(model, noisy.to(device), objective.cfg.data.crop_size, overlap=tile_overlap)
+    estimate = tiled_map(model, noisy.to(device), objective.cfg.data.crop_size, overlap=tile_overlap, views=views)
     return estimate.clamp(-1, 1)

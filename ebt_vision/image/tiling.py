@@ -11,6 +11,11 @@ it was trained at. The descent core is unchanged; it just receives this energy f
 (measured with the shipped EBT at sigma 15-50), which is what the interactive app uses; evaluations use 2.
 ``overlap=4`` puts tiles a quarter of a tile apart (each pixel in 16): 4x the FLOPs of 2 per pass
 (``ebt-vision eval --tile-overlap 4``; what it buys: docs/results/thinking.md).
+
+``views`` (``SymmetricEnergy``, and ``tiled_map`` for predictors) averages over flipped and transposed copies of the
+photo: the energy becomes the mean of the energies of 2, 4 or all 8 mirror images of (context, candidate), each
+tiled as above, so every descent step follows the gradient all of them agree on. The models trained on crops
+flipped and turned by multiples of 90 degrees, so every view is one they know; a pass costs ``views`` times the FLOPs.
 """
 
 from __future__ import annotations
@@ -22,7 +27,34 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..core.errors import InputError
 from .model import ImageEBT, check_image_pair
+
+VIEWS = (1, 2, 4, 8)  # the first n of: as is, mirrored left-right, upside down, both; then each of those transposed
+
+
+def check_views(views: int) -> None:
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {VIEWS} (mirror images averaged), got {views}")
+
+
+def view(images: Tensor, k: int) -> Tensor:
+    """The k-th (0-7) mirror image of (..., H, W): bit 1 mirrors left-right, bit 2 upside down, bit 4 transposes.
+    The first 1, 2, 4 or 8 of them form a group, so averaging over them is symmetric."""
+    if k & 1:
+        images = images.flip(-1)
+    if k & 2:
+        images = images.flip(-2)
+    return images.transpose(-1, -2) if k & 4 else images
+
+
+def unview(images: Tensor, k: int) -> Tensor:
+    """The inverse of ``view(., k)``: maps images (or per-patch maps) of the k-th view back onto the photo."""
+    if k & 4:
+        images = images.transpose(-1, -2)
+    if k & 2:
+        images = images.flip(-2)
+    return images.flip(-1) if k & 1 else images
 
 
 def tile_layout(size: int, tile: int, overlap: int = 2) -> tuple[int, int, int, int]:
@@ -41,12 +73,19 @@ def cut_tiles(images: Tensor, th: int, sh: int, tw: int, sw: int) -> Tensor:
     return tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, images.shape[1], th, tw)
 
 
-def tiled_map(fn: Callable[[Tensor], Tensor], images: Tensor, tile: int, chunk: int = 512, overlap: int = 2) -> Tensor:
+def tiled_map(
+    fn: Callable[[Tensor], Tensor], images: Tensor, tile: int, chunk: int = 512, overlap: int = 2, views: int = 1
+) -> Tensor:
     """Apply an image-to-image ``fn`` on overlapping tiles: (B, C, H, W) -> (B, C, H, W), overlaps averaged.
 
     The same layout as ``TiledEnergy`` (reflect padding, stride tile/2), for predictors such as the DiT baseline, so
-    both model families see only training-sized inputs.
+    both model families see only training-sized inputs. ``views`` > 1: the average of ``fn``'s output on that many
+    mirror images of the photo (``view``), each mapped back, as ``SymmetricEnergy`` averages the EBT's energy.
     """
+    check_views(views)
+    if views > 1:
+        outputs = [unview(tiled_map(fn, view(images, k), tile, chunk, overlap), k) for k in range(views)]
+        return torch.stack(outputs).mean(0)
     (th, sh, top, bottom), (tw, sw, left, right) = (
         tile_layout(images.shape[2], tile, overlap),
         tile_layout(images.shape[3], tile, overlap),
@@ -151,3 +190,42 @@ class TiledEnergy:
         counts = F.fold(torch.ones_like(columns), out_size, kernel, stride=stride)
         folded = (summed / counts)[:, 0]  # (B, Hp/p, Wp/p)
         return folded[:, top // p : top // p + shape[2] // p, left // p : left // p + shape[3] // p]
+
+
+class SymmetricEnergy:
+    """A tiled energy averaged over ``views`` mirror images of the photo (``view``): ``(B, C, H, W) x2 -> (B,)``.
+
+    Its gradient with respect to the candidate is the average of each view's gradient mapped back onto the photo, so
+    the descent core runs on it unchanged. With a recording ``base`` each call keeps the views' energy map, averaged
+    on the photo, in ``maps``. Height and width must be whole patches (a mirrored patch grid must stay the grid).
+    """
+
+    def __init__(self, base: TiledEnergy, views: int) -> None:
+        check_views(views)
+        self.base, self.views, self.model = base, views, base.model
+        self.maps: list[Tensor] | None = None if base.maps is None else []
+
+    def _check(self, context: Tensor) -> None:
+        p = self.model.cfg.patch_size
+        if context.dim() == 4 and (context.shape[2] % p or context.shape[3] % p):
+            raise InputError(
+                f"averaging over mirror images needs whole {p}px patches, got {context.shape[2]}x{context.shape[3]}"
+                " (crop_to_patches cuts the photo to them)"
+            )
+
+    def __call__(self, context: Tensor, candidate: Tensor) -> Tensor:
+        self._check(context)
+        total, maps = 0.0, []
+        for k in range(self.views):
+            total = total + self.base(view(context, k), view(candidate, k))
+            if self.maps is not None:
+                maps.append(unview(self.base.maps.pop(), k))
+        if self.maps is not None:
+            self.maps.append(torch.stack(maps).mean(0))
+        return total / self.views
+
+    def patch_energy_map(self, context: Tensor, candidate: Tensor) -> Tensor:
+        """(B, C, H, W) x2 -> (B, H/p, W/p): the views' per-patch energy maps, mapped back and averaged."""
+        self._check(context)
+        maps = [unview(self.base.patch_energy_map(view(context, k), view(candidate, k)), k) for k in range(self.views)]
+        return torch.stack(maps).mean(0)

@@ -39,7 +39,8 @@ class EvalOptions:
     steps when a ``dit_checkpoint`` is given, the plain transformer (the EBT's trunk predicting directly) when a
     ``transformer_checkpoint`` is given, the checkpoint's step schedule (``use_schedule``). ``tile_overlap``: how many
     tiles cover each pixel along each side, for every model alike (2: half-overlapping; 4: tiles a quarter apart, 4x
-    the FLOPs of a pass)."""
+    the FLOPs of a pass). ``views``: every model's pass averaged over that many mirror images of the photo (1, 2, 4
+    or 8; that many times the FLOPs)."""
 
     sigmas: tuple[float, ...] = SIGMAS
     steps: int = 4
@@ -53,6 +54,7 @@ class EvalOptions:
     transformer_checkpoint: str | Path | None = None
     use_schedule: bool = True
     tile_overlap: int = 2
+    views: int = 1
     device: str = "auto"
     stem: str = "denoise_eval"
     progress: bool = True
@@ -104,7 +106,7 @@ def evaluate_denoiser(
             rows.append(_scored(base, "cbm3d", estimate, clean, steps=0, forward_passes=0, backward_passes=0,
                                 seconds=time.perf_counter() - started))  # fmt: skip
         model_input = as_model_input(noisy[None], sigma, objective.cfg.data.noise)
-        tiling = Tiling(overlap=options.tile_overlap)
+        tiling = Tiling(overlap=options.tile_overlap, views=options.views)
         trajectory, ebt_rows = _ebt_rows(objective, model_input, options.steps, base, clean, tiling)
         rows += ebt_rows
         # what a blind method may know, read once for the step schedule and the DiT (a sigma-conditioned EBT or
@@ -114,11 +116,11 @@ def evaluate_denoiser(
             rows.append(_scheduled_row(objective, schedule, estimated, model_input, trajectory, base, clean, tiling))
         if dit is not None:
             for k in options.dit_steps:
-                estimate, passes = dit_denoise(dit, noisy[None], estimated, k, options.tile_overlap)
+                estimate, passes = dit_denoise(dit, noisy[None], estimated, k, options.tile_overlap, options.views)
                 rows.append(_scored(base, "dit_ddim", estimate[0], clean, steps=k, forward_passes=passes[0],
                                     backward_passes=0))  # fmt: skip
         if transformer is not None:
-            estimate = plain_denoise(transformer, noisy[None], options.tile_overlap)
+            estimate = plain_denoise(transformer, noisy[None], options.tile_overlap, views=options.views)
             rows.append(_scored(base, "transformer", estimate[0], clean, steps=1, forward_passes=1,
                                 backward_passes=0))  # fmt: skip
     return rows
@@ -232,10 +234,12 @@ def run_evaluation(checkpoint: str | Path, out_dir: str | Path, options: EvalOpt
         split_options = replace(options, with_bm3d=options.with_bm3d and name == "test")
         rows += evaluate_denoiser(objective, photos, split_options, name, dit, schedule, transformer)
     scale = f"downscaled to at most {options.max_side}px" if options.max_side else "full resolution"
-    if options.tile_overlap != 2:  # the default (half-overlapping tiles) goes unsaid
+    if options.tile_overlap != 2 or options.views != 1:  # the defaults (half-overlapping tiles, one view) go unsaid
         cover = options.tile_overlap**2
         layout = "tiles side by side" if cover == 1 else f"each pixel in {cover} tiles"
-        scale += f" ({layout} for every model: a pass costs {cover / 4:g}x the default's FLOPs)"
+        if options.views != 1:
+            layout += f", averaged over {options.views} mirror images of the photo"
+        scale += f" ({layout} for every model: a pass costs {cover / 4 * options.views:g}x the default's FLOPs)"
     data = f"held-out photos, {scale}; " + "; ".join(described)
     meta = make_meta(device, options.seed, data, budget)
     conditioned = cfg.model.sigma_conditioning or bool(transformer and transformer.cfg.model.sigma_conditioning)
