@@ -90,7 +90,10 @@ def prepare_text(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from ..core.memory import fix_mmap_threshold
     from ..experiments.image.evaluation import EvalOptions, run_evaluation
+
+    fix_mmap_threshold()  # tiled full-resolution photos: at --views 8 the heap of the retina photo grew past 16 GiB
 
     options = EvalOptions(
         sigmas=tuple(args.sigmas), steps=args.steps, max_side=args.max_side, split=args.split, limit=args.limit,
