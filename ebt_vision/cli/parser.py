@@ -198,9 +198,9 @@ def _denoise(p: argparse.ArgumentParser) -> None:
     p.add_argument("--best-of", type=int, default=1, help="EBT: N descents, keep the lowest final energy")
     p.add_argument("--sigma", type=float, help="noise sigma (0-255) for a sigma-conditioned EBT or the DiT; "
                    "default: estimated from the image (the blind EBT needs none)")  # fmt: skip
-    p.add_argument("--views", type=int, choices=(1, 2, 4, 8), default=1, help="average the model over this many "
-                   "mirror images of the photo (flips and transposes; that many times the time and 1/N of the "
-                   "pixel limit)")  # fmt: skip
+    p.add_argument("--views", type=int, choices=defaults.MIRROR_VIEWS, default=1, help="average the model over "
+                   "this many mirror images of the photo (flips and transposes; that many times the time and 1/N of "
+                   "the pixel limit)")  # fmt: skip
     p.add_argument("--save-steps", action="store_true", help="EBT: also write every intermediate step")
     p.add_argument("--save-energy-map", action="store_true", help="EBT: also write the per-patch energy map")
     p.add_argument("--overwrite", action="store_true", help="redo earlier results (never replace an input)")
@@ -268,7 +268,7 @@ def _eval(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--views",
         type=int,
-        choices=(1, 2, 4, 8),
+        choices=defaults.MIRROR_VIEWS,
         default=1,
         help="average every model's passes over this many mirror images of the photo (flips, transposes; that many "
         "times the FLOPs)",

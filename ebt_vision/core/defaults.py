@@ -15,6 +15,9 @@ MAX_PASSES = 8  # re-anchored descent passes (image denoising)
 CALIBRATION_SIGMAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 55.0, 70.0, 90.0, 120.0)
 # The step-size scales (times the learned step size) the calibration tries at every level with one pass.
 CALIBRATION_SCALES = (0.5, 0.75, 1.0, 1.5)
+# `eval` / `denoise --views`: how many mirror images of a photo an image model is averaged over (the first 1, 2, 4
+# or 8 of image.tiling.view's, each set a group, so the average is symmetric).
+MIRROR_VIEWS = (1, 2, 4, 8)
 # `ebt-vision denoise --best-of`: every start is a full descent of a full-size photo.
 MAX_FILE_CANDIDATES = 16
 # The app: a click must stay interactive on a CPU.

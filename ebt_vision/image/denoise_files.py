@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..core.defaults import MAX_FILE_CANDIDATES, MAX_FILE_PIXELS, MAX_STEPS
+from ..core.defaults import MAX_FILE_CANDIDATES, MAX_FILE_PIXELS, MAX_STEPS, MIRROR_VIEWS
 from ..core.errors import InputError
 from ..core.inference import Thinking
 from ..core.maps import render_map
@@ -29,7 +29,7 @@ from .files import (
 from .inference import Tiling, best_of_n, crop_to_patches, denoise
 from .noise import estimate_noise_sigma
 from .schedule import StepSchedule
-from .tiling import VIEWS, SymmetricEnergy, TiledEnergy
+from .tiling import photo_energy
 
 if TYPE_CHECKING:
     from .dit import DiTObjective  # diffusers is imported only when a DiT denoises (seconds of start-up otherwise)
@@ -53,8 +53,8 @@ class DenoiseOptions:
             raise InputError(f"--best-of must be in [1, {MAX_FILE_CANDIDATES}], got {self.best_of}")
         if self.sigma is not None and not 0 <= self.sigma <= 255:
             raise InputError(f"--sigma must be in [0, 255] (the 0-255 pixel scale), got {self.sigma}")
-        if self.views not in VIEWS:
-            raise InputError(f"--views must be one of {', '.join(map(str, VIEWS))}, got {self.views}")
+        if self.views not in MIRROR_VIEWS:
+            raise InputError(f"--views must be one of {', '.join(map(str, MIRROR_VIEWS))}, got {self.views}")
         if dit and (self.best_of > 1 or self.save_steps or self.save_energy_map):
             raise InputError("--best-of, --save-steps and --save-energy-map apply to the EBT only")
 
@@ -211,8 +211,7 @@ def _ebt_result(objective: nn.Module, image: UserImage, options: DenoiseOptions,
             written.append(name(f"-step{k}"))
             write_image(to_array(image, candidate[0]), written[-1])
     if options.save_energy_map:
-        energy = TiledEnergy(objective.model, objective.cfg.data.crop_size)  # the energy the descent ran on
-        energy = SymmetricEnergy(energy, options.views) if options.views > 1 else energy
+        energy = photo_energy(objective.model, objective.cfg.data.crop_size, options.views)  # what was descended
         with torch.no_grad():
             patch_map = energy.patch_energy_map(noisy, result.to(noisy))[0]
         written.append(name("-energy", ".png"))

@@ -18,7 +18,7 @@ from ..core.errors import InputError
 from ..core.inference import Thinking
 from .noise import estimate_noise_sigma, training_sigma_max
 from .objective import DenoisingObjective
-from .tiling import SymmetricEnergy, TiledEnergy, check_views
+from .tiling import SymmetricEnergy, TiledEnergy, check_views, photo_energy
 
 START_NOISE = 10.0  # best-of-N: the other starts are the noisy image plus Gaussian noise of this sigma (0-255)
 
@@ -111,11 +111,8 @@ def denoise(
         sigma = estimate_noise_sigma(noisy)
     if sigma is not None:
         sigma = sigma.clamp(max=training_sigma_max(cfg.data))
-    energy = TiledEnergy(
-        objective.model, cfg.data.crop_size, sigma=sigma, record_maps=tiling.record_maps, overlap=tiling.overlap
-    )
-    if tiling.views > 1:
-        energy = SymmetricEnergy(energy, tiling.views)
+    energy = photo_energy(objective.model, cfg.data.crop_size, tiling.views, sigma=sigma,
+                          record_maps=tiling.record_maps, overlap=tiling.overlap)  # fmt: skip
     device = next(objective.parameters()).device
     context, start, runs = noisy.to(device), (noisy if init is None else init).to(device), []
     for index in range(thinking.passes):  # one pass unless re-anchored (``Thinking.passes``)

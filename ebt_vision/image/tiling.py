@@ -27,20 +27,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..core.defaults import MIRROR_VIEWS
 from ..core.errors import InputError
 from .model import ImageEBT, check_image_pair
 
-VIEWS = (1, 2, 4, 8)  # the first n of: as is, mirrored left-right, upside down, both; then each of those transposed
-
 
 def check_views(views: int) -> None:
-    if views not in VIEWS:
-        raise ValueError(f"views must be one of {VIEWS} (mirror images averaged), got {views}")
+    if views not in MIRROR_VIEWS:
+        raise ValueError(f"views must be one of {MIRROR_VIEWS} (mirror images averaged), got {views}")
 
 
 def view(images: Tensor, k: int) -> Tensor:
-    """The k-th (0-7) mirror image of (..., H, W): bit 1 mirrors left-right, bit 2 upside down, bit 4 transposes.
-    The first 1, 2, 4 or 8 of them form a group, so averaging over them is symmetric."""
+    """The k-th (0-7) mirror image of (..., H, W): bit 1 mirrors left-right, bit 2 upside down, bit 4 transposes
+    (as is, mirrored, upside down, both; then each of those transposed). The first 1, 2, 4 or 8 of them form a group,
+    so averaging over them is symmetric."""
     if k & 1:
         images = images.flip(-1)
     if k & 2:
@@ -229,3 +229,10 @@ class SymmetricEnergy:
         self._check(context)
         maps = [unview(self.base.patch_energy_map(view(context, k), view(candidate, k)), k) for k in range(self.views)]
         return torch.stack(maps).mean(0)
+
+
+def photo_energy(model: ImageEBT, tile: int, views: int = 1, **tiled) -> TiledEnergy | SymmetricEnergy:
+    """The energy an image EBT descends on a photo: ``TiledEnergy(model, tile, **tiled)``, averaged over ``views``
+    mirror images when more than one."""
+    energy = TiledEnergy(model, tile, **tiled)
+    return SymmetricEnergy(energy, views) if views > 1 else energy
