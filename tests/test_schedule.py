@@ -145,3 +145,34 @@ def test_calibrate_fits_at_the_noise_levels_it_is_given_and_saves_beside_the_wei
     assert {row["scale"] for row in report["rows"]} == {0.25, 4.0} and set(saved.scales) <= {0.25, 4.0}
     zero = ["--scales", "0", "--out", str(tmp_path / "x"), "--quiet"]
     assert main(["calibrate", "--checkpoint", str(tmp_path / "model"), *zero]) == 2
+
+
+def test_calibration_with_mirror_views_descends_the_averaged_energy_and_is_reported_not_saved(tmp_path, objective):
+    """`ebt-vision calibrate --views N --no-save`: every row is the PSNR of a descent on the energy averaged over N
+    mirror images (what `eval --views N` descends); without --no-save it is refused before any descent, so the
+    one-view schedule beside the weights is never replaced by one the other commands would misread."""
+    from ebt_vision.cli import main
+    from ebt_vision.core.checkpoint import save_pretrained_folder
+    from ebt_vision.core.metrics import psnr
+    from ebt_vision.image.inference import Tiling
+    from ebt_vision.image.noise import noisy_copy
+
+    torch.manual_seed(0)
+    torch.nn.init.normal_(objective.model.head.out.weight)  # a non-zero energy, so the descent moves the pixels
+    crops = full_resolution_crops(held_out_photos(None, "validation")[:1], size=32, per_photo=2)
+    kwargs = dict(sigmas=(25.0,), max_steps=2, scales=(1.0,), progress=False, passes=1)
+    _, one = fit_schedule(objective, crops, **kwargs)
+    _, four = fit_schedule(objective, crops, views=4, **kwargs)
+    noisy = torch.stack([noisy_copy(c, 25.0, 0, 50_000 + i) for i, c in enumerate(crops)])
+    by_hand = denoise(objective, noisy, Thinking(2, final_energy=False), tiling=Tiling(views=4))[0]
+    for row in four:
+        assert row["psnr"] == pytest.approx(float(psnr(by_hand.candidates[row["steps"]], torch.stack(crops)).mean()))
+    assert [r["psnr"] for r in one] != pytest.approx([r["psnr"] for r in four])
+
+    save_pretrained_folder(objective, objective.cfg, tmp_path / "model")
+    grid = ["--sigmas", "25", "--scales", "1", "--max-steps", "1", "--passes", "1", "--per-photo", "1", "--crop", "32"]
+    args = ["calibrate", "--checkpoint", str(tmp_path / "model"), *grid, "--views", "2", "--out", str(tmp_path / "r")]
+    assert main([*args, "--quiet"]) == 2 and not (tmp_path / "r").exists()  # refused: it would be saved
+    assert main([*args, "--quiet", "--no-save"]) == 0 and StepSchedule.load(tmp_path / "model") is None
+    report = json.loads((tmp_path / "r" / "step_schedule.json").read_text())
+    assert report["meta"]["budget"].endswith("averaged over 2 mirror images of the crop")

@@ -145,7 +145,7 @@ def calibrate(args: argparse.Namespace) -> int:
 
     options = CalibrationOptions(crop=args.crop, per_photo=args.per_photo, max_steps=args.max_steps,
                                  save=not args.no_save, passes=args.passes, sigmas=tuple(args.sigmas),
-                                 scales=tuple(args.scales))  # fmt: skip
+                                 scales=tuple(args.scales), views=args.views)  # fmt: skip
     _, report = run_calibration(args.checkpoint, args.out, options, args.device, args.stem, not args.quiet)
     saved = "" if args.no_save else f"; schedule saved beside {args.checkpoint}"
     return _print_report(report, f"(+ .json, .png){saved}")

@@ -390,6 +390,9 @@ def _calibrate(p: argparse.ArgumentParser) -> None:
         default=list(defaults.CALIBRATION_SCALES),
         help="the step-size scales tried with one pass (times the learned step size; each > 0)",
     )
+    p.add_argument("--views", type=int, choices=defaults.MIRROR_VIEWS, default=1, help="average every descent over "
+                   "this many mirror images of the crop (report only, with --no-save: denoise and eval take the "
+                   "one-view schedule at every view count)")  # fmt: skip
     p.add_argument("--no-save", action="store_true", help="report only; do not write step_schedule.json")
     _report(p, "step_schedule", out="runs/calibrate")
     _runtime(p)

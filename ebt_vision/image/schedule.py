@@ -27,7 +27,7 @@ from ..core.metrics import psnr
 from ..core.paths import resolve_path
 from ..core.progress import progress as progress_bar
 from .data import Photo
-from .inference import denoise
+from .inference import Tiling, denoise
 from .noise import estimate_noise_sigma, noisy_copy
 from .objective import DenoisingObjective
 
@@ -124,11 +124,13 @@ def fit_schedule(
     seed: int = 0,
     progress: bool = True,
     passes: int = CALIBRATION_PASSES,
+    views: int = 1,
 ) -> tuple[StepSchedule, list[dict]]:
     """Calibrate on clean validation ``crops`` ((3, h, w) each, one size): at each sigma, every crop noised once;
     the (steps in 1..max_steps, scale) of one pass, or the (steps in ``PASS_STEPS``, passes up to ``passes``) of a
     re-anchored descent at scale 1, with the best mean PSNR wins, filed under the mean *estimated* sigma (``passes``
-    1: single passes only). Returns the schedule and one row per (sigma, scale, steps, passes) with its mean PSNR."""
+    1: single passes only); ``views``: each descent averaged over that many mirror images (``Tiling.views``).
+    Returns the schedule and one row per (sigma, scale, steps, passes) with its mean PSNR."""
     if not crops or len({tuple(c.shape) for c in crops}) != 1:
         raise InputError("fit_schedule needs one or more crops of one size")
     if not 1 <= max_steps <= MAX_STEPS or not scales or min(scales) <= 0:
@@ -143,7 +145,7 @@ def fit_schedule(
     }
     for sigma, scale, steps, runs in progress_bar(jobs, desc="calibrate step schedule", disable=not progress):
         thinking = Thinking(steps, step_scale=scale, final_energy=False, passes=runs)
-        trajectory, _ = denoise(objective, noisy_by_sigma[sigma], thinking)
+        trajectory, _ = denoise(objective, noisy_by_sigma[sigma], thinking, tiling=Tiling(views=views))
         if runs == 1:  # one pass of max_steps: every step count on the way
             scored = [(k, 1, c) for k, c in enumerate(trajectory.candidates[1:], start=1)]
         else:  # passes of ``steps`` steps: the estimate after each pass from the second on

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...core.defaults import CALIBRATION_SCALES, CALIBRATION_SIGMAS
+from ...core.errors import InputError
 from ...core.reports import make_meta, markdown_table, write_report
 from ...core.train import resolve_device
 from ...image.data import held_out_photos
@@ -18,6 +19,7 @@ from ...image.schedule import (
     fit_schedule,
     full_resolution_crops,
 )
+from ...image.tiling import check_views
 
 
 def _plot(rows: list[dict], schedule: StepSchedule, path: Path) -> Path:
@@ -102,7 +104,8 @@ class CalibrationOptions:
     """``per_photo`` full-resolution crops of ``crop`` px from each validation photo, 1..``max_steps`` descent steps
     tried at every calibration sigma (``sigmas``) and step-size scale (``scales``, times the learned step size), and
     re-anchored descents of up to ``passes`` passes (1: none); ``save``: write ``step_schedule.json`` beside the
-    weights."""
+    weights. ``views``: every descent averaged over that many mirror images (``Tiling.views``); such a schedule is
+    reported, never saved: denoise and eval take the one-view schedule at every view count."""
 
     crop: int = 96
     per_photo: int = 2
@@ -111,6 +114,13 @@ class CalibrationOptions:
     passes: int = CALIBRATION_PASSES
     sigmas: tuple[float, ...] = CALIBRATION_SIGMAS
     scales: tuple[float, ...] = CALIBRATION_SCALES
+    views: int = 1
+
+    def __post_init__(self) -> None:
+        check_views(self.views)
+        if self.views > 1 and self.save:
+            raise InputError(f"a step schedule calibrated with {self.views} views is reported, not saved (add "
+                             "--no-save): denoise and eval take the one-view schedule at every view count")  # fmt: skip
 
 
 def run_calibration(
@@ -128,7 +138,7 @@ def run_calibration(
     photos = held_out_photos(None, "validation")
     crops = full_resolution_crops(photos, options.crop, options.per_photo)
     schedule, rows = fit_schedule(objective, crops, options.sigmas, options.max_steps, options.scales,
-                                  progress=progress, passes=options.passes)  # fmt: skip
+                                  progress=progress, passes=options.passes, views=options.views)  # fmt: skip
     if options.save:
         schedule.save(checkpoint if Path(checkpoint).is_dir() else Path(checkpoint).parent)
     data = (
@@ -137,6 +147,8 @@ def run_calibration(
     )
     scales = ", ".join(f"{s:g}" for s in options.scales)
     budget = f"{checkpoint}; 1-{options.max_steps} descent steps at step scales {scales}"
+    if options.views > 1:
+        budget += f", every descent averaged over {options.views} mirror images of the crop"
     if options.passes > 1:
         budget += (f"; re-anchored: 2-{options.passes} passes of {PASS_STEPS[0]}-{PASS_STEPS[-1]} steps at step "
                    "scale 1")  # fmt: skip
