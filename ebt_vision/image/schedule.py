@@ -115,6 +115,12 @@ def full_resolution_crops(photos: list[Photo], size: int = 96, per_photo: int = 
     return crops
 
 
+def noisy_crops(crops: list[Tensor], sigma: float, seed: int = 0) -> Tensor:
+    """The calibration's noisy copies of ``crops`` at ``sigma`` (0-255): (N, 3, h, w), the same noise every time, so
+    anything compared on the calibration crops (the DiT's step count too) sees the noise the schedule was fitted on."""
+    return torch.stack([noisy_copy(c, sigma, seed, 50_000 + i) for i, c in enumerate(crops)])
+
+
 def fit_schedule(
     objective: DenoisingObjective,
     crops: list[Tensor],
@@ -140,9 +146,7 @@ def fit_schedule(
     jobs = [(sigma, scale, max_steps, 1) for sigma in sigmas for scale in scales]
     if passes > 1:
         jobs += [(sigma, 1.0, k, passes) for sigma in sigmas for k in PASS_STEPS if k <= max_steps]
-    noisy_by_sigma = {
-        sigma: torch.stack([noisy_copy(c, sigma, seed, 50_000 + i) for i, c in enumerate(crops)]) for sigma in sigmas
-    }
+    noisy_by_sigma = {sigma: noisy_crops(crops, sigma, seed) for sigma in sigmas}
     for sigma, scale, steps, runs in progress_bar(jobs, desc="calibrate step schedule", disable=not progress):
         thinking = Thinking(steps, step_scale=scale, final_energy=False, passes=runs)
         trajectory, _ = denoise(objective, noisy_by_sigma[sigma], thinking, tiling=Tiling(views=views))
