@@ -62,3 +62,16 @@ def test_markdown_table_refuses_a_row_wider_or_narrower_than_its_header():
     for row in ([1], [1, 2, 3]):
         with pytest.raises(ValueError, match="cells for 2 headers"):
             markdown_table(["a", "b"], [row])
+
+
+def test_a_report_names_the_command_as_it_was_typed(monkeypatch):
+    """`make_meta`'s command: `ebt-vision ...` for the program, `python scripts/x.py ...` for a script (the program
+    is not quoted as one word), and arguments with spaces quoted so the line can be pasted back."""
+    from ebt_vision.core.reports import make_meta
+
+    monkeypatch.setattr("sys.argv", ["scripts/dit-crop-steps.py", "--sigmas", "15", "--intro", "two words"])
+    typed = "python scripts/dit-crop-steps.py --sigmas 15 --intro 'two words'"
+    assert make_meta("cpu", 0, "d", "b")["command"] == typed
+    monkeypatch.setattr("sys.argv", ["/venv/bin/ebt-vision", "eval"])
+    assert make_meta("cpu", 0, "d", "b")["command"] == "ebt-vision eval"
+    assert make_meta("cpu", 0, "d", "b", command="pytest")["command"] == "pytest"

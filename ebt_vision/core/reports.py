@@ -49,7 +49,7 @@ def _program() -> str:
 def make_meta(device: torch.device | str, seed: int, data: str, budget: str, command: str | None = None) -> dict:
     """The ``meta`` block every report carries."""
     return {
-        "command": command or shlex.join([_program()] + sys.argv[1:]),
+        "command": command or " ".join([_program(), *map(shlex.quote, sys.argv[1:])]),
         "machine": describe_machine(),
         "device": describe_device(device),
         "date": datetime.date.today().isoformat(),
