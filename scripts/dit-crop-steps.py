@@ -20,9 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ebt_vision.core.checkpoint import load_trained  # noqa: E402
+from ebt_vision.core.defaults import MIRROR_VIEWS  # noqa: E402
 from ebt_vision.core.metrics import psnr  # noqa: E402
 from ebt_vision.core.progress import progress as progress_bar  # noqa: E402
 from ebt_vision.core.reports import make_meta, markdown_table, write_report  # noqa: E402
+from ebt_vision.experiments.image.calibration import CalibrationOptions  # noqa: E402
 from ebt_vision.image.data import held_out_photos  # noqa: E402
 from ebt_vision.image.dit import DiTObjective, dit_denoise  # noqa: E402
 from ebt_vision.image.noise import estimate_noise_sigma  # noqa: E402
@@ -55,9 +57,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dit-checkpoint", default="checkpoints/dit-image-s")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[15.0, 25.0])
     parser.add_argument("--dit-steps", type=int, nargs="+", default=[1, 2, 3, 5])
-    parser.add_argument("--views", type=int, nargs="+", default=[1, 8], choices=(1, 2, 4, 8))
-    parser.add_argument("--crop", type=int, default=96, help="as `ebt-vision calibrate --crop`")
-    parser.add_argument("--per-photo", type=int, default=2, help="as `ebt-vision calibrate --per-photo`")
+    parser.add_argument("--views", type=int, nargs="+", default=[1, 8], choices=MIRROR_VIEWS)
+    calibration = CalibrationOptions()
+    parser.add_argument("--crop", type=int, default=calibration.crop, help="as `ebt-vision calibrate --crop`")
+    parser.add_argument("--per-photo", type=int, default=calibration.per_photo, help="as `ebt-vision calibrate`")
     parser.add_argument("--out", type=Path, default=Path("runs/dit-crop-steps"))
     parser.add_argument("--stem", default="dit_crop_steps")
     args = parser.parse_args(argv)
@@ -67,11 +70,12 @@ def main(argv: list[str]) -> int:
     photos = held_out_photos(None, "validation")
     crops = full_resolution_crops(photos, args.crop, args.per_photo)
     clean = torch.stack(crops)
+    noisy = {sigma: noisy_crops(crops, sigma) for sigma in args.sigmas}
+    estimated = {sigma: estimate_noise_sigma(images) for sigma, images in noisy.items()}
     jobs = [(s, v, k) for s in args.sigmas for v in args.views for k in args.dit_steps]
     rows = []
     for sigma, views, steps in progress_bar(jobs, desc="DiT on the calibration crops"):
-        noisy = noisy_crops(crops, sigma)
-        estimate, _ = dit_denoise(dit, noisy, estimate_noise_sigma(noisy), steps, views=views)
+        estimate, _ = dit_denoise(dit, noisy[sigma], estimated[sigma], steps, views=views)
         value = float(psnr(estimate.clamp(-1, 1), clean).mean())
         rows.append({"sigma": sigma, "views": views, "dit_steps": steps, "psnr": value})
     plot = _plot(rows, args.sigmas, args.views, args.out / f"{args.stem}.png")

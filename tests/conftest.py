@@ -37,6 +37,18 @@ def denoising_batch(noisy: torch.Tensor, clean: torch.Tensor, sigma: float = 25.
     )
 
 
+def load_script(name: str):
+    """``scripts/<name>`` (a file with dashes, not importable by name) loaded as a module, so a test calls its
+    ``main`` in-process."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / name
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def noisy_batch(clean: torch.Tensor, sigma: float = 25.0) -> DenoisingBatch:
     """A denoising batch of ``clean`` with Gaussian noise of ``sigma`` (0-255)."""
     noise = NoiseLevel("gaussian", torch.full((clean.shape[0],), sigma, device=clean.device))

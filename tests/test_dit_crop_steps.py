@@ -3,9 +3,7 @@ and view count, so its setting for a view count is chosen on the data the EBT's 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,14 +15,7 @@ from ebt_vision.image.dit import DiTObjective, dit_denoise
 from ebt_vision.image.noise import estimate_noise_sigma
 from ebt_vision.image.schedule import full_resolution_crops, noisy_crops
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "dit-crop-steps.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("dit_crop_steps", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_script
 
 
 def test_each_row_is_the_dit_on_the_calibration_crops_at_its_steps_and_views(tmp_path, tiny_cfg):
@@ -36,7 +27,7 @@ def test_each_row_is_the_dit_on_the_calibration_crops_at_its_steps_and_views(tmp
     out = tmp_path / "reports"
     args = ["--dit-checkpoint", str(tmp_path / "dit"), "--sigmas", "25", "--dit-steps", "1", "2", "--views", "1", "2",
             "--crop", "32", "--per-photo", "1", "--out", str(out), "--stem", "crops"]  # fmt: skip
-    assert _script().main(args) == 0
+    assert load_script("dit-crop-steps.py").main(args) == 0
     report = json.loads((out / "crops.json").read_text())
     rows = {(r["views"], r["dit_steps"]): r["psnr"] for r in report["rows"]}
     assert set(rows) == {(1, 1), (1, 2), (2, 1), (2, 2)} and len(set(rows.values())) == 4

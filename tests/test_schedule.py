@@ -23,6 +23,7 @@ from ebt_vision.image.schedule import (
     denoise_scheduled,
     fit_schedule,
     full_resolution_crops,
+    noisy_crops,
 )
 
 
@@ -155,7 +156,6 @@ def test_calibration_with_mirror_views_descends_the_averaged_energy_and_is_repor
     from ebt_vision.core.checkpoint import save_pretrained_folder
     from ebt_vision.core.metrics import psnr
     from ebt_vision.image.inference import Tiling
-    from ebt_vision.image.noise import noisy_copy
 
     torch.manual_seed(0)
     torch.nn.init.normal_(objective.model.head.out.weight)  # a non-zero energy, so the descent moves the pixels
@@ -163,7 +163,7 @@ def test_calibration_with_mirror_views_descends_the_averaged_energy_and_is_repor
     kwargs = dict(sigmas=(25.0,), max_steps=2, scales=(1.0,), progress=False, passes=1)
     _, one = fit_schedule(objective, crops, **kwargs)
     _, four = fit_schedule(objective, crops, views=4, **kwargs)
-    noisy = torch.stack([noisy_copy(c, 25.0, 0, 50_000 + i) for i, c in enumerate(crops)])
+    noisy = noisy_crops(crops, 25.0)
     by_hand = denoise(objective, noisy, Thinking(2, final_energy=False), tiling=Tiling(views=4))[0]
     for row in four:
         assert row["psnr"] == pytest.approx(float(psnr(by_hand.candidates[row["steps"]], torch.stack(crops)).mean()))

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "validation-levers.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("validation_levers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_script
 
 
 def _evaluation(path: Path, method: str, psnr: dict[tuple[float, int], float], split: str = "validation") -> str:
@@ -30,12 +22,12 @@ def test_each_candidate_is_read_at_its_best_step_count_against_the_reference(tmp
     low = _evaluation(tmp_path / "a15.json", "ebt", {(15.0, 1): 33.0, (15.0, 3): 34.25})
     high = _evaluation(tmp_path / "a25.json", "ebt", {(25.0, 2): 32.5})
     test_rows = _evaluation(tmp_path / "test.json", "ebt", {(15.0, 1): 99.0}, split="test")  # never read
-    out = tmp_path / "reports"
-    assert _script().main(["--reference", f"DiT:{dit}:dit_ddim", "--row", f"EBT:{low},{high},{test_rows}:ebt",
-                           "--out", str(out), "--stem", "levers"]) == 0  # fmt: skip
+    out, levers = tmp_path / "reports", load_script("validation-levers.py")
+    assert levers.main(["--reference", f"DiT:{dit}:dit_ddim", "--row", f"EBT:{low},{high},{test_rows}:ebt",
+                        "--out", str(out), "--stem", "levers"]) == 0  # fmt: skip
     report = json.loads((out / "levers.json").read_text())
     got = {(row["sigma"], row["steps"]): row["gap_to_reference"] for row in report["rows"]}
     assert got == pytest.approx({(15.0, 3): -0.25, (25.0, 2): 0.5})
     assert (out / "levers.png").stat().st_size > 0 and "34.25 (3) -0.25" in (out / "levers.md").read_text()
     with pytest.raises(SystemExit, match="no validation rows"):
-        _script().main(["--reference", f"DiT:{dit}:dit_ddim", "--row", f"EBT:{low}:transformer", "--out", str(out)])
+        levers.main(["--reference", f"DiT:{dit}:dit_ddim", "--row", f"EBT:{low}:transformer", "--out", str(out)])
